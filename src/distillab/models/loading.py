@@ -1,0 +1,83 @@
+"""One loader: any :class:`ModelSpec` (hub id, local folder, GGUF file, ``tiny:<arch>``) ->
+``(model, tokenizer)``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from distillab.errors import DistillabError
+from distillab.models.spec import ModelSpec
+from distillab.models.tiny import build_tiny
+
+log = logging.getLogger(__name__)
+
+
+def load_model(spec: ModelSpec, key: str = "model") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Instantiate the model and tokenizer a spec describes, in eval mode.
+
+    GGUF files are de-quantized by transformers (needs the ``gguf`` package); the resulting
+    ``quantization_config`` is dropped so the model saves as an ordinary HF folder.
+    """
+    if spec.name_or_path.startswith("tiny:"):
+        return build_tiny(spec.name_or_path.split(":", 1)[1], seed=spec.seed, dtype=spec.torch_dtype)
+    _check_local_source(spec, key)
+    kwargs = dict(trust_remote_code=spec.trust_remote_code)
+    if spec.gguf_file:
+        kwargs["gguf_file"] = spec.gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.name_or_path,
+            dtype=spec.torch_dtype,
+            attn_implementation=spec.attn_implementation,
+            # Safe by default: refuse pickled .bin weights unless the folder only has those.
+            use_safetensors=None if spec.gguf_file else _has_safetensors(spec.name_or_path),
+            **kwargs,
+        )
+    except OSError as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise DistillabError(
+            f"{key}.name_or_path: cannot load {spec.name_or_path!r} ({first_line}); valid: a local HF "
+            "folder, a folder + gguf_file, tiny:llama / tiny:qwen2, or a hub id when online"
+        ) from None
+    if spec.gguf_file and hasattr(model.config, "quantization_config"):
+        # The weights are already de-quantized to spec.dtype: forget the GGUF "quantization" so the
+        # model saves (and reloads) as an ordinary HF folder.
+        del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer
+
+
+def _has_safetensors(name_or_path: str) -> bool | None:
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return None  # hub id: let transformers pick (it prefers safetensors)
+    return any(path.glob("*.safetensors")) or None
+
+
+def _check_local_source(spec: ModelSpec, key: str) -> None:
+    """Fail early, in one line, for paths that look local but are not there."""
+    path = Path(spec.name_or_path).expanduser()
+    looks_local = spec.name_or_path.startswith((".", "/", "~")) or path.exists()
+    if looks_local and not path.exists():
+        hint = " (run `make models` to create the SmolLM2 folder)" if "SmolLM2" in spec.name_or_path else ""
+        raise DistillabError(f"{key}.name_or_path: folder {spec.name_or_path!r} does not exist{hint}")
+    if spec.gguf_file and looks_local and not (path / spec.gguf_file).is_file():
+        raise DistillabError(f"{key}.gguf_file: {spec.gguf_file!r} not found in {spec.name_or_path!r}")
+    if looks_local and not spec.gguf_file and not (path / "config.json").is_file():
+        raise DistillabError(
+            f"{key}.name_or_path: {spec.name_or_path!r} has no config.json; give an HF model folder "
+            "or set gguf_file"
+        )
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

@@ -1,0 +1,116 @@
+"""Token-level divergences between a teacher distribution p and a student distribution q.
+
+Every function takes log-probabilities (log-softmax outputs) of shape ``(..., V)`` and returns one
+value per position, shape ``(...)``. Reduction over tokens is separate (:func:`masked_mean`), so
+padding never enters a mean. Work stays in log space so near-zero probabilities give finite values
+and finite gradients.
+
+The direction is in the name: ``forward_kl(p, q) = KL(p ‖ q)`` (mean-seeking, the classic
+Hinton KD); ``reverse_kl(p, q) = KL(q ‖ p)`` (mode-seeking, MiniLLM). Note that
+``F.kl_div(input, target)`` computes KL(target ‖ input) — the argument order is easy to get wrong,
+which is why these functions exist.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+Divergence = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# Log-probabilities below this are treated as this: e^-1e4 is zero in every float format, and the
+# clamp keeps -inf (masked vocabulary entries) from turning 0 · (-inf) into NaN values or gradients.
+_LOG_FLOOR = -1.0e4
+
+
+def _kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+    """KL(a ‖ b) = Σ a (log a − log b) per position; 0 · log 0 taken as 0."""
+    log_a = log_a.clamp_min(_LOG_FLOOR)
+    return (log_a.exp() * (log_a - log_b.clamp_min(_LOG_FLOOR))).sum(-1)
+
+
+def forward_kl(teacher_logp: torch.Tensor, student_logp: torch.Tensor) -> torch.Tensor:
+    """KL(p_teacher ‖ q_student), shape ``(..., V) -> (...)``."""
+    return _kl(teacher_logp, student_logp)
+
+
+def reverse_kl(teacher_logp: torch.Tensor, student_logp: torch.Tensor) -> torch.Tensor:
+    """KL(q_student ‖ p_teacher), shape ``(..., V) -> (...)``."""
+    return _kl(student_logp, teacher_logp)
+
+
+def _log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
+    """log(weight_a · a + (1 − weight_a) · b), computed stably with logsumexp."""
+    if weight_a <= 0.0:
+        return log_b
+    if weight_a >= 1.0:
+        return log_a
+    return torch.logaddexp(log_a + math.log(weight_a), log_b + math.log1p(-weight_a))
+
+
+def generalized_jsd(
+    teacher_logp: torch.Tensor, student_logp: torch.Tensor, beta: float = 0.5
+) -> torch.Tensor:
+    """Generalized JSD_β with mixture m = β·p + (1−β)·q: β·KL(p‖m) + (1−β)·KL(q‖m).
+
+    β = 0.5 is the Jensen–Shannon divergence. As β → 0 it tends to 0 (m → q and the p term
+    vanishes); callers wanting the KL limits should use forward/reverse KL directly.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"objective: jsd beta must be in [0, 1], got {beta}")
+    log_m = _log_mixture(teacher_logp, student_logp, beta)
+    return beta * _kl(teacher_logp, log_m) + (1.0 - beta) * _kl(student_logp, log_m)
+
+
+def skew_forward_kl(
+    teacher_logp: torch.Tensor, student_logp: torch.Tensor, alpha: float = 0.1
+) -> torch.Tensor:
+    """Skew KL (DistiLLM): KL(p ‖ α·p + (1−α)·q). α = 0 is forward KL."""
+    return _kl(teacher_logp, _log_mixture(teacher_logp, student_logp, alpha))
+
+
+def skew_reverse_kl(
+    teacher_logp: torch.Tensor, student_logp: torch.Tensor, alpha: float = 0.1
+) -> torch.Tensor:
+    """Skew reverse KL (DistiLLM): KL(q ‖ α·q + (1−α)·p). α = 0 is reverse KL."""
+    return _kl(student_logp, _log_mixture(student_logp, teacher_logp, alpha))
+
+
+def total_variation(teacher_logp: torch.Tensor, student_logp: torch.Tensor) -> torch.Tensor:
+    """Total variation distance ½ Σ |p − q|, in [0, 1]."""
+    return 0.5 * (teacher_logp.exp() - student_logp.exp()).abs().sum(-1)
+
+
+DIVERGENCES: dict[str, Divergence] = {
+    "forward_kl": forward_kl,
+    "reverse_kl": reverse_kl,
+    "jsd": generalized_jsd,
+    "skew_forward_kl": skew_forward_kl,
+    "skew_reverse_kl": skew_reverse_kl,
+    "tvd": total_variation,
+}
+
+
+def get_divergence(name: str, **kwargs: float) -> Divergence:
+    """Look a divergence up by its config name; keyword arguments (beta, alpha) are bound."""
+    if name not in DIVERGENCES:
+        raise ValueError(f"objective: unknown divergence {name!r}; valid: {', '.join(DIVERGENCES)}")
+    fn = DIVERGENCES[name]
+    if not kwargs:
+        return fn
+    return lambda p, q: fn(p, q, **kwargs)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` (shape ``(B, T)``) over positions where ``mask`` is true.
+
+    Normalises by the number of unmasked tokens, not by batch size: ``batchmean`` over a padded
+    batch would count padding.
+    """
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)

@@ -1,0 +1,64 @@
+"""The training objective: a weighted sum of named terms, each of which is logged on its own."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from distillab.errors import DistillabError
+from distillab.objectives.terms import TERM_TYPES, Term, TermInputs
+
+
+class Objective(nn.Module):
+    """``loss = Σ_i w_i · term_i``. Returns the total and every unweighted term for logging."""
+
+    def __init__(self, terms: Mapping[str, Term], weights: Mapping[str, float]):
+        super().__init__()
+        self.terms = nn.ModuleDict(dict(terms))
+        self.weights = {name: float(weights[name]) for name in self.terms}
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(t.needs_teacher and self.weights[n] != 0 for n, t in self.terms.items())
+
+    def forward(self, inputs: TermInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        values: dict[str, torch.Tensor] = {}
+        total = inputs.student_logits.new_zeros((), dtype=torch.float32)
+        for name, term in self.terms.items():
+            weight = self.weights[name]
+            if weight == 0 or (term.needs_teacher and inputs.teacher_logits is None):
+                continue
+            values[name] = term(inputs)
+            total = total + weight * values[name]
+        return total, values
+
+
+def build_objective(terms_cfg: Mapping[str, Any]) -> Objective:
+    """Build from config ``{name: {type?: <TERM_TYPES key>, weight: w, **term_kwargs}}``.
+
+    ``type`` defaults to the term's name, so ``kd: {weight: 0.5, temperature: 2}`` just works.
+    """
+    if not terms_cfg:
+        raise DistillabError("objective.terms: empty; give at least one term, e.g. ce: {weight: 1.0}")
+    terms, weights = {}, {}
+    for name, spec in terms_cfg.items():
+        spec = dict(spec or {})
+        kind = spec.pop("type", name)
+        if kind not in TERM_TYPES:
+            raise DistillabError(
+                f"objective.terms.{name}.type: unknown term {kind!r}; valid: {', '.join(TERM_TYPES)}"
+            )
+        weight = spec.pop("weight", 1.0)
+        if weight is None or float(weight) < 0:
+            raise DistillabError(f"objective.terms.{name}.weight: must be >= 0, got {weight}")
+        try:
+            terms[name] = TERM_TYPES[kind](**spec)
+        except DistillabError as err:
+            raise DistillabError(f"objective.terms.{name}: {err}".replace(": objective:", ":")) from None
+        except TypeError as err:
+            raise DistillabError(f"objective.terms.{name}: {err}") from None
+        weights[name] = float(weight)
+    return Objective(terms, weights)

@@ -1,0 +1,96 @@
+"""Objective terms: each turns one forward pass of student (and teacher) into a scalar loss.
+
+A term is an ``nn.Module`` (so a later term can own learned parameters, e.g. a projection) whose
+``forward`` takes :class:`TermInputs`. Add a term by writing a class here (or in a sibling module),
+registering it in ``TERM_TYPES`` and naming it in an ``objective/`` config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distillab.errors import DistillabError
+from distillab.objectives.divergences import get_divergence, masked_mean
+
+
+@dataclass
+class TermInputs:
+    """What a term may look at. Logits are already aligned to next-token positions.
+
+    Shapes: ``student_logits``/``teacher_logits`` ``(B, T-1, V)``; ``targets`` and ``mask``
+    ``(B, T-1)``, ``mask`` true where the next token is real (not padding, not ignored).
+    """
+
+    student_logits: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    teacher_logits: torch.Tensor | None = None
+
+
+class Term(nn.Module):
+    """Base class. ``needs_teacher`` tells the training loop whether to run the teacher."""
+
+    needs_teacher: bool = False
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class HardLabelCE(Term):
+    """Cross-entropy on the data's next tokens, averaged over unmasked tokens."""
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        return hard_label_ce(inputs.student_logits, inputs.targets, inputs.mask)
+
+
+class SoftLabelKD(Term):
+    """``T² · D(teacher_T, student_T)`` with D a divergence from :mod:`divergences` (Hinton et al.).
+
+    The T² factor keeps gradient magnitudes comparable across temperatures, so the weight against
+    the hard-label term means the same thing at any T.
+    """
+
+    needs_teacher = True
+
+    def __init__(self, temperature: float = 1.0, divergence: str = "forward_kl", **divergence_kwargs: float):
+        super().__init__()
+        if temperature is None or float(temperature) <= 0:
+            raise DistillabError(f"objective: temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        self.divergence_name = divergence
+        self.divergence = get_divergence(divergence, **divergence_kwargs)
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        assert inputs.teacher_logits is not None, "SoftLabelKD needs teacher logits"
+        return soft_label_kd(
+            inputs.teacher_logits, inputs.student_logits, inputs.mask, self.temperature, self.divergence
+        )
+
+
+def hard_label_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over unmasked positions. ``(B, T, V), (B, T), (B, T) -> ()``."""
+    per_token = F.cross_entropy(
+        logits.float().flatten(0, -2), targets.flatten().clamp_min(0), reduction="none"
+    ).view_as(targets)
+    return masked_mean(per_token, mask)
+
+
+def soft_label_kd(
+    teacher_logits: torch.Tensor,
+    student_logits: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float,
+    divergence=None,
+) -> torch.Tensor:
+    """``T² · mean_tokens D(softmax(t/T), softmax(s/T))``, D = forward KL unless given."""
+    divergence = divergence or get_divergence("forward_kl")
+    teacher_logp = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    student_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return temperature**2 * masked_mean(divergence(teacher_logp, student_logp), mask)
+
+
+TERM_TYPES: dict[str, type[Term]] = {"ce": HardLabelCE, "kd": SoftLabelKD}
