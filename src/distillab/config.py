@@ -1,0 +1,48 @@
+"""Hydra/OmegaConf glue shared by every entry point: config path, resolvers, error handling."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from distillab.errors import DistillabError
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+# `${one_minus:${..alpha}}`: hard-label weight as 1 - alpha, so one knob sets both KD weights.
+if not OmegaConf.has_resolver("one_minus"):
+    OmegaConf.register_new_resolver("one_minus", lambda x: 1.0 - float(x))
+
+
+def to_plain(cfg: DictConfig | dict | None) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+
+
+def set_threads(threads: int | None) -> None:
+    """Intra-op threads. On 2 cores, one busy process per core beats oversubscription."""
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def user_errors_exit(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn a :class:`DistillabError` into one line on stderr and exit status 2 — no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return fn(cfg)
+        except DistillabError as err:
+            logging.getLogger("distillab").debug("user error", exc_info=True)
+            print(f"error: {err}", file=sys.stderr)
+            sys.stdout.flush()
+            os._exit(2) if os.environ.get("DISTILLAB_HARD_EXIT") else sys.exit(2)
+
+    return wrapper

@@ -1,0 +1,118 @@
+"""``distillab-distill``: teacher -> student -> distil -> evaluate both -> retention.
+
+Thin entry point: ``main`` is Hydra's; ``run(cfg)`` does the work and returns the metrics (tests
+and sweeps call it directly).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from distillab.config import CONFIG_DIR, set_threads, to_plain, user_errors_exit
+from distillab.data.datamodule import CorpusDataModule
+from distillab.errors import DistillabError
+from distillab.evaluation.retention import retention_rows
+from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
+from distillab.models.loading import count_parameters, load_model
+from distillab.models.spec import ModelSpec
+from distillab.models.student import build_student, check_vocab_match
+from distillab.models.surgery import teacher_layer_indices
+from distillab.objectives.objective import build_objective
+from distillab.tracking import wandb_run
+from distillab.tracking.report import write_results
+from distillab.training.distill_module import DistillModule
+
+log = logging.getLogger("distillab")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    start = time.time()
+    run_dir = Path(cfg.paths.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.get("threads"))
+    L.seed_everything(cfg.seed, workers=True)
+
+    # Everything that can be wrong with the config fails here, before any minute is spent.
+    objective = build_objective(to_plain(cfg.objective.terms))
+    teacher, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")
+    student, student_tok = build_student(teacher, to_plain(cfg.student), tokenizer)
+    if objective.needs_teacher:
+        check_vocab_match(teacher, student, tokenizer, student_tok)
+    datamodule = CorpusDataModule(student_tok, **to_plain(cfg.data), data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir)
+    datamodule.setup("fit")
+    log.info(
+        "teacher %d layers, %.1fM params -> student %d layers (teacher layers %s), %.1fM params",
+        teacher.config.num_hidden_layers, count_parameters(teacher) / 1e6, student.config.num_hidden_layers,
+        teacher_layer_indices(student), count_parameters(student) / 1e6,
+    )
+
+    loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
+    wandb_run.log_config(loggers, to_plain(cfg))
+    results: dict[str, Any] = {"run_dir": str(run_dir), "experiment": cfg.experiment_name}
+    eval_cfg, data_dir, cache = cfg.get("eval"), cfg.paths.data_dir, Path(cfg.paths.cache_dir)
+    if eval_cfg:
+        teacher_metrics, hit = cached_evaluate_suite(teacher, tokenizer, eval_cfg, run_dir, data_dir, cache)
+        results["teacher"] = teacher_metrics
+        log.info("teacher evaluated%s", " (from cache)" if hit else "")
+        if cfg.get("eval_before_training"):
+            results["student_before"] = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
+
+    module = DistillModule(
+        student, objective, teacher if objective.needs_teacher else None,
+        optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
+    callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir))
+    train_start = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    results["train_seconds"] = time.time() - train_start
+    results["train_metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    if cfg.get("export", True):
+        export_dir = run_dir / "student"
+        student.save_pretrained(export_dir)
+        student_tok.save_pretrained(export_dir)
+        results["student_dir"] = str(export_dir)
+    results["params"] = {"teacher": count_parameters(teacher), "student": count_parameters(student)}
+
+    rows = []
+    if eval_cfg:
+        results["student"] = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
+        rows = retention_rows(results["teacher"], results["student"])
+        results["retention"] = {r.key: r.retention for r in rows}
+        flat = {f"teacher/{k}": v for k, v in results["teacher"].items()}
+        flat |= {f"eval/{k}": v for k, v in results["student"].items()}
+        flat |= {f"retention/{k}": v for k, v in results["retention"].items() if v is not None}
+        wandb_run.log_evaluation(loggers, flat, rows, step=trainer.global_step)
+    results["wall_seconds"] = time.time() - start
+    header = (
+        f"## {cfg.experiment_name}: teacher {teacher.config.num_hidden_layers} layers "
+        f"({results['params']['teacher'] / 1e6:.1f}M) vs student {student.config.num_hidden_layers} layers "
+        f"({results['params']['student'] / 1e6:.1f}M), {trainer.global_step} steps, "
+        f"wall {results['wall_seconds'] / 60:.1f} min"
+    )
+    print("\n" + write_results(run_dir, results, rows, header))
+    results["wandb_dir"] = wandb_run.finish(loggers)
+    print(f"run directory: {run_dir}\nexported student: {results.get('student_dir')}\nW&B files: {results['wandb_dir']}"
+          " (sync with `wandb sync <dir>`)")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="distill")
+@user_errors_exit
+def main(cfg: DictConfig) -> float | None:
+    results = run(cfg)
+    values = [v for v in (results.get("retention") or {}).values() if v is not None]
+    return sum(values) / len(values) if values else None  # what a sweeper maximises
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Benchmarks through lm-evaluation-harness, in process, with lm-eval's own task definitions.
+
+``run_tasks`` wraps an already-loaded model in lm-eval's ``HFLM`` and calls ``simple_evaluate``
+once per task (each task has its own limit and few-shot count). Results come back flat:
+``{"arc_challenge/acc_norm": 0.31, "arc_challenge/acc_norm_stderr": 0.04, ...}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from distillab.errors import DistillabError
+from distillab.evaluation.local_tasks import write_local_task_yamls
+
+log = logging.getLogger(__name__)
+
+
+def flatten_task_results(task: str, results: Mapping[str, Any]) -> dict[str, float]:
+    """lm-eval's ``{"acc,none": .3, "acc_stderr,none": .01, "exact_match,strict-match": 0}`` ->
+    ``{"task/acc": .3, "task/acc_stderr": .01, "task/exact_match_strict-match": 0}``."""
+    flat = {}
+    for key, value in results.items():
+        if "," not in key or not isinstance(value, (int, float)):
+            continue
+        metric, filt = key.split(",", 1)
+        name = metric if filt == "none" else f"{metric}_{filt}"
+        if metric.endswith("_stderr"):
+            base = metric[: -len("_stderr")]
+            name = (base if filt == "none" else f"{base}_{filt}") + "_stderr"
+        flat[f"{task}/{name}"] = float(value)
+    return flat
+
+
+def run_tasks(
+    model,
+    tokenizer,
+    tasks: Mapping[str, Mapping[str, Any]],
+    work_dir: Path,
+    data_dir: Path | None,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    seed: int = 1234,
+) -> dict[str, float]:
+    """Evaluate ``model`` on ``tasks`` = ``{name: {limit, num_fewshot, max_gen_toks}}``.
+
+    With ``data_dir`` the tasks read local copies (see :mod:`local_tasks`); with ``None`` lm-eval
+    fetches its data from the hub as usual.
+    """
+    if not tasks:
+        return {}
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    include = write_local_task_yamls(list(tasks), data_dir, work_dir / "lm_eval_tasks") if data_dir else None
+    manager = TaskManager(include_path=str(include) if include else None)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise DistillabError(f"eval.tasks: unknown lm-eval task {unknown[0]!r}")
+    was_training = model.training
+    lm = HFLM(pretrained=model.eval(), tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    metrics: dict[str, float] = {}
+    for name, settings in tasks.items():
+        settings = dict(settings or {})
+        gen_kwargs = {"max_gen_toks": int(settings["max_gen_toks"])} if settings.get("max_gen_toks") else None
+        log.info("lm-eval %s %s", name, settings)
+        out = simple_evaluate(
+            model=lm,
+            tasks=[name],
+            num_fewshot=settings.get("num_fewshot"),
+            limit=settings.get("limit"),
+            task_manager=manager,
+            gen_kwargs=gen_kwargs,
+            log_samples=False,
+            bootstrap_iters=1000,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+        metrics.update(flatten_task_results(name, out["results"][name]))
+    model.train(was_training)
+    return metrics

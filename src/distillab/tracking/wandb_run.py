@@ -1,0 +1,51 @@
+"""Weights & Biases through Lightning's WandbLogger: one run per job, offline unless told otherwise."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lightning.pytorch.loggers import Logger, WandbLogger
+
+from distillab.evaluation.retention import RetentionRow
+
+log = logging.getLogger(__name__)
+
+
+def find_wandb(loggers: list[Logger]) -> WandbLogger | None:
+    return next((lg for lg in loggers if isinstance(lg, WandbLogger)), None)
+
+
+def log_config(loggers: list[Logger], config: dict[str, Any]) -> None:
+    for lg in loggers:
+        lg.log_hyperparams(config)
+
+
+def log_evaluation(loggers: list[Logger], metrics: dict[str, float], rows: list[RetentionRow], step: int) -> None:
+    """Eval metrics to every logger; retention table and summary keys to W&B."""
+    for lg in loggers:
+        lg.log_metrics(metrics, step=step)
+        lg.save()
+    wandb_logger = find_wandb(loggers)
+    if wandb_logger is None:
+        return
+    import wandb
+
+    table = wandb.Table(columns=["task/metric", "teacher", "student", "retention"])
+    for r in rows:
+        table.add_data(r.key, r.teacher, r.student, r.retention)
+    run = wandb_logger.experiment
+    run.log({"retention_table": table})
+    run.summary.update(metrics)
+
+
+def finish(loggers: list[Logger]) -> str | None:
+    """Close the W&B run (so the next job of a sweep gets its own) and return its local directory."""
+    wandb_logger = find_wandb(loggers)
+    if wandb_logger is None:
+        return None
+    import wandb
+
+    run_dir = wandb.run.dir if wandb.run is not None else None
+    wandb.finish()
+    return run_dir

@@ -1,0 +1,97 @@
+"""DistillModule: one LightningModule for distillation, post-pruning healing and layer-wise distillation.
+
+The student trains; the teacher is frozen (eval mode, no gradients) and deliberately *not* a
+registered submodule, so it never enters ``state_dict``, checkpoints, hparams or the optimizer, and
+Lightning's ``train()`` calls cannot flip it out of eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from transformers import PreTrainedModel
+
+from distillab.objectives.objective import Objective
+from distillab.objectives.terms import TermInputs, hard_label_ce
+
+
+class DistillModule(L.LightningModule):
+    def __init__(
+        self,
+        student: PreTrainedModel,
+        objective: Objective,
+        teacher: PreTrainedModel | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+    ):
+        super().__init__()
+        self.student = student
+        self.objective = objective
+        self._teacher = [freeze(teacher)] if teacher is not None else []  # a list hides it from nn.Module
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-4))
+        self.scheduler_factory = scheduler
+        if objective.needs_teacher and teacher is None:
+            raise ValueError("objective needs a teacher but none was given")
+
+    @property
+    def teacher(self) -> PreTrainedModel | None:
+        return self._teacher[0] if self._teacher else None
+
+    def setup(self, stage: str) -> None:
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.to(self.device).eval()
+
+    def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        targets = batch["labels"][:, 1:]
+        mask = (targets != -100) & batch["attention_mask"][:, 1:].bool()
+        model_inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        student_logits = self.student(**model_inputs).logits[:, :-1]
+        teacher_logits = None
+        if self.teacher is not None and self.objective.needs_teacher:
+            with torch.no_grad():
+                teacher_logits = self.teacher(**model_inputs).logits[:, :-1]
+        inputs = TermInputs(student_logits=student_logits, targets=targets, mask=mask, teacher_logits=teacher_logits)
+        loss, terms = self.objective(inputs)
+        n = batch["input_ids"].shape[0]
+        on_step = split == "train"
+        self.log(f"{split}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=n)
+        for name, value in terms.items():
+            self.log(f"{split}/loss_{name}", value, on_step=on_step, on_epoch=not on_step, batch_size=n)
+        if split == "val":  # held-out CE of the student whatever the objective, for val/ppl
+            self.log("val/ce", hard_label_ce(student_logits, targets, mask), batch_size=n)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        ce = self.trainer.callback_metrics.get("val/ce")
+        if ce is not None:
+            self.log("val/ppl", math.exp(min(float(ce), 50.0)))
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]  # student + any learned objective params
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=int(total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def freeze(model: PreTrainedModel) -> PreTrainedModel:
+    """Eval mode and no gradients, for good."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
