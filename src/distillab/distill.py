@@ -14,11 +14,10 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from distillab.config import CONFIG_DIR, set_threads, to_plain, user_errors_exit
 from distillab.data.datamodule import CorpusDataModule
-from distillab.errors import DistillabError
 from distillab.evaluation.retention import retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
 from distillab.models.loading import count_parameters, load_model
@@ -42,16 +41,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     # Everything that can be wrong with the config fails here, before any minute is spent.
     objective = build_objective(to_plain(cfg.objective.terms))
-    teacher, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")
+    teacher, tokenizer = load_model(
+        ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher"
+    )
     student, student_tok = build_student(teacher, to_plain(cfg.student), tokenizer)
     if objective.needs_teacher:
         check_vocab_match(teacher, student, tokenizer, student_tok)
-    datamodule = CorpusDataModule(student_tok, **to_plain(cfg.data), data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir)
+    datamodule = CorpusDataModule(
+        student_tok, **to_plain(cfg.data), data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir
+    )
     datamodule.setup("fit")
     log.info(
         "teacher %d layers, %.1fM params -> student %d layers (teacher layers %s), %.1fM params",
-        teacher.config.num_hidden_layers, count_parameters(teacher) / 1e6, student.config.num_hidden_layers,
-        teacher_layer_indices(student), count_parameters(student) / 1e6,
+        teacher.config.num_hidden_layers,
+        count_parameters(teacher) / 1e6,
+        student.config.num_hidden_layers,
+        teacher_layer_indices(student),
+        count_parameters(student) / 1e6,
     )
 
     loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
@@ -66,11 +72,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             results["student_before"] = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
 
     module = DistillModule(
-        student, objective, teacher if objective.needs_teacher else None,
-        optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        student,
+        objective,
+        teacher if objective.needs_teacher else None,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
+    )
     train_start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     results["train_seconds"] = time.time() - train_start
@@ -101,8 +112,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     print("\n" + write_results(run_dir, results, rows, header))
     results["wandb_dir"] = wandb_run.finish(loggers)
-    print(f"run directory: {run_dir}\nexported student: {results.get('student_dir')}\nW&B files: {results['wandb_dir']}"
-          " (sync with `wandb sync <dir>`)")
+    print(
+        f"run directory: {run_dir}\nexported student: {results.get('student_dir')}\nW&B files: {results['wandb_dir']}"
+        " (sync with `wandb sync <dir>`)"
+    )
     return results
 
 

@@ -36,14 +36,18 @@ def read_documents(source: Mapping[str, Any], data_dir: Path) -> list[str]:
     if fmt == "jsonl":
         docs = [d for f in source_files(source, data_dir) for d in _jsonl_documents(f, source)]
     elif fmt == "text":
-        docs = [d for f in source_files(source, data_dir) for d in _text_documents(f, source.get("separator"))]
+        docs = [
+            d for f in source_files(source, data_dir) for d in _text_documents(f, source.get("separator"))
+        ]
     elif fmt == "hub":
         docs = _hub_documents(source)
     else:
         raise DistillabError(f"data.source.format: unknown {fmt!r}; valid: {', '.join(FORMATS)}")
     docs = [d for d in docs if d.strip()]
     if not docs:
-        raise DistillabError(f"data.source: no non-empty documents in {source.get('files') or source.get('path')}")
+        raise DistillabError(
+            f"data.source: no non-empty documents in {source.get('files') or source.get('path')}"
+        )
     return docs
 
 
@@ -80,5 +84,7 @@ def _hub_documents(source: Mapping[str, Any]) -> list[str]:
     try:
         ds = datasets.load_dataset(source["path"], source.get("name"), split=source.get("split", "train"))
     except Exception as err:  # network, missing dataset, ... : one line for the user
-        raise DistillabError(f"data.source.path: cannot load hub data set {source.get('path')!r}: {err}") from None
+        raise DistillabError(
+            f"data.source.path: cannot load hub data set {source.get('path')!r}: {err}"
+        ) from None
     return [_render(r, source, source["path"]) for r in ds]

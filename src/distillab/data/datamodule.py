@@ -50,7 +50,11 @@ class CorpusDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) / "tokenized" if cache_dir else None
         self.block_size, self.batch_size, self.num_workers = int(block_size), int(batch_size), num_workers
         self.val_fraction, self.seed = val_fraction, seed
-        self.max_documents, self.max_train_blocks, self.max_val_blocks = max_documents, max_train_blocks, max_val_blocks
+        self.max_documents, self.max_train_blocks, self.max_val_blocks = (
+            max_documents,
+            max_train_blocks,
+            max_val_blocks,
+        )
         if self.batch_size < 1:
             raise DistillabError(f"data.batch_size: must be >= 1, got {batch_size}")
         self.train_blocks: torch.Tensor | None = None
@@ -59,13 +63,19 @@ class CorpusDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_blocks is not None:
             return
-        data_dir = resolve_data_dir(self.data_dir) if self.source.get("format", "jsonl") != "hub" else Path(".")
+        data_dir = (
+            resolve_data_dir(self.data_dir) if self.source.get("format", "jsonl") != "hub" else Path(".")
+        )
         docs = read_documents(self.source, data_dir)
         train_docs, val_docs = split_documents(docs, self.val_fraction, self.seed)
         if self.max_documents:
             train_docs = train_docs[: int(self.max_documents)]
-        self.train_blocks = packed_blocks(self.tokenizer, train_docs, self.block_size, self.cache_dir, f"{self.name}-train")
-        self.val_blocks = packed_blocks(self.tokenizer, val_docs, self.block_size, self.cache_dir, f"{self.name}-val")
+        self.train_blocks = packed_blocks(
+            self.tokenizer, train_docs, self.block_size, self.cache_dir, f"{self.name}-train"
+        )
+        self.val_blocks = packed_blocks(
+            self.tokenizer, val_docs, self.block_size, self.cache_dir, f"{self.name}-val"
+        )
         if self.max_train_blocks:
             self.train_blocks = self.train_blocks[: int(self.max_train_blocks)]
         if self.max_val_blocks:
@@ -79,9 +89,16 @@ class CorpusDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
-            TensorDataset(self.train_blocks), batch_size=self.batch_size, shuffle=True, generator=generator,
-            collate_fn=collate_blocks, num_workers=self.num_workers, drop_last=len(self.train_blocks) >= self.batch_size,
+            TensorDataset(self.train_blocks),
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=collate_blocks,
+            num_workers=self.num_workers,
+            drop_last=len(self.train_blocks) >= self.batch_size,
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(TensorDataset(self.val_blocks), batch_size=self.batch_size, collate_fn=collate_blocks)
+        return DataLoader(
+            TensorDataset(self.val_blocks), batch_size=self.batch_size, collate_fn=collate_blocks
+        )

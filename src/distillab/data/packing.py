@@ -21,7 +21,9 @@ from distillab.errors import DistillabError
 
 def tokenizer_fingerprint(tokenizer) -> str:
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
-    return hashlib.sha256(f"{type(tokenizer).__name__}{vocab}{tokenizer.eos_token_id}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{type(tokenizer).__name__}{vocab}{tokenizer.eos_token_id}".encode()).hexdigest()[
+        :16
+    ]
 
 
 def split_documents(docs: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -41,24 +43,36 @@ def pack(token_lists: list[list[int]], eos_id: int, block_size: int) -> torch.Te
     return torch.tensor(flat[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
 
 
-def tokenize_documents(tokenizer, docs: list[str], batch: int = 256, desc: str = "tokenizing") -> list[list[int]]:
+def tokenize_documents(
+    tokenizer, docs: list[str], batch: int = 256, desc: str = "tokenizing"
+) -> list[list[int]]:
     out: list[list[int]] = []
     for start in tqdm(range(0, len(docs), batch), desc=desc, leave=False):
         out.extend(tokenizer(docs[start : start + batch], add_special_tokens=False)["input_ids"])
     return out
 
 
-def packed_blocks(tokenizer, docs: list[str], block_size: int, cache_dir: Path | None, name: str) -> torch.Tensor:
+def packed_blocks(
+    tokenizer, docs: list[str], block_size: int, cache_dir: Path | None, name: str
+) -> torch.Tensor:
     """Blocks for ``docs``, read from / written to ``cache_dir`` when given."""
     if block_size < 2:
         raise DistillabError(f"data.block_size: must be >= 2, got {block_size}")
     key = hashlib.sha256(
-        json.dumps([tokenizer_fingerprint(tokenizer), block_size, hashlib.sha256("\x00".join(docs).encode()).hexdigest()]).encode()
+        json.dumps(
+            [
+                tokenizer_fingerprint(tokenizer),
+                block_size,
+                hashlib.sha256("\x00".join(docs).encode()).hexdigest(),
+            ]
+        ).encode()
     ).hexdigest()[:20]
     path = cache_dir / f"{name}-{key}.safetensors" if cache_dir else None
     if path and path.is_file():
         return load_file(path)["blocks"]
-    blocks = pack(tokenize_documents(tokenizer, docs, desc=f"tokenizing {name}"), tokenizer.eos_token_id, block_size)
+    blocks = pack(
+        tokenize_documents(tokenizer, docs, desc=f"tokenizing {name}"), tokenizer.eos_token_id, block_size
+    )
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")

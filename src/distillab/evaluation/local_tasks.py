@@ -26,11 +26,14 @@ class LocalTask:
 
 LOCAL_TASKS: dict[str, LocalTask] = {
     "arc_challenge": LocalTask(
-        "arc/arc_challenge.yaml", "arc_challenge", {"train": "train.jsonl", "test": "test.jsonl"},
+        "arc/arc_challenge.yaml",
+        "arc_challenge",
+        {"train": "train.jsonl", "test": "test.jsonl"},
         {"validation_split": None},  # the local copy has no validation split
     ),
     "arc_easy": LocalTask(
-        "arc/arc_easy.yaml", "arc_easy",
+        "arc/arc_easy.yaml",
+        "arc_easy",
         {"train": "train.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"},
     ),
     "gsm8k": LocalTask("gsm8k/gsm8k.yaml", "gsm8k", {"train": "train.jsonl", "test": "test.jsonl"}),
@@ -56,7 +59,9 @@ def write_local_task_yamls(task_names: list[str], data_dir: Path, out_dir: Path)
         files = {split: str(data_dir / spec.folder / fname) for split, fname in spec.splits.items()}
         missing = [f for f in files.values() if not Path(f).is_file()]
         if missing:
-            raise DistillabError(f"eval.tasks.{name}: data file {missing[0]} not found (paths.data_dir={data_dir})")
+            raise DistillabError(
+                f"eval.tasks.{name}: data file {missing[0]} not found (paths.data_dir={data_dir})"
+            )
         doc = {
             "include": str(tasks_root / spec.definition),
             "task": name,

@@ -12,14 +12,24 @@ from distillab.data.packing import pack, tokenize_documents
 
 
 @torch.no_grad()
-def perplexity(model, tokenizer, documents: list[str], block_size: int = 512, max_tokens: int | None = None,
-               batch_size: int = 4) -> dict[str, float]:
+def perplexity(
+    model,
+    tokenizer,
+    documents: list[str],
+    block_size: int = 512,
+    max_tokens: int | None = None,
+    batch_size: int = 4,
+) -> dict[str, float]:
     """``{"ppl", "nll", "tokens"}`` of ``model`` on ``documents`` packed into ``block_size`` blocks.
 
     Non-overlapping blocks (no sliding window): cheaper, slightly pessimistic, and identical for
     teacher and student, which is what retention needs.
     """
-    blocks = pack(tokenize_documents(tokenizer, documents, desc="tokenizing ppl text"), tokenizer.eos_token_id, block_size)
+    blocks = pack(
+        tokenize_documents(tokenizer, documents, desc="tokenizing ppl text"),
+        tokenizer.eos_token_id,
+        block_size,
+    )
     if max_tokens:
         blocks = blocks[: max(1, int(max_tokens) // block_size)]
     was_training = model.training

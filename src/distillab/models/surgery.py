@@ -44,21 +44,24 @@ def teacher_layer_indices(model: PreTrainedModel) -> list[int]:
 def evenly_spaced(num_layers: int, num_remove: int) -> list[int]:
     """``num_remove`` layer indices spread evenly over the interior; first and last layer kept.
 
-    30 layers, remove 6 -> [4, 9, 13, 17, 21, 26].
+    Spacing (L-1)/(n+1) >= 1 keeps the rounded indices distinct and inside 1..L-2.
+    30 layers, remove 6 -> [4, 8, 12, 17, 21, 25].
     """
     if not 0 <= num_remove <= num_layers - 2:
         raise DistillabError(
             f"student.num_remove: {num_remove} is outside 0..{num_layers - 2} for a {num_layers}-layer "
             "model (the first and last layer are kept)"
         )
-    return [round((i + 1) * num_layers / (num_remove + 1)) for i in range(num_remove)]
+    return [round((i + 1) * (num_layers - 1) / (num_remove + 1)) for i in range(num_remove)]
 
 
 def validate_removal(num_layers: int, remove: list[int], key: str = "student.remove") -> list[int]:
     remove = sorted(int(i) for i in remove)
     bad = [i for i in remove if not 0 <= i < num_layers]
     if bad:
-        raise DistillabError(f"{key}: layer {bad[0]} out of range for a {num_layers}-layer model; valid: 0..{num_layers - 1}")
+        raise DistillabError(
+            f"{key}: layer {bad[0]} out of range for a {num_layers}-layer model; valid: 0..{num_layers - 1}"
+        )
     if len(set(remove)) != len(remove):
         raise DistillabError(f"{key}: duplicate layer indices in {remove}")
     if len(remove) >= num_layers:

@@ -70,7 +70,9 @@ def tiny_config(arch: str, vocab_size: int, **overrides):
         return LlamaConfig(**base)
     if arch == "qwen2":
         return Qwen2Config(**base)
-    raise DistillabError(f"model.name_or_path: unknown tiny architecture {arch!r}; valid: tiny:llama, tiny:qwen2")
+    raise DistillabError(
+        f"model.name_or_path: unknown tiny architecture {arch!r}; valid: tiny:llama, tiny:qwen2"
+    )
 
 
 def build_tiny(arch: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):

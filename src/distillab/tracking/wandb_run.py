@@ -21,7 +21,9 @@ def log_config(loggers: list[Logger], config: dict[str, Any]) -> None:
         lg.log_hyperparams(config)
 
 
-def log_evaluation(loggers: list[Logger], metrics: dict[str, float], rows: list[RetentionRow], step: int) -> None:
+def log_evaluation(
+    loggers: list[Logger], metrics: dict[str, float], rows: list[RetentionRow], step: int
+) -> None:
     """Eval metrics to every logger; retention table and summary keys to W&B."""
     for lg in loggers:
         lg.log_metrics(metrics, step=step)

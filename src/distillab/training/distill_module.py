@@ -58,7 +58,9 @@ class DistillModule(L.LightningModule):
         if self.teacher is not None and self.objective.needs_teacher:
             with torch.no_grad():
                 teacher_logits = self.teacher(**model_inputs).logits[:, :-1]
-        inputs = TermInputs(student_logits=student_logits, targets=targets, mask=mask, teacher_logits=teacher_logits)
+        inputs = TermInputs(
+            student_logits=student_logits, targets=targets, mask=mask, teacher_logits=teacher_logits
+        )
         loss, terms = self.objective(inputs)
         n = batch["input_ids"].shape[0]
         on_step = split == "train"

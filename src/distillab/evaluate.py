@@ -1,0 +1,70 @@
+"""``distillab-evaluate``: the eval suite on one model, and retention against a teacher if given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from distillab.config import CONFIG_DIR, set_threads, to_plain, user_errors_exit
+from distillab.evaluation.retention import retention_rows
+from distillab.evaluation.suite import cached_evaluate_suite
+from distillab.models.loading import count_parameters, load_model
+from distillab.models.spec import ModelSpec
+from distillab.tracking import wandb_run
+from distillab.tracking.report import write_results
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    run_dir = Path(cfg.paths.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.get("threads"))
+    cache = Path(cfg.paths.cache_dir)
+    model, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.model)))
+    teacher = None
+    if cfg.get("teacher"):
+        teacher, teacher_tok = load_model(
+            ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher"
+        )
+    loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
+    wandb_run.log_config(loggers, to_plain(cfg))
+    results: dict[str, Any] = {"model": cfg.model.name_or_path, "params": count_parameters(model)}
+    results["student"], _ = cached_evaluate_suite(
+        model, tokenizer, cfg.eval, run_dir, cfg.paths.data_dir, cache
+    )
+    flat = {f"eval/{k}": v for k, v in results["student"].items()}
+    rows = []
+    if teacher is not None:
+        results["teacher"], _ = cached_evaluate_suite(
+            teacher, teacher_tok, cfg.eval, run_dir, cfg.paths.data_dir, cache
+        )
+        rows = retention_rows(results["teacher"], results["student"])
+        results["retention"] = {r.key: r.retention for r in rows}
+        flat |= {f"retention/{k}": v for k, v in results["retention"].items() if v is not None}
+    wandb_run.log_evaluation(loggers, flat, rows, step=0)
+    if rows:
+        print(
+            "\n"
+            + write_results(
+                run_dir, results, rows, f"## {cfg.model.name_or_path} vs {cfg.teacher.name_or_path}"
+            )
+        )
+    else:
+        write_results(run_dir, results, rows, "")
+        print("\n".join(f"{k}: {v:.4f}" for k, v in results["student"].items()))
+    wandb_run.finish(loggers)
+    print(f"run directory: {run_dir}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@user_errors_exit
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

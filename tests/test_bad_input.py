@@ -1,0 +1,62 @@
+"""User mistakes end in one line naming the key or file, a non-zero exit, and no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, tiny_overrides
+
+CASES = [
+    (
+        ["model@teacher=tiny_llama", "teacher.name_or_path=/no/such/model"],
+        "teacher.name_or_path: folder '/no/such/model' does not exist",
+    ),
+    ("vocab mismatch", None),  # needs a saved model folder: built in the test
+    (
+        ["student.remove=[0,9]", "student.num_remove=null"],
+        "student.remove: layer 9 out of range for a 4-layer model; valid: 0..3",
+    ),
+    (["objective.terms.kd.temperature=0"], "objective.terms.kd: temperature must be > 0, got 0"),
+    (["data.source.files=corpus/empty.jsonl"], "data.source: no non-empty documents"),
+    (["model@teacher=tiny_llama", "teacher.dtype=float8"], "teacher.dtype: 'float8' is not one of"),
+]
+
+
+def _vocab_mismatch_case(tmp_path):
+    """A student with a different vocabulary: saved tiny model folder with 300 tokens."""
+    from distillab.models.tiny import build_tiny
+
+    model, tok = build_tiny("llama", vocab_size=300)
+    model.save_pretrained(tmp_path / "other")
+    tok.save_pretrained(tmp_path / "other")
+    return (
+        ["student=pretrained", f"student.model.name_or_path={tmp_path / 'other'}"],
+        "student: vocabulary size 300 differs from the teacher's",
+    )
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_cli_reports_one_line_and_exits_nonzero(case, tmp_path, tiny_corpus):
+    overrides, message = CASES[case]
+    if overrides == "vocab mismatch":
+        overrides, message = _vocab_mismatch_case(tmp_path)
+    (tiny_corpus / "corpus" / "empty.jsonl").write_text("\n")
+    (tmp_path / "results.json").write_text("earlier results")
+    args = tiny_overrides(tmp_path, tiny_corpus, "logger=csv") + overrides
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "distillab.distill", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and message in error_lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "results.json").read_text() == "earlier results"  # earlier results untouched

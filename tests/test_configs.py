@@ -1,0 +1,45 @@
+"""Every config under conf/ composes; every group option resolves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import compose_config
+from omegaconf import OmegaConf
+
+from distillab.config import CONFIG_DIR
+
+PRIMARY = [p.stem for p in Path(CONFIG_DIR).glob("*.yaml")]
+GROUP_OPTIONS = [
+    (group.name, option.stem)
+    for group in sorted(Path(CONFIG_DIR).iterdir())
+    if group.is_dir() and group.name not in {"experiment", "hydra"}
+    for option in sorted(group.glob("*.yaml"))
+]
+EXPERIMENTS = [p.stem for p in sorted((Path(CONFIG_DIR) / "experiment").glob("*.yaml"))]
+
+
+def _resolve(cfg):
+    cfg.paths.run_dir = "/tmp/distillab-test-run"  # ${hydra:...} only exists inside a Hydra app
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("name", PRIMARY)
+def test_primary_configs_compose(name):
+    assert _resolve(compose_config([], config_name=name))
+
+
+@pytest.mark.parametrize("group,option", GROUP_OPTIONS)
+def test_every_group_option_composes(group, option):
+    override = f"model@teacher={option}" if group == "model" else f"{group}={option}"
+    if group == "student" and option == "pretrained":
+        override = [override, "student.model.name_or_path=tiny:llama"]
+    cfg = compose_config(override if isinstance(override, list) else [override])
+    assert _resolve(cfg)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiments_compose(name):
+    assert _resolve(compose_config([f"experiment={name}"]))

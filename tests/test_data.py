@@ -1,0 +1,70 @@
+"""Packing, splitting and caching of corpora."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distillab.data.corpus import read_documents
+from distillab.data.datamodule import CorpusDataModule
+from distillab.data.packing import pack, split_documents
+from distillab.errors import DistillabError
+from distillab.models.tiny import tiny_tokenizer
+
+
+def test_pack_puts_eos_between_documents_and_drops_the_tail():
+    blocks = pack([[1, 2], [3], [4, 5, 6]], eos_id=0, block_size=4)
+    assert blocks.tolist() == [[1, 2, 0, 3], [0, 4, 5, 6]]  # 9 tokens -> 2 blocks, tail "0" dropped
+
+
+def test_split_is_deterministic_and_disjoint():
+    docs = [f"doc {i}" for i in range(100)]
+    train, val = split_documents(docs, 0.1, seed=3)
+    assert (train, val) == split_documents(docs, 0.1, seed=3)
+    assert len(val) == 10 and not set(train) & set(val) and len(train) + len(val) == 100
+    assert split_documents(docs, 0.1, seed=4)[1] != val
+
+
+def test_datamodule_blocks_are_cached_and_identical(tiny_corpus, tmp_path):
+    def make():
+        dm = CorpusDataModule(
+            tiny_tokenizer(),
+            {"format": "jsonl", "files": "corpus/tiny.jsonl"},
+            data_dir=str(tiny_corpus),
+            cache_dir=str(tmp_path),
+            block_size=16,
+            batch_size=2,
+        )
+        dm.setup("fit")
+        return dm
+
+    first = make()
+    assert len(list((tmp_path / "tokenized").glob("*.safetensors"))) == 2
+    second = make()
+    assert torch.equal(first.train_blocks, second.train_blocks)
+    batch = next(iter(first.train_dataloader()))
+    assert batch["input_ids"].shape == (2, 16) and torch.equal(batch["labels"], batch["input_ids"])
+
+
+def test_template_renders_fields(tmp_path):
+    (tmp_path / "g.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
+    docs = read_documents(
+        {"format": "jsonl", "files": "g.jsonl", "template": "Q: {question} A: {answer}"}, tmp_path
+    )
+    assert docs == ["Q: 1+1? A: 2"]
+
+
+@pytest.mark.parametrize(
+    "content,source,message",
+    [
+        ("", {"format": "jsonl", "files": "c.jsonl"}, "no non-empty documents"),
+        ("{not json\n", {"format": "jsonl", "files": "c.jsonl"}, "c.jsonl:1: not valid JSON"),
+        ('{"body": "x"}\n', {"format": "jsonl", "files": "c.jsonl"}, "has no field 'text'"),
+        ("x", {"format": "jsonl", "files": "missing/*.jsonl"}, "matched no file"),
+        ("x", {"format": "parquet", "files": "c.jsonl"}, "data.source.format: unknown 'parquet'"),
+    ],
+)
+def test_bad_corpora_are_one_line_errors(tmp_path, content, source, message):
+    (tmp_path / "c.jsonl").write_text(content)
+    with pytest.raises(DistillabError, match=message):
+        read_documents(source, tmp_path)

@@ -1,0 +1,84 @@
+"""A whole distillation run on a tiny model: training, checkpoint contents, export, W&B files, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import compose_config, tiny_overrides
+from transformers import AutoModelForCausalLM
+
+from distillab.distill import run
+from distillab.models.tiny import build_tiny
+from distillab.objectives.objective import build_objective
+from distillab.training.distill_module import DistillModule
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_corpus):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = compose_config(tiny_overrides(run_dir, tiny_corpus, "callbacks.checkpoint.every_n_train_steps=1"))
+    return run(cfg), run_dir
+
+
+def test_run_trains_logs_every_term_and_exports(finished_run):
+    results, run_dir = finished_run
+    assert {"train/loss", "train/loss_kd", "train/loss_ce", "val/loss_kd", "val/ppl"} <= set(
+        results["train_metrics"]
+    )
+    student = AutoModelForCausalLM.from_pretrained(run_dir / "student")
+    assert student.config.num_hidden_layers == 2 and student.config.distillab_teacher_layers == [0, 3]
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["params"]["student"] < saved["params"]["teacher"]
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss_kd" in header and "train/loss_ce" in header
+
+
+def test_checkpoint_holds_the_student_and_never_the_teacher(finished_run):
+    _, run_dir = finished_run
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    keys = list(ckpt["state_dict"])
+    assert keys and all(k.startswith("student.") or k.startswith("objective.") for k in keys)
+    assert not any("teacher" in k for k in keys)
+    assert "teacher" not in json.dumps(ckpt.get("hyper_parameters", {}), default=str)
+    assert sum("layers." in k and k.endswith("q_proj.weight") for k in keys) == 2  # student depth
+
+
+def test_wandb_offline_files_are_written_once_per_job(finished_run):
+    results, run_dir = finished_run
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    import wandb
+
+    assert wandb.run is None  # finished: the next job of a sweep gets its own run
+
+
+def test_teacher_is_frozen_in_eval_mode_and_not_a_submodule(tiny_corpus):
+    teacher, _ = build_tiny("llama")
+    student, _ = build_tiny("llama", seed=1)
+    module = DistillModule(student, build_objective({"kd": {"weight": 1.0}}), teacher)
+    module.train()  # what Lightning does at fit start
+    assert not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(k.startswith("student.") for k in module.state_dict())
+    params = {id(p) for p in module.parameters()}
+    assert not any(id(p) in params for p in teacher.parameters())
+
+
+def test_resume_from_last_checkpoint_continues_the_step_count(finished_run, tiny_corpus):
+    _, run_dir = finished_run
+    cfg = compose_config(
+        tiny_overrides(
+            run_dir, tiny_corpus, "trainer.max_steps=3", "ckpt_path=last", "logger=csv", "export=false"
+        )
+    )
+    results = run(cfg)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert ckpt["global_step"] == 3 and results["train_seconds"] >= 0
+
+
+def test_ce_only_objective_runs_without_teacher_forward(tmp_path, tiny_corpus):
+    cfg = compose_config(tiny_overrides(tmp_path, tiny_corpus, "objective=ce", "logger=csv", "export=false"))
+    results = run(cfg)
+    assert "train/loss_ce" in results["train_metrics"] and "train/loss_kd" not in results["train_metrics"]

@@ -1,0 +1,87 @@
+"""lm-eval in process on local data, perplexity, retention and the teacher-result cache."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import SHARED_DATA
+
+from distillab.evaluation.harness import flatten_task_results
+from distillab.evaluation.perplexity import perplexity
+from distillab.evaluation.retention import markdown_table, retention, retention_rows
+from distillab.evaluation.suite import cached_evaluate_suite, model_fingerprint
+from distillab.models.tiny import build_tiny
+
+needs_data = pytest.mark.skipif(
+    not (SHARED_DATA / "arc_challenge").is_dir(), reason="../shared/data not present"
+)
+
+
+@needs_data
+def test_lm_eval_runs_local_arc_and_gsm8k_on_a_tiny_model(tmp_path):
+    model, tok = build_tiny("llama")
+    eval_cfg = {
+        "batch_size": 4,
+        "tasks": {
+            "arc_challenge": {"limit": 3, "num_fewshot": 0},
+            "gsm8k": {"limit": 2, "num_fewshot": 1, "max_gen_toks": 4},
+        },
+    }
+    metrics, hit = cached_evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), tmp_path / "cache")
+    assert not hit
+    assert 0.0 <= metrics["arc_challenge/acc"] <= 1.0 and "arc_challenge/acc_norm_stderr" in metrics
+    assert "gsm8k/exact_match_strict-match" in metrics
+    # the generated task file points lm-eval's own definition at the local copy
+    text = (tmp_path / "lm_eval_tasks" / "arc_challenge.yaml").read_text()
+    assert "arc_challenge.yaml" in text and str(SHARED_DATA / "arc_challenge" / "test.jsonl") in text
+    again, hit = cached_evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), tmp_path / "cache")
+    assert hit and again == metrics
+
+
+def test_fingerprint_changes_with_any_weight():
+    model, _ = build_tiny("llama")
+    before = model_fingerprint(model)
+    assert model_fingerprint(model) == before
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] += 1e-3
+    assert model_fingerprint(model) != before
+
+
+def test_perplexity_equals_exp_of_mean_nll():
+    model, tok = build_tiny("llama")
+    result = perplexity(
+        model, tok, ["the student learned from the teacher. " * 20], block_size=16, batch_size=2
+    )
+    assert result["tokens"] > 0 and result["ppl"] == pytest.approx(math.exp(result["nll"]))
+    assert 1.0 < result["ppl"] < 2 * len(tok)  # a random model is near uniform over its vocabulary
+
+
+def test_flatten_lm_eval_results():
+    flat = flatten_task_results(
+        "gsm8k",
+        {
+            "alias": "gsm8k",
+            "exact_match,strict-match": 0.5,
+            "exact_match_stderr,strict-match": 0.1,
+            "acc,none": 0.3,
+        },
+    )
+    assert flat == {
+        "gsm8k/exact_match_strict-match": 0.5,
+        "gsm8k/exact_match_strict-match_stderr": 0.1,
+        "gsm8k/acc": 0.3,
+    }
+
+
+def test_retention_ratio_directions():
+    assert retention(0.5, 0.45) == pytest.approx(0.9)
+    assert retention(20.0, 25.0, lower_better=True) == pytest.approx(0.8)  # ppl went up: retention < 1
+    assert retention(0.0, 0.0) is None
+    rows = retention_rows({"a/acc": 0.5, "a/acc_stderr": 0.05, "w/ppl": 20.0}, {"a/acc": 0.4, "w/ppl": 40.0})
+    assert [(r.key, r.retention) for r in rows] == [
+        ("a/acc", pytest.approx(0.8)),
+        ("w/ppl", pytest.approx(0.5)),
+    ]
+    assert "80.0%" in markdown_table(rows) and "0.5000 ± 0.050" in markdown_table(rows)

@@ -1,0 +1,54 @@
+"""The weighted-sum objective: alpha at 0 and 1, every term reported, config errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distillab.errors import DistillabError
+from distillab.objectives.objective import build_objective
+from distillab.objectives.terms import TermInputs, hard_label_ce, soft_label_kd
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s, t = torch.randn(2, 5, 13, generator=g), torch.randn(2, 5, 13, generator=g)
+    targets = torch.randint(0, 13, (2, 5), generator=g)
+    return TermInputs(
+        student_logits=s, targets=targets, mask=torch.ones(2, 5, dtype=torch.bool), teacher_logits=t
+    )
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_alpha_mixes_soft_and_hard_labels(alpha):
+    x = _inputs()
+    objective = build_objective({"kd": {"weight": alpha, "temperature": 2.0}, "ce": {"weight": 1 - alpha}})
+    total, terms = objective(x)
+    kd = soft_label_kd(x.teacher_logits, x.student_logits, x.mask, 2.0)
+    ce = hard_label_ce(x.student_logits, x.targets, x.mask)
+    torch.testing.assert_close(total, alpha * kd + (1 - alpha) * ce)
+    assert ("kd" in terms) == (alpha != 0) and ("ce" in terms) == (alpha != 1)
+    assert objective.needs_teacher == (alpha != 0)
+
+
+def test_identical_teacher_and_student_give_zero_kd():
+    x = _inputs()
+    x.teacher_logits = x.student_logits.clone()
+    total, terms = build_objective({"kd": {"weight": 1.0, "temperature": 3.0}})(x)
+    assert terms["kd"].abs().item() < 1e-6
+
+
+@pytest.mark.parametrize(
+    "terms,message",
+    [
+        ({"kd": {"temperature": 0}}, "temperature must be > 0"),
+        ({"kd": {"temperature": -1.0}}, "temperature must be > 0"),
+        ({"kd": {"divergence": "kl_forward"}}, "unknown divergence 'kl_forward'"),
+        ({"bogus": {}}, "objective.terms.bogus.type: unknown term 'bogus'"),
+        ({"ce": {"weight": -1}}, "objective.terms.ce.weight: must be >= 0"),
+        ({}, "objective.terms: empty"),
+    ],
+)
+def test_bad_objective_configs_name_the_key(terms, message):
+    with pytest.raises(DistillabError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_objective(terms)
