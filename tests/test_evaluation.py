@@ -85,3 +85,6 @@ def test_retention_ratio_directions():
         ("w/ppl", pytest.approx(0.5)),
     ]
     assert "80.0%" in markdown_table(rows) and "0.5000 ± 0.050" in markdown_table(rows)
+    with_before = retention_rows({"w/ppl": 20.0}, {"w/ppl": 40.0}, before={"w/ppl": 80.0})
+    assert with_before[0].retention_before == pytest.approx(0.25)
+    assert "| w/ppl | 20.0000 | 80.0000 | 40.0000 | 25.0% | 50.0% |" in markdown_table(with_before)

@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from distillab.errors import DistillabError
+
+# Third-party deprecation chatter that the user cannot act on.
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+warnings.filterwarnings("ignore", message=".*anonymous setting has no effect.*")
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 

@@ -14,6 +14,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from distillab.config import CONFIG_DIR, set_threads, to_plain, user_errors_exit
@@ -85,6 +86,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     train_start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     results["train_seconds"] = time.time() - train_start
+    _checkpoint_final_state(trainer)
     results["train_metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("export", True):
@@ -97,11 +99,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rows = []
     if eval_cfg:
         results["student"] = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
-        rows = retention_rows(results["teacher"], results["student"])
+        rows = retention_rows(results["teacher"], results["student"], results.get("student_before"))
         results["retention"] = {r.key: r.retention for r in rows}
         flat = {f"teacher/{k}": v for k, v in results["teacher"].items()}
         flat |= {f"eval/{k}": v for k, v in results["student"].items()}
         flat |= {f"retention/{k}": v for k, v in results["retention"].items() if v is not None}
+        flat |= {f"before/{k}": v for k, v in (results.get("student_before") or {}).items()}
         wandb_run.log_evaluation(loggers, flat, rows, step=trainer.global_step)
     results["wall_seconds"] = time.time() - start
     header = (
@@ -117,6 +120,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         " (sync with `wandb sync <dir>`)"
     )
     return results
+
+
+def _checkpoint_final_state(trainer: L.Trainer) -> None:
+    """Always leave last.ckpt at the final step (periodic saves may have stopped short of it)."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.dirpath and trainer.global_step > 0:
+        trainer.save_checkpoint(
+            Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+        )
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="distill")

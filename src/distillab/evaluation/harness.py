@@ -16,6 +16,10 @@ from distillab.errors import DistillabError
 from distillab.evaluation.local_tasks import write_local_task_yamls
 
 log = logging.getLogger(__name__)
+# Our generated task files deliberately override lm-eval's (same names), and we deliberately pass a
+# loaded model: those two warnings repeat for every task and say nothing the user must act on.
+logging.getLogger("lm_eval.tasks._index").setLevel(logging.ERROR)
+logging.getLogger("lm_eval.models.huggingface").setLevel(logging.ERROR)
 
 
 def flatten_task_results(task: str, results: Mapping[str, Any]) -> dict[str, float]:

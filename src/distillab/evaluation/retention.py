@@ -19,6 +19,8 @@ class RetentionRow:
     retention: float | None  # None when undefined (teacher scored 0)
     stderr_teacher: float | None = None
     stderr_student: float | None = None
+    before: float | None = None  # the student before training (e.g. cut, not yet healed)
+    retention_before: float | None = None
 
 
 def lower_is_better(key: str) -> bool:
@@ -30,8 +32,14 @@ def retention(teacher: float, student: float, lower_better: bool = False) -> flo
     return None if den == 0 else num / den
 
 
-def retention_rows(teacher: dict[str, float], student: dict[str, float]) -> list[RetentionRow]:
-    """One row per metric both models report (stderr and bookkeeping keys become columns, not rows)."""
+def retention_rows(
+    teacher: dict[str, float], student: dict[str, float], before: dict[str, float] | None = None
+) -> list[RetentionRow]:
+    """One row per metric both models report (stderr and bookkeeping keys become columns, not rows).
+
+    ``before``: the same student's metrics before training, shown next to the trained ones.
+    """
+    before = before or {}
     rows = []
     for key in sorted(set(teacher) & set(student)):
         if key.endswith("_stderr") or key.endswith("/tokens"):

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import torch
 
+from distillab.errors import DistillabError
+
 Divergence = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -60,7 +62,7 @@ def generalized_jsd(
     vanishes); callers wanting the KL limits should use forward/reverse KL directly.
     """
     if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"objective: jsd beta must be in [0, 1], got {beta}")
+        raise DistillabError(f"objective: jsd beta must be in [0, 1], got {beta}")
     log_m = _log_mixture(teacher_logp, student_logp, beta)
     return beta * _kl(teacher_logp, log_m) + (1.0 - beta) * _kl(student_logp, log_m)
 
@@ -97,7 +99,7 @@ DIVERGENCES: dict[str, Divergence] = {
 def get_divergence(name: str, **kwargs: float) -> Divergence:
     """Look a divergence up by its config name; keyword arguments (beta, alpha) are bound."""
     if name not in DIVERGENCES:
-        raise ValueError(f"objective: unknown divergence {name!r}; valid: {', '.join(DIVERGENCES)}")
+        raise DistillabError(f"objective: unknown divergence {name!r}; valid: {', '.join(DIVERGENCES)}")
     fn = DIVERGENCES[name]
     if not kwargs:
         return fn

@@ -33,9 +33,11 @@ def log_evaluation(
         return
     import wandb
 
-    table = wandb.Table(columns=["task/metric", "teacher", "student", "retention"])
+    table = wandb.Table(
+        columns=["task/metric", "teacher", "student_before", "student", "retention_before", "retention"]
+    )
     for r in rows:
-        table.add_data(r.key, r.teacher, r.student, r.retention)
+        table.add_data(r.key, r.teacher, r.before, r.student, r.retention_before, r.retention)
     run = wandb_logger.experiment
     run.log({"retention_table": table})
     run.summary.update(metrics)

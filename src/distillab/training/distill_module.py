@@ -68,7 +68,9 @@ class DistillModule(L.LightningModule):
         for name, value in terms.items():
             self.log(f"{split}/loss_{name}", value, on_step=on_step, on_epoch=not on_step, batch_size=n)
         if split == "val":  # held-out CE of the student whatever the objective, for val/ppl
-            self.log("val/ce", hard_label_ce(student_logits, targets, mask), batch_size=n)
+            ce = hard_label_ce(student_logits, targets, mask)
+            tokens = int(mask.sum())
+            self._val_nll, self._val_tokens = self._val_nll + float(ce) * tokens, self._val_tokens + tokens
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -77,10 +79,14 @@ class DistillModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_nll, self._val_tokens = 0.0, 0
+
     def on_validation_epoch_end(self) -> None:
-        ce = self.trainer.callback_metrics.get("val/ce")
-        if ce is not None:
-            self.log("val/ppl", math.exp(min(float(ce), 50.0)))
+        if self._val_tokens:  # token-weighted over the whole val set, not a mean of batch means
+            nll = self._val_nll / self._val_tokens
+            self.log("val/ce", nll)
+            self.log("val/ppl", math.exp(min(nll, 50.0)))
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]  # student + any learned objective params

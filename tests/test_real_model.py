@@ -1,0 +1,80 @@
+"""The real SmolLM2-135M slice with tiny budgets (``make test-slow``; needs ``make models``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SHARED_DATA, compose_config
+from transformers import AutoModelForCausalLM
+
+from distillab.models.loading import load_model
+from distillab.models.spec import ModelSpec
+from distillab.models.surgery import remove_layers, teacher_layer_indices
+
+pytestmark = pytest.mark.slow
+CACHE = Path(os.environ.get("REAL_MODEL_CACHE", Path.home() / ".cache" / "distillab"))
+SMOLLM2 = CACHE / "models" / "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    if not (SMOLLM2 / "config.json").is_file():
+        pytest.skip("run `make models` first")
+    torch.set_num_threads(2)
+    return load_model(ModelSpec(name_or_path=str(SMOLLM2)))
+
+
+def test_smollm2_shape_matches_the_card(smollm2):
+    model, tok = smollm2
+    c = model.config
+    assert (
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.vocab_size,
+    ) == (30, 576, 9, 3, 49152)
+    assert c.tie_word_embeddings and not hasattr(c, "quantization_config")
+
+
+def test_smollm2_layer_removal_round_trip(smollm2, tmp_path):
+    model, tok = smollm2
+    student = remove_layers(model, [4, 8, 12, 17, 21, 25]).eval()
+    assert student.config.num_hidden_layers == 24 and len(teacher_layer_indices(student)) == 24
+    ids = tok(["The capital of France is"], return_tensors="pt")
+    student.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(student(**ids).logits, reloaded(**ids).logits, rtol=0, atol=0)
+    out = reloaded.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 8
+
+
+def test_smollm2_distillation_tiny_budget(tmp_path, monkeypatch):
+    if not (SMOLLM2 / "config.json").is_file():
+        pytest.skip("run `make models` first")
+    monkeypatch.setenv("DISTILLAB_CACHE_DIR", str(CACHE))
+    from distillab.distill import run
+
+    cfg = compose_config(
+        [
+            f"paths.run_dir={tmp_path}",
+            f"paths.data_dir={SHARED_DATA}",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "trainer.limit_val_batches=1",
+            "data.batch_size=2",
+            "data.block_size=128",
+            "eval.tasks.arc_challenge.limit=4",
+            "~eval.tasks.gsm8k",
+            "eval.perplexity.wikitext2.max_tokens=512",
+            "eval_before_training=false",
+            "logger=csv",
+        ]
+    )
+    results = run(cfg)
+    assert results["params"]["student"] < results["params"]["teacher"]
+    assert "arc_challenge/acc" in results["retention"]
