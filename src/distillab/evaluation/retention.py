@@ -52,6 +52,8 @@ def retention_rows(
                 retention(teacher[key], student[key], lower_is_better(key)),
                 teacher.get(f"{key}_stderr"),
                 student.get(f"{key}_stderr"),
+                before.get(key),
+                retention(teacher[key], before[key], lower_is_better(key)) if key in before else None,
             )
         )
     return rows
