@@ -66,11 +66,30 @@ def _fmt(value: float | None, stderr: float | None = None) -> str:
     return f"{text} ± {stderr:.3f}" if stderr else text
 
 
+def _pct(value: float | None) -> str:
+    return "n/a (teacher 0)" if value is None else f"{100 * value:.1f}%"
+
+
 def markdown_table(rows: list[RetentionRow]) -> str:
-    lines = ["| task/metric | teacher | student | retention |", "|---|---|---|---|"]
-    for r in rows:
-        ret = "n/a (teacher 0)" if r.retention is None else f"{100 * r.retention:.1f}%"
-        lines.append(
-            f"| {r.key} | {_fmt(r.teacher, r.stderr_teacher)} | {_fmt(r.student, r.stderr_student)} | {ret} |"
+    """Teacher vs student per metric; with before/after columns when ``before`` values exist."""
+    with_before = any(r.before is not None for r in rows)
+    if with_before:
+        head = (
+            "| task/metric | teacher | student before | student after | retention before | retention after |"
         )
+    else:
+        head = "| task/metric | teacher | student | retention |"
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        cells = [r.key, _fmt(r.teacher, r.stderr_teacher)]
+        if with_before:
+            cells += [
+                _fmt(r.before),
+                _fmt(r.student, r.stderr_student),
+                _pct(r.retention_before),
+                _pct(r.retention),
+            ]
+        else:
+            cells += [_fmt(r.student, r.stderr_student), _pct(r.retention)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
