@@ -82,3 +82,30 @@ def test_ce_only_objective_runs_without_teacher_forward(tmp_path, tiny_corpus):
     cfg = compose_config(tiny_overrides(tmp_path, tiny_corpus, "objective=ce", "logger=csv", "export=false"))
     results = run(cfg)
     assert "train/loss_ce" in results["train_metrics"] and "train/loss_kd" not in results["train_metrics"]
+
+
+def test_fast_dev_run_one_batch(tmp_path, tiny_corpus):
+    cfg = compose_config(
+        tiny_overrides(tmp_path, tiny_corpus, "+trainer.fast_dev_run=1", "logger=csv", "export=false")
+    )
+    results = run(cfg)
+    assert results["train_metrics"]["train/loss"] > 0
+
+
+@pytest.mark.parametrize(
+    "preset,terms",
+    [
+        ("ild", {"kd", "ce", "hidden"}),
+        ("distill_lens", {"kd", "ce", "lens"}),
+        ("multi_signal", {"kd", "ce", "hidden", "attention"}),
+    ],
+)
+def test_objective_presets_train_end_to_end_and_log_every_term(preset, terms, tmp_path, tiny_corpus):
+    extra = ["objective.terms.lens.num_pairs=1"] if preset == "distill_lens" else []
+    cfg = compose_config(
+        tiny_overrides(tmp_path, tiny_corpus, f"objective={preset}", "logger=csv", "export=false", *extra)
+    )
+    results = run(cfg)
+    logged = {k.removeprefix("train/loss_") for k in results["train_metrics"] if k.startswith("train/loss_")}
+    assert logged == terms
+    assert len(results["objective_summary"]) == len(terms)

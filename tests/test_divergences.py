@@ -98,3 +98,22 @@ def test_hard_label_ce_matches_formula_and_ignores_masked_targets():
     logp = t.log_softmax(-1)
     want = -torch.stack([logp[b, i, targets[b, i]] for b in range(2) for i in range(4) if mask[b, i]]).mean()
     torch.testing.assert_close(hard_label_ce(t, targets, mask).double(), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_fused_forward_kl_from_logits_matches_the_reference(temperature):
+    t, s = _dists(5, (2, 3, 17))
+    want = D.forward_kl(F.log_softmax(t / temperature, -1), F.log_softmax(s / temperature, -1))
+    torch.testing.assert_close(
+        D.forward_kl_from_logits(t, s, temperature).double(), want, rtol=1e-5, atol=1e-6
+    )
+    t[0, 0, 3] = float("-inf")  # a masked vocabulary entry in the teacher stays finite
+    assert torch.isfinite(D.forward_kl_from_logits(t, s, temperature)).all()
+
+
+def test_fused_forward_kl_gradient_matches_the_reference():
+    t, s = _dists(6, (2, 3, 17))
+    s1, s2 = s.clone().requires_grad_(), s.clone().requires_grad_()
+    D.forward_kl_from_logits(t, s1, 2.0).sum().backward()
+    D.forward_kl(F.log_softmax(t / 2.0, -1), F.log_softmax(s2 / 2.0, -1)).sum().backward()
+    torch.testing.assert_close(s1.grad, s2.grad)

@@ -35,7 +35,7 @@ def test_identical_teacher_and_student_give_zero_kd():
     x = _inputs()
     x.teacher_logits = x.student_logits.clone()
     total, terms = build_objective({"kd": {"weight": 1.0, "temperature": 3.0}})(x)
-    assert terms["kd"].abs().item() < 1e-6
+    assert terms["kd"].abs().item() < 1e-5  # float32 cancellation in the fused forward KL
 
 
 @pytest.mark.parametrize(

@@ -61,9 +61,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         count_parameters(student) / 1e6,
     )
 
+    module = DistillModule(
+        student,
+        objective,
+        teacher if objective.needs_teacher else None,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
     loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
-    wandb_run.log_config(loggers, to_plain(cfg))
-    results: dict[str, Any] = {"run_dir": str(run_dir), "experiment": cfg.experiment_name}
+    wandb_run.log_config(loggers, {**to_plain(cfg), "objective_summary": module.objective_summary})
+    results: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "experiment": cfg.experiment_name,
+        "objective_summary": module.objective_summary,
+    }
     eval_cfg, data_dir, cache = cfg.get("eval"), cfg.paths.data_dir, Path(cfg.paths.cache_dir)
     if eval_cfg:
         teacher_metrics, hit = cached_evaluate_suite(teacher, tokenizer, eval_cfg, run_dir, data_dir, cache)
@@ -72,13 +83,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("eval_before_training"):
             results["student_before"] = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
 
-    module = DistillModule(
-        student,
-        objective,
-        teacher if objective.needs_teacher else None,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-    )
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)

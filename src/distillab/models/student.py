@@ -52,7 +52,7 @@ def drop_layers_student(teacher: PreTrainedModel, remove=None, num_remove=None) 
     if remove is None:
         remove = evenly_spaced(num_layers, int(num_remove))
     student = remove_layers(teacher, list(remove))
-    return student.train()
+    return student.requires_grad_(True).train()  # the teacher may already be frozen; its copy must not be
 
 
 def smaller_student(teacher: PreTrainedModel, overrides: Mapping[str, Any], init_layers=None, seed: int = 0):

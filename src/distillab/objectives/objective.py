@@ -9,7 +9,19 @@ import torch
 from torch import nn
 
 from distillab.errors import DistillabError
-from distillab.objectives.terms import TERM_TYPES, Term, TermInputs
+from distillab.objectives.attention import AttentionTransfer
+from distillab.objectives.hidden import HiddenStateAlignment
+from distillab.objectives.lens import DistillLensTerm
+from distillab.objectives.terms import HardLabelCE, SoftLabelKD, Term, TermInputs
+
+# Config name -> term class. Add a term: write the class, register it here, name it in objective/.
+TERM_TYPES: dict[str, type[Term]] = {
+    "ce": HardLabelCE,
+    "kd": SoftLabelKD,
+    "hidden": HiddenStateAlignment,
+    "attention": AttentionTransfer,
+    "lens": DistillLensTerm,
+}
 
 
 class Objective(nn.Module):
@@ -20,9 +32,32 @@ class Objective(nn.Module):
         self.terms = nn.ModuleDict(dict(terms))
         self.weights = {name: float(weights[name]) for name in self.terms}
 
+    def _any(self, flag: str) -> bool:
+        return any(getattr(t, flag) and self.weights[n] != 0 for n, t in self.terms.items())
+
     @property
     def needs_teacher(self) -> bool:
-        return any(t.needs_teacher and self.weights[n] != 0 for n, t in self.terms.items())
+        return self._any("needs_teacher")
+
+    @property
+    def needs_hidden_states(self) -> bool:
+        return self._any("needs_hidden_states")
+
+    @property
+    def needs_attentions(self) -> bool:
+        return self._any("needs_attentions")
+
+    def setup(self, student: nn.Module, teacher: nn.Module | None) -> list[str]:
+        """Let each term see the models (layer maps, projections); return one line per term."""
+        lines = []
+        for name, term in self.terms.items():
+            if self.weights[name] == 0:
+                continue
+            if term.needs_teacher and teacher is None:
+                raise DistillabError(f"objective.terms.{name}: needs a teacher, but none is configured")
+            term.setup(student, teacher)
+            lines.append(f"{name} (weight {self.weights[name]:g}): {term.describe() or type(term).__name__}")
+        return lines
 
     def forward(self, inputs: TermInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values: dict[str, torch.Tensor] = {}

@@ -14,27 +14,43 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillab.errors import DistillabError
-from distillab.objectives.divergences import get_divergence, masked_mean
+from distillab.objectives.divergences import forward_kl, forward_kl_from_logits, get_divergence, masked_mean
 
 
 @dataclass
 class TermInputs:
-    """What a term may look at. Logits are already aligned to next-token positions.
+    """What a term may look at, for one batch.
 
-    Shapes: ``student_logits``/``teacher_logits`` ``(B, T-1, V)``; ``targets`` and ``mask``
-    ``(B, T-1)``, ``mask`` true where the next token is real (not padding, not ignored).
+    Shapes: ``student_logits``/``teacher_logits`` ``(B, T, V)`` (position t predicts token t+1);
+    ``targets`` ``(B, T)``, the next token (-100 where there is none); ``mask`` ``(B, T)``, true
+    where the next token is real (not padding, not ignored, not past the end).
     """
 
     student_logits: torch.Tensor
     targets: torch.Tensor
     mask: torch.Tensor
     teacher_logits: torch.Tensor | None = None
+    # Per layer, (B, T, H) each, index 0 = embeddings, i + 1 = output of decoder layer i. Only filled
+    # when a term asks (needs_hidden_states / needs_attentions), since they cost memory.
+    student_hidden: tuple[torch.Tensor, ...] | None = None
+    teacher_hidden: tuple[torch.Tensor, ...] | None = None
+    student_attentions: tuple[torch.Tensor, ...] | None = None  # per layer, (B, heads, T, T)
+    teacher_attentions: tuple[torch.Tensor, ...] | None = None
 
 
 class Term(nn.Module):
-    """Base class. ``needs_teacher`` tells the training loop whether to run the teacher."""
+    """Base class. The ``needs_*`` flags tell the training loop what to compute for this term."""
 
     needs_teacher: bool = False
+    needs_hidden_states: bool = False
+    needs_attentions: bool = False
+
+    def setup(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """Called once the models exist: build layer maps, projections, switch attention kernels."""
+
+    def describe(self) -> str:
+        """One line for the start-of-run log (layer maps and the like)."""
+        return ""
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -87,10 +103,10 @@ def soft_label_kd(
     divergence=None,
 ) -> torch.Tensor:
     """``T² · mean_tokens D(softmax(t/T), softmax(s/T))``, D = forward KL unless given."""
-    divergence = divergence or get_divergence("forward_kl")
+    if divergence is None or divergence is forward_kl:  # the common case, with fewer temporaries
+        return temperature**2 * masked_mean(
+            forward_kl_from_logits(teacher_logits, student_logits, temperature), mask
+        )
     teacher_logp = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     student_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
     return temperature**2 * masked_mean(divergence(teacher_logp, student_logp), mask)
-
-
-TERM_TYPES: dict[str, type[Term]] = {"ce": HardLabelCE, "kd": SoftLabelKD}

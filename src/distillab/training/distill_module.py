@@ -7,6 +7,7 @@ Lightning's ``train()`` calls cannot flip it out of eval mode.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,8 @@ from transformers import PreTrainedModel
 
 from distillab.objectives.objective import Objective
 from distillab.objectives.terms import TermInputs, hard_label_ce
+
+log = logging.getLogger(__name__)
 
 
 class DistillModule(L.LightningModule):
@@ -34,8 +37,9 @@ class DistillModule(L.LightningModule):
         self._teacher = [freeze(teacher)] if teacher is not None else []  # a list hides it from nn.Module
         self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-4))
         self.scheduler_factory = scheduler
-        if objective.needs_teacher and teacher is None:
-            raise ValueError("objective needs a teacher but none was given")
+        self.objective_summary = objective.setup(student, teacher)
+        for line in self.objective_summary:  # layer maps printed once at start
+            log.info("objective term %s", line)
 
     @property
     def teacher(self) -> PreTrainedModel | None:
@@ -50,16 +54,33 @@ class DistillModule(L.LightningModule):
             self.teacher.to(self.device).eval()
 
     def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
-        targets = batch["labels"][:, 1:]
-        mask = (targets != -100) & batch["attention_mask"][:, 1:].bool()
-        model_inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        student_logits = self.student(**model_inputs).logits[:, :-1]
-        teacher_logits = None
+        # Position t predicts token t+1. Targets are shifted left and the last position gets -100, so
+        # logits keep their full, contiguous (B, T, V) shape: no copies of vocabulary-sized tensors.
+        labels = batch["labels"]
+        targets = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), -100)], dim=1)
+        mask = (targets != -100) & batch["attention_mask"].bool()
+        mask[:, :-1] &= batch["attention_mask"][:, 1:].bool()
+        model_inputs = {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "output_hidden_states": self.objective.needs_hidden_states,
+            "output_attentions": self.objective.needs_attentions,
+        }
+        student_out = self.student(**model_inputs)
+        teacher_out = None
         if self.teacher is not None and self.objective.needs_teacher:
             with torch.no_grad():
-                teacher_logits = self.teacher(**model_inputs).logits[:, :-1]
+                teacher_out = self.teacher(**model_inputs)
+        student_logits = student_out.logits
         inputs = TermInputs(
-            student_logits=student_logits, targets=targets, mask=mask, teacher_logits=teacher_logits
+            student_logits=student_logits,
+            targets=targets,
+            mask=mask,
+            teacher_logits=teacher_out.logits if teacher_out is not None else None,
+            student_hidden=student_out.hidden_states,
+            teacher_hidden=teacher_out.hidden_states if teacher_out is not None else None,
+            student_attentions=student_out.attentions,
+            teacher_attentions=teacher_out.attentions if teacher_out is not None else None,
         )
         loss, terms = self.objective(inputs)
         n = batch["input_ids"].shape[0]

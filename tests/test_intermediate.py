@@ -1,0 +1,166 @@
+"""Layer maps, hidden-state alignment, attention transfer and DistillLens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distillab.errors import DistillabError
+from distillab.models.surgery import remove_layers
+from distillab.models.tiny import build_tiny
+from distillab.objectives.attention import attention_kl
+from distillab.objectives.divergences import generalized_jsd
+from distillab.objectives.hidden import hidden_cosine_distance, hidden_mse
+from distillab.objectives.layer_map import build_layer_map, evenly_spaced_interior, uniform_map
+from distillab.objectives.lens import chunked_lens_divergence, lens_head
+from distillab.objectives.objective import build_objective
+from distillab.objectives.terms import TermInputs
+
+
+def test_layer_maps():
+    assert uniform_map(24, 30)[0] == (0, 0) and uniform_map(24, 30)[-1] == (23, 29)
+    assert uniform_map(2, 4) == [(0, 1), (1, 3)]
+    assert build_layer_map("last_k", 4, 6, k=2) == [(2, 4), (3, 5)]
+    teacher, _ = build_tiny("llama", num_hidden_layers=6)
+    student = remove_layers(teacher, [1, 4])
+    assert build_layer_map("original", 4, 6, student.config) == [(0, 0), (1, 2), (2, 3), (3, 5)]
+    assert build_layer_map("explicit", 4, 6, pairs=[[0, 1], [3, 5]]) == [(0, 1), (3, 5)]
+    # 23 interior pairs, 4 evenly spaced: student layers 4, 8, 13, 17 at relative depth x 1.25
+    assert evenly_spaced_interior(uniform_map(24, 30), 4) == [(4, 5), (8, 10), (13, 17), (17, 21)]
+    with pytest.raises(DistillabError, match="pair \\(4, 0\\) out of range"):
+        build_layer_map("explicit", 4, 6, pairs=[[4, 0]])
+    with pytest.raises(DistillabError, match="records no teacher layers"):
+        build_layer_map("original", 4, 6, teacher.config)
+    with pytest.raises(DistillabError, match="layer_map.kind: unknown 'depth'"):
+        build_layer_map("depth", 4, 6)
+
+
+def test_hidden_distances_match_formulas():
+    g = torch.Generator().manual_seed(0)
+    s, t = (
+        torch.randn(2, 3, 5, generator=g, dtype=torch.float64),
+        torch.randn(2, 3, 5, generator=g, dtype=torch.float64),
+    )
+    torch.testing.assert_close(hidden_mse(s, t).double(), ((s - t) ** 2).sum(-1) / 5)
+    cos = (s * t).sum(-1) / (s.norm(dim=-1) * t.norm(dim=-1))
+    torch.testing.assert_close(hidden_cosine_distance(s, t).double(), 1 - cos, rtol=1e-5, atol=1e-6)
+
+
+def _forward(model, ids, **flags):
+    return model(input_ids=ids, output_hidden_states=True, **flags)
+
+
+def _inputs(student, teacher, ids, attentions=False):
+    s_out = _forward(student, ids, output_attentions=attentions)
+    with torch.no_grad():
+        t_out = _forward(teacher, ids, output_attentions=attentions)
+    targets = torch.cat([ids[:, 1:], torch.full((ids.shape[0], 1), -100)], dim=1)
+    return TermInputs(
+        s_out.logits,
+        targets,
+        targets != -100,
+        t_out.logits,
+        s_out.hidden_states,
+        t_out.hidden_states,
+        s_out.attentions,
+        t_out.attentions,
+    )
+
+
+def test_hidden_alignment_is_zero_for_the_teachers_own_layers_and_projects_when_widths_differ():
+    teacher, _ = build_tiny("llama", num_hidden_layers=6)
+    student = remove_layers(teacher, [1, 4])
+    ids = torch.randint(0, 300, (2, 12))
+    objective = build_objective({"hidden": {"layer_map": "original"}})
+    objective.setup(student, teacher)
+    _, terms = objective(_inputs(student, teacher, ids))
+    assert terms["hidden"].item() > 0  # layer 1 was removed, so later layers see other inputs
+    first = build_objective({"hidden": {"layer_map": "explicit", "pairs": [[0, 0]]}})
+    first.setup(student, teacher)
+    assert first(_inputs(student, teacher, ids))[1]["hidden"].item() < 1e-10  # identical first layer
+
+    narrow, _ = build_tiny("llama", hidden_size=32, num_hidden_layers=2, seed=3)
+    projected = build_objective({"hidden": {"layer_map": "uniform"}})
+    projected.setup(narrow, teacher)
+    params = list(projected.parameters())
+    assert len(params) == 2 and params[0].shape == (64, 32)  # one Linear(32 -> 64) per pair
+    loss, _ = projected(_inputs(narrow, teacher, ids))
+    loss.backward()
+    assert params[0].grad is not None and narrow.model.layers[0].mlp.up_proj.weight.grad is not None
+
+
+def test_attention_transfer_switches_to_eager_and_matches_identical_models():
+    teacher, _ = build_tiny("qwen2")
+    student = remove_layers(teacher, [])
+    objective = build_objective({"attention": {"layer_map": "uniform"}})
+    objective.setup(student, teacher)
+    assert student.config._attn_implementation == "eager" == teacher.config._attn_implementation
+    ids = torch.randint(0, 300, (2, 10))
+    inputs = _inputs(student, teacher, ids, attentions=True)
+    assert inputs.student_attentions[0].shape == (2, 4, 10, 10)  # per query head, GQA included
+    assert objective(inputs)[1]["attention"].abs().item() < 1e-6
+
+
+def test_attention_kl_head_averages_when_head_counts_differ():
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(1, 2, 3, 3, generator=g).softmax(-1)
+    t = torch.randn(1, 4, 3, 3, generator=g).softmax(-1)
+    s_avg, t_avg = s.mean(1), t.mean(1)
+    want = (t_avg * (t_avg.log() - s_avg.log())).sum(-1)
+    torch.testing.assert_close(attention_kl(s, t), want, rtol=1e-5, atol=1e-6)
+
+
+def _lens_reference(student, teacher, s_h, t_h, mask):
+    """Per example, per token, float64: JSD(lens_teacher, lens_student) averaged over unmasked tokens."""
+    values = []
+    for b in range(s_h.shape[0]):
+        for i in range(s_h.shape[1]):
+            if mask[b, i]:
+                s_logp = F.log_softmax(student.lm_head(student.model.norm(s_h[b, i])).double(), -1)
+                t_logp = F.log_softmax(teacher.lm_head(teacher.model.norm(t_h[b, i])).double(), -1)
+                values.append(generalized_jsd(t_logp, s_logp, 0.5))
+    return torch.stack(values).mean()
+
+
+def test_lens_divergence_chunks_and_masks_like_the_per_token_formula():
+    teacher, _ = build_tiny("llama")
+    student, _ = build_tiny("llama", seed=5)
+    g = torch.Generator().manual_seed(0)
+    s_h, t_h = torch.randn(3, 7, 64, generator=g), torch.randn(3, 7, 64, generator=g)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[0, 5:], mask[2, 2:] = False, False  # ragged rows: batch > 1 with padding
+    jsd = lambda p, q: generalized_jsd(p, q, 0.5)  # noqa: E731
+    heads = lens_head(student, True), lens_head(teacher, True)
+    want = _lens_reference(student, teacher, s_h, t_h, mask)
+    with torch.no_grad():
+        for chunk in (1, 4, 1000):
+            got = chunked_lens_divergence(s_h, t_h, mask, *heads, jsd, chunk_tokens=chunk)
+            torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_lens_gradients_are_the_same_chunked_or_not():
+    teacher, _ = build_tiny("llama")
+    student, _ = build_tiny("llama", seed=5)
+    g = torch.Generator().manual_seed(1)
+    t_h, mask = torch.randn(2, 6, 64, generator=g), torch.ones(2, 6, dtype=torch.bool)
+    grads = []
+    for chunk in (2, 1000):
+        s_h = torch.randn(2, 6, 64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        jsd = lambda p, q: generalized_jsd(p, q, 0.5)  # noqa: E731
+        chunked_lens_divergence(
+            s_h, t_h, mask, lens_head(student, True), lens_head(teacher, True), jsd, chunk_tokens=chunk
+        ).backward()
+        grads.append(s_h.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+
+
+def test_lens_pairs_default_to_evenly_spaced_interior():
+    teacher, _ = build_tiny("llama", num_hidden_layers=8)
+    student = remove_layers(teacher, [2, 5])
+    objective = build_objective({"lens": {"num_pairs": 2}})
+    objective.setup(student, teacher)
+    pairs = objective.terms["lens"].layer_map
+    assert len(pairs) == 2 and all(s < student.config.num_hidden_layers - 1 for s, _ in pairs)
+    ids = torch.randint(0, 300, (2, 8))
+    assert objective(_inputs(student, teacher, ids))[1]["lens"].item() > 0
