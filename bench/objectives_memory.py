@@ -1,0 +1,100 @@
+"""Peak memory and step time of each objective preset vs the CE-only baseline, same batch.
+
+Each preset runs in its own fresh process: SmolLM2-135M teacher (resident in every variant, so
+the comparison isolates what the objective adds), 24-layer student, one batch of 2 x 512 tokens,
+vocabulary 49,152, a few DistillModule training steps (forward, loss, backward, AdamW) under a
+Lightning Trainer. Peak RSS of that process and the median step time are compared with CE-only.
+
+    python bench/objectives_memory.py            # real model (make models)
+    python bench/objectives_memory.py --tiny     # tiny random Llama, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kd_step import _setup  # noqa: E402  (same teacher/student/batch construction as the KD bench)
+
+PRESETS = ["ce", "kd", "ild", "distill_lens", "multi_signal"]
+
+
+def child(args) -> None:
+    import functools
+
+    import lightning as L
+    import torch
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from torch.utils.data import DataLoader
+
+    from distillab.config import CONFIG_DIR
+    from distillab.objectives.objective import build_objective
+    from distillab.training.distill_module import DistillModule
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("distill", overrides=[f"objective={args.child}"])
+    terms = OmegaConf.to_container(cfg.objective.terms, resolve=True)
+    teacher, student, batches = _setup(args)
+    objective = build_objective(terms)
+    module = DistillModule(student, objective, teacher, optimizer=functools.partial(torch.optim.AdamW, lr=1e-4))
+    rows = [{"input_ids": b, "attention_mask": torch.ones_like(b), "labels": b} for b in batches]
+    times: list[float] = []
+
+    class StepTimer(L.Callback):
+        def on_train_batch_start(self, *a):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, *a):
+            times.append(time.perf_counter() - self.start)
+
+    trainer = L.Trainer(accelerator="cpu", max_steps=len(rows), logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[StepTimer()],
+                        num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=DataLoader(rows, batch_size=None))
+    print(json.dumps({"step_s": statistics.median(times[args.warmup:]),
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--presets", nargs="+", default=PRESETS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    results = {}
+    for preset in args.presets:
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", preset],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{preset}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results[preset] = json.loads(out.stdout.strip().splitlines()[-1])
+    base = results.get("ce")
+    model = "tiny:llama" if args.tiny else "SmolLM2-135M (30 -> 24 layers)"
+    print(f"objective presets, {model}, batch {args.batch} x seq {args.seq}, {args.threads} threads, "
+          f"median of {args.steps} steps after {args.warmup} warm-up; teacher resident in every variant")
+    print(f"  {'preset':14s} {'step s':>8s} {'peak RSS MB':>12s} {'x CE memory':>12s} {'x CE time':>10s}")
+    for preset, r in results.items():
+        mem = r["peak_rss_mb"] / base["peak_rss_mb"] if base else float("nan")
+        t = r["step_s"] / base["step_s"] if base else float("nan")
+        print(f"  {preset:14s} {r['step_s']:8.2f} {r['peak_rss_mb']:12.1f} {mem:12.3f} {t:10.3f}")
+    print("  goal: every preset <= 1.25 x CE-only peak memory")
+
+
+if __name__ == "__main__":
+    main()

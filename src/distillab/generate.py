@@ -1,0 +1,45 @@
+"""``distillab-generate``: the teacher writes a corpus from prompts (sequence-level KD data).
+
+    distillab-generate                          # 64 GSM8K-train questions, greedy, 128 new tokens
+    distillab-distill data=teacher_generated data.source.files=<printed path>
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from distillab.config import CONFIG_DIR, set_threads, to_plain, user_errors_exit
+from distillab.data.corpus import read_documents
+from distillab.data.paths import resolve_data_dir
+from distillab.data.teacher_generated import GenerationSettings, generate_corpus
+from distillab.evaluation.suite import model_fingerprint
+from distillab.models.loading import load_model
+from distillab.models.spec import ModelSpec
+
+
+def run(cfg: DictConfig) -> Path:
+    set_threads(cfg.get("threads"))
+    settings = GenerationSettings(**to_plain(cfg.generation))
+    settings.validate()
+    prompts = read_documents(to_plain(cfg.prompts), resolve_data_dir(cfg.paths.data_dir))
+    if cfg.get("max_prompts"):
+        prompts = prompts[: int(cfg.max_prompts)]
+    model, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")
+    out_dir = Path(cfg.paths.cache_dir) / "generated"
+    path, reused = generate_corpus(model, tokenizer, prompts, out_dir, settings, model_fingerprint(model))
+    print(f"{'reused' if reused else 'wrote'} {len(prompts)} teacher responses: {path}")
+    print(f"train on it: distillab-distill data=teacher_generated data.source.files={path}")
+    return path
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
+@user_errors_exit
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
