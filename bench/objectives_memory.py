@@ -44,7 +44,9 @@ def child(args) -> None:
     terms = OmegaConf.to_container(cfg.objective.terms, resolve=True)
     teacher, student, batches = _setup(args)
     objective = build_objective(terms)
-    module = DistillModule(student, objective, teacher, optimizer=functools.partial(torch.optim.AdamW, lr=1e-4))
+    module = DistillModule(
+        student, objective, teacher, optimizer=functools.partial(torch.optim.AdamW, lr=1e-4)
+    )
     rows = [{"input_ids": b, "attention_mask": torch.ones_like(b), "labels": b} for b in batches]
     times: list[float] = []
 
@@ -55,12 +57,25 @@ def child(args) -> None:
         def on_train_batch_end(self, *a):
             times.append(time.perf_counter() - self.start)
 
-    trainer = L.Trainer(accelerator="cpu", max_steps=len(rows), logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[StepTimer()],
-                        num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=len(rows),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[StepTimer()],
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, train_dataloaders=DataLoader(rows, batch_size=None))
-    print(json.dumps({"step_s": statistics.median(times[args.warmup:]),
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "step_s": statistics.median(times[args.warmup :]),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -78,16 +93,19 @@ def main() -> None:
         return child(args)
     results = {}
     for preset in args.presets:
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", preset],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--child", preset], capture_output=True, text=True
+        )
         if out.returncode != 0:
             print(f"{preset}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
             continue
         results[preset] = json.loads(out.stdout.strip().splitlines()[-1])
     base = results.get("ce")
     model = "tiny:llama" if args.tiny else "SmolLM2-135M (30 -> 24 layers)"
-    print(f"objective presets, {model}, batch {args.batch} x seq {args.seq}, {args.threads} threads, "
-          f"median of {args.steps} steps after {args.warmup} warm-up; teacher resident in every variant")
+    print(
+        f"objective presets, {model}, batch {args.batch} x seq {args.seq}, {args.threads} threads, "
+        f"median of {args.steps} steps after {args.warmup} warm-up; teacher resident in every variant"
+    )
     print(f"  {'preset':14s} {'step s':>8s} {'peak RSS MB':>12s} {'x CE memory':>12s} {'x CE time':>10s}")
     for preset, r in results.items():
         mem = r["peak_rss_mb"] / base["peak_rss_mb"] if base else float("nan")

@@ -26,7 +26,9 @@ def test_generated_corpus_is_cached_and_reads_as_a_corpus(tmp_path):
     assert recorded["max_new_tokens"] == 4 and recorded["num_prompts"] == 3
     again, reused = generate_corpus(model, tok, prompts, tmp_path, settings, model_fingerprint(model))
     assert reused and again == path
-    other, _ = generate_corpus(model, tok, prompts, tmp_path, GenerationSettings(max_new_tokens=3), model_fingerprint(model))
+    other, _ = generate_corpus(
+        model, tok, prompts, tmp_path, GenerationSettings(max_new_tokens=3), model_fingerprint(model)
+    )
     assert other != path
     assert read_documents({"format": "jsonl", "files": str(path)}, tmp_path)[0].startswith("Question: 1 + 1?")
 
@@ -37,7 +39,10 @@ def test_greedy_batched_generation_matches_one_at_a_time(tmp_path):
     from distillab.data.teacher_generated import generate_responses
 
     batched = generate_responses(model, tok, prompts, GenerationSettings(max_new_tokens=5, batch_size=2))
-    single = [generate_responses(model, tok, [p], GenerationSettings(max_new_tokens=5, batch_size=1))[0] for p in prompts]
+    single = [
+        generate_responses(model, tok, [p], GenerationSettings(max_new_tokens=5, batch_size=1))[0]
+        for p in prompts
+    ]
     assert batched == single
 
 

@@ -6,6 +6,7 @@ and sweeps call it directly).
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from omegaconf import DictConfig
 
 from distillab.config import CONFIG_DIR, set_threads, to_plain, user_errors_exit
 from distillab.data.datamodule import CorpusDataModule
+from distillab.data.teacher_cache import prepare_teacher_cache
+from distillab.errors import DistillabError
 from distillab.evaluation.retention import retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
 from distillab.models.loading import count_parameters, load_model
@@ -46,8 +49,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher"
     )
     student, student_tok = build_student(teacher, to_plain(cfg.student), tokenizer)
-    if objective.needs_teacher:
+    cache_cfg = to_plain(cfg.get("teacher_cache") or {})
+    cache_enabled = cache_cfg.pop("enabled", False)
+    if objective.needs_cache and not cache_enabled:
+        raise DistillabError("teacher_cache.enabled: objective term kd_cached needs it set to true")
+    for name, term in objective.terms.items():
+        if term.needs_cache and term.temperature != float(cache_cfg.get("temperature", 1.0)):
+            raise DistillabError(
+                f"objective.terms.{name}.temperature: {term.temperature} differs from teacher_cache.temperature "
+                f"{cache_cfg.get('temperature', 1.0)} (the cache stores distributions at one temperature)"
+            )
+    if objective.needs_teacher or objective.needs_cache:
         check_vocab_match(teacher, student, tokenizer, student_tok)
+    teacher_layers, teacher_params = teacher.config.num_hidden_layers, count_parameters(teacher)
     datamodule = CorpusDataModule(
         student_tok, **to_plain(cfg.data), data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir
     )
@@ -82,6 +96,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("teacher evaluated%s", " (from cache)" if hit else "")
         if cfg.get("eval_before_training"):
             results["student_before"] = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
+    if objective.needs_cache:
+        results["teacher_cache"] = str(
+            prepare_teacher_cache(teacher, tokenizer, datamodule, cache, **cache_cfg)
+        )
+    if not objective.needs_teacher:
+        del teacher  # CE-only or cached-teacher objectives train with no teacher in memory
+        gc.collect()
 
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
     trainer: L.Trainer = instantiate(
@@ -98,7 +119,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         student.save_pretrained(export_dir)
         student_tok.save_pretrained(export_dir)
         results["student_dir"] = str(export_dir)
-    results["params"] = {"teacher": count_parameters(teacher), "student": count_parameters(student)}
+    results["params"] = {"teacher": teacher_params, "student": count_parameters(student)}
 
     rows = []
     if eval_cfg:
@@ -112,7 +133,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         wandb_run.log_evaluation(loggers, flat, rows, step=trainer.global_step)
     results["wall_seconds"] = time.time() - start
     header = (
-        f"## {cfg.experiment_name}: teacher {teacher.config.num_hidden_layers} layers "
+        f"## {cfg.experiment_name}: teacher {teacher_layers} layers "
         f"({results['params']['teacher'] / 1e6:.1f}M) vs student {student.config.num_hidden_layers} layers "
         f"({results['params']['student'] / 1e6:.1f}M), {trainer.global_step} steps, "
         f"wall {results['wall_seconds'] / 60:.1f} min"

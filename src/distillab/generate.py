@@ -1,7 +1,7 @@
 """``distillab-generate``: the teacher writes a corpus from prompts (sequence-level KD data).
 
-    distillab-generate                          # 64 GSM8K-train questions, greedy, 128 new tokens
-    distillab-distill data=teacher_generated data.source.files=<printed path>
+distillab-generate                          # 64 GSM8K-train questions, greedy, 128 new tokens
+distillab-distill data=teacher_generated data.source.files=<printed path>
 """
 
 from __future__ import annotations

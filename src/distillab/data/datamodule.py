@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from distillab.data.corpus import read_documents
 from distillab.data.packing import packed_blocks, split_documents
 from distillab.data.paths import resolve_data_dir
+from distillab.data.teacher_cache import TopKCacheDataset, collate_cached
 from distillab.errors import DistillabError
 
 
@@ -86,14 +87,19 @@ class CorpusDataModule(L.LightningDataModule):
                 "or a smaller data.block_size"
             )
 
+    def use_teacher_cache(self, directory: Path) -> None:
+        """Train on the cached blocks with their teacher top-k distributions (see teacher_cache.py)."""
+        self.train_dataset, self.train_collate = TopKCacheDataset(directory), collate_cached
+
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
+        dataset = getattr(self, "train_dataset", None) or TensorDataset(self.train_blocks)
         return DataLoader(
-            TensorDataset(self.train_blocks),
+            dataset,
             batch_size=self.batch_size,
             shuffle=True,
             generator=generator,
-            collate_fn=collate_blocks,
+            collate_fn=getattr(self, "train_collate", collate_blocks),
             num_workers=self.num_workers,
             drop_last=len(self.train_blocks) >= self.batch_size,
         )

@@ -37,10 +37,13 @@ class GenerationSettings:
             raise DistillabError(f"generate.temperature: must be > 0 when sampling, got {self.temperature}")
 
 
-def corpus_path(out_dir: Path, model_fingerprint: str, prompts: list[str], settings: GenerationSettings) -> Path:
+def corpus_path(
+    out_dir: Path, model_fingerprint: str, prompts: list[str], settings: GenerationSettings
+) -> Path:
     key = hashlib.sha256(
-        json.dumps([model_fingerprint, hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), asdict(settings)])
-        .encode()
+        json.dumps(
+            [model_fingerprint, hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), asdict(settings)]
+        ).encode()
     ).hexdigest()[:16]
     return out_dir / f"teacher-{key}.jsonl"
 
@@ -57,9 +60,16 @@ def generate_responses(model, tokenizer, prompts: list[str], settings: Generatio
         for start in tqdm(range(0, len(prompts), settings.batch_size), desc="teacher generation"):
             batch = tokenizer(prompts[start : start + settings.batch_size], return_tensors="pt", padding=True)
             batch = batch.to(next(model.parameters()).device)
-            kwargs = {"temperature": settings.temperature, "top_p": settings.top_p} if settings.do_sample else {}
-            out = model.generate(**batch, max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-                                 pad_token_id=tokenizer.pad_token_id, **kwargs)
+            kwargs = (
+                {"temperature": settings.temperature, "top_p": settings.top_p} if settings.do_sample else {}
+            )
+            out = model.generate(
+                **batch,
+                max_new_tokens=settings.max_new_tokens,
+                do_sample=settings.do_sample,
+                pad_token_id=tokenizer.pad_token_id,
+                **kwargs,
+            )
             new_tokens = out[:, batch["input_ids"].shape[1] :]
             responses.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
     finally:
@@ -67,8 +77,9 @@ def generate_responses(model, tokenizer, prompts: list[str], settings: Generatio
     return responses
 
 
-def generate_corpus(model, tokenizer, prompts: list[str], out_dir: Path, settings: GenerationSettings,
-                    model_fingerprint: str) -> tuple[Path, bool]:
+def generate_corpus(
+    model, tokenizer, prompts: list[str], out_dir: Path, settings: GenerationSettings, model_fingerprint: str
+) -> tuple[Path, bool]:
     """Write (or reuse) the teacher's corpus; returns ``(path, reused)``."""
     if not prompts:
         raise DistillabError("generate.prompts: no prompts to generate from")

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import lm_eval
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from distillab.data.corpus import read_documents
 from distillab.data.paths import resolve_data_dir
 from distillab.evaluation.harness import run_tasks
 from distillab.evaluation.perplexity import perplexity
+from distillab.models.fingerprint import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,6 @@ def evaluate_suite(
         )
         metrics.update({f"{name}/{k}": v for k, v in result.items()})
     return metrics
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """Hash of every parameter and buffer (names, shapes, bytes) plus the config: exact, ~1 s for 135M."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(model.config.to_json_string(use_diff=False).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def cached_evaluate_suite(

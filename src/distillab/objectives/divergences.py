@@ -138,3 +138,24 @@ def forward_kl_from_logits(
     s = student_logits.float() / temperature
     cross = torch.bmm(p_rows, s.reshape(-1, vocab, 1)).reshape(student_logits.shape[:-1])
     return neg_entropy - cross + torch.logsumexp(s, -1)
+
+
+def forward_kl_topk(
+    teacher_topk_logp: torch.Tensor,
+    teacher_topk_ids: torch.Tensor,
+    teacher_tail_logp: torch.Tensor,
+    student_logits: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """KL(p ‖ q) over k + 1 buckets: the teacher's cached top-k tokens and one tail bucket.
+
+    ``(B, T, k), (B, T, k), (B, T), (B, T, V) -> (B, T)``. The student's distribution is reduced to
+    the same buckets (its probabilities at the k ids, and the rest), so with k = V this equals
+    :func:`forward_kl` exactly, and for k < V it is the KL of the two coarsened distributions.
+    """
+    s = student_logits.float() / temperature
+    student_topk = s.gather(-1, teacher_topk_ids) - torch.logsumexp(s, -1, keepdim=True)
+    student_tail = torch.log1p(-student_topk.exp().sum(-1).clamp(max=1.0 - 1e-6))
+    teacher = torch.cat([teacher_topk_logp, teacher_tail_logp.unsqueeze(-1)], dim=-1)
+    student = torch.cat([student_topk, student_tail.unsqueeze(-1)], dim=-1)
+    return _kl(teacher, student)

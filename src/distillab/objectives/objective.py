@@ -12,12 +12,13 @@ from distillab.errors import DistillabError
 from distillab.objectives.attention import AttentionTransfer
 from distillab.objectives.hidden import HiddenStateAlignment
 from distillab.objectives.lens import DistillLensTerm
-from distillab.objectives.terms import HardLabelCE, SoftLabelKD, Term, TermInputs
+from distillab.objectives.terms import CachedTopKKD, HardLabelCE, SoftLabelKD, Term, TermInputs
 
 # Config name -> term class. Add a term: write the class, register it here, name it in objective/.
 TERM_TYPES: dict[str, type[Term]] = {
     "ce": HardLabelCE,
     "kd": SoftLabelKD,
+    "kd_cached": CachedTopKKD,
     "hidden": HiddenStateAlignment,
     "attention": AttentionTransfer,
     "lens": DistillLensTerm,
@@ -38,6 +39,10 @@ class Objective(nn.Module):
     @property
     def needs_teacher(self) -> bool:
         return self._any("needs_teacher")
+
+    @property
+    def needs_cache(self) -> bool:
+        return self._any("needs_cache")
 
     @property
     def needs_hidden_states(self) -> bool:
@@ -65,6 +70,8 @@ class Objective(nn.Module):
         for name, term in self.terms.items():
             weight = self.weights[name]
             if weight == 0 or (term.needs_teacher and inputs.teacher_logits is None):
+                continue
+            if term.needs_cache and inputs.teacher_topk_logp is None:  # e.g. validation blocks: not cached
                 continue
             values[name] = term(inputs)
             total = total + weight * values[name]

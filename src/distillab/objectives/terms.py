@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillab.errors import DistillabError
-from distillab.objectives.divergences import forward_kl, forward_kl_from_logits, get_divergence, masked_mean
+from distillab.objectives.divergences import (
+    forward_kl,
+    forward_kl_from_logits,
+    forward_kl_topk,
+    get_divergence,
+    masked_mean,
+)
 
 
 @dataclass
@@ -36,12 +42,17 @@ class TermInputs:
     teacher_hidden: tuple[torch.Tensor, ...] | None = None
     student_attentions: tuple[torch.Tensor, ...] | None = None  # per layer, (B, heads, T, T)
     teacher_attentions: tuple[torch.Tensor, ...] | None = None
+    # From the offline teacher cache (data/teacher_cache.py): (B, T, k), (B, T, k), (B, T).
+    teacher_topk_logp: torch.Tensor | None = None
+    teacher_topk_ids: torch.Tensor | None = None
+    teacher_tail_logp: torch.Tensor | None = None
 
 
 class Term(nn.Module):
     """Base class. The ``needs_*`` flags tell the training loop what to compute for this term."""
 
     needs_teacher: bool = False
+    needs_cache: bool = False  # trains from the offline teacher top-k cache
     needs_hidden_states: bool = False
     needs_attentions: bool = False
 
@@ -85,6 +96,35 @@ class SoftLabelKD(Term):
         return soft_label_kd(
             inputs.teacher_logits, inputs.student_logits, inputs.mask, self.temperature, self.divergence
         )
+
+
+class CachedTopKKD(Term):
+    """``T² · KL`` against the cached top-k teacher distribution: no teacher forward, no teacher in memory.
+
+    The temperature is the cache's (chosen when the cache is built, part of its key).
+    """
+
+    needs_cache = True
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        if temperature is None or float(temperature) <= 0:
+            raise DistillabError(f"objective: temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        if inputs.teacher_topk_logp is None:
+            raise DistillabError(
+                "objective: kd_cached needs teacher_cache.enabled=true (the batch has no cached teacher)"
+            )
+        per_token = forward_kl_topk(
+            inputs.teacher_topk_logp,
+            inputs.teacher_topk_ids,
+            inputs.teacher_tail_logp,
+            inputs.student_logits,
+            self.temperature,
+        )
+        return self.temperature**2 * masked_mean(per_token, inputs.mask)
 
 
 def hard_label_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

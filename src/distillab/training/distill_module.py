@@ -81,6 +81,9 @@ class DistillModule(L.LightningModule):
             teacher_hidden=teacher_out.hidden_states if teacher_out is not None else None,
             student_attentions=student_out.attentions,
             teacher_attentions=teacher_out.attentions if teacher_out is not None else None,
+            teacher_topk_logp=batch.get("teacher_topk_logp"),
+            teacher_topk_ids=batch.get("teacher_topk_ids"),
+            teacher_tail_logp=batch.get("teacher_tail_logp"),
         )
         loss, terms = self.objective(inputs)
         n = batch["input_ids"].shape[0]
