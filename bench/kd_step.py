@@ -37,7 +37,7 @@ def _setup(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     spec = ModelSpec(name_or_path="tiny:llama" if args.tiny else SMOLLM2)
-    teacher, _ = load_model(spec)
+    teacher, tokenizer = load_model(spec)
     teacher.requires_grad_(False)
     student = drop_layers_student(teacher, num_remove=2 if args.tiny else 6)
     vocab = teacher.config.vocab_size
@@ -45,7 +45,7 @@ def _setup(args):
     batches = [
         torch.randint(0, vocab, (args.batch, args.seq), generator=g) for _ in range(args.warmup + args.steps)
     ]
-    return teacher, student, batches
+    return teacher, student, batches, tokenizer
 
 
 def bare(args) -> list[float]:
@@ -53,7 +53,7 @@ def bare(args) -> list[float]:
     import torch
     import torch.nn.functional as F
 
-    teacher, student, batches = _setup(args)
+    teacher, student, batches, _ = _setup(args)
     opt = torch.optim.AdamW(student.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
     times = []
     for ids in batches:
@@ -85,7 +85,7 @@ def distillab(args) -> list[float]:
     from distillab.objectives.objective import build_objective
     from distillab.training.distill_module import DistillModule
 
-    teacher, student, batches = _setup(args)
+    teacher, student, batches, _ = _setup(args)
     objective = build_objective(
         {"kd": {"weight": ALPHA, "temperature": TEMPERATURE}, "ce": {"weight": 1 - ALPHA}}
     )

@@ -36,14 +36,16 @@ def child(args) -> None:
     from torch.utils.data import DataLoader
 
     from distillab.config import CONFIG_DIR
+    from distillab.objectives.contrastive import attach_prompt_pools
     from distillab.objectives.objective import build_objective
     from distillab.training.distill_module import DistillModule
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("distill", overrides=[f"objective={args.child}"])
     terms = OmegaConf.to_container(cfg.objective.terms, resolve=True)
-    teacher, student, batches = _setup(args)
+    teacher, student, batches, tokenizer = _setup(args)
     objective = build_objective(terms)
+    attach_prompt_pools(objective, tokenizer, None)  # contrastive prompts from the data directory
     module = DistillModule(
         student, objective, teacher, optimizer=functools.partial(torch.optim.AdamW, lr=1e-4)
     )

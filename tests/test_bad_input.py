@@ -45,7 +45,7 @@ def test_cli_reports_one_line_and_exits_nonzero(case, tmp_path, tiny_corpus):
         overrides, message = _vocab_mismatch_case(tmp_path)
     (tiny_corpus / "corpus" / "empty.jsonl").write_text("\n")
     (tmp_path / "results.json").write_text("earlier results")
-    args = tiny_overrides(tmp_path, tiny_corpus, "logger=csv", *overrides)
+    args = [*tiny_overrides(tmp_path, tiny_corpus, "logger=csv", *overrides), f"hydra.run.dir={tmp_path}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.run(
         [sys.executable, "-m", "distillab.distill", *args],

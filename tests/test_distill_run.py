@@ -97,11 +97,14 @@ def test_fast_dev_run_one_batch(tmp_path, tiny_corpus):
     [
         ("ild", {"kd", "ce", "hidden"}),
         ("distill_lens", {"kd", "ce", "lens"}),
-        ("multi_signal", {"kd", "ce", "hidden", "attention"}),
+        ("multi_signal", {"kd", "ce", "hidden", "attention", "contrastive"}),
     ],
 )
 def test_objective_presets_train_end_to_end_and_log_every_term(preset, terms, tmp_path, tiny_corpus):
-    extra = ["objective.terms.lens.num_pairs=1"] if preset == "distill_lens" else []
+    extra = {
+        "distill_lens": ["objective.terms.lens.num_pairs=1"],
+        "multi_signal": ["objective.terms.contrastive.max_new_tokens=4"],
+    }.get(preset, [])
     cfg = compose_config(
         tiny_overrides(tmp_path, tiny_corpus, f"objective={preset}", "logger=csv", "export=false", *extra)
     )

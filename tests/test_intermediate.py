@@ -164,3 +164,30 @@ def test_lens_pairs_default_to_evenly_spaced_interior():
     assert len(pairs) == 2 and all(s < student.config.num_hidden_layers - 1 for s, _ in pairs)
     ids = torch.randint(0, 300, (2, 8))
     assert objective(_inputs(student, teacher, ids))[1]["lens"].item() > 0
+
+
+def test_contrastive_term_samples_every_n_steps_and_trains_both_halves():
+    from distillab.objectives.contrastive import ContrastiveDistillation
+
+    teacher, tok = build_tiny("llama")
+    student = remove_layers(teacher, [1])
+    term = build_objective({"contrastive": {"regenerate_every": 2, "num_prompts": 2, "max_new_tokens": 3}})
+    term.setup(student, teacher)
+    contrastive: ContrastiveDistillation = term.terms["contrastive"]
+    contrastive.attach(tok, ["Question: 1 + 1?\nAnswer:", "Once upon a time", "The teacher said"])
+    ids = torch.randint(0, 300, (2, 8))
+    samples = []
+    for _ in range(3):
+        loss, values = term(_inputs(student, teacher, ids))
+        samples.append(contrastive._samples["input_ids"])
+        loss.backward()
+    assert samples[0] is samples[1] and samples[2] is not samples[1]  # regenerated at step 2 only
+    assert samples[0].shape[1] <= 3 + max(len(tok(p)["input_ids"]) for p in contrastive.prompts)
+    assert student.model.layers[0].mlp.up_proj.weight.grad is not None and torch.isfinite(
+        values["contrastive"]
+    )
+    term.eval()
+    only_pull, _ = term(_inputs(student, teacher, ids))  # validation: no sampling
+    assert torch.isfinite(only_pull)
+    with pytest.raises(DistillabError, match="contrastive alpha must be in"):
+        build_objective({"contrastive": {"alpha": 1.5}})

@@ -28,6 +28,7 @@ from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
 from distillab.models.student import build_student, check_vocab_match
 from distillab.models.surgery import teacher_layer_indices
+from distillab.objectives.contrastive import attach_prompt_pools
 from distillab.objectives.objective import build_objective
 from distillab.tracking import wandb_run
 from distillab.tracking.report import write_results
@@ -66,6 +67,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         student_tok, **to_plain(cfg.data), data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir
     )
     datamodule.setup("fit")
+    attach_prompt_pools(objective, student_tok, cfg.paths.data_dir)
     log.info(
         "teacher %d layers, %.1fM params -> student %d layers (teacher layers %s), %.1fM params",
         teacher.config.num_hidden_layers,

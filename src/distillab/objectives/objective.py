@@ -10,6 +10,7 @@ from torch import nn
 
 from distillab.errors import DistillabError
 from distillab.objectives.attention import AttentionTransfer
+from distillab.objectives.contrastive import ContrastiveDistillation
 from distillab.objectives.hidden import HiddenStateAlignment
 from distillab.objectives.lens import DistillLensTerm
 from distillab.objectives.terms import CachedTopKKD, HardLabelCE, SoftLabelKD, Term, TermInputs
@@ -22,6 +23,7 @@ TERM_TYPES: dict[str, type[Term]] = {
     "hidden": HiddenStateAlignment,
     "attention": AttentionTransfer,
     "lens": DistillLensTerm,
+    "contrastive": ContrastiveDistillation,
 }
 
 

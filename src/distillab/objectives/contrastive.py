@@ -1,0 +1,155 @@
+"""Contrastive distillation in the style of DistiLLM-2 (arXiv 2503.07067).
+
+Two halves, each a skew divergence on a different kind of sequence:
+
+- on the batch's sequences (teacher-written responses, e.g. a ``teacher_generated`` corpus), a skew
+  *forward* KL pulls the student up where the teacher's likelihood is high;
+- on the student's *own* sampled responses to prompts, a skew *reverse* KL pushes the student down
+  where the teacher's likelihood is low.
+
+Student samples are regenerated every ``regenerate_every`` training steps (and cached in between),
+for ``num_prompts`` prompts drawn from a prompt source, so sampling costs a fraction of training.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distillab.errors import DistillabError
+from distillab.objectives.divergences import masked_mean, skew_forward_kl, skew_reverse_kl
+from distillab.objectives.terms import Term, TermInputs
+
+log = logging.getLogger(__name__)
+
+
+class ContrastiveDistillation(Term):
+    needs_teacher = True
+
+    def __init__(
+        self,
+        alpha: float = 0.1,
+        temperature: float = 1.0,
+        regenerate_every: int = 20,
+        num_prompts: int = 4,
+        max_new_tokens: int = 64,
+        prompts: Mapping[str, Any] | None = None,
+        sample_temperature: float = 1.0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not 0.0 <= alpha < 1.0:
+            raise DistillabError(f"objective: contrastive alpha must be in [0, 1), got {alpha}")
+        if temperature <= 0 or sample_temperature <= 0:
+            raise DistillabError(
+                f"objective: temperature must be > 0, got {min(temperature, sample_temperature)}"
+            )
+        if regenerate_every < 1:
+            raise DistillabError(f"objective: regenerate_every must be >= 1, got {regenerate_every}")
+        self.alpha, self.temperature, self.sample_temperature = (
+            float(alpha),
+            float(temperature),
+            float(sample_temperature),
+        )
+        self.regenerate_every, self.num_prompts, self.max_new_tokens = (
+            int(regenerate_every),
+            int(num_prompts),
+            int(max_new_tokens),
+        )
+        self.prompt_source, self.rng = dict(prompts or {}), random.Random(seed)
+        self.prompts: list[str] = []
+        self._models: list[nn.Module] = []  # student, teacher: plain list, not our parameters
+        self._tokenizer = None
+        self._calls, self._samples = 0, None
+
+    def setup(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        self._models = [student, teacher]
+
+    def attach(self, tokenizer, prompts: list[str]) -> None:
+        """Give the term its tokenizer and prompt pool (done by the run, which knows the data)."""
+        if not prompts:
+            raise DistillabError(
+                "objective.terms.contrastive.prompts: no prompts to sample student responses for"
+            )
+        self._tokenizer, self.prompts = tokenizer, list(prompts)
+
+    def describe(self) -> str:
+        return (
+            f"skew forward KL (alpha {self.alpha}) on batch + skew reverse KL on student samples of "
+            f"{self.num_prompts} prompts, regenerated every {self.regenerate_every} steps"
+        )
+
+    @torch.no_grad()
+    def _sample(self) -> dict[str, torch.Tensor]:
+        student, tok = self._models[0], self._tokenizer
+        chosen = self.rng.sample(self.prompts, min(self.num_prompts, len(self.prompts)))
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            enc = tok(chosen, return_tensors="pt", padding=True).to(next(student.parameters()).device)
+            was_training = student.training
+            student.eval()
+            out = student.generate(
+                **enc,
+                do_sample=True,
+                temperature=self.sample_temperature,
+                max_new_tokens=self.max_new_tokens,
+                pad_token_id=tok.pad_token_id,
+            )
+            student.train(was_training)
+        finally:
+            tok.padding_side = side
+        prompt_len = enc["input_ids"].shape[1]
+        attention = torch.cat(
+            [enc["attention_mask"], (out[:, prompt_len:] != tok.pad_token_id).long()], dim=1
+        )
+        response = torch.zeros_like(attention, dtype=torch.bool)
+        response[:, prompt_len - 1 : -1] = attention[
+            :, prompt_len:
+        ].bool()  # positions predicting response tokens
+        return {"input_ids": out, "attention_mask": attention, "response_mask": response}
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        if self._tokenizer is None:
+            raise DistillabError("objective.terms.contrastive: no prompts attached (the run attaches them)")
+        teacher_logp = F.log_softmax(inputs.teacher_logits.float() / self.temperature, -1)
+        student_logp = F.log_softmax(inputs.student_logits.float() / self.temperature, -1)
+        pull_up = masked_mean(skew_forward_kl(teacher_logp, student_logp, self.alpha), inputs.mask)
+        if not self.training:
+            return pull_up  # validation: no sampling
+        if self._samples is None or self._calls % self.regenerate_every == 0:
+            self._samples = self._sample()
+        self._calls += 1
+        student, teacher = self._models
+        batch = self._samples
+        s_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        with torch.no_grad():
+            t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        push_down = masked_mean(
+            skew_reverse_kl(
+                F.log_softmax(t_logits.float() / self.temperature, -1),
+                F.log_softmax(s_logits.float() / self.temperature, -1),
+                self.alpha,
+            ),
+            batch["response_mask"],
+        )
+        return pull_up + push_down
+
+
+def attach_prompt_pools(objective: nn.Module, tokenizer, data_dir: str | None, limit: int = 256) -> None:
+    """Read each contrastive term's prompt source (relative to the data directory) and attach it."""
+    from distillab.data.corpus import read_documents
+    from distillab.data.paths import resolve_data_dir
+
+    for name, term in objective.terms.items():
+        if isinstance(term, ContrastiveDistillation) and objective.weights[name] != 0:
+            if not term.prompt_source:
+                raise DistillabError(
+                    f"objective.terms.{name}.prompts: give a prompt source (format, files, template)"
+                )
+            term.attach(tokenizer, read_documents(term.prompt_source, resolve_data_dir(data_dir))[:limit])
