@@ -20,8 +20,7 @@ from omegaconf import DictConfig
 
 from distillab.config import CONFIG_DIR, set_threads, to_plain, user_errors_exit
 from distillab.data.datamodule import CorpusDataModule
-from distillab.data.teacher_cache import prepare_teacher_cache
-from distillab.errors import DistillabError
+from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cache
 from distillab.evaluation.retention import retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
 from distillab.models.loading import count_parameters, load_model
@@ -50,16 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher"
     )
     student, student_tok = build_student(teacher, to_plain(cfg.student), tokenizer)
-    cache_cfg = to_plain(cfg.get("teacher_cache") or {})
-    cache_enabled = cache_cfg.pop("enabled", False)
-    if objective.needs_cache and not cache_enabled:
-        raise DistillabError("teacher_cache.enabled: objective term kd_cached needs it set to true")
-    for name, term in objective.terms.items():
-        if term.needs_cache and term.temperature != float(cache_cfg.get("temperature", 1.0)):
-            raise DistillabError(
-                f"objective.terms.{name}.temperature: {term.temperature} differs from teacher_cache.temperature "
-                f"{cache_cfg.get('temperature', 1.0)} (the cache stores distributions at one temperature)"
-            )
+    cache_cfg = check_cache_config(objective, to_plain(cfg.get("teacher_cache") or {}))
     if objective.needs_teacher or objective.needs_cache:
         check_vocab_match(teacher, student, tokenizer, student_tok)
     teacher_layers, teacher_params = teacher.config.num_hidden_layers, count_parameters(teacher)
