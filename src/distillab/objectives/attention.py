@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from distillab.objectives.divergences import forward_kl, masked_mean
-from distillab.objectives.layer_map import LayerMap, build_layer_map
+from distillab.objectives.layer_map import LayerMap, layer_map_for
 from distillab.objectives.terms import Term, TermInputs
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,7 @@ class AttentionTransfer(Term):
         self.layer_map: LayerMap = []
 
     def setup(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        self.layer_map = build_layer_map(
-            self.map_kind,
-            student.config.num_hidden_layers,
-            teacher.config.num_hidden_layers,
-            student.config,
-            self.map_pairs,
-            self.map_k,
-        )
+        self.layer_map = layer_map_for(self.map_kind, student, teacher, self.map_pairs, self.map_k)
         ensure_eager_attention(student, "student")
         ensure_eager_attention(teacher, "teacher")
 

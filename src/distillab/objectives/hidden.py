@@ -17,7 +17,7 @@ from torch import nn
 
 from distillab.errors import DistillabError
 from distillab.objectives.divergences import masked_mean
-from distillab.objectives.layer_map import LayerMap, build_layer_map
+from distillab.objectives.layer_map import LayerMap, layer_map_for
 from distillab.objectives.terms import Term, TermInputs
 
 log = logging.getLogger(__name__)
@@ -60,14 +60,7 @@ class HiddenStateAlignment(Term):
         self.projections = nn.ModuleList()
 
     def setup(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        self.layer_map = build_layer_map(
-            self.map_kind,
-            student.config.num_hidden_layers,
-            teacher.config.num_hidden_layers,
-            student.config,
-            self.map_pairs,
-            self.map_k,
-        )
+        self.layer_map = layer_map_for(self.map_kind, student, teacher, self.map_pairs, self.map_k)
         s_width, t_width = student.config.hidden_size, teacher.config.hidden_size
         make = (lambda: nn.Linear(s_width, t_width, bias=False)) if s_width != t_width else nn.Identity
         self.projections = nn.ModuleList(make() for _ in self.layer_map).to(next(student.parameters()).device)

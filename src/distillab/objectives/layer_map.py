@@ -77,3 +77,12 @@ def build_layer_map(
                 f"layer_map: pair ({s}, {t}) out of range for {num_student} student / {num_teacher} teacher layers"
             )
     return result
+
+
+def layer_map_for(
+    kind: str, student, teacher, pairs: Sequence[Sequence[int]] | None = None, k: int | None = None
+) -> LayerMap:
+    """:func:`build_layer_map` for two loaded models (depths and surgery record read from their configs)."""
+    return build_layer_map(
+        kind, student.config.num_hidden_layers, teacher.config.num_hidden_layers, student.config, pairs, k
+    )

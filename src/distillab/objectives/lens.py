@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from distillab.errors import DistillabError
 from distillab.objectives.divergences import get_divergence
-from distillab.objectives.layer_map import LayerMap, build_layer_map, evenly_spaced_interior
+from distillab.objectives.layer_map import LayerMap, evenly_spaced_interior, layer_map_for
 from distillab.objectives.terms import Term, TermInputs
 
 
@@ -98,13 +98,7 @@ class DistillLensTerm(Term):
         self._heads: list[Callable] = []  # plain list: the models' heads must not become our parameters
 
     def setup(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        full = build_layer_map(
-            self.map_kind,
-            student.config.num_hidden_layers,
-            teacher.config.num_hidden_layers,
-            student.config,
-            self.map_pairs,
-        )
+        full = layer_map_for(self.map_kind, student, teacher, self.map_pairs)
         self.layer_map = full if self.map_kind == "explicit" else evenly_spaced_interior(full, self.num_pairs)
         self._heads = [lens_head(student, self.apply_norm), lens_head(teacher, self.apply_norm)]
 
