@@ -1,0 +1,37 @@
+"""The sweep summary collects run directories into one table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distillab.tracking.summarize import find_runs, main, summary_table
+
+
+def _fake_run(root, name, ppl, overrides):
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("\n".join(f"- {o}" for o in overrides) + "\n")
+    (run / "results.json").write_text(
+        json.dumps(
+            {
+                "teacher": {"wikitext2/ppl": 36.0},
+                "student": {"wikitext2/ppl": ppl},
+                "retention": {"wikitext2/ppl": 36.0 / ppl},
+            }
+        )
+    )
+    return run
+
+
+def test_summary_table_has_one_row_per_run_and_the_teacher(tmp_path, capsys):
+    _fake_run(tmp_path, "0", 72.0, ["objective=ce"])
+    _fake_run(tmp_path, "1", 48.0, ["objective=kd"])
+    runs = find_runs([tmp_path])
+    table = summary_table(runs, ["wikitext2/ppl"])
+    assert "| objective=ce | 72 | 50.0% |" in table and "| objective=kd | 48 | 75.0% |" in table
+    assert table.splitlines()[-1] == "| teacher | 36 | 100% |"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing")])
+    assert exit_info.value.code == 2 and "no results.json" in capsys.readouterr().err
