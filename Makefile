@@ -15,7 +15,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install models demo test test-slow lint format bench bench-objectives clean
+.PHONY: help install models demo test test-slow lint format bench bench-objectives exp-001 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ bench: models ## KD train-step throughput and peak memory vs a bare PyTorch loop
 
 bench-objectives: models ## peak memory and step time of every objective preset vs CE-only (vocab 49k, seq 512)
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/objectives_memory.py $(ARGS)
+
+exp-001: models ## experiments/001: heal the demo student with ce, kd, ild at one budget; print the table (~21 min)
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=ce,kd,ild experiment_name=objectives_study eval_before_training=false
+	$(PY) -m distillab.tracking.summarize $$(ls -td outputs/distill/objectives_study/multirun-* | head -1) --metrics wikitext2/ppl arc_challenge/acc_norm arc_challenge/acc
 
 clean: ## remove run outputs (not the venv or the model cache)
 	rm -rf outputs multirun .pytest_cache
