@@ -78,9 +78,7 @@ def distillab(args) -> list[float]:
     """DistillModule + build_objective, trained by lightning.Trainer (the real path, loggers off)."""
     import functools
 
-    import lightning as L
     import torch
-    from torch.utils.data import DataLoader
 
     from distillab.objectives.objective import build_objective
     from distillab.training.distill_module import DistillModule
@@ -91,8 +89,16 @@ def distillab(args) -> list[float]:
     )
     optimizer = functools.partial(torch.optim.AdamW, lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
     module = DistillModule(student, objective, teacher, optimizer=optimizer)
+    return timed_fit(module, batches, gradient_clip_val=CLIP)
+
+
+def timed_fit(module, batches, gradient_clip_val: float | None = None) -> list[float]:
+    """Train ``module`` on ``batches`` (one step each) with a Lightning Trainer; seconds per step."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader
+
     rows = [{"input_ids": b, "attention_mask": torch.ones_like(b), "labels": b} for b in batches]
-    loader = DataLoader(rows, batch_size=None)
     times: list[float] = []
 
     class StepTimer(L.Callback):
@@ -109,11 +115,11 @@ def distillab(args) -> list[float]:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        gradient_clip_val=CLIP,
+        gradient_clip_val=gradient_clip_val,
         callbacks=[StepTimer()],
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, train_dataloaders=loader)
+    trainer.fit(module, train_dataloaders=DataLoader(rows, batch_size=None))
     return times
 
 

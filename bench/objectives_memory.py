@@ -17,11 +17,10 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kd_step import _setup  # noqa: E402  (same teacher/student/batch construction as the KD bench)
+from kd_step import _setup, timed_fit  # noqa: E402  (same teacher/student/batch construction as the KD bench)
 
 PRESETS = ["ce", "kd", "ild", "distill_lens", "multi_signal"]
 
@@ -29,11 +28,9 @@ PRESETS = ["ce", "kd", "ild", "distill_lens", "multi_signal"]
 def child(args) -> None:
     import functools
 
-    import lightning as L
     import torch
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    from torch.utils.data import DataLoader
 
     from distillab.config import CONFIG_DIR
     from distillab.objectives.contrastive import attach_prompt_pools
@@ -49,27 +46,7 @@ def child(args) -> None:
     module = DistillModule(
         student, objective, teacher, optimizer=functools.partial(torch.optim.AdamW, lr=1e-4)
     )
-    rows = [{"input_ids": b, "attention_mask": torch.ones_like(b), "labels": b} for b in batches]
-    times: list[float] = []
-
-    class StepTimer(L.Callback):
-        def on_train_batch_start(self, *a):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, *a):
-            times.append(time.perf_counter() - self.start)
-
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=len(rows),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[StepTimer()],
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, train_dataloaders=DataLoader(rows, batch_size=None))
+    times = timed_fit(module, batches)
     print(
         json.dumps(
             {
