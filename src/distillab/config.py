@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -48,6 +47,6 @@ def user_errors_exit(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], 
             logging.getLogger("distillab").debug("user error", exc_info=True)
             print(f"error: {err}", file=sys.stderr)
             sys.stdout.flush()
-            os._exit(2) if os.environ.get("DISTILLAB_HARD_EXIT") else sys.exit(2)
+            sys.exit(2)
 
     return wrapper

@@ -60,8 +60,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     attach_prompt_pools(objective, student_tok, cfg.paths.data_dir)
     log.info(
         "teacher %d layers, %.1fM params -> student %d layers (teacher layers %s), %.1fM params",
-        teacher.config.num_hidden_layers,
-        count_parameters(teacher) / 1e6,
+        teacher_layers,
+        teacher_params / 1e6,
         student.config.num_hidden_layers,
         teacher_layer_indices(student),
         count_parameters(student) / 1e6,

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import lm_eval
-from omegaconf import DictConfig, OmegaConf
 
+from distillab.config import to_plain
 from distillab.data.corpus import read_documents
 from distillab.data.paths import resolve_data_dir
 from distillab.evaluation.harness import run_tasks
@@ -23,15 +23,11 @@ from distillab.models.fingerprint import model_fingerprint
 log = logging.getLogger(__name__)
 
 
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
 def evaluate_suite(
     model, tokenizer, eval_cfg: Mapping[str, Any], work_dir: Path, data_dir: str | None
 ) -> dict[str, float]:
     """Flat metrics ``{"task/metric": value}`` for every task and perplexity set in ``eval_cfg``."""
-    eval_cfg = _plain(eval_cfg)
+    eval_cfg = to_plain(eval_cfg)
     use_local = eval_cfg.get("use_local_data", True)
     local_dir = resolve_data_dir(data_dir) if use_local else None
     metrics = run_tasks(
@@ -68,7 +64,7 @@ def cached_evaluate_suite(
         return evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir), False
     settings = json.dumps(
         {
-            "eval": _plain(eval_cfg),
+            "eval": to_plain(eval_cfg),
             "data_dir": str(resolve_data_dir(data_dir)),
             "lm_eval": lm_eval.__version__,
         },

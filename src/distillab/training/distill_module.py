@@ -46,11 +46,7 @@ class DistillModule(L.LightningModule):
         return self._teacher[0] if self._teacher else None
 
     def setup(self, stage: str) -> None:
-        if self.teacher is not None:
-            self.teacher.to(self.device)
-
-    def on_fit_start(self) -> None:
-        if self.teacher is not None:
+        if self.teacher is not None:  # not a submodule, so Lightning does not move it for us
             self.teacher.to(self.device).eval()
 
     def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
