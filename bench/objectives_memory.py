@@ -7,6 +7,7 @@ Lightning Trainer. Peak RSS of that process and the median step time are compare
 
     python bench/objectives_memory.py            # real model (make models)
     python bench/objectives_memory.py --tiny     # tiny random Llama, seconds
+    python bench/objectives_memory.py --presets ce multi_signal,objective.terms.contrastive.weight=0
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def child(args) -> None:
     from distillab.training.distill_module import DistillModule
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("distill", overrides=[f"objective={args.child}"])
+        preset, *overrides = args.child.split(",")  # "preset,key=value,..." for ablations
+        cfg = compose("distill", overrides=[f"objective={preset}", *overrides])
     terms = OmegaConf.to_container(cfg.objective.terms, resolve=True)
     teacher, student, batches, tokenizer = _setup(args)
     objective = build_objective(terms)

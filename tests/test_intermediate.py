@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from distillab.errors import DistillabError
 from distillab.models.surgery import remove_layers
 from distillab.models.tiny import build_tiny
-from distillab.objectives.attention import attention_kl
+from distillab.objectives.attention import CAPTURE_KERNEL, attention_kl, attention_log_probs, take_captured_qk
 from distillab.objectives.divergences import generalized_jsd
 from distillab.objectives.hidden import hidden_cosine_distance, hidden_mse
 from distillab.objectives.layer_map import build_layer_map, evenly_spaced_interior, uniform_map
@@ -51,10 +51,11 @@ def _forward(model, ids, **flags):
     return model(input_ids=ids, output_hidden_states=True, **flags)
 
 
-def _inputs(student, teacher, ids, attentions=False):
-    s_out = _forward(student, ids, output_attentions=attentions)
+def _inputs(student, teacher, ids):
+    s_out = _forward(student, ids)
+    s_qk = take_captured_qk(student)
     with torch.no_grad():
-        t_out = _forward(teacher, ids, output_attentions=attentions)
+        t_out = _forward(teacher, ids)
     targets = torch.cat([ids[:, 1:], torch.full((ids.shape[0], 1), -100)], dim=1)
     return TermInputs(
         s_out.logits,
@@ -63,8 +64,8 @@ def _inputs(student, teacher, ids, attentions=False):
         t_out.logits,
         s_out.hidden_states,
         t_out.hidden_states,
-        s_out.attentions,
-        t_out.attentions,
+        s_qk,
+        take_captured_qk(teacher),
     )
 
 
@@ -90,16 +91,53 @@ def test_hidden_alignment_is_zero_for_the_teachers_own_layers_and_projects_when_
     assert params[0].grad is not None and narrow.model.layers[0].mlp.up_proj.weight.grad is not None
 
 
-def test_attention_transfer_switches_to_eager_and_matches_identical_models():
-    teacher, _ = build_tiny("qwen2")
+def test_attention_transfer_matches_eager_weights_and_is_zero_for_identical_models():
+    teacher, _ = build_tiny("qwen2")  # grouped-query attention: 4 query heads, 2 kv heads
     student = remove_layers(teacher, [])
+    ids = torch.randint(0, 300, (2, 10))
+    teacher.set_attn_implementation("eager")
+    with torch.no_grad():
+        eager = teacher(input_ids=ids, output_attentions=True).attentions
+    teacher.set_attn_implementation("sdpa")
+    objective = build_objective({"attention": {"layer_map": "explicit", "pairs": [[0, 0], [1, 1]]}})
+    objective.setup(student, teacher)
+    assert teacher.config._attn_implementation == CAPTURE_KERNEL
+    inputs = _inputs(student, teacher, ids)
+    assert sorted(inputs.teacher_qk) == [0, 1]  # only mapped layers are kept
+    for layer in (0, 1):  # rebuilt weights == the eager kernel's, per query head
+        qk = inputs.teacher_qk[layer]
+        rebuilt = attention_log_probs(qk["query"], qk["key"], qk["mask"], qk["scaling"]).exp()
+        torch.testing.assert_close(rebuilt, eager[layer], rtol=1e-5, atol=1e-6)
+    assert objective(inputs)[1]["attention"].abs().item() < 1e-6
+
+    objective.teardown(student, teacher)
+    assert teacher.config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        teacher(input_ids=ids)
+    assert take_captured_qk(teacher) == {}  # capture removed with the term
+
+
+def test_attention_transfer_trains_the_student_with_padding():
+    teacher, _ = build_tiny("llama")
+    student, _ = build_tiny("llama", seed=4)
     objective = build_objective({"attention": {"layer_map": "uniform"}})
     objective.setup(student, teacher)
-    assert student.config._attn_implementation == "eager" == teacher.config._attn_implementation
-    ids = torch.randint(0, 300, (2, 10))
-    inputs = _inputs(student, teacher, ids, attentions=True)
-    assert inputs.student_attentions[0].shape == (2, 4, 10, 10)  # per query head, GQA included
-    assert objective(inputs)[1]["attention"].abs().item() < 1e-6
+    ids = torch.randint(0, 300, (2, 9))
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, :3] = 0  # left padding: fully masked query rows must stay finite
+    s_out = student(input_ids=ids, attention_mask=attention_mask)
+    s_qk = take_captured_qk(student)
+    with torch.no_grad():
+        t_logits = teacher(input_ids=ids, attention_mask=attention_mask).logits
+    mask = attention_mask.bool()
+    inputs = TermInputs(
+        s_out.logits, ids, mask, t_logits, student_qk=s_qk, teacher_qk=take_captured_qk(teacher)
+    )
+    loss, terms = objective(inputs)
+    loss.backward()
+    assert torch.isfinite(terms["attention"]) and terms["attention"].item() > 0
+    grad = student.model.layers[0].self_attn.q_proj.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 def test_attention_kl_head_averages_when_head_counts_differ():
@@ -108,7 +146,7 @@ def test_attention_kl_head_averages_when_head_counts_differ():
     t = torch.randn(1, 4, 3, 3, generator=g).softmax(-1)
     s_avg, t_avg = s.mean(1), t.mean(1)
     want = (t_avg * (t_avg.log() - s_avg.log())).sum(-1)
-    torch.testing.assert_close(attention_kl(s, t), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attention_kl(s.log(), t.log()), want, rtol=1e-5, atol=1e-6)
 
 
 def _lens_reference(student, teacher, s_h, t_h, mask):

@@ -1,11 +1,14 @@
-"""The weighted-sum objective: alpha at 0 and 1, every term reported, config errors."""
+"""The weighted-sum objective: alpha at 0 and 1, every term reported, config errors, chunked sums."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from distillab.errors import DistillabError
+from distillab.objectives.chunking import chunked_masked_mean
+from distillab.objectives.divergences import masked_mean, skew_reverse_kl
 from distillab.objectives.objective import build_objective
 from distillab.objectives.terms import TermInputs, hard_label_ce, soft_label_kd
 
@@ -52,3 +55,22 @@ def test_identical_teacher_and_student_give_zero_kd():
 def test_bad_objective_configs_name_the_key(terms, message):
     with pytest.raises(DistillabError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_objective(terms)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_chunked_masked_mean_matches_the_unchunked_value_and_gradient(chunk):
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(2, 5, 11, generator=g, requires_grad=True)
+    teacher = torch.randn(2, 5, 11, generator=g)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 2:] = False
+
+    def rows(s, t):
+        return skew_reverse_kl(F.log_softmax(t, -1), F.log_softmax(s, -1), 0.1)
+
+    want = masked_mean(rows(student, teacher), mask)
+    (want_grad,) = torch.autograd.grad(want, student)
+    got = chunked_masked_mean(rows, student, teacher, mask, chunk_tokens=chunk)
+    (got_grad,) = torch.autograd.grad(got, student)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillab.errors import DistillabError
-from distillab.objectives.divergences import masked_mean, skew_forward_kl, skew_reverse_kl
+from distillab.objectives.chunking import chunked_masked_mean
+from distillab.objectives.divergences import skew_forward_kl, skew_reverse_kl
 from distillab.objectives.terms import Term, TermInputs
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class ContrastiveDistillation(Term):
         prompts: Mapping[str, Any] | None = None,
         sample_temperature: float = 1.0,
         seed: int = 0,
+        chunk_tokens: int = 256,
     ):
         super().__init__()
         if not 0.0 <= alpha < 1.0:
@@ -62,6 +64,7 @@ class ContrastiveDistillation(Term):
             int(num_prompts),
             int(max_new_tokens),
         )
+        self.chunk_tokens = int(chunk_tokens)  # vocabulary-sized temporaries this many tokens at a time
         self.prompt_source, self.rng = dict(prompts or {}), random.Random(seed)
         self.prompts: list[str] = []
         self._models: list[nn.Module] = []  # student, teacher: plain list, not our parameters
@@ -117,9 +120,13 @@ class ContrastiveDistillation(Term):
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         if self._tokenizer is None:
             raise DistillabError("objective.terms.contrastive: no prompts attached (the run attaches them)")
-        teacher_logp = F.log_softmax(inputs.teacher_logits.float() / self.temperature, -1)
-        student_logp = F.log_softmax(inputs.student_logits.float() / self.temperature, -1)
-        pull_up = masked_mean(skew_forward_kl(teacher_logp, student_logp, self.alpha), inputs.mask)
+        pull_up = chunked_masked_mean(
+            self._skew(skew_forward_kl),
+            inputs.student_logits,
+            inputs.teacher_logits,
+            inputs.mask,
+            self.chunk_tokens,
+        )
         if not self.training:
             return pull_up  # validation: no sampling
         if self._samples is None or self._calls % self.regenerate_every == 0:
@@ -130,15 +137,20 @@ class ContrastiveDistillation(Term):
         s_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         with torch.no_grad():
             t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        push_down = masked_mean(
-            skew_reverse_kl(
-                F.log_softmax(t_logits.float() / self.temperature, -1),
-                F.log_softmax(s_logits.float() / self.temperature, -1),
-                self.alpha,
-            ),
-            batch["response_mask"],
+        push_down = chunked_masked_mean(
+            self._skew(skew_reverse_kl), s_logits, t_logits, batch["response_mask"], self.chunk_tokens
         )
         return pull_up + push_down
+
+    def _skew(self, divergence):
+        """Per-token skew divergence of student/teacher logit rows, at this term's temperature and alpha."""
+
+        def rows(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+            teacher_logp = F.log_softmax(teacher_logits.float() / self.temperature, -1)
+            student_logp = F.log_softmax(student_logits.float() / self.temperature, -1)
+            return divergence(teacher_logp, student_logp, self.alpha)
+
+        return rows
 
 
 def attach_prompt_pools(objective: nn.Module, tokenizer, data_dir: str | None, limit: int = 256) -> None:

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from distillab.errors import DistillabError
+from distillab.objectives.chunking import chunked_masked_mean
 from distillab.objectives.divergences import get_divergence
 from distillab.objectives.layer_map import LayerMap, evenly_spaced_interior, layer_map_for
 from distillab.objectives.terms import Term, TermInputs
@@ -41,34 +41,20 @@ def chunked_lens_divergence(
     teacher_head: Callable[[torch.Tensor], torch.Tensor],
     divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     temperature: float = 1.0,
-    chunk_tokens: int = 512,
+    chunk_tokens: int = 256,
 ) -> torch.Tensor:
     """Masked mean over tokens of D(lens_teacher, lens_student). ``(B, T, H_s), (B, T, H_t), (B, T) -> ()``.
 
     Only unmasked tokens are projected; each chunk is recomputed in backward instead of stored.
     """
-    keep = mask.reshape(-1).bool()
-    s_rows, t_rows = (
-        student_h.reshape(-1, student_h.shape[-1])[keep],
-        teacher_h.reshape(-1, teacher_h.shape[-1])[keep],
-    )
-    if s_rows.shape[0] == 0:
-        return student_h.new_zeros(())
 
-    def chunk_sum(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def rows(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         s_logp = F.log_softmax(student_head(s).float() / temperature, -1)
         with torch.no_grad():
             t_logp = F.log_softmax(teacher_head(t).float() / temperature, -1)
-        return divergence(t_logp, s_logp).sum()
+        return divergence(t_logp, s_logp)
 
-    total = student_h.new_zeros((), dtype=torch.float32)
-    for start in range(0, s_rows.shape[0], chunk_tokens):
-        s, t = s_rows[start : start + chunk_tokens], t_rows[start : start + chunk_tokens]
-        part = (
-            checkpoint(chunk_sum, s, t, use_reentrant=False) if torch.is_grad_enabled() else chunk_sum(s, t)
-        )
-        total = total + part
-    return total / s_rows.shape[0]
+    return chunked_masked_mean(rows, student_h, teacher_h, mask, chunk_tokens)
 
 
 class DistillLensTerm(Term):
@@ -84,7 +70,7 @@ class DistillLensTerm(Term):
         beta: float = 0.5,
         apply_norm: bool = True,
         temperature: float = 1.0,
-        chunk_tokens: int = 512,
+        chunk_tokens: int = 256,
     ):
         super().__init__()
         if temperature <= 0:

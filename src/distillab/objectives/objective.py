@@ -66,6 +66,10 @@ class Objective(nn.Module):
             lines.append(f"{name} (weight {self.weights[name]:g}): {term.describe() or type(term).__name__}")
         return lines
 
+    def teardown(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        for term in self.terms.values():
+            term.teardown(student, teacher)
+
     def forward(self, inputs: TermInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values: dict[str, torch.Tensor] = {}
         total = inputs.student_logits.new_zeros((), dtype=torch.float32)

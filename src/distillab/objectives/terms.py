@@ -37,11 +37,13 @@ class TermInputs:
     mask: torch.Tensor
     teacher_logits: torch.Tensor | None = None
     # Per layer, (B, T, H) each, index 0 = embeddings, i + 1 = output of decoder layer i. Only filled
-    # when a term asks (needs_hidden_states / needs_attentions), since they cost memory.
+    # when a term asks (needs_hidden_states), since they cost memory.
     student_hidden: tuple[torch.Tensor, ...] | None = None
     teacher_hidden: tuple[torch.Tensor, ...] | None = None
-    student_attentions: tuple[torch.Tensor, ...] | None = None  # per layer, (B, heads, T, T)
-    teacher_attentions: tuple[torch.Tensor, ...] | None = None
+    # needs_attentions: post-RoPE queries/keys of the captured layers, {layer: {query, key, mask,
+    # scaling}}, from objectives/attention.py's capturing kernel (not whole attention matrices).
+    student_qk: dict[int, dict] | None = None
+    teacher_qk: dict[int, dict] | None = None
     # From the offline teacher cache (data/teacher_cache.py): (B, T, k), (B, T, k), (B, T).
     teacher_topk_logp: torch.Tensor | None = None
     teacher_topk_ids: torch.Tensor | None = None
@@ -58,6 +60,9 @@ class Term(nn.Module):
 
     def setup(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Called once the models exist: build layer maps, projections, switch attention kernels."""
+
+    def teardown(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """Called when training ends: undo what ``setup`` did to the models."""
 
     def describe(self) -> str:
         """One line for the start-of-run log (layer maps and the like)."""

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel
 
+from distillab.objectives.attention import take_captured_qk
 from distillab.objectives.objective import Objective
 from distillab.objectives.terms import TermInputs, hard_label_ce
 
@@ -60,13 +61,15 @@ class DistillModule(L.LightningModule):
             "input_ids": batch["input_ids"],
             "attention_mask": batch["attention_mask"],
             "output_hidden_states": self.objective.needs_hidden_states,
-            "output_attentions": self.objective.needs_attentions,
         }
+        capture = self.objective.needs_attentions  # q/k kept by objectives/attention.py's kernel
         student_out = self.student(**model_inputs)
-        teacher_out = None
+        student_qk = take_captured_qk(self.student) if capture else None
+        teacher_out, teacher_qk = None, None
         if self.teacher is not None and self.objective.needs_teacher:
             with torch.no_grad():
                 teacher_out = self.teacher(**model_inputs)
+            teacher_qk = take_captured_qk(self.teacher) if capture else None
         student_logits = student_out.logits
         inputs = TermInputs(
             student_logits=student_logits,
@@ -75,8 +78,8 @@ class DistillModule(L.LightningModule):
             teacher_logits=teacher_out.logits if teacher_out is not None else None,
             student_hidden=student_out.hidden_states,
             teacher_hidden=teacher_out.hidden_states if teacher_out is not None else None,
-            student_attentions=student_out.attentions,
-            teacher_attentions=teacher_out.attentions if teacher_out is not None else None,
+            student_qk=student_qk,
+            teacher_qk=teacher_qk,
             teacher_topk_logp=batch.get("teacher_topk_logp"),
             teacher_topk_ids=batch.get("teacher_topk_ids"),
             teacher_tail_logp=batch.get("teacher_tail_logp"),
@@ -98,6 +101,9 @@ class DistillModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
+
+    def on_fit_end(self) -> None:
+        self.objective.teardown(self.student, self.teacher)  # e.g. restore the attention kernel
 
     def on_validation_epoch_start(self) -> None:
         self._val_nll, self._val_tokens = 0.0, 0
