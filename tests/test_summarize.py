@@ -35,3 +35,10 @@ def test_summary_table_has_one_row_per_run_and_the_teacher(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "missing")])
     assert exit_info.value.code == 2 and "no results.json" in capsys.readouterr().err
+
+
+def test_summary_plot_is_written(tmp_path, capsys):
+    _fake_run(tmp_path / "sweep", "0", 72.0, ["objective=ce"])
+    out = tmp_path / "plots" / "retention.png"
+    main([str(tmp_path / "sweep"), "--metrics", "wikitext2/ppl", "--plot", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "plot:" in capsys.readouterr().out

@@ -31,8 +31,10 @@ def last_k_map(num_student: int, num_teacher: int, k: int) -> LayerMap:
     return [(num_student - k + j, num_teacher - k + j) for j in range(k)]
 
 
-def original_map(student_config) -> LayerMap:
+def original_map(student_config, num_teacher: int | None = None) -> LayerMap:
     origin = getattr(student_config, TEACHER_LAYERS_KEY, None)
+    if origin is None and student_config.num_hidden_layers == num_teacher:
+        return [(i, i) for i in range(num_teacher)]  # same depth, never cut (e.g. width-pruned)
     if origin is None:
         raise DistillabError(
             "layer_map.kind=original: the student records no teacher layers (it was not made by layer "
@@ -62,7 +64,7 @@ def build_layer_map(
     elif kind == "last_k":
         result = last_k_map(num_student, num_teacher, int(k or 1))
     elif kind == "original":
-        result = original_map(student_config)
+        result = original_map(student_config, num_teacher)
     elif kind == "explicit":
         if not pairs:
             raise DistillabError(

@@ -27,17 +27,20 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return found
 
 
+def run_label(run: Path) -> str:
+    """The run's Hydra overrides (what distinguishes it in a sweep), else its folder name."""
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    if overrides_file.is_file():
+        return " ".join(yaml.safe_load(overrides_file.read_text()) or []) or run.name
+    return run.name
+
+
 def summary_table(runs: list[Path], metrics: list[str]) -> str:
     header = "| run | " + " | ".join(f"{m} | retention {m}" for m in metrics) + " |"
     lines = [header, "|" + "---|" * (1 + 2 * len(metrics))]
     for run in runs:
         results = json.loads((run / "results.json").read_text())
-        overrides_file = run / ".hydra" / "overrides.yaml"
-        label = (
-            " ".join(yaml.safe_load(overrides_file.read_text()) or [])
-            if overrides_file.is_file()
-            else run.name
-        )
+        label = run_label(run)
         cells = []
         for m in metrics:
             value, ret = results.get("student", {}).get(m), results.get("retention", {}).get(m)
@@ -53,16 +56,46 @@ def summary_table(runs: list[Path], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def plot_retention(runs: list[Path], metrics: list[str], out: Path) -> None:
+    """Grouped bars: retention vs the teacher (%) per run, one bar per metric; saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [run_label(run) for run in runs]
+    retention = [json.loads((run / "results.json").read_text()).get("retention", {}) for run in runs]
+    width = 0.8 / len(metrics)
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(runs)), 4))
+    for i, metric in enumerate(metrics):
+        values = [100 * (r.get(metric) or 0.0) for r in retention]
+        ax.bar([x + i * width for x in range(len(runs))], values, width, label=metric)
+    ax.axhline(100, color="gray", linewidth=0.8, linestyle="--")
+    ax.set_xticks(
+        [x + width * (len(metrics) - 1) / 2 for x in range(len(runs))], labels, rotation=20, ha="right"
+    )
+    ax.set_ylabel("retention vs teacher (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--metrics", nargs="+", default=["wikitext2/ppl", "arc_challenge/acc_norm"])
+    parser.add_argument("--plot", type=Path, help="also save a retention bar chart (PNG) here")
     args = parser.parse_args(argv)
     runs = find_runs(args.paths)
     if not runs:
         print(f"error: no results.json under {', '.join(map(str, args.paths))}", file=sys.stderr)
         raise SystemExit(2)
     print(summary_table(runs, args.metrics))
+    if args.plot:
+        plot_retention(runs, args.metrics, args.plot)
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger, WandbLogger
@@ -41,6 +42,16 @@ def log_evaluation(
     run = wandb_logger.experiment
     run.log({"retention_table": table})
     run.summary.update(metrics)
+
+
+def log_images(loggers: list[Logger], images: dict[str, Path]) -> None:
+    """PNG files (plots) into the W&B run, keyed by name."""
+    wandb_logger = find_wandb(loggers)
+    if wandb_logger is None or not images:
+        return
+    import wandb
+
+    wandb_logger.experiment.log({f"plots/{k}": wandb.Image(str(v)) for k, v in images.items()})
 
 
 def finish(loggers: list[Logger]) -> str | None:

@@ -1,0 +1,113 @@
+"""Layer removal, one-shot or iterative (ILD): score -> remove the k least important -> heal -> repeat.
+
+Every step is a folder ``steps/NN/`` holding the scores (JSON + bar chart), the cut-and-healed
+model (HF folder) and ``step.json`` with its metrics. ``step.json`` is written last and the model
+folder is renamed into place, so a folder with ``step.json`` is complete: an interrupted loop
+resumes after the last complete step (the model is reloaded from it), never from a half step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoModelForCausalLM
+
+from distillab.errors import DistillabError
+from distillab.models.surgery import remove_layers, teacher_layer_indices
+from distillab.pruning.layer_scores import least_important
+from distillab.tracking.plots import layer_scores_bar
+from distillab.tracking.report import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+ScoreFn = Callable[[Any, int], list[float]]  # (model, step) -> per-layer (or per-block) importance
+StepFn = Callable[[Any, Path], dict[str, Any]]  # (model, step_dir) -> metrics (heal / evaluate)
+
+
+@dataclass
+class RemovalPlan:
+    num_remove: int
+    per_step: int
+    protect: tuple[int, ...] = ()  # teacher layer indices never removed
+    contiguous: bool = False  # scores are per block start (angular distance with n = per_step)
+
+    @property
+    def num_steps(self) -> int:
+        return math.ceil(self.num_remove / self.per_step)
+
+
+def check_plan(num_layers: int, num_remove: int, per_step: int) -> None:
+    if not 1 <= num_remove <= num_layers - 1:
+        raise DistillabError(
+            f"prune.layers.num_remove: {num_remove} outside 1..{num_layers - 1} for a {num_layers}-layer model"
+        )
+    if not 1 <= per_step <= num_remove:
+        raise DistillabError(f"prune.layers.per_step: {per_step} outside 1..{num_remove}")
+
+
+def remove_layers_iteratively(
+    model,
+    plan: RemovalPlan,
+    score: ScoreFn,
+    heal: StepFn | None,
+    evaluate: StepFn | None,
+    root: Path,
+    score_name: str,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Run (or resume) the loop; returns the final model and one record per step."""
+    history: list[dict[str, Any]] = []
+    removed_so_far = 0
+    for step in range(1, plan.num_steps + 1):
+        step_dir = root / f"step_{step:02d}"
+        k = min(plan.per_step, plan.num_remove - removed_so_far)
+        if (step_dir / "step.json").is_file():
+            record = json.loads((step_dir / "step.json").read_text())
+            model = AutoModelForCausalLM.from_pretrained(step_dir / "model", torch_dtype=model.dtype)
+            log.info("step %d already done (%s): resuming from it", step, step_dir)
+            history.append(record)
+            removed_so_far += k
+            continue
+        origin = teacher_layer_indices(model)
+        scores = score(model, step)
+        protect = [i for i, t in enumerate(origin) if t in set(plan.protect)]
+        remove = least_important(scores, k, protect, contiguous_block=plan.contiguous)
+        record: dict[str, Any] = {
+            "step": step,
+            "score": score_name,
+            "scores": scores,
+            "removed": remove,
+            "removed_teacher_layers": [origin[i] for i in remove],
+        }
+        layer_scores_bar(
+            scores,
+            remove,
+            f"{score_name}, step {step}: remove teacher layers {record['removed_teacher_layers']}",
+            step_dir / "scores.png",
+        )
+        model = remove_layers(model, remove)
+        record["kept_teacher_layers"] = teacher_layer_indices(model)
+        if heal is not None:
+            record["heal"] = heal(model, step_dir)
+        if evaluate is not None:
+            record["metrics"] = evaluate(model, step_dir)
+        _save_model_atomic(model, step_dir / "model")
+        write_json_atomic(step_dir / "step.json", record)  # last: marks the step complete
+        log.info("step %d: removed teacher layers %s", step, record["removed_teacher_layers"])
+        history.append(record)
+        removed_so_far += k
+    return model, history
+
+
+def _save_model_atomic(model, target: Path) -> None:
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)

@@ -1,0 +1,197 @@
+"""Whole-layer importance: higher = more important; prune the lowest.
+
+Activation scores come from **one** calibration pass that records the residual stream around
+every decoder layer (forward hooks, raw — transformers' ``hidden_states[-1]`` is after the final
+norm, which would distort the last layer's score):
+
+- ``block_influence`` (ShortGPT, arXiv 2403.03853): 1 − cos(layer input, layer output), mean over tokens.
+- ``angular`` (Gromov et al., arXiv 2403.17887): arccos(cos(h_ℓ, h_ℓ+n)) / π on the last token, for
+  the block of n layers starting at ℓ (n = ``angular_block``; 1 scores single layers).
+- ``lens_kl``: KL(lens(output) ‖ lens(input)), how much the logit-lens distribution moves across the
+  layer (final norm + LM head, as DistillLens); on every ``lens_stride``-th token to bound its cost.
+
+Removal scores remove one layer at a time and measure the damage (the ILD paper's criterion,
+arXiv 2511.05085): ``ppl_drop`` (calibration perplexity increase) and ``benchmark_drop`` (drop of
+an lm-eval metric on a configurable subset). ``random`` gives a seeded random order (a baseline).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distillab.errors import DistillabError
+from distillab.models.surgery import decoder_layers, remove_layers
+from distillab.objectives.lens import lens_head
+
+ACTIVATION_SCORES = ("block_influence", "angular", "lens_kl")
+REMOVAL_SCORES = ("ppl_drop", "benchmark_drop")
+LAYER_SCORES = (*ACTIVATION_SCORES, *REMOVAL_SCORES, "random")
+
+
+def check_score_names(names: Sequence[str], key: str = "prune.score") -> None:
+    for name in names:
+        if name not in LAYER_SCORES:
+            raise DistillabError(f"{key}: unknown layer score {name!r}; valid: {', '.join(LAYER_SCORES)}")
+
+
+# -- pure functions on hidden states -------------------------------------------------------------
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity over the last dim, in float32. ``(..., H) x2 -> (...)``."""
+    return F.cosine_similarity(a.float(), b.float(), dim=-1, eps=1e-8)
+
+
+def block_influence(h_in: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:
+    """Per token 1 − cos(input, output) of a layer. ``(B, T, H) x2 -> (B, T)``."""
+    return 1.0 - cosine(h_in, h_out)
+
+
+def angular_distance(h_a: torch.Tensor, h_b: torch.Tensor) -> torch.Tensor:
+    """arccos(cos(a, b)) / π in [0, 1]. ``(..., H) x2 -> (...)``.
+
+    In float64: arccos is ill-conditioned near cos = 1, where float32 rounding alone gives ~1e-4.
+    """
+    cos = F.cosine_similarity(h_a.double(), h_b.double(), dim=-1, eps=1e-12)
+    return (torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi).float()
+
+
+def lens_log_probs(hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    return F.log_softmax(head(hidden).float(), dim=-1)
+
+
+# -- one calibration pass ---------------------------------------------------------------------------
+
+
+def residual_stream(model: nn.Module, input_ids: torch.Tensor) -> list[torch.Tensor]:
+    """``[input of layer 0, output of layer 0, ..., output of layer L-1]``, raw (no final norm)."""
+    layers = decoder_layers(model)
+    stream: list[torch.Tensor] = []
+
+    def take_input(_module, args, kwargs):
+        stream.append(args[0] if args else kwargs["hidden_states"])
+
+    def take_output(_module, _args, output):
+        stream.append(output[0] if isinstance(output, tuple) else output)
+
+    handles = [layers[0].register_forward_pre_hook(take_input, with_kwargs=True)]
+    handles += [layer.register_forward_hook(take_output) for layer in layers]
+    try:
+        model(input_ids=input_ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stream
+
+
+@torch.no_grad()
+def activation_layer_scores(
+    model: nn.Module,
+    batches: Sequence[torch.Tensor],
+    scores: Sequence[str] = ACTIVATION_SCORES,
+    angular_block: int = 1,
+    lens_stride: int = 32,
+    lens_apply_norm: bool = True,
+) -> dict[str, list[float]]:
+    """Every requested activation score for every layer, from one forward pass per batch.
+
+    ``angular`` with ``angular_block = n`` has L − n + 1 entries (one per block start).
+    """
+    num_layers = len(decoder_layers(model))
+    if not 1 <= angular_block <= num_layers:
+        raise DistillabError(f"prune.angular_block: must be in 1..{num_layers}, got {angular_block}")
+    head = lens_head(model, lens_apply_norm)
+    sums = {name: torch.zeros(num_layers, dtype=torch.float64) for name in scores}
+    if "angular" in sums:
+        sums["angular"] = torch.zeros(num_layers - angular_block + 1, dtype=torch.float64)
+    counts = dict.fromkeys(sums, 0)
+    model.eval()
+    for ids in batches:
+        stream = residual_stream(model, ids)
+        if "block_influence" in sums:
+            sums["block_influence"] += torch.stack(
+                [block_influence(stream[i], stream[i + 1]).sum() for i in range(num_layers)]
+            ).double()
+            counts["block_influence"] += ids.numel()
+        if "angular" in sums:
+            last = [h[:, -1] for h in stream]
+            sums["angular"] += torch.stack(
+                [
+                    angular_distance(last[i], last[i + angular_block]).sum()
+                    for i in range(len(sums["angular"]))
+                ]
+            ).double()
+            counts["angular"] += ids.shape[0]
+        if "lens_kl" in sums:
+            before = lens_log_probs(stream[0][:, ::lens_stride], head)
+            for i in range(num_layers):
+                after = lens_log_probs(stream[i + 1][:, ::lens_stride], head)
+                sums["lens_kl"][i] += (after.exp() * (after - before)).sum().double()
+                before = after
+            counts["lens_kl"] += before.shape[0] * before.shape[1]
+    return {name: (sums[name] / counts[name]).tolist() for name in sums}
+
+
+# -- removal scores: one layer out at a time ---------------------------------------------------------
+
+
+def removal_drop_scores(
+    model: nn.Module, metric: Callable[[nn.Module], float], higher_is_better: bool
+) -> tuple[list[float], float]:
+    """Per layer, how much ``metric`` worsens when that layer alone is removed; and the base value.
+
+    The drop is positive when removing the layer hurts, so it reads as importance.
+    """
+    base = metric(model)
+    drops = []
+    for i in range(len(decoder_layers(model))):
+        value = metric(remove_layers(model, [i]))
+        drops.append(base - value if higher_is_better else value - base)
+    return drops, base
+
+
+@torch.no_grad()
+def calibration_perplexity(model: nn.Module, batches: Sequence[torch.Tensor]) -> float:
+    """Token-weighted perplexity of ``model`` on the calibration batches (next-token, no padding)."""
+    model.eval()
+    nll, tokens = 0.0, 0
+    for ids in batches:
+        logits = model(input_ids=ids).logits[:, :-1]
+        nll += F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="sum"
+        ).item()
+        tokens += ids[:, 1:].numel()
+    return math.exp(nll / tokens)
+
+
+def random_scores(num_layers: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.random() for _ in range(num_layers)]
+
+
+# -- choosing what to remove --------------------------------------------------------------------------
+
+
+def least_important(
+    scores: Sequence[float], k: int, protect: Sequence[int] = (), contiguous_block: bool = False
+) -> list[int]:
+    """Indices of the ``k`` lowest-scoring layers (never those in ``protect``).
+
+    ``contiguous_block``: ``scores`` are per block start (angular with n = k); remove the best block.
+    """
+    if contiguous_block:
+        start = min(range(len(scores)), key=lambda i: scores[i])
+        return list(range(start, start + k))
+    candidates = [i for i in range(len(scores)) if i not in set(protect)]
+    if k > len(candidates):
+        raise DistillabError(
+            f"prune.num_remove: {k} layers requested, only {len(candidates)} can be removed "
+            f"(protected: {list(protect)})"
+        )
+    return sorted(sorted(candidates, key=lambda i: (scores[i], i))[:k])

@@ -1,0 +1,90 @@
+"""Heal a cut model against the original: the DistillModule with a ``heal`` config block.
+
+``heal`` holds its own objective (default ``ild``: KL + hidden alignment with the ``original``
+layer map, so each kept layer is pulled toward the teacher layer it was copied from), data,
+trainer, optimizer and scheduler, composed from the same config groups as ``distillab-distill``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
+
+from distillab.config import to_plain
+from distillab.data.datamodule import CorpusDataModule
+from distillab.errors import DistillabError
+from distillab.models.surgery import decoder_layers, teacher_layer_indices
+from distillab.objectives.contrastive import attach_prompt_pools
+from distillab.objectives.objective import build_objective
+from distillab.training.distill_module import DistillModule
+
+log = logging.getLogger(__name__)
+
+
+def layers_next_to_gaps(teacher_layers: Sequence[int], num_teacher_layers: int) -> list[int]:
+    """Student layers adjacent to a removed teacher layer (the ones healing should move most)."""
+    near = set()
+    padded = [-1, *teacher_layers, num_teacher_layers]
+    for i in range(len(teacher_layers)):
+        before, here, after = padded[i], padded[i + 1], padded[i + 2]
+        if here - before > 1 or after - here > 1:
+            near.add(i)
+    return sorted(near)
+
+
+def heal(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    heal_cfg: Any,
+    tokenizer,
+    work_dir: Path,
+    data_dir: str | None,
+    cache_dir: str | None,
+    callbacks: Sequence[L.Callback] = (),
+) -> dict[str, float]:
+    """Train ``student`` in place for ``heal.trainer.max_steps``; returns the final logged metrics."""
+    objective = build_objective(to_plain(heal_cfg.objective.terms))
+    if objective.needs_cache:
+        raise DistillabError(
+            "heal.objective: cached-teacher terms are not supported for healing; use kd or ild"
+        )
+    datamodule = CorpusDataModule(
+        tokenizer, **to_plain(heal_cfg.data), data_dir=data_dir, cache_dir=cache_dir
+    )
+    datamodule.setup("fit")
+    attach_prompt_pools(objective, tokenizer, data_dir)
+    trainable = None
+    student.requires_grad_(True)  # a copy of the frozen original starts frozen
+    if heal_cfg.get("only_layers_next_to_gaps"):
+        trainable = layers_next_to_gaps(teacher_layer_indices(student), teacher.config.num_hidden_layers)
+        student.requires_grad_(False)
+        for i in trainable:
+            decoder_layers(student)[i].requires_grad_(True)
+        log.info("healing only the layers next to gaps: %s", trainable)
+    module = DistillModule(
+        student,
+        objective,
+        teacher if objective.needs_teacher else None,
+        optimizer=instantiate(heal_cfg.optimizer),
+        scheduler=instantiate(heal_cfg.scheduler) if heal_cfg.get("scheduler") else None,
+    )
+    trainer: L.Trainer = instantiate(
+        heal_cfg.trainer,
+        logger=CSVLogger(str(work_dir), name="csv", version=""),
+        callbacks=list(callbacks),
+        enable_checkpointing=False,
+        default_root_dir=str(work_dir),
+    )
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    finally:
+        if trainable is not None:
+            student.requires_grad_(True)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}

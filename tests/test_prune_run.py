@@ -1,0 +1,126 @@
+"""``distillab-prune`` end to end on a tiny Llama: layers (one-shot, iterative, resume), width, 2:4."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import compose_config
+from transformers import AutoModelForCausalLM
+
+from distillab.errors import DistillabError
+from distillab.prune import run
+
+
+def prune_overrides(run_dir, data_dir, *extra: str) -> list[str]:
+    return [
+        "model=tiny_llama",
+        f"paths.run_dir={run_dir}",
+        f"paths.data_dir={data_dir}",
+        "calibration.data.source.files=corpus/tiny.jsonl",
+        "calibration.data.block_size=32",
+        "calibration.num_blocks=4",
+        "calibration.batch_size=2",
+        "heal.data.source.files=corpus/tiny.jsonl",
+        "heal.data.block_size=32",
+        "heal.data.batch_size=2",
+        "heal.data.val_fraction=0.1",
+        "heal.data.max_val_blocks=1",
+        "heal.trainer.max_steps=2",
+        "heal.trainer.val_check_interval=2",
+        "heal.trainer.limit_val_batches=1",
+        "eval=none",
+        "logger=csv",
+        "threads=1",
+        *extra,
+    ]
+
+
+def test_one_shot_layer_removal_heals_and_reloads(tmp_path, tiny_corpus):
+    cfg = compose_config(prune_overrides(tmp_path, tiny_corpus, "prune.layers.num_remove=2"), "prune")
+    results = run(cfg)
+    assert len(results["removed_teacher_layers"]) == 2 and len(results["kept_teacher_layers"]) == 2
+    assert "train/loss_hidden" in results["steps"][0]["heal"]  # healed with ild (KL + hidden)
+    model = AutoModelForCausalLM.from_pretrained(results["student_dir"])
+    assert model.config.num_hidden_layers == 2
+    assert model.config.distillab_teacher_layers == results["kept_teacher_layers"]
+    assert (tmp_path / "steps" / "step_01" / "scores.png").is_file()
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert len(saved[0]["scores"]) == 4
+
+
+def test_iterative_removal_resumes_after_the_last_finished_step(tmp_path, tiny_corpus):
+    extra = [
+        "prune.layers.num_remove=2",
+        "prune.layers.schedule=iterative",
+        "prune.score=lens_kl",
+        "prune.layers.lens_stride=1",
+    ]
+    first = run(compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune"))
+    assert [len(s["scores"]) for s in first["steps"]] == [4, 3]  # rescored after each cut
+    # simulate a crash during step 2: its completion marker is gone
+    (tmp_path / "steps" / "step_02" / "step.json").unlink()
+    step1 = (tmp_path / "steps" / "step_01" / "step.json").stat().st_mtime_ns
+    again = run(compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune"))
+    assert (tmp_path / "steps" / "step_01" / "step.json").stat().st_mtime_ns == step1  # not redone
+    assert again["steps"][0] == first["steps"][0]
+    assert again["kept_teacher_layers"] == first["kept_teacher_layers"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [
+            "prune.method=width",
+            "prune.score=wanda",
+            "prune.width.num_attention_heads=2",
+            "prune.width.intermediate_size=64",
+        ],
+        ["prune.method=unstructured", "prune.score=magnitude", "prune.unstructured.pattern=2:4"],
+    ],
+)
+def test_width_and_sparse_pruning_heal_and_export(tmp_path, tiny_corpus, extra):
+    results = run(compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune"))
+    model = AutoModelForCausalLM.from_pretrained(results["student_dir"])
+    if "prune.method=width" in extra:
+        assert model.config.num_attention_heads == 2 and model.config.intermediate_size == 64
+        assert results["params"]["student"] < results["params"]["teacher"]
+    else:  # healing kept the 2:4 zeros
+        assert results["sparsity_after_heal"]["pruned_matrices"] == pytest.approx(0.5, abs=1e-3)
+        w = model.model.layers[0].mlp.up_proj.weight
+        assert ((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["prune.layers.num_remove=4"], "prune.layers.num_remove: 4 outside 1..3"),
+        (["prune.score=fisher"], "prune.score: unknown layer score 'fisher'"),
+        (
+            ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=1.0"],
+            "prune.unstructured.sparsity: must be in [0, 1)",
+        ),
+        (
+            ["prune.method=width", "prune.score=magnitude", "prune.width.num_attention_heads=3"],
+            "prune.width.num_attention_heads: 3 does not keep grouped-query groups",
+        ),
+        (["prune.method=slices"], "prune.method: unknown 'slices'"),
+    ],
+)
+def test_bad_prune_configs_fail_fast_with_the_key(tmp_path, tiny_corpus, extra, message):
+    with pytest.raises(DistillabError) as err:
+        run(compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune"))
+    assert message in str(err.value)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_cli_error_is_one_line_and_exit_2(tmp_path, tiny_corpus):
+    args = prune_overrides(tmp_path, tiny_corpus, "prune.layers.num_remove=9")
+    out = subprocess.run([sys.executable, "-m", "distillab.prune", *args], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1:] == [
+        "error: prune.layers.num_remove: 9 outside 1..3 for a 4-layer model"
+    ]
