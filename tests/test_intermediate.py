@@ -30,8 +30,10 @@ def test_layer_maps():
     assert evenly_spaced_interior(uniform_map(24, 30), 4) == [(4, 5), (8, 10), (13, 17), (17, 21)]
     with pytest.raises(DistillabError, match="pair \\(4, 0\\) out of range"):
         build_layer_map("explicit", 4, 6, pairs=[[4, 0]])
+    uncut, _ = build_tiny("llama", num_hidden_layers=4)
     with pytest.raises(DistillabError, match="records no teacher layers"):
-        build_layer_map("original", 4, 6, teacher.config)
+        build_layer_map("original", 4, 6, uncut.config)
+    assert build_layer_map("original", 6, 6, teacher.config) == [(i, i) for i in range(6)]  # same depth
     with pytest.raises(DistillabError, match="layer_map.kind: unknown 'depth'"):
         build_layer_map("depth", 4, 6)
 
@@ -229,3 +231,32 @@ def test_contrastive_term_samples_every_n_steps_and_trains_both_halves():
     assert torch.isfinite(only_pull)
     with pytest.raises(DistillabError, match="contrastive alpha must be in"):
         build_objective({"contrastive": {"alpha": 1.5}})
+
+
+def test_contrastive_push_down_per_sample_equals_the_batched_formula():
+    from distillab.objectives.contrastive import ContrastiveDistillation
+    from distillab.objectives.divergences import masked_mean, skew_reverse_kl
+
+    teacher, _ = build_tiny("llama")
+    student, _ = build_tiny("llama", seed=2)
+    term = ContrastiveDistillation(alpha=0.1, temperature=2.0, chunk_tokens=3)
+    term.setup(student, teacher)
+    ids = torch.randint(0, 300, (3, 8))
+    attention = torch.ones_like(ids)
+    attention[0, :2] = 0  # left padding, as generate() leaves it
+    response = torch.zeros_like(ids, dtype=torch.bool)
+    response[:, 4:-1] = True
+    samples = {"input_ids": ids, "attention_mask": attention, "response_mask": response}
+
+    s_logits = student(input_ids=ids, attention_mask=attention).logits
+    with torch.no_grad():
+        t_logits = teacher(input_ids=ids, attention_mask=attention).logits
+    want = masked_mean(
+        skew_reverse_kl(F.log_softmax(t_logits / 2.0, -1), F.log_softmax(s_logits / 2.0, -1), 0.1), response
+    )
+    weight = student.model.layers[1].mlp.up_proj.weight
+    (want_grad,) = torch.autograd.grad(want, weight)
+    got = term._push_down(samples)
+    (got_grad,) = torch.autograd.grad(got, weight)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-7)

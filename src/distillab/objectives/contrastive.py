@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from distillab.errors import DistillabError
 from distillab.objectives.chunking import chunked_masked_mean
@@ -132,15 +133,31 @@ class ContrastiveDistillation(Term):
         if self._samples is None or self._calls % self.regenerate_every == 0:
             self._samples = self._sample()
         self._calls += 1
+        return pull_up + self._push_down(self._samples)
+
+    def _push_down(self, samples: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Skew reverse KL on the student's samples, averaged over response tokens.
+
+        One sample at a time under activation checkpointing: the samples' student activations are
+        recomputed in backward one sample at a time instead of all being held next to the batch's
+        (a second batch's worth of activations otherwise: +1.5 GB peak on SmolLM2, bench/).
+        """
         student, teacher = self._models
-        batch = self._samples
-        s_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        with torch.no_grad():
-            t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        push_down = chunked_masked_mean(
-            self._skew(skew_reverse_kl), s_logits, t_logits, batch["response_mask"], self.chunk_tokens
-        )
-        return pull_up + push_down
+        rows = self._skew(skew_reverse_kl)
+
+        def sample_sum(ids, attention, response, t_logits):
+            s_logits = student(input_ids=ids, attention_mask=attention).logits
+            return chunked_masked_mean(rows, s_logits, t_logits, response, self.chunk_tokens) * response.sum()
+
+        total, count = None, samples["response_mask"].sum().clamp_min(1)
+        for i in range(samples["input_ids"].shape[0]):
+            ids, attention = samples["input_ids"][i : i + 1], samples["attention_mask"][i : i + 1]
+            response = samples["response_mask"][i : i + 1]
+            with torch.no_grad():
+                t_logits = teacher(input_ids=ids, attention_mask=attention).logits
+            part = checkpoint(sample_sum, ids, attention, response, t_logits, use_reentrant=False)
+            total = part if total is None else total + part
+        return total / count
 
     def _skew(self, divergence):
         """Per-token skew divergence of student/teacher logit rows, at this term's temperature and alpha."""
