@@ -61,7 +61,7 @@ def heal(
     datamodule.setup("fit")
     attach_prompt_pools(objective, tokenizer, data_dir)
     trainable = None
-    student.requires_grad_(True)  # a copy of the frozen original starts frozen
+    student.train().requires_grad_(True)  # a copy of the frozen original starts frozen, in eval mode
     if heal_cfg.get("only_layers_next_to_gaps"):
         trainable = layers_next_to_gaps(teacher_layer_indices(student), teacher.config.num_hidden_layers)
         student.requires_grad_(False)
