@@ -72,13 +72,13 @@ LATEST = $$(ls -td outputs/$(1)/multirun-* | head -1)
 exp-001: models ## experiments/001: heal the demo student with each objective preset at one budget (~90 min)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=ce,kd,ild,distill_lens,multi_signal experiment_name=objectives_study eval_before_training=false
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=kd,kd_cached teacher_cache.enabled=true data.max_train_blocks=96 experiment_name=objectives_study_cached eval_before_training=false
-	$(SUMMARIZE) $(call LATEST,distill/objectives_study) $(call LATEST,distill/objectives_study_cached) --metrics wikitext2/ppl arc_challenge/acc_norm --plot experiments/001-objectives-study/retention.png
+	$(SUMMARIZE) $(call LATEST,distill/objectives_study) $(call LATEST,distill/objectives_study_cached) --metrics wikitext2/ppl arc_challenge/acc_norm --plot experiments/001-objectives-study/retention.png --wandb objectives_study
 
 exp-002: models ## experiments/002: which layers to remove: each score one-shot, then healed and iterative (~75 min)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.score=block_influence,angular,lens_kl,ppl_drop,random heal.enabled=false eval=suite experiment_name=layer_scores_study
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.score=$(SCORE) eval=suite experiment_name=layer_heal_study
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.score=$(SCORE) prune.layers.schedule=iterative prune.layers.per_step=2 heal.trainer.max_steps=8 heal.trainer.val_check_interval=8 prune.layers.eval_each_step=false eval=suite experiment_name=layer_ild_study
-	$(SUMMARIZE) $(call LATEST,prune/layer_scores_study) $$(ls -td outputs/prune/layer_heal_study/*/ | head -1) $$(ls -td outputs/prune/layer_ild_study/*/ | head -1) --metrics $(SUITE_METRICS) --plot experiments/002-layer-pruning/retention.png
+	$(SUMMARIZE) $(call LATEST,prune/layer_scores_study) $$(ls -td outputs/prune/layer_heal_study/*/ | head -1) $$(ls -td outputs/prune/layer_ild_study/*/ | head -1) --metrics $(SUITE_METRICS) --plot experiments/002-layer-pruning/retention.png --plot-params experiments/002-layer-pruning/retention_vs_params.png --wandb layer_pruning_study
 
 clean: ## remove run outputs (not the venv or the model cache)
 	rm -rf outputs multirun .pytest_cache

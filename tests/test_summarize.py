@@ -19,6 +19,7 @@ def _fake_run(root, name, ppl, overrides):
                 "teacher": {"wikitext2/ppl": 36.0},
                 "student": {"wikitext2/ppl": ppl},
                 "retention": {"wikitext2/ppl": 36.0 / ppl},
+                "params": {"teacher": 100, "student": 80},
             }
         )
     )
@@ -37,8 +38,25 @@ def test_summary_table_has_one_row_per_run_and_the_teacher(tmp_path, capsys):
     assert exit_info.value.code == 2 and "no results.json" in capsys.readouterr().err
 
 
-def test_summary_plot_is_written(tmp_path, capsys):
+def test_summary_plots_and_wandb_run_are_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the offline W&B run goes to ./wandb
     _fake_run(tmp_path / "sweep", "0", 72.0, ["objective=ce"])
-    out = tmp_path / "plots" / "retention.png"
-    main([str(tmp_path / "sweep"), "--metrics", "wikitext2/ppl", "--plot", str(out)])
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "plot:" in capsys.readouterr().out
+    bars, scatter = tmp_path / "plots" / "retention.png", tmp_path / "plots" / "params.png"
+    main(
+        [
+            str(tmp_path / "sweep"),
+            "--metrics",
+            "wikitext2/ppl",
+            "--plot",
+            str(bars),
+            "--plot-params",
+            str(scatter),
+            "--wandb",
+            "study",
+        ]
+    )
+    for out in (bars, scatter):
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert printed.count("plot:") == 2 and "W&B files:" in printed
+    assert list((tmp_path / "wandb").glob("offline-run-*"))

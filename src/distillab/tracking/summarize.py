@@ -3,7 +3,8 @@
     python -m distillab.tracking.summarize outputs/distill/<experiment>/multirun-<time>
 
 One row per run: its overrides (from Hydra's ``.hydra/overrides.yaml``), student metrics and their
-retention versus the teacher. A fuller report (plots, Pareto front) is issue #5's.
+retention versus the teacher. ``--plot`` / ``--plot-params`` save PNGs (retention per run; mean
+retention vs parameters) and ``--wandb GROUP`` logs the table and plots as one W&B run of the group.
 """
 
 from __future__ import annotations
@@ -82,20 +83,90 @@ def plot_retention(runs: list[Path], metrics: list[str], out: Path) -> None:
     plt.close(fig)
 
 
+def mean_retention(results: dict, metrics: list[str]) -> float | None:
+    values = [results.get("retention", {}).get(m) for m in metrics]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def plot_retention_vs_params(runs: list[Path], metrics: list[str], out: Path) -> None:
+    """Mean retention over ``metrics`` (%) against student parameters, one labelled point per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for run in runs:
+        results = json.loads((run / "results.json").read_text())
+        params, mean = results.get("params", {}).get("student"), mean_retention(results, metrics)
+        if params is None or mean is None:
+            continue
+        ax.scatter(params / 1e6, 100 * mean)
+        ax.annotate(
+            run_label(run), (params / 1e6, 100 * mean), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
+    ax.set_xlabel("student parameters (M)")
+    ax.set_ylabel(f"mean retention over {len(metrics)} metrics (%)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def log_to_wandb(runs: list[Path], metrics: list[str], group: str, images: list[Path]) -> str:
+    """One W&B run (job_type ``summary``) in ``group``: the table and the plots. Offline unless WANDB_MODE says."""
+    import os
+
+    import wandb
+
+    run = wandb.init(
+        project="distillab",
+        group=group,
+        job_type="summary",
+        name=f"{group}-summary",
+        mode=os.environ.get("WANDB_MODE", "offline"),
+    )
+    table = wandb.Table(columns=["run", "params", *metrics, *[f"retention {m}" for m in metrics]])
+    for path in runs:
+        results = json.loads((path / "results.json").read_text())
+        student, retention = results.get("student", {}), results.get("retention", {})
+        table.add_data(
+            run_label(path),
+            results.get("params", {}).get("student"),
+            *[student.get(m) for m in metrics],
+            *[retention.get(m) for m in metrics],
+        )
+    run.log({"summary_table": table, **{f"plots/{img.stem}": wandb.Image(str(img)) for img in images}})
+    directory = run.dir
+    run.finish()
+    return directory
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--metrics", nargs="+", default=["wikitext2/ppl", "arc_challenge/acc_norm"])
     parser.add_argument("--plot", type=Path, help="also save a retention bar chart (PNG) here")
+    parser.add_argument("--plot-params", type=Path, help="also save mean retention vs parameters (PNG) here")
+    parser.add_argument("--wandb", metavar="GROUP", help="log the table and plots as a W&B run in this group")
     args = parser.parse_args(argv)
     runs = find_runs(args.paths)
     if not runs:
         print(f"error: no results.json under {', '.join(map(str, args.paths))}", file=sys.stderr)
         raise SystemExit(2)
     print(summary_table(runs, args.metrics))
+    images = []
     if args.plot:
         plot_retention(runs, args.metrics, args.plot)
-        print(f"plot: {args.plot}")
+        images.append(args.plot)
+    if args.plot_params:
+        plot_retention_vs_params(runs, args.metrics, args.plot_params)
+        images.append(args.plot_params)
+    for image in images:
+        print(f"plot: {image}")
+    if args.wandb:
+        print(f"W&B files: {log_to_wandb(runs, args.metrics, args.wandb, images)}")
 
 
 if __name__ == "__main__":
