@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import compose_config
 from transformers import AutoModelForCausalLM
 
@@ -124,3 +125,50 @@ def test_cli_error_is_one_line_and_exit_2(tmp_path, tiny_corpus):
     assert out.stderr.strip().splitlines()[-1:] == [
         "error: prune.layers.num_remove: 9 outside 1..3 for a 4-layer model"
     ]
+
+
+def test_layers_next_to_gaps():
+    from distillab.training.heal import layers_next_to_gaps
+
+    # teacher 0..5, layers 1 and 4 removed: student layers 0 (before 1), 1 (=2, after 1), 2 (=3, before 4), 3 (=5)
+    assert layers_next_to_gaps([0, 2, 3, 5], 6) == [0, 1, 2, 3]
+    assert layers_next_to_gaps([0, 1, 2, 3, 4], 6) == [4]  # last layer removed
+    assert layers_next_to_gaps([0, 1, 2, 3, 4, 5], 6) == []
+
+
+def test_healing_only_the_layers_next_to_gaps_leaves_the_others_untouched(tmp_path, tiny_corpus):
+    extra = [
+        "prune.layers.num_remove=1",
+        "prune.layers.protect=[0,3]",
+        "prune.score=block_influence",
+        "heal.only_layers_next_to_gaps=true",
+        "heal.objective.terms.hidden.weight=0",
+    ]
+    results = run(compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune"))
+    from distillab.models.tiny import build_tiny
+    from distillab.training.heal import layers_next_to_gaps
+
+    original, _ = build_tiny("llama")
+    healed = AutoModelForCausalLM.from_pretrained(results["student_dir"])
+    kept = results["kept_teacher_layers"]  # 3 of 4 layers: layer 1 or 2 removed (0 and 3 protected)
+    trained = set(layers_next_to_gaps(kept, 4))
+    assert trained and len(trained) < len(kept)
+    for i, t in enumerate(kept):
+        same = torch.equal(
+            healed.model.layers[i].mlp.up_proj.weight, original.model.layers[t].mlp.up_proj.weight
+        )
+        assert same == (i not in trained), (i, t)
+
+
+def test_benchmark_drop_scores_layers_with_lm_eval(tmp_path, tiny_corpus):
+    extra = [
+        "prune.score=benchmark_drop",
+        "prune.layers.num_remove=1",
+        "heal.enabled=false",
+        "prune.layers.removal.task=arc_challenge",
+        "prune.layers.removal.metric=acc",
+        "prune.layers.removal.limit=4",
+    ]
+    results = run(compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune"))
+    scores = results["steps"][0]["scores"]
+    assert len(scores) == 4 and all(-1.0 <= s <= 1.0 for s in scores)  # accuracy drops
