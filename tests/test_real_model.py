@@ -78,3 +78,49 @@ def test_smollm2_distillation_tiny_budget(tmp_path, monkeypatch):
     results = run(cfg)
     assert results["params"]["student"] < results["params"]["teacher"]
     assert "arc_challenge/acc" in results["retention"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [
+            "prune.method=width",
+            "prune.score=wanda",
+            "prune.width.num_attention_heads=6",
+            "prune.width.intermediate_size=1024",
+        ],
+        ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=0.5"],
+        ["prune.method=unstructured", "prune.score=taylor", "prune.unstructured.pattern=2:4"],
+        ["prune.score=angular", "prune.layers.contiguous=true"],
+    ],
+)
+def test_prune_app_cuts_the_real_model(tmp_path, smollm2, extra):
+    """Width, unstructured and layer cuts on SmolLM2 (calibration only, no healing): reload + generate."""
+    from distillab.prune import run
+
+    cfg = compose_config(
+        [
+            f"model.name_or_path={SMOLLM2}",
+            f"paths.run_dir={tmp_path}",
+            f"paths.data_dir={SHARED_DATA}",
+            "calibration.num_blocks=4",
+            "heal.enabled=false",
+            "eval=none",
+            "logger=csv",
+            *extra,
+        ],
+        "prune",
+    )
+    results = run(cfg)
+    model = AutoModelForCausalLM.from_pretrained(results["student_dir"])
+    tok = smollm2[1]
+    ids = tok("The capital of France is", return_tensors="pt")["input_ids"]
+    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
+    if "prune.method=width" in extra:
+        assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (6, 3)
+        assert results["params"]["student"] < 0.85 * results["params"]["teacher"]
+    elif "prune.method=unstructured" in extra:
+        assert results["sparsity"]["pruned_matrices"] == pytest.approx(0.5, abs=1e-3)
+    else:
+        removed = results["removed_teacher_layers"]
+        assert removed == list(range(removed[0], removed[0] + 6))  # one contiguous block
