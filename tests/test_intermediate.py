@@ -219,7 +219,7 @@ def test_contrastive_term_samples_every_n_steps_and_trains_both_halves():
     samples = []
     for _ in range(3):
         loss, values = term(_inputs(student, teacher, ids))
-        samples.append(contrastive._samples["input_ids"])
+        samples.append(contrastive._samples["student"]["input_ids"])
         loss.backward()
     assert samples[0] is samples[1] and samples[2] is not samples[1]  # regenerated at step 2 only
     assert samples[0].shape[1] <= 3 + max(len(tok(p)["input_ids"]) for p in contrastive.prompts)
@@ -231,6 +231,25 @@ def test_contrastive_term_samples_every_n_steps_and_trains_both_halves():
     assert torch.isfinite(only_pull)
     with pytest.raises(DistillabError, match="contrastive alpha must be in"):
         build_objective({"contrastive": {"alpha": 1.5}})
+
+
+def test_contrastive_can_pull_up_on_teacher_generated_responses():
+    teacher, tok = build_tiny("llama")
+    student = remove_layers(teacher, [1])
+    spec = {"contrastive": {"num_prompts": 2, "max_new_tokens": 3, "teacher_responses": "generate"}}
+    term = build_objective(spec)
+    term.setup(student, teacher)
+    contrastive = term.terms["contrastive"]
+    contrastive.attach(tok, ["Question: 1 + 1?\nAnswer:", "Once upon a time"])
+    loss, _ = term(_inputs(student, teacher, torch.randint(0, 300, (2, 8))))
+    loss.backward()
+    teacher_ids = contrastive._samples["teacher"]["input_ids"]
+    prompt_len = tok(["Question: 1 + 1?\nAnswer:", "Once upon a time"], return_tensors="pt", padding=True)[
+        "input_ids"
+    ].shape[1]
+    assert teacher_ids.shape[1] > prompt_len and contrastive._samples["teacher"]["response_mask"].any()
+    with pytest.raises(DistillabError, match="teacher_responses must be batch or generate"):
+        build_objective({"contrastive": {"teacher_responses": "data"}})
 
 
 def test_contrastive_push_down_per_sample_equals_the_batched_formula():

@@ -9,6 +9,8 @@ Two halves, each a skew divergence on a different kind of sequence:
 
 Student samples are regenerated every ``regenerate_every`` training steps (and cached in between),
 for ``num_prompts`` prompts drawn from a prompt source, so sampling costs a fraction of training.
+``teacher_responses: generate`` also samples the teacher on the same prompts at the same moments
+and pulls up on those instead of on the batch (validation always uses the batch: no sampling).
 """
 
 from __future__ import annotations
@@ -45,8 +47,14 @@ class ContrastiveDistillation(Term):
         sample_temperature: float = 1.0,
         seed: int = 0,
         chunk_tokens: int = 256,
+        teacher_responses: str = "batch",
     ):
         super().__init__()
+        if teacher_responses not in ("batch", "generate"):
+            raise DistillabError(
+                f"objective: contrastive teacher_responses must be batch or generate, got {teacher_responses!r}"
+            )
+        self.teacher_responses = teacher_responses
         if not 0.0 <= alpha < 1.0:
             raise DistillabError(f"objective: contrastive alpha must be in [0, 1), got {alpha}")
         if temperature <= 0 or sample_temperature <= 0:
@@ -84,28 +92,36 @@ class ContrastiveDistillation(Term):
         self._tokenizer, self.prompts = tokenizer, list(prompts)
 
     def describe(self) -> str:
+        where = "the batch" if self.teacher_responses == "batch" else "teacher samples"
         return (
-            f"skew forward KL (alpha {self.alpha}) on batch + skew reverse KL on student samples of "
+            f"skew forward KL (alpha {self.alpha}) on {where} + skew reverse KL on student samples of "
             f"{self.num_prompts} prompts, regenerated every {self.regenerate_every} steps"
         )
 
-    @torch.no_grad()
-    def _sample(self) -> dict[str, torch.Tensor]:
-        student, tok = self._models[0], self._tokenizer
+    def _sample(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Fresh responses to freshly drawn prompts: the student's, and the teacher's if generated."""
         chosen = self.rng.sample(self.prompts, min(self.num_prompts, len(self.prompts)))
+        samples = {"student": self._generate(self._models[0], chosen)}
+        if self.teacher_responses == "generate":
+            samples["teacher"] = self._generate(self._models[1], chosen)
+        return samples
+
+    @torch.no_grad()
+    def _generate(self, model: nn.Module, chosen: list[str]) -> dict[str, torch.Tensor]:
+        tok = self._tokenizer
         side, tok.padding_side = tok.padding_side, "left"
         try:
-            enc = tok(chosen, return_tensors="pt", padding=True).to(next(student.parameters()).device)
-            was_training = student.training
-            student.eval()
-            out = student.generate(
+            enc = tok(chosen, return_tensors="pt", padding=True).to(next(model.parameters()).device)
+            was_training = model.training
+            model.eval()
+            out = model.generate(
                 **enc,
                 do_sample=True,
                 temperature=self.sample_temperature,
                 max_new_tokens=self.max_new_tokens,
                 pad_token_id=tok.pad_token_id,
             )
-            student.train(was_training)
+            model.train(was_training)
         finally:
             tok.padding_side = side
         prompt_len = enc["input_ids"].shape[1]
@@ -121,29 +137,35 @@ class ContrastiveDistillation(Term):
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         if self._tokenizer is None:
             raise DistillabError("objective.terms.contrastive: no prompts attached (the run attaches them)")
-        pull_up = chunked_masked_mean(
-            self._skew(skew_forward_kl),
-            inputs.student_logits,
-            inputs.teacher_logits,
-            inputs.mask,
-            self.chunk_tokens,
-        )
+        if not self.training or self.teacher_responses == "batch":  # validation: no sampling
+            pull_up = chunked_masked_mean(
+                self._skew(skew_forward_kl),
+                inputs.student_logits,
+                inputs.teacher_logits,
+                inputs.mask,
+                self.chunk_tokens,
+            )
         if not self.training:
-            return pull_up  # validation: no sampling
+            return pull_up
         if self._samples is None or self._calls % self.regenerate_every == 0:
             self._samples = self._sample()
         self._calls += 1
-        return pull_up + self._push_down(self._samples)
+        if self.teacher_responses == "generate":
+            pull_up = self._on_samples(self._samples["teacher"], skew_forward_kl)
+        return pull_up + self._on_samples(self._samples["student"], skew_reverse_kl)
 
     def _push_down(self, samples: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Skew reverse KL on the student's samples, averaged over response tokens.
+        return self._on_samples(samples, skew_reverse_kl)
+
+    def _on_samples(self, samples: dict[str, torch.Tensor], divergence) -> torch.Tensor:
+        """A skew divergence on sampled responses, averaged over response tokens.
 
         One sample at a time under activation checkpointing: the samples' student activations are
         recomputed in backward one sample at a time instead of all being held next to the batch's
         (a second batch's worth of activations otherwise: +1.5 GB peak on SmolLM2, bench/).
         """
         student, teacher = self._models
-        rows = self._skew(skew_reverse_kl)
+        rows = self._skew(divergence)
 
         def sample_sum(ids, attention, response, t_logits):
             s_logits = student(input_ids=ids, attention_mask=attention).logits
