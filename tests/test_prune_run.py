@@ -172,3 +172,31 @@ def test_benchmark_drop_scores_layers_with_lm_eval(tmp_path, tiny_corpus):
     results = run(compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune"))
     scores = results["steps"][0]["scores"]
     assert len(scores) == 4 and all(-1.0 <= s <= 1.0 for s in scores)  # accuracy drops
+
+
+def test_a_prune_sweep_runs_and_summarizes_into_a_table_and_plots(tmp_path, tiny_corpus):
+    from distillab.tracking.summarize import main as summarize
+
+    sweep = tmp_path / "sweep"
+    args = [a for a in prune_overrides(tmp_path, tiny_corpus) if not a.startswith("paths.run_dir")]
+    args += [
+        f"hydra.sweep.dir={sweep}",
+        "prune.layers.num_remove=1,2",
+        "heal.enabled=false",
+        "eval=none",
+        "+eval.perplexity.wikitext2.source.format=text",
+        "+eval.perplexity.wikitext2.source.files=wikitext2/wiki.test.raw",
+        "+eval.perplexity.wikitext2.max_tokens=256",
+        "+eval.perplexity.wikitext2.block_size=64",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "distillab.prune", "-m", *args], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    plot = tmp_path / "params.png"
+    summarize([str(sweep), "--metrics", "wikitext2/ppl", "--plot-params", str(plot)])
+    assert plot.is_file()
+    rows = [json.loads((sweep / str(i) / "results.json").read_text()) for i in (0, 1)]
+    assert [len(r["removed_teacher_layers"]) for r in rows] == [1, 2]
+    assert rows[0]["params"]["student"] > rows[1]["params"]["student"]
+    assert all("wikitext2/ppl" in r["retention"] for r in rows)

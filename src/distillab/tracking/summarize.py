@@ -108,9 +108,8 @@ def plot_retention_vs_params(runs: list[Path], metrics: list[str], out: Path) ->
         )
     ax.set_xlabel("student parameters (M)")
     ax.set_ylabel(f"mean retention over {len(metrics)} metrics (%)")
-    fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")  # room for long run labels
     plt.close(fig)
 
 
