@@ -10,6 +10,7 @@ Thin entry point: ``main`` is Hydra's; ``run(cfg)`` does the work and returns th
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -103,7 +104,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ),
         int(cfg.calibration.batch_size),
     )
-    loggers = [lg for lg in (hydra.utils.instantiate(cfg.logger).values() if cfg.get("logger") else [])]
+    loggers = list(hydra.utils.instantiate(cfg.logger).values()) if cfg.get("logger") else []
     wandb_run.log_config(loggers, to_plain(cfg))
     eval_cfg = cfg.get("eval")
     results: dict[str, Any] = {"run_dir": str(run_dir), "experiment": cfg.experiment_name, "method": p.method}
@@ -215,8 +216,6 @@ def _prune_layers(cfg, teacher, tokenizer, calib, run_dir, healing, evaluate):
 
 
 def _prune_weights(cfg, teacher, calib, run_dir, healing):
-    import copy
-
     p = cfg.prune
     student = copy.deepcopy(teacher)
     student.requires_grad_(True)
