@@ -39,7 +39,7 @@ def test_summary_table_has_one_row_per_run_and_the_teacher(tmp_path, capsys):
 
 
 def test_summary_plots_and_wandb_run_are_written(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the offline W&B run goes to ./wandb
+    monkeypatch.chdir(tmp_path)  # the offline W&B run goes to ./outputs/summaries/wandb
     _fake_run(tmp_path / "sweep", "0", 72.0, ["objective=ce"])
     bars, scatter = tmp_path / "plots" / "retention.png", tmp_path / "plots" / "params.png"
     main(
@@ -59,4 +59,4 @@ def test_summary_plots_and_wandb_run_are_written(tmp_path, capsys, monkeypatch):
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert printed.count("plot:") == 2 and "W&B files:" in printed
-    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert list((tmp_path / "outputs" / "summaries" / "wandb").glob("offline-run-*"))

@@ -28,20 +28,30 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def run_label(run: Path) -> str:
-    """The run's Hydra overrides (what distinguishes it in a sweep), else its folder name."""
+def _overrides(run: Path) -> list[str]:
     overrides_file = run / ".hydra" / "overrides.yaml"
-    if overrides_file.is_file():
-        return " ".join(yaml.safe_load(overrides_file.read_text()) or []) or run.name
-    return run.name
+    return list(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
+
+
+# Overrides that name or place a run rather than change what it computes: never part of a label.
+_BOOKKEEPING = ("experiment_name=", "eval_before_training=", "paths.", "hydra.", "threads=")
+
+
+def run_labels(runs: list[Path]) -> list[str]:
+    """Per run, the Hydra overrides that tell it apart (those shared by every run are dropped)."""
+    overrides = [[o for o in _overrides(run) if not o.startswith(_BOOKKEEPING)] for run in runs]
+    shared = set.intersection(*(set(o) for o in overrides)) if len(runs) > 1 else set()
+    return [
+        " ".join(o for o in own if o not in shared) or run.name
+        for run, own in zip(runs, overrides, strict=True)
+    ]
 
 
 def summary_table(runs: list[Path], metrics: list[str]) -> str:
     header = "| run | " + " | ".join(f"{m} | retention {m}" for m in metrics) + " |"
     lines = [header, "|" + "---|" * (1 + 2 * len(metrics))]
-    for run in runs:
+    for run, label in zip(runs, run_labels(runs), strict=True):
         results = json.loads((run / "results.json").read_text())
-        label = run_label(run)
         cells = []
         for m in metrics:
             value, ret = results.get("student", {}).get(m), results.get("retention", {}).get(m)
@@ -64,7 +74,7 @@ def plot_retention(runs: list[Path], metrics: list[str], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [run_label(run) for run in runs]
+    labels = run_labels(runs)
     retention = [json.loads((run / "results.json").read_text()).get("retention", {}) for run in runs]
     width = 0.8 / len(metrics)
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(runs)), 4))
@@ -77,9 +87,8 @@ def plot_retention(runs: list[Path], metrics: list[str], out: Path) -> None:
     )
     ax.set_ylabel("retention vs teacher (%)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -97,15 +106,13 @@ def plot_retention_vs_params(runs: list[Path], metrics: list[str], out: Path) ->
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for run in runs:
+    for run, label in zip(runs, run_labels(runs), strict=True):
         results = json.loads((run / "results.json").read_text())
         params, mean = results.get("params", {}).get("student"), mean_retention(results, metrics)
         if params is None or mean is None:
             continue
         ax.scatter(params / 1e6, 100 * mean)
-        ax.annotate(
-            run_label(run), (params / 1e6, 100 * mean), fontsize=7, xytext=(3, 3), textcoords="offset points"
-        )
+        ax.annotate(label, (params / 1e6, 100 * mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("student parameters (M)")
     ax.set_ylabel(f"mean retention over {len(metrics)} metrics (%)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +126,10 @@ def log_to_wandb(runs: list[Path], metrics: list[str], group: str, images: list[
 
     import wandb
 
+    out_dir = Path("outputs") / "summaries"  # next to the runs, not in the repo root
+    out_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(
+        dir=str(out_dir),
         project="distillab",
         group=group,
         job_type="summary",
@@ -127,11 +137,11 @@ def log_to_wandb(runs: list[Path], metrics: list[str], group: str, images: list[
         mode=os.environ.get("WANDB_MODE", "offline"),
     )
     table = wandb.Table(columns=["run", "params", *metrics, *[f"retention {m}" for m in metrics]])
-    for path in runs:
+    for path, label in zip(runs, run_labels(runs), strict=True):
         results = json.loads((path / "results.json").read_text())
         student, retention = results.get("student", {}), results.get("retention", {})
         table.add_data(
-            run_label(path),
+            label,
             results.get("params", {}).get("student"),
             *[student.get(m) for m in metrics],
             *[retention.get(m) for m in metrics],
