@@ -78,7 +78,7 @@ exp-002: models ## experiments/002: which layers to remove: each score one-shot,
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.score=block_influence,angular,lens_kl,ppl_drop,random heal.enabled=false eval=suite experiment_name=layer_scores_study
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.score=$(SCORE) eval=suite experiment_name=layer_heal_study
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.score=$(SCORE) prune.layers.schedule=iterative prune.layers.per_step=2 heal.trainer.max_steps=8 heal.trainer.val_check_interval=8 prune.layers.eval_each_step=false eval=suite experiment_name=layer_ild_study
-	$(SUMMARIZE) $(call LATEST,prune/layer_scores_study) $$(ls -td outputs/prune/layer_heal_study/*/ | head -1) $$(ls -td outputs/prune/layer_ild_study/*/ | head -1) --metrics $(SUITE_METRICS) --plot experiments/002-layer-pruning/retention.png --plot-params experiments/002-layer-pruning/retention_vs_params.png --wandb layer_pruning_study
+	$(SUMMARIZE) $(call LATEST,prune/layer_scores_study) $$(ls -td outputs/prune/layer_heal_study/*/ | head -1) $$(ls -td outputs/prune/layer_ild_study/*/ | head -1) --metrics $(SUITE_METRICS) --plot experiments/002-layer-pruning/retention.png --wandb layer_pruning_study
 
 clean: ## remove run outputs (not the venv or the model cache)
 	rm -rf outputs multirun .pytest_cache
