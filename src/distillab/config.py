@@ -59,6 +59,20 @@ def set_malloc_mmap_threshold(megabytes: float | None) -> None:
     libc.mallopt(_M_MMAP_THRESHOLD, int(float(megabytes) * 2**20))
 
 
+def configure_process(cfg: DictConfig) -> None:
+    """Thread count and allocator settings from the top-level config (every entry point)."""
+    set_threads(cfg.get("threads"))
+    set_malloc_mmap_threshold(cfg.get("malloc_mmap_threshold_mb"))
+
+
+def start_run(cfg: DictConfig) -> Path:
+    """Create the run directory and configure the process; returns the directory."""
+    run_dir = Path(cfg.paths.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    configure_process(cfg)
+    return run_dir
+
+
 def user_errors_exit(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Turn a :class:`DistillabError` into one line on stderr and exit status 2 — no traceback."""
 

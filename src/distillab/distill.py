@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, set_malloc_mmap_threshold, set_threads, to_plain, user_errors_exit
+from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
 from distillab.data.datamodule import CorpusDataModule
 from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cache
 from distillab.evaluation.retention import retention_rows
@@ -38,10 +38,7 @@ log = logging.getLogger("distillab")
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.time()
-    run_dir = Path(cfg.paths.run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    set_threads(cfg.get("threads"))
-    set_malloc_mmap_threshold(cfg.get("malloc_mmap_threshold_mb"))
+    run_dir = start_run(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
     # Everything that can be wrong with the config fails here, before any minute is spent.

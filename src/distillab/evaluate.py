@@ -9,7 +9,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, set_malloc_mmap_threshold, set_threads, to_plain, user_errors_exit
+from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
 from distillab.evaluation.retention import retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.models.loading import count_parameters, load_model
@@ -19,10 +19,7 @@ from distillab.tracking.report import write_results
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    run_dir = Path(cfg.paths.run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    set_threads(cfg.get("threads"))
-    set_malloc_mmap_threshold(cfg.get("malloc_mmap_threshold_mb"))
+    run_dir = start_run(cfg)
     cache = Path(cfg.paths.cache_dir)
     model, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.model)))
     teacher = None

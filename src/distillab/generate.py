@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, set_malloc_mmap_threshold, set_threads, to_plain, user_errors_exit
+from distillab.config import CONFIG_DIR, configure_process, to_plain, user_errors_exit
 from distillab.data.corpus import read_documents
 from distillab.data.paths import resolve_data_dir
 from distillab.data.teacher_generated import GenerationSettings, generate_corpus
@@ -21,8 +21,7 @@ from distillab.models.spec import ModelSpec
 
 
 def run(cfg: DictConfig) -> Path:
-    set_threads(cfg.get("threads"))
-    set_malloc_mmap_threshold(cfg.get("malloc_mmap_threshold_mb"))
+    configure_process(cfg)
     settings = GenerationSettings(**to_plain(cfg.generation))
     settings.validate()
     prompts = read_documents(to_plain(cfg.prompts), resolve_data_dir(cfg.paths.data_dir))

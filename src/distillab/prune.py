@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, set_malloc_mmap_threshold, set_threads, to_plain, user_errors_exit
+from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
 from distillab.data.paths import resolve_data_dir
 from distillab.errors import DistillabError
 from distillab.evaluation.harness import run_tasks
@@ -88,10 +88,7 @@ def check_config(cfg: DictConfig, model_cfg) -> None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.time()
-    run_dir = Path(cfg.paths.run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    set_threads(cfg.get("threads"))
-    set_malloc_mmap_threshold(cfg.get("malloc_mmap_threshold_mb"))
+    run_dir = start_run(cfg)
 
     teacher, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.model), key="model"), key="model")
     teacher.requires_grad_(False)
