@@ -1,0 +1,159 @@
+"""``distillab-quantize``: quantize (always the last stage) -> bytes on disk, tokens/s, quality, retention.
+
+Thin entry point: ``main`` is Hydra's; ``run(cfg)`` does the work and returns the results.
+
+    distillab-quantize quantize.gguf_type=q4_0                    # GGUF via the gguf package
+    distillab-quantize quantize.gguf_type=q4_k_m                  # GGUF via llama.cpp (extra gguf-runtime)
+    distillab-quantize quantize.backend=torchao quantize.bits=8   # in-process torchao weight-only
+
+GGUF quality is measured the way a user would get it back: the file is de-quantized through
+transformers' GGUF loader and run through the same lm-eval suite as every other model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
+from distillab.errors import DistillabError
+from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_second
+from distillab.evaluation.retention import retention_rows
+from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
+from distillab.models.loading import count_parameters, load_model
+from distillab.models.spec import ModelSpec
+from distillab.quantization import llama_cpp
+from distillab.quantization.gguf_export import PYTHON_TYPES, check_architecture, export_gguf
+from distillab.quantization.weight_only import check_bits, quantize_weights, state_dict_bytes
+from distillab.tracking import wandb_run
+from distillab.tracking.report import write_results
+
+log = logging.getLogger("distillab")
+
+BACKENDS = ("gguf", "torchao")
+
+
+def check_config(q: DictConfig) -> None:
+    """Every user mistake in ``quantize.*`` fails here, before a model is loaded."""
+    if q.backend not in BACKENDS:
+        raise DistillabError(f"quantize.backend: unknown {q.backend!r}; valid: {', '.join(BACKENDS)}")
+    if q.backend == "torchao":
+        check_bits(int(q.bits), int(q.group_size))
+    elif q.gguf_type in llama_cpp.LLAMA_CPP_TYPES:
+        llama_cpp.require_llama_cpp()
+    elif q.gguf_type not in PYTHON_TYPES:
+        valid = ", ".join([*PYTHON_TYPES, *llama_cpp.LLAMA_CPP_TYPES])
+        raise DistillabError(f"quantize.gguf_type: unknown {q.gguf_type!r}; valid: {valid}")
+
+
+def source_bytes(spec: ModelSpec, model) -> int:
+    """Bytes of the un-quantized input as saved (its folder's weight files; in-memory models: fp32)."""
+    path = Path(spec.name_or_path)
+    if path.is_dir() and not spec.gguf_file:
+        return bytes_on_disk(path)
+    return state_dict_bytes(model)
+
+
+def quantize_gguf(cfg: DictConfig, model, tokenizer, run_dir: Path) -> tuple[Path, Any, Any]:
+    """Export, re-load through transformers (de-quantized), return ``(file, model, tokenizer)``."""
+    q = cfg.quantize
+    check_architecture(model)
+    out = run_dir / f"model-{q.gguf_type}.gguf"
+    if q.gguf_type in PYTHON_TYPES:
+        export_gguf(model, tokenizer, out, q.gguf_type, pre_tokenizer=q.pre_tokenizer)
+    else:
+        f16 = export_gguf(model, tokenizer, run_dir / "model-f16.gguf", "f16", pre_tokenizer=q.pre_tokenizer)
+        llama_cpp.quantize_gguf(f16, out, q.gguf_type, threads=int(cfg.threads))
+        f16.unlink()  # an intermediate: only the deployable file stays
+    quantized, quantized_tok = load_model(ModelSpec(name_or_path=str(run_dir), gguf_file=out.name))
+    return out, quantized, quantized_tok
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    start = time.time()
+    run_dir = start_run(cfg)
+    q = cfg.quantize
+    check_config(q)
+    spec = ModelSpec.from_config(to_plain(cfg.model))
+    model, tokenizer = load_model(spec)
+    cache, data_dir = Path(cfg.paths.cache_dir), cfg.paths.data_dir
+    loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
+    wandb_run.log_config(loggers, to_plain(cfg))
+
+    # The reference is evaluated before anything is quantized (torchao quantizes in place).
+    if cfg.get("teacher"):
+        ref, ref_tok = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")
+        reference, _ = cached_evaluate_suite(ref, ref_tok, cfg.eval, run_dir, data_dir, cache)
+        ref_params = count_parameters(ref)
+        del ref
+    else:
+        reference, _ = cached_evaluate_suite(model, tokenizer, cfg.eval, run_dir, data_dir, cache)
+        ref_params = count_parameters(model)
+    params, input_bytes = count_parameters(model), source_bytes(spec, model)
+    prompt_ids = tokenizer(cfg.speed.prompt, return_tensors="pt").input_ids
+    results: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "experiment": cfg.experiment_name,
+        "model": spec.name_or_path,
+        "backend": q.backend,
+        "type": q.gguf_type if q.backend == "gguf" else f"int{q.bits}",
+        "params": {"teacher": ref_params, "input": params, "student": params},
+        "teacher": reference,
+    }
+    if q.backend == "gguf":
+        artifact, quantized, quantized_tok = quantize_gguf(cfg, model, tokenizer, run_dir)
+        del model
+        if llama_cpp.is_available():
+            text, speed = llama_cpp.generate(
+                artifact, cfg.speed.prompt, int(cfg.speed.new_tokens), int(cfg.threads)
+            )
+            results |= {"runtime": "llama.cpp", "sample": text}
+        else:
+            speed = decode_tokens_per_second(quantized, prompt_ids, int(cfg.speed.new_tokens))
+            results["runtime"] = "transformers (de-quantized to float32; install gguf-runtime for llama.cpp)"
+        student_bytes = bytes_on_disk(artifact)
+    else:
+        quantized, quantized_tok = quantize_weights(model, int(q.bits), int(q.group_size)), tokenizer
+        artifact = run_dir / f"model-int{q.bits}.pt"
+        torch.save(quantized.state_dict(), artifact)
+        student_bytes = bytes_on_disk(artifact)
+        speed = decode_tokens_per_second(quantized, prompt_ids, int(cfg.speed.new_tokens))
+        results["runtime"] = "transformers + torchao (CPU)"
+    results |= {
+        "artifact": str(artifact),
+        "bytes": {"input": input_bytes, "student": student_bytes},
+        "tokens_per_s": speed,
+    }
+    results["student"] = evaluate_suite(quantized, quantized_tok, cfg.eval, run_dir, data_dir)
+    rows = retention_rows(reference, results["student"])
+    results["retention"] = {r.key: r.retention for r in rows}
+    flat = {f"eval/{k}": v for k, v in results["student"].items()}
+    flat |= {f"retention/{k}": v for k, v in results["retention"].items() if v is not None}
+    flat |= {"size/bytes": student_bytes, "size/params": params, "speed/decode_tokens_per_s": speed}
+    wandb_run.log_evaluation(loggers, flat, rows, step=0)
+    results["wall_seconds"] = time.time() - start
+    header = (
+        f"## {cfg.experiment_name}: {results['type']} ({q.backend}), {input_bytes / 1e6:.1f} MB -> "
+        f"{student_bytes / 1e6:.1f} MB on disk, decode {speed:.1f} tokens/s ({results['runtime']})"
+    )
+    print("\n" + write_results(run_dir, results, rows, header))
+    results["wandb_dir"] = wandb_run.finish(loggers)
+    print(f"run directory: {run_dir}\nquantized model: {artifact}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="quantize")
+@user_errors_exit
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

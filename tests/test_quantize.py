@@ -1,0 +1,171 @@
+"""Quantization, the last stage: GGUF export round trips, torchao weight-only, ``distillab-quantize``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from distillab.errors import DistillabError
+from distillab.models.tiny import build_tiny
+from distillab.pruning.width import prune_heads
+from distillab.quantization import llama_cpp
+from distillab.quantization.gguf_export import export_gguf, interleave_rotary_rows
+from distillab.quantization.weight_only import quantize_weights, state_dict_bytes
+from distillab.quantize import run
+
+TEXT = "def add(a, b):\n    return a + b  # the student learned from the teacher"
+
+
+def reload(path):
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_gguf_f32_export_reloads_to_the_same_model_and_tokenizer(tmp_path, arch):
+    model, tokenizer = build_tiny(arch)
+    path = export_gguf(model, tokenizer, tmp_path / "m.gguf", "f32")
+    again, again_tok = reload(path)
+    ids = tokenizer(TEXT, return_tensors="pt").input_ids
+    assert again_tok(TEXT).input_ids == ids[0].tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically
+
+
+@pytest.mark.parametrize("file_type,bits_per_weight", [("q8_0", 8.5), ("q4_0", 4.5)])
+def test_gguf_block_quantization_shrinks_the_file_and_stays_close(tmp_path, file_type, bits_per_weight):
+    model, tokenizer = build_tiny("llama")
+    full = export_gguf(model, tokenizer, tmp_path / "f32.gguf", "f32")
+    small = export_gguf(model, tokenizer, tmp_path / f"{file_type}.gguf", file_type)
+    matrices = sum(p.numel() for n, p in model.named_parameters() if p.ndim == 2 and "lm_head" not in n)
+    # the quantized matrices dominate the shrink: (32 - bits) of every 32 bits
+    saved = full.stat().st_size - small.stat().st_size
+    assert saved == pytest.approx(matrices * (32 - bits_per_weight) / 8, rel=0.02)
+    again, _ = reload(small)
+    ids = tokenizer(TEXT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        error = (again(ids).logits - model(ids).logits).abs().max().item()
+    assert 0 < error < (0.05 if file_type == "q8_0" else 0.5)
+
+
+def test_width_pruned_model_exports_with_its_own_head_dim(tmp_path):
+    model, tokenizer = build_tiny("llama")
+    c = model.config
+    scores = {
+        "q_heads": [torch.rand(c.num_attention_heads) for _ in range(c.num_hidden_layers)],
+        "kv_heads": [torch.rand(c.num_key_value_heads) for _ in range(c.num_hidden_layers)],
+    }
+    prune_heads(model, scores, c.num_attention_heads // 2, c.num_key_value_heads // 2)
+    narrow = model
+    assert narrow.config.head_dim * narrow.config.num_attention_heads != narrow.config.hidden_size
+    again, _ = reload(export_gguf(narrow, tokenizer, tmp_path / "narrow.gguf", "f32"))
+    ids = tokenizer(TEXT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, narrow(ids).logits, rtol=0, atol=1e-5)
+
+
+def test_rotary_interleave_matches_the_inverse_transformers_applies():
+    weight = np.arange(4 * 8 * 3, dtype=np.float32).reshape(4 * 8, 3)  # 4 heads of dim 8
+    interleaved = interleave_rotary_rows(weight, 4)
+    # transformers' GGUF loader: reshape(n_head, dim // 2, 2, ...) then swap back
+    restored = interleaved.reshape(4, 4, 2, 3).swapaxes(2, 1).reshape(weight.shape)
+    np.testing.assert_array_equal(restored, weight)
+    assert not np.array_equal(interleaved, weight)
+
+
+def test_unsupported_architecture_and_type_are_one_line_errors(tmp_path):
+    model, tokenizer = build_tiny("llama")
+    with pytest.raises(DistillabError, match="gguf_type.*q4_0"):
+        export_gguf(model, tokenizer, tmp_path / "m.gguf", "q3_bogus")
+    model.config.model_type = "gpt_neox"
+    with pytest.raises(DistillabError, match="supports model types llama, qwen2"):
+        export_gguf(model, tokenizer, tmp_path / "m.gguf", "f16")
+
+
+@pytest.mark.parametrize("bits,tolerance", [(8, 0.05), (4, 0.5)])
+def test_torchao_weight_only_quantization(bits, tolerance):
+    model, tokenizer = build_tiny("llama")
+    ids = tokenizer(TEXT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        reference = model(ids).logits
+    full_bytes = state_dict_bytes(model)
+    quantize_weights(model, bits, group_size=32)
+    assert type(model.model.layers[0].mlp.up_proj.weight).__name__ != "Parameter"
+    assert model.lm_head.weight.dtype == torch.float32  # tied head/embedding stay full precision
+    with torch.no_grad():
+        error = (model(ids).logits - reference).abs().max().item()
+    assert 0 < error < tolerance
+    assert state_dict_bytes(model) < full_bytes
+
+
+def quantize_overrides(run_dir, data_dir, *extra):
+    return [
+        "model=tiny_llama",
+        f"paths.run_dir={run_dir}",
+        f"paths.data_dir={data_dir}",
+        "quantize.pre_tokenizer=default",
+        "eval=none",
+        "+eval.perplexity.tiny.source.files=corpus/tiny.jsonl",
+        "+eval.perplexity.tiny.block_size=32",
+        "+eval.perplexity.tiny.max_tokens=256",
+        "speed.new_tokens=4",
+        "logger=csv",
+        "threads=1",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra,artifact",
+    [([], "model-q8_0.gguf"), (["quantize.backend=torchao", "quantize.bits=4"], "model-int4.pt")],
+)
+def test_quantize_app_reports_size_speed_and_retention(tmp_path, tiny_corpus, extra, artifact):
+    results = run(compose_config(quantize_overrides(tmp_path, tiny_corpus, *extra), "quantize"))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["artifact"].endswith(artifact) and (tmp_path / artifact).is_file()
+    assert saved["bytes"]["student"] == (tmp_path / artifact).stat().st_size
+    assert saved["bytes"]["student"] < saved["bytes"]["input"]
+    assert saved["tokens_per_s"] > 0
+    ppl = results["student"]["tiny/ppl"]
+    assert ppl != results["teacher"]["tiny/ppl"]  # quantization changed the model ...
+    assert 0.5 < results["retention"]["tiny/ppl"] <= 1.05  # ... but not by much
+
+
+def test_llama_cpp_types_need_the_extra_or_run(tmp_path, tiny_corpus):
+    overrides = quantize_overrides(tmp_path, tiny_corpus, "quantize.gguf_type=q4_k_m")
+    if not llama_cpp.is_available():
+        with pytest.raises(DistillabError, match="gguf-runtime"):
+            run(compose_config(overrides, "quantize"))
+        assert not (tmp_path / "results.json").exists()
+        return
+    results = run(compose_config(overrides, "quantize"))
+    assert results["runtime"] == "llama.cpp" and (tmp_path / "model-q4_k_m.gguf").is_file()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("quantize.backend=bitsandbytes", "quantize.backend: unknown 'bitsandbytes'; valid: gguf, torchao"),
+        ("quantize.gguf_type=q3_bogus", "quantize.gguf_type: unknown 'q3_bogus'; valid: f32"),
+        ("quantize.bits=3", "quantize.bits: 3 is not supported by the torchao backend; valid: 8, 4"),
+    ],
+)
+def test_bad_quantize_settings_exit_with_one_line(tmp_path, tiny_corpus, override, message):
+    extra = [override] + (["quantize.backend=torchao"] if override.startswith("quantize.bits") else [])
+    proc = subprocess.run(
+        [sys.executable, "-m", "distillab.quantize", *quantize_overrides(tmp_path, tiny_corpus, *extra)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, " ".join(proc.args[3:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "results.json").exists()
