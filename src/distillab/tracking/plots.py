@@ -24,3 +24,42 @@ def layer_scores_bar(scores: Sequence[float], removed: Sequence[int], title: str
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def pareto_plot(points: Sequence[tuple[str, float, float]], front: Sequence[str], out: Path) -> Path:
+    """Mean retention (%) vs bytes on disk (MB, log scale); the Pareto front joined by a line."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, megabytes, retention in points:
+        on_front = label in front
+        ax.scatter(megabytes, retention, color="tab:red" if on_front else "tab:gray", zorder=3)
+        ax.annotate(label, (megabytes, retention), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    line = sorted((mb, r) for label, mb, r in points if label in front)
+    if line:
+        ax.plot(*zip(*line, strict=True), color="tab:red", linewidth=1, zorder=2, label="Pareto front")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes on disk (MB, log scale)")
+    ax.set_ylabel("mean retention vs teacher (%)")
+    ax.grid(alpha=0.3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def per_task_bars(labels: Sequence[str], retention: dict[str, Sequence[float]], out: Path) -> Path:
+    """Grouped bars: retention (%) per model, one bar per task/metric."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels)), 4))
+    width = 0.8 / max(1, len(retention))
+    for i, (metric, values) in enumerate(retention.items()):
+        ax.bar([x + i * width for x in range(len(labels))], values, width, label=metric)
+    ax.axhline(100, color="gray", linewidth=0.8, linestyle="--")
+    ax.set_xticks(
+        [x + width * (len(retention) - 1) / 2 for x in range(len(labels))], labels, rotation=25, ha="right"
+    )
+    ax.set_ylabel("retention vs teacher (%)")
+    ax.legend(fontsize=7)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out

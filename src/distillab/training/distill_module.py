@@ -50,6 +50,11 @@ class DistillModule(L.LightningModule):
         if self.teacher is not None:  # not a submodule, so Lightning does not move it for us
             self.teacher.to(self.device).eval()
 
+    def on_fit_start(self) -> None:
+        # Loaded models come back in eval mode and Lightning keeps the modes it finds: the student
+        # must train with its dropout (if any) on.
+        self.student.train()
+
     def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         # Position t predicts token t+1. Targets are shifted left and the last position gets -100, so
         # logits keep their full, contiguous (B, T, V) shape: no copies of vocabulary-sized tensors.

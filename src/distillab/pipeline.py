@@ -1,0 +1,211 @@
+"""``distillab-pipeline``: distill -> prune -> heal -> quantize, each stage cached, one size x quality table.
+
+Thin entry point: ``main`` is Hydra's; ``run(cfg)`` does the work and returns the per-stage rows.
+Every stage is one of the ordinary apps (``distill.run``, ``prune.run``, ``quantize.run``) on a
+config composed from its own YAML plus the stage's overrides; the pipeline only wires inputs and
+outputs, so whatever an app can do, a stage can.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from distillab import distill, prune, quantize
+from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
+from distillab.errors import DistillabError
+from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_second
+from distillab.evaluation.suite import cached_evaluate_suite
+from distillab.models.loading import count_parameters, load_model
+from distillab.models.spec import ModelSpec
+from distillab.stage_cache import fingerprint, finished_record, mark_finished
+from distillab.tracking.stage_table import log_stage_table, stage_row, write_stage_table
+
+log = logging.getLogger("distillab")
+
+APPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
+    "distill": distill.run,
+    "prune": prune.run,
+    "quantize": quantize.run,
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    app: str
+    cfg: DictConfig
+    fingerprint: str
+    dir: Path
+
+
+def compose_stage(name: str, spec: DictConfig, cfg: DictConfig) -> DictConfig:
+    """The app's own config + the stage's overrides + what the pipeline shares (paths, eval, logger)."""
+    app = spec.get("app")
+    if app not in APPS:
+        raise DistillabError(f"stages.{name}.app: unknown {app!r}; valid: {', '.join(APPS)}")
+    overrides = list(spec.get("overrides") or [])
+    try:
+        stage_cfg = hydra.compose(config_name=app, overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise DistillabError(f"stages.{name}.overrides: {first}") from None
+    with open_dict(stage_cfg):
+        stage_cfg.experiment_name = cfg.experiment_name
+        stage_cfg.task_name = name  # W&B job_type: one job type per stage, the pipeline is the group
+        stage_cfg.threads = cfg.threads
+        stage_cfg.paths.run_dir = "pending"  # set once the fingerprint is known (plan_stages)
+        for key in ("data_dir", "cache_dir", "output_dir"):
+            stage_cfg.paths[key] = cfg.paths[key]
+        stage_cfg.eval = OmegaConf.create(to_plain(cfg.eval))
+        stage_cfg.logger = OmegaConf.create(OmegaConf.to_container(cfg.logger, resolve=False))
+    return stage_cfg
+
+
+def wire_input(stage_cfg: DictConfig, app: str, source: dict[str, Any], teacher: dict[str, Any]) -> None:
+    """Point the stage at its input model; distillation and quantization keep the original teacher."""
+    with open_dict(stage_cfg):
+        if app == "distill":
+            stage_cfg.teacher = teacher
+            if source != teacher:  # a later distill stage (healing) trains the previous output
+                stage_cfg.student = {"kind": "pretrained", "model": source}
+        elif app == "prune":
+            stage_cfg.model = source
+        else:
+            stage_cfg.model = source
+            stage_cfg.teacher = teacher
+
+
+def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
+    """Compose and fingerprint every stage before any runs: config mistakes cost no compute."""
+    teacher = to_plain(cfg.teacher)
+    ModelSpec.from_config(teacher, key="teacher")
+    enabled = [(n, s) for n, s in (cfg.stages or {}).items() if s is not None]
+    if not enabled:
+        raise DistillabError("stages: every stage is null; enable at least one of distill, prune, quantize")
+    stages, source, upstream = [], teacher, fingerprint(teacher, "")
+    for index, (name, spec) in enumerate(enabled, start=1):
+        if stages and stages[-1].app == "quantize":
+            raise DistillabError(f"stages.{name}: comes after quantize; quantization must be the last stage")
+        stage_cfg = compose_stage(name, spec, cfg)
+        wire_input(stage_cfg, spec.app, source, teacher)
+        if spec.app == "quantize":
+            quantize.check_config(stage_cfg.quantize)
+        elif spec.app == "prune" and stage_cfg.prune.method not in prune.METHODS:
+            raise DistillabError(f"stages.{name}.overrides: prune.method {stage_cfg.prune.method!r} unknown")
+        upstream = fingerprint(to_plain(stage_cfg), upstream)
+        stage_dir = run_dir / f"{index:02d}-{name}-{upstream}"
+        with open_dict(stage_cfg):
+            stage_cfg.paths.run_dir = str(stage_dir)
+        stages.append(Stage(name, spec.app, stage_cfg, upstream, stage_dir))
+        # the next stage's input: this stage's exported model (a placeholder path until it has run)
+        source = {"name_or_path": str(stage_dir / "student"), "dtype": "float32"}
+    return stages
+
+
+def stage_output(app: str, results: dict[str, Any]) -> dict[str, Any]:
+    if app == "quantize":
+        artifact = Path(results["artifact"])
+        if artifact.suffix == ".gguf":
+            return {"name_or_path": str(artifact.parent), "gguf_file": artifact.name}
+        return {"name_or_path": str(artifact)}
+    if not results.get("student_dir"):
+        raise DistillabError("a stage before the last must export its model (export: true)")
+    return {"name_or_path": results["student_dir"], "dtype": "float32"}
+
+
+def measure_speed(output: dict[str, Any], prompt: str, new_tokens: int) -> float:
+    model, tokenizer = load_model(ModelSpec.from_config(output))
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    return decode_tokens_per_second(model, ids, new_tokens)
+
+
+def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
+    """Run (or reuse) one stage; returns its record (fingerprint, output, results, speed)."""
+    record = finished_record(stage.dir)
+    if record is not None and record.get("fingerprint") == stage.fingerprint:
+        log.info("stage %s: reusing %s (fingerprint %s)", stage.name, stage.dir, stage.fingerprint)
+        return record
+    log.info("stage %s: running %s -> %s", stage.name, stage.app, stage.dir)
+    start = time.time()
+    results = APPS[stage.app](stage.cfg)
+    output = stage_output(stage.app, results)
+    speed = results.get("tokens_per_s") or measure_speed(output, cfg.speed.prompt, int(cfg.speed.new_tokens))
+    path = Path(output["name_or_path"]) / output.get("gguf_file", "")
+    record = {
+        "name": stage.name,
+        "app": stage.app,
+        "fingerprint": stage.fingerprint,
+        "output": output,
+        "bytes": bytes_on_disk(path),
+        "params": results["params"]["student"],
+        "tokens_per_s": speed,
+        "runtime": results.get("runtime", "transformers (float32)"),
+        "metrics": results.get("student", {}),
+        "wall_seconds": time.time() - start,
+    }
+    mark_finished(stage.dir, record)
+    return record
+
+
+def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The original teacher's row, measured once per teacher + eval settings (stage-cached too)."""
+    spec = to_plain(cfg.teacher)
+    key = fingerprint({"teacher": spec, "eval": to_plain(cfg.eval), "speed": to_plain(cfg.speed)}, "")
+    stage_dir = run_dir / f"00-teacher-{key}"
+    record = finished_record(stage_dir)
+    if record is not None:
+        return record
+    model, tokenizer = load_model(ModelSpec.from_config(spec, key="teacher"), key="teacher")
+    metrics, _ = cached_evaluate_suite(
+        model, tokenizer, cfg.eval, stage_dir, cfg.paths.data_dir, Path(cfg.paths.cache_dir)
+    )
+    path = Path(spec["name_or_path"])
+    ids = tokenizer(cfg.speed.prompt, return_tensors="pt").input_ids
+    record = {
+        "name": "teacher",
+        "app": None,
+        "fingerprint": key,
+        "output": spec,
+        "bytes": bytes_on_disk(path / spec["gguf_file"] if spec.get("gguf_file") else path)
+        if path.exists()
+        else None,
+        "params": count_parameters(model),
+        "tokens_per_s": decode_tokens_per_second(model, ids, int(cfg.speed.new_tokens)),
+        "runtime": "transformers (float32)",
+        "metrics": metrics,
+    }
+    mark_finished(stage_dir, record)
+    return record
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    run_dir = start_run(cfg)
+    stages = plan_stages(cfg, run_dir)
+    teacher = teacher_record(cfg, run_dir)
+    records = [run_stage(stage, cfg) for stage in stages]
+    rows = [stage_row(r, teacher) for r in [teacher, *records]]
+    markdown = write_stage_table(run_dir, rows, f"## pipeline {cfg.experiment_name}")
+    print("\n" + markdown)
+    log_stage_table(cfg, rows, run_dir)
+    print(f"run directory: {run_dir}")
+    return {"run_dir": str(run_dir), "rows": rows}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline")
+@user_errors_exit
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Compare compressed models across runs: size x quality entries, the Pareto front, budget advice.
+
+An *entry* is one model: a distill / prune / quantize run (``results.json``) or one stage of a
+pipeline (``pipeline.json``). Pure functions here; :mod:`distillab.report` is the command.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distillab.evaluation.footprint import bytes_on_disk
+from distillab.tracking.summarize import run_labels
+
+
+@dataclass
+class Entry:
+    label: str
+    params: int | None
+    bytes: int | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    retention: dict[str, float | None] = field(default_factory=dict)
+
+    def mean_retention(self, metrics: list[str]) -> float | None:
+        values = [self.retention.get(m) for m in metrics]
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if len(values) == len(metrics) else None
+
+
+def _run_bytes(results: dict) -> int | None:
+    if isinstance(results.get("bytes"), dict):
+        return results["bytes"].get("student")
+    folder = results.get("student_dir")
+    return bytes_on_disk(folder) if folder and Path(folder).is_dir() else None
+
+
+def collect(paths: list[Path]) -> list[Entry]:
+    """Entries from run directories, sweep directories and pipeline directories, in the order given."""
+    entries: list[Entry] = []
+    for path in paths:
+        if (path / "pipeline.json").is_file():
+            for row in json.loads((path / "pipeline.json").read_text()):
+                entries.append(
+                    Entry(
+                        f"{path.name}/{row['stage']}",
+                        row["params"],
+                        row["bytes"],
+                        row["metrics"],
+                        row["retention"],
+                    )
+                )
+            continue
+        runs = (
+            [path]
+            if (path / "results.json").is_file()
+            else sorted(p.parent for p in path.glob("*/results.json"))
+        )
+        for run, label in zip(runs, run_labels(runs), strict=True):
+            results = json.loads((run / "results.json").read_text())
+            params = results.get("params")
+            entries.append(
+                Entry(
+                    label if len(runs) > 1 else f"{run.parent.name}/{label}",
+                    params.get("student") if isinstance(params, dict) else params,
+                    _run_bytes(results),
+                    results.get("student", {}),
+                    results.get("retention", {}),
+                )
+            )
+    return entries
+
+
+def pareto_front(entries: list[Entry], metrics: list[str]) -> list[Entry]:
+    """Entries no other entry beats on both size (smaller) and mean retention (higher), smallest first."""
+    scored = [e for e in entries if e.bytes is not None and e.mean_retention(metrics) is not None]
+    scored.sort(key=lambda e: (e.bytes, -e.mean_retention(metrics)))
+    front, best = [], float("-inf")
+    for entry in scored:
+        quality = entry.mean_retention(metrics)
+        if quality > best:
+            front.append(entry)
+            best = quality
+    return front
+
+
+def budget_advice(front: list[Entry], metrics: list[str]) -> list[str]:
+    """One line per Pareto model: from which size budget it is the best choice."""
+    lines = []
+    for i, entry in enumerate(front):
+        upper = front[i + 1].bytes if i + 1 < len(front) else None
+        budget = f"{entry.bytes / 1e6:.0f} MB" + (f" to {upper / 1e6:.0f} MB" if upper else " and more")
+        lines.append(
+            f"- budget {budget}: **{entry.label}** ({entry.bytes / 1e6:.1f} MB, "
+            f"mean retention {100 * entry.mean_retention(metrics):.1f}%)"
+        )
+    return lines
+
+
+def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
+    front = {id(e) for e in pareto_front(entries, metrics)}
+    head = ["model", "params", "bytes on disk", *metrics, "mean retention", "Pareto"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        cells = [
+            e.label,
+            "n/a" if e.params is None else f"{e.params / 1e6:.1f}M",
+            "n/a" if e.bytes is None else f"{e.bytes / 1e6:.1f} MB",
+        ]
+        for m in metrics:
+            value, ret = e.metrics.get(m), e.retention.get(m)
+            cells.append(
+                "n/a" if value is None else f"{value:.4g}" + ("" if ret is None else f" ({100 * ret:.1f}%)")
+            )
+        mean = e.mean_retention(metrics)
+        cells += ["n/a" if mean is None else f"{100 * mean:.1f}%", "★" if id(e) in front else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    advice = budget_advice(pareto_front(entries, metrics), metrics)
+    text = "\n".join(lines)
+    if advice:
+        text += "\n\n### Which model for this size budget?\n\n" + "\n".join(advice)
+    return text + "\n"

@@ -1,0 +1,98 @@
+"""The pipeline's size x quality table: one row per stage, retention against the original teacher."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from distillab.evaluation.retention import retention_rows
+from distillab.tracking import wandb_run
+from distillab.tracking.report import write_json_atomic
+
+
+def stage_row(record: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any]:
+    rows = retention_rows(teacher["metrics"], record["metrics"])
+    retention = {r.key: r.retention for r in rows}
+    defined = [v for v in retention.values() if v is not None]
+    return {
+        "stage": record["name"],
+        "params": record["params"],
+        "bytes": record["bytes"],
+        "tokens_per_s": record["tokens_per_s"],
+        "runtime": record["runtime"],
+        "metrics": {r.key: r.student for r in rows},
+        "retention": retention,
+        "mean_retention": sum(defined) / len(defined) if defined else None,
+        "output": record["output"],
+    }
+
+
+def _mb(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 1e6:.1f} MB"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    keys = sorted({k for r in rows for k in r["metrics"]})
+    head = ["stage", "params", "bytes on disk", "decode tok/s", *keys, "mean retention"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [
+            r["stage"],
+            f"{r['params'] / 1e6:.1f}M",
+            _mb(r["bytes"]),
+            f"{r['tokens_per_s']:.1f}",
+            *[
+                f"{r['metrics'][k]:.4g} ({100 * r['retention'][k]:.1f}%)"
+                if r["retention"].get(k) is not None
+                else "n/a"
+                for k in keys
+            ],
+            "n/a" if r["mean_retention"] is None else f"{100 * r['mean_retention']:.1f}%",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    runtimes = sorted({f"{r['stage']}: {r['runtime']}" for r in rows})
+    return "\n".join(lines) + "\n\nSpeed measured in: " + "; ".join(runtimes) + "\n"
+
+
+def write_stage_table(run_dir: Path, rows: list[dict[str, Any]], header: str) -> str:
+    """``pipeline.json`` + ``pipeline.md`` in ``run_dir`` (atomic); returns the markdown."""
+    write_json_atomic(run_dir / "pipeline.json", rows)
+    text = f"{header}\n\n{markdown(rows)}"
+    tmp = run_dir / f"pipeline.md.tmp{os.getpid()}"
+    tmp.write_text(text)
+    os.replace(tmp, run_dir / "pipeline.md")
+    return text
+
+
+def log_stage_table(cfg: DictConfig, rows: list[dict[str, Any]], run_dir: Path) -> None:
+    """The table as one W&B run (job type ``pipeline``) in the experiment's group; no-op without W&B."""
+    loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
+    wandb_logger = wandb_run.find_wandb(loggers)
+    if wandb_logger is not None:
+        import wandb
+
+        keys = sorted({k for r in rows for k in r["metrics"]})
+        table = wandb.Table(
+            columns=["stage", "params", "bytes", "tokens_per_s", *keys, *[f"retention/{k}" for k in keys]]
+        )
+        for r in rows:
+            table.add_data(
+                r["stage"],
+                r["params"],
+                r["bytes"],
+                r["tokens_per_s"],
+                *[r["metrics"].get(k) for k in keys],
+                *[r["retention"].get(k) for k in keys],
+            )
+        run = wandb_logger.experiment
+        run.log({"stage_table": table})
+        run.summary.update(
+            {f"{r['stage']}/{m}": r[m] for r in rows for m in ("params", "bytes", "mean_retention")}
+        )
+    for lg in loggers:
+        lg.save()
+    wandb_run.finish(loggers)

@@ -1,0 +1,126 @@
+"""``distillab-pipeline`` on a tiny Llama: four stages, the per-stage table, caching, bad stage configs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from distillab import pipeline
+from distillab.config import CONFIG_DIR
+
+TRAIN = [
+    "data.source.files=corpus/tiny.jsonl",
+    "data.block_size=32",
+    "data.batch_size=2",
+    "data.val_fraction=0.1",
+    "data.max_val_blocks=1",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1",
+    "eval_before_training=false",
+]
+CALIBRATE = [
+    "calibration.data.source.files=corpus/tiny.jsonl",
+    "calibration.data.block_size=32",
+    "calibration.num_blocks=2",
+    "calibration.batch_size=2",
+    "heal.enabled=false",
+]
+
+
+def stage(name: str, app: str, *overrides: str) -> str:
+    return f"stages.{name}={{app: {app}, overrides: [{', '.join(repr(o) for o in overrides)}]}}"
+
+
+def pipeline_overrides(run_dir, data_dir, quant_type="q8_0", *extra):
+    return [
+        "model@teacher=tiny_llama",
+        f"paths.run_dir={run_dir}",
+        f"paths.data_dir={data_dir}",
+        "eval=none",
+        "+eval.perplexity.tiny.source.files=corpus/tiny.jsonl",
+        "+eval.perplexity.tiny.block_size=32",
+        "+eval.perplexity.tiny.max_tokens=256",
+        "speed.new_tokens=4",
+        "logger=csv",
+        "threads=1",
+        stage("distill", "distill", "student.num_remove=1", *TRAIN),
+        stage("prune", "prune", "prune.layers.num_remove=1", *CALIBRATE),
+        stage("heal", "distill", "objective=ild", *TRAIN),
+        stage("quantize", "quantize", f"quantize.gguf_type={quant_type}", "quantize.pre_tokenizer=default"),
+        *extra,
+    ]
+
+
+def run_pipeline(overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return pipeline.run(compose(config_name="pipeline", overrides=overrides))
+
+
+def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch):
+    results = run_pipeline(pipeline_overrides(tmp_path, tiny_corpus))
+    rows = results["rows"]
+    assert [r["stage"] for r in rows] == ["teacher", "distill", "prune", "heal", "quantize"]
+    params = [r["params"] for r in rows]
+    assert params[0] > params[1] > params[2] == params[3] == params[4]  # 4 -> 3 -> 2 layers
+    sizes = [r["bytes"] for r in rows[1:]]
+    assert sizes[0] > sizes[1] == sizes[2] > sizes[3]  # q8_0 file smaller than the f32 folder
+    assert rows[0]["mean_retention"] == pytest.approx(1.0)
+    assert all(r["tokens_per_s"] > 0 and r["retention"]["tiny/ppl"] > 0 for r in rows)
+    saved = json.loads((tmp_path / "pipeline.json").read_text())
+    assert [r["stage"] for r in saved] == [r["stage"] for r in rows]
+    assert "| quantize |" in (tmp_path / "pipeline.md").read_text()
+    # the heal stage trained the pruned model against the original teacher, not against its input
+    heal_dir = next(tmp_path.glob("03-heal-*"))
+    heal_results = json.loads((heal_dir / "results.json").read_text())
+    assert heal_results["params"]["teacher"] == rows[0]["params"]
+
+    # re-running a finished pipeline does no work ...
+    def must_not_run(cfg):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(pipeline, "APPS", dict.fromkeys(pipeline.APPS, must_not_run))
+    again = run_pipeline(pipeline_overrides(tmp_path, tiny_corpus))
+    assert [r["bytes"] for r in again["rows"]] == [r["bytes"] for r in rows]
+    # ... and a changed stage re-runs only itself and what follows
+    monkeypatch.setattr(
+        pipeline, "APPS", {"quantize": pipeline.quantize.run, "distill": must_not_run, "prune": must_not_run}
+    )
+    changed = run_pipeline(pipeline_overrides(tmp_path, tiny_corpus, "q4_0"))
+    assert changed["rows"][-1]["bytes"] < rows[-1]["bytes"]
+    assert len(list(tmp_path.glob("04-quantize-*"))) == 2  # the q8_0 stage is kept for reuse
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (
+            ["stages.prune.app=sparsify"],
+            "stages.prune.app: unknown 'sparsify'; valid: distill, prune, quantize",
+        ),
+        (["stages.heal.overrides=['objective=nonsense']"], "stages.heal.overrides:"),
+        (
+            [stage("quantize", "quantize", "quantize.gguf_type=q3_bogus")],
+            "quantize.gguf_type: unknown 'q3_bogus'",
+        ),
+        (["+stages.after={app: distill, overrides: []}"], "stages.after: comes after quantize"),
+        (
+            ["stages.distill=null", "stages.prune=null", "stages.heal=null", "stages.quantize=null"],
+            "every stage is null",
+        ),
+    ],
+)
+def test_bad_stage_configs_fail_before_any_work(tmp_path, tiny_corpus, extra, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "distillab.pipeline", *pipeline_overrides(tmp_path, tiny_corpus), *extra],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+    assert not list(tmp_path.glob("0*"))  # no stage (not even the teacher's row) started

@@ -1,0 +1,84 @@
+"""``distillab-report``: entries from runs and pipelines, the Pareto front, budget advice, plots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from distillab.report import main
+from distillab.tracking.compare import Entry, budget_advice, collect, pareto_front
+
+METRICS = ["a/acc", "b/ppl"]
+
+
+def entry(label, megabytes, retention):
+    return Entry(label, 1, int(megabytes * 1e6), {}, {m: retention for m in METRICS})
+
+
+def test_pareto_front_keeps_only_undominated_models_smallest_first():
+    entries = [
+        entry("big", 500, 1.0),
+        entry("q8", 140, 0.97),
+        entry("q8-worse", 150, 0.90),  # bigger and worse than q8: dominated
+        entry("q4", 80, 0.85),
+        entry("q2", 50, 0.40),
+        entry("q4-twin", 80, 0.80),  # same size as q4, worse
+    ]
+    assert [e.label for e in pareto_front(entries, METRICS)] == ["q2", "q4", "q8", "big"]
+    advice = budget_advice(pareto_front(entries, METRICS), METRICS)
+    assert advice[1].startswith("- budget 80 MB to 140 MB: **q4** (80.0 MB, mean retention 85.0%)")
+    assert advice[-1].startswith("- budget 500 MB and more: **big**")
+
+
+def test_entries_missing_a_metric_are_not_ranked():
+    partial = Entry("partial", 1, 10, {}, {"a/acc": 1.0})
+    assert partial.mean_retention(METRICS) is None
+    assert pareto_front([partial], METRICS) == []
+
+
+def write_run(path, student_bytes, retention, **extra):
+    path.mkdir(parents=True)
+    results = {
+        "params": {"teacher": 10, "student": 5},
+        "bytes": {"student": student_bytes},
+        "student": {m: 0.5 for m in METRICS},
+        "retention": {m: retention for m in METRICS},
+        **extra,
+    }
+    (path / "results.json").write_text(json.dumps(results))
+
+
+def test_report_collects_runs_and_pipelines_and_writes_plots(tmp_path):
+    write_run(tmp_path / "sweep" / "0", 2_000_000, 0.9)
+    write_run(tmp_path / "sweep" / "1", 1_000_000, 0.95)
+    (tmp_path / "sweep" / "0" / ".hydra").mkdir()
+    (tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml").write_text("- quantize.gguf_type=q8_0\n")
+    (tmp_path / "sweep" / "1" / ".hydra").mkdir()
+    (tmp_path / "sweep" / "1" / ".hydra" / "overrides.yaml").write_text("- quantize.gguf_type=q4_0\n")
+    pipe = tmp_path / "pipe"
+    pipe.mkdir()
+    row = {
+        "stage": "teacher",
+        "params": 10,
+        "bytes": 4_000_000,
+        "metrics": {},
+        "retention": dict.fromkeys(METRICS, 1.0),
+    }
+    (pipe / "pipeline.json").write_text(json.dumps([row]))
+    labels = [e.label for e in collect([tmp_path / "sweep", pipe])]
+    assert labels == ["quantize.gguf_type=q8_0", "quantize.gguf_type=q4_0", "pipe/teacher"]
+    out = tmp_path / "report"
+    main([str(tmp_path / "sweep"), str(pipe), "--metrics", *METRICS, "--out", str(out)])
+    text = (out / "report.md").read_text()
+    assert "| quantize.gguf_type=q8_0 | 0.0M | 2.0 MB |" in text  # dominated: no star
+    assert "**quantize.gguf_type=q4_0**" in text and "**pipe/teacher**" in text
+    assert (out / "pareto.png").stat().st_size > 0 and (out / "per_task.png").stat().st_size > 0
+
+
+def test_report_on_a_missing_path_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "distillab.report", str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "nope" in proc.stderr
