@@ -18,7 +18,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install models demo prune test test-slow lint format bench bench-objectives bench-prune experiments exp-001 exp-002 clean
+.PHONY: help install models demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune experiments exp-001 exp-002 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-17s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ demo: models ## the main job: distil SmolLM2-135M (30 layers) into a 24-layer st
 
 prune: models ## prune SmolLM2-135M: remove 6 of 30 layers by Block Influence, heal, evaluate (ARGS="prune.score=angular ...")
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune $(ARGS)
+
+quantize: models ## quantize SmolLM2-135M to GGUF q8_0, evaluate, report bytes + tokens/s (ARGS="quantize.gguf_type=q4_0 ...")
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-quantize $(ARGS)
+
+pipeline: models ## distill -> prune -> heal -> quantize SmolLM2-135M; per-stage size x quality table (stages cached)
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-pipeline $(ARGS)
 
 test: install ## the default test suite: offline, tiny random models, one thread
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(ARGS)
