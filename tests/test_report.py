@@ -82,3 +82,27 @@ def test_report_on_a_missing_path_is_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "nope" in proc.stderr
+
+
+def test_every_app_logs_the_same_summary_keys():
+    from distillab.tracking.wandb_run import summary_metrics
+
+    flat = summary_metrics(
+        {
+            "student": {"a/acc": 0.4},
+            "teacher": {"a/acc": 0.5},
+            "retention": {"a/acc": 0.8, "b/ppl": None},
+            "params": {"teacher": 10, "student": 5},
+            "bytes": {"student": 123},
+            "tokens_per_s": 9.5,
+        }
+    )
+    assert flat == {
+        "eval/a/acc": 0.4,
+        "teacher/a/acc": 0.5,
+        "retention/a/acc": 0.8,
+        "retention/mean": 0.8,
+        "size/params": 5,
+        "size/bytes": 123,
+        "speed/decode_tokens_per_s": 9.5,
+    }

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
 from distillab.data.datamodule import CorpusDataModule
 from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cache
+from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.retention import retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
 from distillab.models.loading import count_parameters, load_model
@@ -109,6 +110,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         student.save_pretrained(export_dir)
         student_tok.save_pretrained(export_dir)
         results["student_dir"] = str(export_dir)
+        results["bytes"] = {"student": bytes_on_disk(export_dir)}
     results["params"] = {"teacher": teacher_params, "student": count_parameters(student)}
 
     rows = []
@@ -116,9 +118,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["student"] = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
         rows = retention_rows(results["teacher"], results["student"], results.get("student_before"))
         results["retention"] = {r.key: r.retention for r in rows}
-        flat = {f"teacher/{k}": v for k, v in results["teacher"].items()}
-        flat |= {f"eval/{k}": v for k, v in results["student"].items()}
-        flat |= {f"retention/{k}": v for k, v in results["retention"].items() if v is not None}
+        flat = wandb_run.summary_metrics(results)
         flat |= {f"before/{k}": v for k, v in (results.get("student_before") or {}).items()}
         wandb_run.log_evaluation(loggers, flat, rows, step=trainer.global_step)
     results["wall_seconds"] = time.time() - start

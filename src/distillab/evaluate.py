@@ -33,7 +33,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results["student"], _ = cached_evaluate_suite(
         model, tokenizer, cfg.eval, run_dir, cfg.paths.data_dir, cache
     )
-    flat = {f"eval/{k}": v for k, v in results["student"].items()}
     rows = []
     if teacher is not None:
         results["teacher"], _ = cached_evaluate_suite(
@@ -41,7 +40,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         rows = retention_rows(results["teacher"], results["student"])
         results["retention"] = {r.key: r.retention for r in rows}
-        flat |= {f"retention/{k}": v for k, v in results["retention"].items() if v is not None}
+    flat = wandb_run.summary_metrics({**results, "params": {"student": results["params"]}})
     wandb_run.log_evaluation(loggers, flat, rows, step=0)
     if rows:
         print(

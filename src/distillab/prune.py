@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
 from distillab.data.paths import resolve_data_dir
 from distillab.errors import DistillabError
+from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.harness import run_tasks
 from distillab.evaluation.retention import retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
@@ -131,15 +132,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         student.save_pretrained(export_dir)
         tokenizer.save_pretrained(export_dir)
         results["student_dir"] = str(export_dir)
+        results["bytes"] = {"student": bytes_on_disk(export_dir)}
     rows = []
     if eval_cfg:
         results["student"] = results.get("final_metrics") or evaluate(student, run_dir)
         rows = retention_rows(results["teacher"], results["student"])
         results["retention"] = {r.key: r.retention for r in rows}
-        flat = {f"eval/{k}": v for k, v in results["student"].items()}
-        flat |= {f"retention/{k}": v for k, v in results["retention"].items() if v is not None}
-        flat |= {f"params/{k}": v for k, v in results["params"].items()}
-        wandb_run.log_evaluation(loggers, flat, rows, step=0)
+        wandb_run.log_evaluation(loggers, wandb_run.summary_metrics(results), rows, step=0)
     wandb_run.log_images(
         loggers, {str(f.relative_to(run_dir)): f for f in sorted(run_dir.glob("**/scores.png"))}
     )

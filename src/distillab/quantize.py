@@ -134,10 +134,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results["student"] = evaluate_suite(quantized, quantized_tok, cfg.eval, run_dir, data_dir)
     rows = retention_rows(reference, results["student"])
     results["retention"] = {r.key: r.retention for r in rows}
-    flat = {f"eval/{k}": v for k, v in results["student"].items()}
-    flat |= {f"retention/{k}": v for k, v in results["retention"].items() if v is not None}
-    flat |= {"size/bytes": student_bytes, "size/params": params, "speed/decode_tokens_per_s": speed}
-    wandb_run.log_evaluation(loggers, flat, rows, step=0)
+    wandb_run.log_evaluation(loggers, wandb_run.summary_metrics(results), rows, step=0)
     results["wall_seconds"] = time.time() - start
     header = (
         f"## {cfg.experiment_name}: {results['type']} ({q.backend}), {input_bytes / 1e6:.1f} MB -> "

@@ -64,3 +64,22 @@ def finish(loggers: list[Logger]) -> str | None:
     run_dir = wandb.run.dir if wandb.run is not None else None
     wandb.finish()
     return run_dir
+
+
+def summary_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """The summary keys every app logs, so one W&B workspace compares any runs without custom code:
+    ``eval/<task/metric>``, ``teacher/<task/metric>``, ``retention/<task/metric>``, ``retention/mean``,
+    ``size/params``, ``size/bytes`` (the exported model on disk), ``speed/decode_tokens_per_s``."""
+    flat = {f"eval/{k}": v for k, v in (results.get("student") or {}).items()}
+    flat |= {f"teacher/{k}": v for k, v in (results.get("teacher") or {}).items()}
+    retention = {k: v for k, v in (results.get("retention") or {}).items() if v is not None}
+    flat |= {f"retention/{k}": v for k, v in retention.items()}
+    if retention:
+        flat["retention/mean"] = sum(retention.values()) / len(retention)
+    if (params := results.get("params", {}).get("student")) is not None:
+        flat["size/params"] = params
+    if (size := (results.get("bytes") or {}).get("student")) is not None:
+        flat["size/bytes"] = size
+    if results.get("tokens_per_s") is not None:
+        flat["speed/decode_tokens_per_s"] = results["tokens_per_s"]
+    return flat
