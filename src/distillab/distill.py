@@ -73,7 +73,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
-    loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
+    loggers = wandb_run.make_loggers(cfg.get("logger"))
     wandb_run.log_config(loggers, {**to_plain(cfg), "objective_summary": module.objective_summary})
     results: dict[str, Any] = {
         "run_dir": str(run_dir),

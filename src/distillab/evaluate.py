@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
@@ -27,7 +26,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         teacher, teacher_tok = load_model(
             ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher"
         )
-    loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
+    loggers = wandb_run.make_loggers(cfg.get("logger"))
     wandb_run.log_config(loggers, to_plain(cfg))
     results: dict[str, Any] = {"model": cfg.model.name_or_path, "params": count_parameters(model)}
     results["student"], _ = cached_evaluate_suite(

@@ -102,7 +102,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ),
         int(cfg.calibration.batch_size),
     )
-    loggers = list(hydra.utils.instantiate(cfg.logger).values()) if cfg.get("logger") else []
+    loggers = wandb_run.make_loggers(cfg.get("logger"))
     wandb_run.log_config(loggers, to_plain(cfg))
     eval_cfg = cfg.get("eval")
     results: dict[str, Any] = {"run_dir": str(run_dir), "experiment": cfg.experiment_name, "method": p.method}

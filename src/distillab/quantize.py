@@ -19,7 +19,6 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
@@ -84,7 +83,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     spec = ModelSpec.from_config(to_plain(cfg.model))
     model, tokenizer = load_model(spec)
     cache, data_dir = Path(cfg.paths.cache_dir), cfg.paths.data_dir
-    loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
+    loggers = wandb_run.make_loggers(cfg.get("logger"))
     wandb_run.log_config(loggers, to_plain(cfg))
 
     # The reference is evaluated before anything is quantized (torchao quantizes in place).

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from distillab.evaluation.retention import retention_rows
@@ -70,7 +69,7 @@ def write_stage_table(run_dir: Path, rows: list[dict[str, Any]], header: str) ->
 
 def log_stage_table(cfg: DictConfig, rows: list[dict[str, Any]], run_dir: Path) -> None:
     """The table as one W&B run (job type ``pipeline``) in the experiment's group; no-op without W&B."""
-    loggers = list(instantiate(cfg.logger).values()) if cfg.get("logger") else []
+    loggers = wandb_run.make_loggers(cfg.get("logger"))
     wandb_logger = wandb_run.find_wandb(loggers)
     if wandb_logger is not None:
         import wandb

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import OmegaConf
 
 from distillab.evaluation.retention import RetentionRow
 
@@ -17,7 +20,46 @@ def find_wandb(loggers: list[Logger]) -> WandbLogger | None:
     return next((lg for lg in loggers if isinstance(lg, WandbLogger)), None)
 
 
+def make_loggers(logger_cfg) -> list[Logger]:
+    """Instantiate the configured loggers. A W&B run that cannot start online (no network, no API
+    key, server down) falls back to offline with one warning: tracking never blocks or kills a run."""
+    if not logger_cfg:
+        return []
+    os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")  # seconds; wandb's default waits 90
+    loggers = []
+    for node in logger_cfg.values():
+        lg = instantiate(node)
+        if isinstance(lg, WandbLogger):
+            try:
+                lg.experiment  # noqa: B018 - starts the run now, where a failure can be handled
+            except Exception as err:  # wandb raises many types (UsageError, CommError, timeouts)
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                log.warning("W&B could not start online (%s); logging offline instead", first[:200])
+                resolved = OmegaConf.to_container(node, resolve=True)
+                offline = OmegaConf.create({**resolved, "mode": "offline"})
+                lg = instantiate(offline)
+                lg.experiment  # noqa: B018
+        loggers.append(lg)
+    return loggers
+
+
+SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password", "credential")
+
+
+def redact(config: Any) -> Any:
+    """The config with every value under a secret-looking key replaced: nothing secret is logged."""
+    if isinstance(config, dict):
+        return {
+            k: "<redacted>" if any(w in str(k).lower() for w in SECRET_WORDS) else redact(v)
+            for k, v in config.items()
+        }
+    if isinstance(config, list):
+        return [redact(v) for v in config]
+    return config
+
+
 def log_config(loggers: list[Logger], config: dict[str, Any]) -> None:
+    config = redact(config)
     for lg in loggers:
         lg.log_hyperparams(config)
 

@@ -16,11 +16,16 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel
 
+from distillab.errors import DistillabError
 from distillab.objectives.attention import take_captured_qk
 from distillab.objectives.objective import Objective
 from distillab.objectives.terms import TermInputs, hard_label_ce
 
 log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(DistillabError):
+    """A NaN or inf training loss: the run stops at once, naming the term and the step."""
 
 
 class DistillModule(L.LightningModule):
@@ -90,6 +95,8 @@ class DistillModule(L.LightningModule):
             teacher_tail_logp=batch.get("teacher_tail_logp"),
         )
         loss, terms = self.objective(inputs)
+        if split == "train" and not torch.isfinite(loss):
+            raise NonFiniteLoss(self._non_finite_message(loss, terms))
         n = batch["input_ids"].shape[0]
         on_step = split == "train"
         self.log(f"{split}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=n)
@@ -100,6 +107,15 @@ class DistillModule(L.LightningModule):
             tokens = int(mask.sum())
             self._val_nll, self._val_tokens = self._val_nll + float(ce) * tokens, self._val_tokens + tokens
         return loss
+
+    def _non_finite_message(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> str:
+        bad = [f"train/loss_{k} = {float(v.detach())}" for k, v in terms.items() if not torch.isfinite(v)]
+        callback = getattr(self.trainer, "checkpoint_callback", None)
+        where = f"; the last good checkpoint stays in {callback.dirpath}" if callback is not None else ""
+        return (
+            f"{', '.join(bad) or f'train/loss = {float(loss.detach())}'} at step {self.global_step}: training "
+            f"stopped{where}. Lower optimizer.lr, raise trainer.gradient_clip_val or check the data"
+        )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

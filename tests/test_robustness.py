@@ -1,0 +1,64 @@
+"""Never lose work: a NaN loss stops with the term and step named, W&B failures fall back offline,
+secrets never reach a logged config."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from conftest import compose_config, tiny_overrides
+
+from distillab.distill import run
+from distillab.tracking.wandb_run import redact
+from distillab.training.distill_module import NonFiniteLoss
+
+
+def test_a_nan_loss_stops_the_run_naming_term_and_step_and_keeps_the_last_checkpoint(tmp_path, tiny_corpus):
+    overrides = tiny_overrides(
+        tmp_path,
+        tiny_corpus,
+        "optimizer.lr=1e30",
+        "trainer.gradient_clip_val=null",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=6",
+        "callbacks.checkpoint.every_n_train_steps=1",
+        "logger=csv",
+    )
+    with pytest.raises(
+        NonFiniteLoss,
+        match=r"train/loss_kd = nan, train/loss_ce = nan at step [1-5]: training stopped; the last good checkpoint stays in",
+    ) as err:
+        run(compose_config(overrides))
+    step = int(str(err.value).split(" at step ")[1].split(":")[0])
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert checkpoint["global_step"] == step  # saved after the last finite step, before the NaN one
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_wandb_that_cannot_go_online_falls_back_to_offline(tmp_path, tiny_corpus, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "10")
+    with caplog.at_level(logging.WARNING):
+        results = run(compose_config(tiny_overrides(tmp_path, tiny_corpus, "logger=wandb")))
+    assert "train_metrics" in results
+    warnings = [r.getMessage() for r in caplog.records if "W&B could not start online" in r.getMessage()]
+    assert len(warnings) == 1
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_secret_looking_keys_never_reach_a_logged_config():
+    config = {
+        "logger": {"wandb": {"api_key": "abc", "project": "p"}},
+        "hub_token": "t",
+        "lr": 1e-4,
+        "stages": [{"PASSWORD": "x"}],
+    }
+    assert redact(config) == {
+        "logger": {"wandb": {"api_key": "<redacted>", "project": "p"}},
+        "hub_token": "<redacted>",
+        "lr": 1e-4,
+        "stages": [{"PASSWORD": "<redacted>"}],
+    }
