@@ -32,6 +32,7 @@ from distillab.objectives.contrastive import attach_prompt_pools
 from distillab.objectives.objective import build_objective
 from distillab.tracking import wandb_run
 from distillab.tracking.report import write_results
+from distillab.training.checkpoint_io import AtomicCheckpointIO
 from distillab.training.distill_module import DistillModule
 
 log = logging.getLogger("distillab")
@@ -97,7 +98,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
     )
     train_start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

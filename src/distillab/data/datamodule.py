@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from distillab.data.corpus import read_documents
 from distillab.data.packing import packed_blocks, split_documents
 from distillab.data.paths import resolve_data_dir
+from distillab.data.resumable import ResumableDataLoader
 from distillab.data.teacher_cache import TopKCacheDataset, collate_cached
 from distillab.errors import DistillabError
 
@@ -92,13 +93,12 @@ class CorpusDataModule(L.LightningDataModule):
         self.train_dataset, self.train_collate = TopKCacheDataset(directory), collate_cached
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
+        # Resumable: the shuffle depends only on (seed, epoch), the position is checkpointed.
         dataset = getattr(self, "train_dataset", None) or TensorDataset(self.train_blocks)
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=True,
-            generator=generator,
+            seed=self.seed,
             collate_fn=getattr(self, "train_collate", collate_blocks),
             num_workers=self.num_workers,
             drop_last=len(self.train_blocks) >= self.batch_size,

@@ -1,0 +1,18 @@
+"""Checkpoints written atomically: a kill during a save never leaves a ``last.ckpt`` that looks
+complete but is not (Lightning's own writer truncates the file in place)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
