@@ -200,3 +200,24 @@ def test_a_prune_sweep_runs_and_summarizes_into_a_table_and_plots(tmp_path, tiny
     assert [len(r["removed_teacher_layers"]) for r in rows] == [1, 2]
     assert rows[0]["params"]["student"] > rows[1]["params"]["student"]
     assert all("wikitext2/ppl" in r["retention"] for r in rows)
+
+
+def test_a_failing_sweep_job_is_recorded_and_the_others_finish(tmp_path, tiny_corpus, capsys):
+    from distillab.tracking.summarize import main as summarize
+
+    sweep = tmp_path / "sweep"
+    args = [a for a in prune_overrides(tmp_path, tiny_corpus) if not a.startswith("paths.run_dir")]
+    args += [f"hydra.sweep.dir={sweep}", "prune.layers.num_remove=1,9,2", "heal.enabled=false"]
+    out = subprocess.run(
+        [sys.executable, "-m", "distillab.prune", "-m", *args], capture_output=True, text=True
+    )
+    assert out.returncode == 1  # the sweep reports its failure ...
+    assert (sweep / "0" / "results.json").is_file() and (
+        sweep / "2" / "results.json"
+    ).is_file()  # ... after the rest ran
+    failure = json.loads((sweep / "1" / "failure.json").read_text())
+    assert failure["error"] == "DistillabError" and "prune.layers.num_remove" in failure["message"]
+    assert "error: sweep job 1 failed: DistillabError: prune.layers.num_remove" in out.stderr
+    assert json.loads((sweep / "failures.json").read_text())[0]["job"] == "1"
+    summarize([str(sweep), "--metrics", "wikitext2/ppl"])
+    assert "| 1: FAILED | DistillabError: prune.layers.num_remove" in capsys.readouterr().out

@@ -73,14 +73,46 @@ def start_run(cfg: DictConfig) -> Path:
     return run_dir
 
 
+def _job_dir_in_multirun() -> Path | None:
+    """The job's output directory when running as one job of a Hydra multirun, else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None
+    return Path(hydra_cfg.runtime.output_dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
+def record_failure(job_dir: Path, err: BaseException) -> None:
+    """``failure.json`` in the job's directory: what the sweep summary reports for a failed job."""
+    from distillab.tracking.report import write_json_atomic
+
+    message = (str(err).strip().splitlines() or [""])[0]
+    write_json_atomic(job_dir / "failure.json", {"error": type(err).__name__, "message": message})
+
+
 def user_errors_exit(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Turn a :class:`DistillabError` into one line on stderr and exit status 2 — no traceback."""
+    """Turn a :class:`DistillabError` into one line on stderr and exit status 2 — no traceback.
+
+    In a multirun, a failing job (any exception) is recorded in its ``failure.json`` and the sweep
+    goes on; :class:`distillab.sweep_failures.FailureReport` lists the failures and exits non-zero
+    once every job has run.
+    """
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig) -> Any:
         try:
             return fn(cfg)
-        except DistillabError as err:
+        except Exception as err:
+            job_dir = _job_dir_in_multirun()
+            if job_dir is not None:
+                logging.getLogger("distillab").error("job failed: %s", err, exc_info=True)
+                record_failure(job_dir, err)
+                return None
+            if not isinstance(err, DistillabError):
+                raise
             logging.getLogger("distillab").debug("user error", exc_info=True)
             print(f"error: {err}", file=sys.stderr)
             sys.stdout.flush()

@@ -28,6 +28,21 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return found
 
 
+def find_failures(paths: list[Path]) -> list[tuple[Path, dict]]:
+    """Jobs that failed (their ``failure.json``, written by a multirun job that raised)."""
+    found = []
+    for path in paths:
+        candidates = [path] if (path / "failure.json").is_file() else sorted(path.glob("*/failure.json"))
+        for c in candidates:
+            job = c if c.is_dir() else c.parent
+            found.append((job, json.loads((job / "failure.json").read_text())))
+    return found
+
+
+def failure_lines(failures: list[tuple[Path, dict]]) -> list[str]:
+    return [f"| {job.name}: FAILED | {f['error']}: {f['message']} |" for job, f in failures]
+
+
 def _overrides(run: Path) -> list[str]:
     overrides_file = run / ".hydra" / "overrides.yaml"
     return list(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
@@ -161,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wandb", metavar="GROUP", help="log the table and plots as a W&B run in this group")
     args = parser.parse_args(argv)
     runs = find_runs(args.paths)
+    failures = find_failures(args.paths)
+    if failures:
+        print("\n".join(["| failed job | error |", "|---|---|", *failure_lines(failures)]) + "\n")
     if not runs:
         print(f"error: no results.json under {', '.join(map(str, args.paths))}", file=sys.stderr)
         raise SystemExit(2)
