@@ -73,6 +73,35 @@ def start_run(cfg: DictConfig) -> Path:
     return run_dir
 
 
+def sweep_value(results: dict[str, Any] | None, metric: str | None) -> float | None:
+    """What an app returns to Hydra's sweeper (Optuna maximises / minimises it).
+
+    ``retention/mean``: mean retention over the eval suite; ``retention/<task>/<metric>``,
+    ``eval/<task>/<metric>`` (the student's value), ``train/<key>`` (a final training metric).
+    """
+    if not results or not metric:
+        return None
+    kind, _, key = metric.partition("/")
+    retention = {k: v for k, v in (results.get("retention") or {}).items() if v is not None}
+    if metric == "retention/mean":
+        return sum(retention.values()) / len(retention) if retention else None
+    source = {
+        "retention": retention,
+        "eval": results.get("student") or {},
+        "train": results.get("train_metrics") or {},
+    }
+    if kind not in source:
+        raise DistillabError(
+            f"sweep_metric: {metric!r}; valid: retention/mean, retention/<task>/<metric>, eval/..., train/..."
+        )
+    value = source[kind].get(key if kind != "train" else metric)
+    if value is None:
+        raise DistillabError(
+            f"sweep_metric: {metric!r} was not measured; measured: {', '.join(sorted(source[kind]))}"
+        )
+    return float(value)
+
+
 def _job_dir_in_multirun() -> Path | None:
     """The job's output directory when running as one job of a Hydra multirun, else None."""
     try:

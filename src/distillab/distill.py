@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
+from distillab.config import CONFIG_DIR, start_run, sweep_value, to_plain, user_errors_exit
 from distillab.data.datamodule import CorpusDataModule
 from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cache
 from distillab.evaluation.footprint import bytes_on_disk
@@ -107,7 +107,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     train_start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     results["train_seconds"] = time.time() - train_start
+    results["world_size"] = trainer.world_size
     _checkpoint_final_state(trainer)
+    if not trainer.is_global_zero:  # DDP: rank 0 alone evaluates, exports and writes results
+        return {"run_dir": str(run_dir), "rank": trainer.global_rank}
     results["train_metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("export", True):
@@ -154,9 +157,7 @@ def _checkpoint_final_state(trainer: L.Trainer) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="distill")
 @user_errors_exit
 def main(cfg: DictConfig) -> float | None:
-    results = run(cfg)
-    values = [v for v in (results.get("retention") or {}).values() if v is not None]
-    return sum(values) / len(values) if values else None  # what a sweeper maximises
+    return sweep_value(run(cfg), cfg.get("sweep_metric"))  # what a Hydra sweeper (Optuna) optimises
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
+from distillab.config import CONFIG_DIR, start_run, sweep_value, to_plain, user_errors_exit
 from distillab.data.paths import resolve_data_dir
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk
@@ -254,9 +254,7 @@ class KeepMasks(L.Callback):
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prune")
 @user_errors_exit
 def main(cfg: DictConfig) -> float | None:
-    results = run(cfg)
-    values = [v for v in (results.get("retention") or {}).values() if v is not None]
-    return sum(values) / len(values) if values else None
+    return sweep_value(run(cfg), cfg.get("sweep_metric"))  # what a Hydra sweeper (Optuna) optimises
 
 
 if __name__ == "__main__":

@@ -95,10 +95,13 @@ class CorpusDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # Resumable: the shuffle depends only on (seed, epoch), the position is checkpointed.
         dataset = getattr(self, "train_dataset", None) or TensorDataset(self.train_blocks)
+        trainer = getattr(self, "trainer", None)
         return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
             seed=self.seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
             collate_fn=getattr(self, "train_collate", collate_blocks),
             num_workers=self.num_workers,
             drop_last=len(self.train_blocks) >= self.batch_size,

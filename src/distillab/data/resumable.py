@@ -17,10 +17,15 @@ from torch.utils.data import DataLoader, Sampler
 
 
 class EpochSeededSampler(Sampler[int]):
-    """A permutation per epoch from ``seed`` and the epoch number; can start part-way into an epoch."""
+    """A permutation per epoch from ``seed`` and the epoch number; can start part-way into an epoch.
 
-    def __init__(self, size: int, seed: int = 0):
-        self.size, self.seed = size, seed
+    Under DDP each rank takes every ``world_size``-th index of the same permutation (the tail that
+    does not divide evenly is dropped so every rank runs the same number of steps), so the trainer
+    runs with ``use_distributed_sampler: false``.
+    """
+
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
@@ -29,11 +34,16 @@ class EpochSeededSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
+        mine = (
+            order[: len(self)]
+            if self.world_size == 1
+            else order[: len(self) * self.world_size][self.rank :: self.world_size]
+        )
         skip, self.skip = self.skip, 0
-        yield from order[skip:]
+        yield from mine[skip:]
 
     def __len__(self) -> int:
-        return self.size
+        return self.size // self.world_size
 
 
 class ResumableDataLoader(DataLoader):
@@ -44,8 +54,10 @@ class ResumableDataLoader(DataLoader):
     steps when ``ModelCheckpoint`` saves at the end of a step; the resume test checks it.
     """
 
-    def __init__(self, dataset, batch_size: int, seed: int = 0, **kwargs: Any):
-        self.epoch_sampler = EpochSeededSampler(len(dataset), seed)
+    def __init__(
+        self, dataset, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, **kwargs: Any
+    ):
+        self.epoch_sampler = EpochSeededSampler(len(dataset), seed, rank, world_size)
         super().__init__(dataset, batch_size=batch_size, sampler=self.epoch_sampler, **kwargs)
         self._fetched = 0
 

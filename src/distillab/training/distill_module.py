@@ -99,9 +99,14 @@ class DistillModule(L.LightningModule):
             raise NonFiniteLoss(self._non_finite_message(loss, terms))
         n = batch["input_ids"].shape[0]
         on_step = split == "train"
-        self.log(f"{split}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=n)
+        sync = not on_step  # epoch-level (validation) values are averaged over DDP ranks
+        self.log(
+            f"{split}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=sync, batch_size=n, sync_dist=sync
+        )
         for name, value in terms.items():
-            self.log(f"{split}/loss_{name}", value, on_step=on_step, on_epoch=not on_step, batch_size=n)
+            self.log(
+                f"{split}/loss_{name}", value, on_step=on_step, on_epoch=sync, batch_size=n, sync_dist=sync
+            )
         if split == "val":  # held-out CE of the student whatever the objective, for val/ppl
             ce = hard_label_ce(student_logits, targets, mask)
             tokens = int(mask.sum())
@@ -130,8 +135,14 @@ class DistillModule(L.LightningModule):
         self._val_nll, self._val_tokens = 0.0, 0
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_tokens:  # token-weighted over the whole val set, not a mean of batch means
-            nll = self._val_nll / self._val_tokens
+        # token-weighted over the whole val set (all DDP ranks), not a mean of batch means
+        totals = torch.tensor(
+            [self._val_nll, float(self._val_tokens)], dtype=torch.float64, device=self.device
+        )
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        if totals[1] > 0:
+            nll = float(totals[0] / totals[1])
             self.log("val/ce", nll)
             self.log("val/ppl", math.exp(min(nll, 50.0)))
 

@@ -1,0 +1,80 @@
+"""Scale-out on existing engines, on CPU: 2-process DDP (gloo) inside a Hydra sweep, a sweep through
+submitit's local launcher, and 2 Optuna trials maximising the returned retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import tiny_overrides
+
+from distillab.config import sweep_value
+from distillab.errors import DistillabError
+
+PPL = [
+    "+eval.perplexity.tiny.source.files=corpus/tiny.jsonl",
+    "+eval.perplexity.tiny.block_size=32",
+    "+eval.perplexity.tiny.max_tokens=128",
+]
+
+
+def sweep(tmp_path, tiny_corpus, *extra: str) -> subprocess.CompletedProcess:
+    args = [a for a in tiny_overrides(tmp_path, tiny_corpus) if not a.startswith("paths.run_dir")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distillab.distill",
+            "-m",
+            *args,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "logger=csv",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_ddp_two_processes_inside_a_sweep_run_each_job_once(tmp_path, tiny_corpus):
+    out = sweep(tmp_path, tiny_corpus, "trainer=ddp", "trainer.devices=2", "trainer.max_steps=2,3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]  # the ranks did not re-run the sweep
+    steps = [json.loads((tmp_path / "sweep" / j / "results.json").read_text()) for j in jobs]
+    assert all(s["world_size"] == 2 and "student_dir" in s for s in steps)
+
+
+def test_a_sweep_through_the_submitit_local_launcher(tmp_path, tiny_corpus):
+    out = sweep(tmp_path, tiny_corpus, "hydra/launcher=local_processes", "objective.alpha=0.3,0.7")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "sweep" / ".submitit").is_dir()
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "results.json").is_file()
+
+
+def test_two_optuna_trials_maximise_the_returned_retention(tmp_path, tiny_corpus):
+    out = sweep(tmp_path, tiny_corpus, "hydra/sweeper=tune", "hydra.sweeper.n_trials=2", *PPL)
+    assert out.returncode == 0, out.stderr[-3000:]
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    values = [
+        sweep_value(json.loads((tmp_path / "sweep" / j / "results.json").read_text()), "retention/mean")
+        for j in ("0", "1")
+    ]
+    assert best["best_value"] == pytest.approx(max(values))
+    assert set(best["best_params"]) == {"objective.terms.kd.temperature", "objective.alpha", "optimizer.lr"}
+
+
+def test_sweep_value_reads_what_was_measured():
+    results = {"retention": {"a/acc": 0.5, "b/ppl": 1.0, "c/x": None}, "student": {"a/acc": 0.2}}
+    assert sweep_value(results, "retention/mean") == 0.75
+    assert sweep_value(results, "eval/a/acc") == 0.2
+    with pytest.raises(DistillabError, match="sweep_metric: 'eval/zzz' was not measured"):
+        sweep_value(results, "eval/zzz")
