@@ -150,7 +150,8 @@ def _checkpoint_final_state(trainer: L.Trainer) -> None:
     callback = trainer.checkpoint_callback
     if isinstance(callback, ModelCheckpoint) and callback.dirpath and trainer.global_step > 0:
         trainer.save_checkpoint(
-            Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+            Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}",
+            weights_only=False,  # optimizer + loop state too: this file is for resuming
         )
 
 
