@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from distillab.config import CONFIG_DIR, start_run, sweep_value, to_plain, user_errors_exit
 from distillab.data.datamodule import CorpusDataModule
 from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cache
+from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.retention import retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
@@ -41,6 +42,7 @@ log = logging.getLogger("distillab")
 def run(cfg: DictConfig) -> dict[str, Any]:
     start = time.time()
     run_dir = start_run(cfg)
+    check_resume(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True)
 
     # Everything that can be wrong with the config fails here, before any minute is spent.
@@ -143,6 +145,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         " (sync with `wandb sync <dir>`)"
     )
     return results
+
+
+def check_resume(cfg: DictConfig, run_dir: Path) -> None:
+    """``ckpt_path=last`` must find a checkpoint: a silent fresh start would overwrite the run's outputs."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt == "last" and not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        raise DistillabError(
+            f"ckpt_path: 'last' but no checkpoint in {run_dir / 'checkpoints'}; pass hydra.run.dir=<the run "
+            "to resume> (or paths.run_dir), or drop ckpt_path to start fresh"
+        )
+    if ckpt not in (None, "last") and not Path(ckpt).is_file():
+        raise DistillabError(f"ckpt_path: {ckpt!r} is not a file; valid: last or a path to a .ckpt")
 
 
 def _checkpoint_final_state(trainer: L.Trainer) -> None:

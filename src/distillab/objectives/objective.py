@@ -62,7 +62,10 @@ class Objective(nn.Module):
                 continue
             if term.needs_teacher and teacher is None:
                 raise DistillabError(f"objective.terms.{name}: needs a teacher, but none is configured")
-            term.setup(student, teacher)
+            try:
+                term.setup(student, teacher)
+            except DistillabError as err:
+                raise DistillabError(f"objective.terms.{name}: {err}") from None
             lines.append(f"{name} (weight {self.weights[name]:g}): {term.describe() or type(term).__name__}")
         return lines
 
@@ -109,4 +112,8 @@ def build_objective(terms_cfg: Mapping[str, Any]) -> Objective:
         except TypeError as err:
             raise DistillabError(f"objective.terms.{name}: {err}") from None
         weights[name] = float(weight)
+    if not any(weights.values()):
+        raise DistillabError(
+            "objective.terms: every weight is 0; nothing would train (give one term a weight > 0)"
+        )
     return Objective(terms, weights)

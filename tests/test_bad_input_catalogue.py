@@ -1,0 +1,225 @@
+"""A catalogue of bad inputs, every app: each gives one ``error:`` line naming the key or file, exit
+status 2, no traceback, and leaves an earlier run's outputs in the same directory untouched.
+
+In process (the apps' Hydra task functions, the same code the CLI runs) so 40 cases take seconds;
+``test_bad_input.py`` checks the real CLI for a subset.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import compose_config, tiny_overrides
+
+from distillab import distill, evaluate, pipeline, prune, quantize
+from distillab.quantization import llama_cpp
+
+APPS = {"distill": distill, "prune": prune, "quantize": quantize, "evaluate": evaluate, "pipeline": pipeline}
+
+
+def base(app: str, run_dir, data_dir, overrides: list[str]) -> list[str]:
+    common = [
+        f"paths.run_dir={run_dir}",
+        f"paths.data_dir={data_dir}",
+        "logger=csv",
+        "threads=1",
+        "eval=none",
+    ]
+    if app == "distill":  # tiny_overrides leaves student.num_remove out when a case sets the student
+        own_student = [o for o in overrides if o.startswith("student=")]
+        return [*tiny_overrides(run_dir, data_dir, *own_student), "logger=csv"]
+    if app == "prune":
+        return [
+            *common,
+            "model=tiny_llama",
+            "calibration.data.source.files=corpus/tiny.jsonl",
+            "calibration.data.block_size=32",
+            "calibration.num_blocks=2",
+            "heal.enabled=false",
+        ]
+    if app == "quantize":
+        return [*common, "model=tiny_llama", "quantize.pre_tokenizer=default"]
+    if app == "evaluate":
+        return [*common, "model=tiny_llama"]
+    return [*common, "model@teacher=tiny_llama"]
+
+
+# (app, overrides, what the one line must contain)
+CATALOGUE = [
+    # paths and model specs
+    (
+        "distill",
+        ["teacher.name_or_path=/no/such/model"],
+        "teacher.name_or_path: folder '/no/such/model' does not exist",
+    ),
+    ("distill", ["teacher.dtype=float8"], "teacher.dtype: 'float8' is not one of"),
+    ("distill", ["+teacher.revision=main"], "teacher: unknown keys ['revision']"),
+    ("distill", ["teacher.name_or_path=tiny:gpt2"], "unknown tiny architecture 'gpt2'"),
+    ("distill", ["teacher.name_or_path={empty_folder}"], "has no config.json"),
+    (
+        "distill",
+        ["teacher.name_or_path={empty_folder}", "+teacher.gguf_file=model.gguf"],
+        "teacher.gguf_file: 'model.gguf' not found",
+    ),
+    (
+        "evaluate",
+        ["model.name_or_path=/no/such/student"],
+        "model.name_or_path: folder '/no/such/student' does not exist",
+    ),
+    ("distill", ["paths.data_dir=/no/such/data"], "/no/such/data"),
+    # students, vocabularies, layer maps
+    (
+        "distill",
+        ["student.remove=[0,9]", "student.num_remove=null"],
+        "student.remove: layer 9 out of range for a 4-layer model",
+    ),
+    ("distill", ["student.num_remove=4"], "student.num_remove"),
+    ("distill", ["student.kind=distil"], "student.kind: unknown 'distil'"),
+    (
+        "distill",
+        ["student=pretrained", "student.model.name_or_path={vocab300}"],
+        "student: vocabulary size 300 differs from the teacher's",
+    ),
+    ("distill", ["objective=ild", "objective.terms.hidden.layer_map=diagonal"], "layer_map"),
+    (
+        "distill",
+        [
+            "objective=ild",
+            "objective.terms.hidden.layer_map=explicit",
+            "+objective.terms.hidden.pairs=[[0,9]]",
+        ],
+        "objective.terms.hidden: layer_map: pair (0, 9) out of range",
+    ),
+    # temperatures, weights, divergences, terms
+    ("distill", ["objective.terms.kd.temperature=0"], "objective.terms.kd: temperature must be > 0, got 0"),
+    ("distill", ["objective.terms.kd.temperature=-1"], "objective.terms.kd: temperature must be > 0"),
+    ("distill", ["objective.terms.kd.weight=-0.5"], "objective.terms.kd"),
+    ("distill", ["objective.terms.kd.divergence=wasserstein"], "divergence"),
+    ("distill", ["+objective.terms.magic={weight: 1.0}"], "objective.terms.magic"),
+    (
+        "distill",
+        ["objective.terms.kd.weight=0", "objective.terms.ce.weight=0"],
+        "objective.terms: every weight is 0",
+    ),
+    # data files
+    ("distill", ["data.source.files=corpus/nope.jsonl"], "corpus/nope.jsonl"),
+    ("distill", ["data.source.files=corpus/empty.jsonl"], "data.source: no non-empty documents"),
+    ("distill", ["data.source.files=corpus/broken.jsonl"], "corpus/broken.jsonl"),
+    ("distill", ["data.source.files=corpus/notext.jsonl"], "text"),
+    ("distill", ["data.batch_size=0"], "data.batch_size: must be >= 1, got 0"),
+    ("distill", ["data.block_size=100000"], "data.block_size"),
+    # evaluation
+    ("distill", ["+eval.tasks.no_such_task.limit=2"], "no_such_task"),
+    ("evaluate", ["+eval.perplexity.x.source.files=corpus/nope.jsonl"], "corpus/nope.jsonl"),
+    # conflicting options
+    ("distill", ["objective=kd_cached"], "teacher_cache"),
+    ("distill", ["ckpt_path=last"], "ckpt_path: 'last' but no checkpoint"),
+    # pruning
+    ("prune", ["prune.score=importance"], "prune.score"),
+    ("prune", ["prune.method=shrink"], "prune.method: unknown 'shrink'"),
+    ("prune", ["prune.layers.num_remove=4"], "prune.layers.num_remove"),
+    ("prune", ["prune.layers.schedule=sometimes"], "prune.layers.schedule: unknown 'sometimes'"),
+    (
+        "prune",
+        ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=1.0"],
+        "prune.unstructured.sparsity",
+    ),
+    (
+        "prune",
+        ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=-0.1"],
+        "prune.unstructured.sparsity",
+    ),
+    (
+        "prune",
+        ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.pattern=3:4"],
+        "prune.unstructured.pattern: unknown '3:4'",
+    ),
+    (
+        "prune",
+        ["prune.method=width", "prune.score=wanda", "prune.width.num_attention_heads=3"],
+        "num_attention_heads",
+    ),
+    (
+        "prune",
+        ["prune.method=width", "prune.score=wanda", "prune.width.intermediate_size=100000"],
+        "prune.width.intermediate_size",
+    ),
+    (
+        "prune",
+        ["prune.method=width", "prune.score=block_influence", "prune.width.intermediate_size=64"],
+        "prune.score: 'block_influence' is not a weight score",
+    ),
+    # quantization
+    ("quantize", ["quantize.backend=bitsandbytes"], "quantize.backend: unknown 'bitsandbytes'"),
+    ("quantize", ["quantize.gguf_type=q3_bogus"], "quantize.gguf_type: unknown 'q3_bogus'"),
+    ("quantize", ["quantize.backend=torchao", "quantize.bits=3"], "quantize.bits: 3 is not supported"),
+    (
+        "quantize",
+        ["quantize.backend=torchao", "quantize.bits=4", "quantize.group_size=48"],
+        "quantize.group_size",
+    ),
+    # pipeline
+    ("pipeline", ["stages.prune.app=sparsify"], "stages.prune.app: unknown 'sparsify'"),
+    ("pipeline", ["+stages.after={app: distill, overrides: []}"], "quantization must be the last stage"),
+]
+if not llama_cpp.is_available():
+    CATALOGUE.append(("quantize", ["quantize.gguf_type=q4_k_m"], "gguf-runtime"))
+
+
+@pytest.fixture
+def bad_files(tiny_corpus, tmp_path_factory):
+    corpus = tiny_corpus / "corpus"
+    (corpus / "empty.jsonl").write_text("\n")
+    (corpus / "broken.jsonl").write_text('{"text": "fine"}\n{not json\n')
+    (corpus / "notext.jsonl").write_text('{"body": "no text field"}\n')
+    root = tmp_path_factory.mktemp("models")
+    (root / "empty").mkdir(exist_ok=True)
+    vocab300 = root / "vocab300"
+    if not vocab300.exists():
+        from distillab.models.tiny import build_tiny
+
+        model, tok = build_tiny("llama", vocab_size=300)
+        model.save_pretrained(vocab300)
+        tok.save_pretrained(vocab300)
+    return {"empty_folder": str(root / "empty"), "vocab300": str(vocab300)}
+
+
+@pytest.mark.parametrize(
+    "app,overrides,message", CATALOGUE, ids=[f"{c[0]}:{' '.join(c[1])}"[:70] for c in CATALOGUE]
+)
+def test_bad_input_is_one_line_exit_2_and_earlier_outputs_stay(
+    app, overrides, message, tmp_path, tiny_corpus, bad_files, capsys
+):
+    assert len(CATALOGUE) >= 30
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    earlier = {"results.json": json.dumps({"earlier": True}), "retention.md": "earlier table\n"}
+    for name, text in earlier.items():
+        (run_dir / name).write_text(text)
+    for key, value in bad_files.items():
+        overrides = [o.replace(f"{{{key}}}", value) for o in overrides]
+    if app == "pipeline":
+        from hydra import initialize_config_dir
+
+        from distillab.config import CONFIG_DIR
+
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            from hydra import compose
+
+            cfg = compose(
+                config_name="pipeline", overrides=[*base(app, run_dir, tiny_corpus, overrides), *overrides]
+            )
+            with pytest.raises(SystemExit) as exit_info:
+                pipeline.main.__wrapped__(cfg)
+    else:
+        cfg = compose_config([*base(app, run_dir, tiny_corpus, overrides), *overrides], app)
+        with pytest.raises(SystemExit) as exit_info:
+            APPS[app].main.__wrapped__(cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and message in lines[0], err[-1500:]
+    assert "Traceback" not in err
+    for name, text in earlier.items():
+        assert (run_dir / name).read_text() == text
