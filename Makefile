@@ -18,7 +18,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install models demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune experiments exp-001 exp-002 clean
+.PHONY: help install models demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl experiments exp-001 exp-002 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-17s %s\n", $$1, $$2}'
@@ -68,6 +68,10 @@ bench-objectives: models ## peak memory and step time of every objective preset 
 
 bench-prune: models ## cost of scoring all layers vs a forward pass; tokens/s of layer-, width- and 2:4-pruned models
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/prune_costs.py $(ARGS)
+
+bench-trl: models ## distillab vs TRL's GKDTrainer: off-policy KD tokens/s and peak memory (installs trl into .venv)
+	$(PY) -m pip install -q --disable-pip-version-check trl "torch==2.13.0"
+	OMP_NUM_THREADS=$(THREADS) $(PY) bench/trl_gkd.py $(ARGS)
 
 experiments: ## list the experiments and the make target that reproduces each
 	@for d in experiments/[0-9]*/; do n=$$(basename $$d); echo "  make exp-$${n%%-*}   $$n: $$(head -1 $$d/README.md | sed 's/^# //')"; done

@@ -1,0 +1,156 @@
+"""Peer benchmark: distillab vs TRL's GKDTrainer, off-policy distillation step throughput and peak memory.
+
+Same teacher (SmolLM2-135M, 30 layers), same student (24 layers cut from it), same batches
+(``--batch`` x ``--seq`` tokens, every position a target), same divergence (forward KL at T = 1:
+TRL ``beta=0``, ``lmbda=0`` = off-policy; distillab's ``kd`` term with weight 1), AdamW at the same
+learning rate, gradient clipping 1.0. Each variant runs in its own fresh process (peak RSS is its
+own); the two alternate ``--repeats`` times and the medians are compared. TRL is needed only here:
+
+    .venv/bin/pip install trl && .venv/bin/python bench/trl_gkd.py      # make bench-trl
+    .venv/bin/python bench/trl_gkd.py --tiny                             # tiny random Llama, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kd_step import _setup, timed_fit  # noqa: E402  (same teacher/student/batch construction)
+
+LR, CLIP = 1e-4, 1.0
+
+
+def distillab(args) -> list[float]:
+    import functools
+
+    import torch
+
+    from distillab.objectives.objective import build_objective
+    from distillab.training.distill_module import DistillModule
+
+    teacher, student, batches, _ = _setup(args)
+    objective = build_objective({"kd": {"weight": 1.0, "temperature": 1.0, "divergence": "forward_kl"}})
+    module = DistillModule(student, objective, teacher, optimizer=functools.partial(torch.optim.AdamW, lr=LR))
+    return timed_fit(module, batches, gradient_clip_val=CLIP)
+
+
+def trl_gkd(args) -> list[float]:
+    import tempfile
+
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+    teacher, student, batches, tokenizer = _setup(args)
+    rows = [{"input_ids": row.tolist()} for batch in batches for row in batch]
+
+    def collate(features):  # the same token blocks as distillab's, every position a target
+        ids = torch.tensor([f["input_ids"] for f in features])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - self.start)
+
+    config = GKDConfig(
+        output_dir=tempfile.mkdtemp(),
+        lmbda=0.0,  # off-policy: never generate
+        beta=0.0,  # generalized JSD at beta 0 = forward KL(teacher || student)
+        temperature=1.0,
+        per_device_train_batch_size=args.batch,
+        max_steps=len(batches),
+        max_length=args.seq,
+        learning_rate=LR,
+        lr_scheduler_type="constant",
+        max_grad_norm=CLIP,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10_000,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = GKDTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        data_collator=collate,
+        processing_class=tokenizer,
+        callbacks=[StepTimer()],
+    )
+    trainer.train()
+    return times
+
+
+def child(args) -> None:
+    times = {"distillab": distillab, "trl_gkd": trl_gkd}[args.child](args)
+    print(
+        json.dumps(
+            {
+                "tokens_per_s": args.batch * args.seq / statistics.median(times[args.warmup :]),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", choices=["distillab", "trl_gkd"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        sys.exit("error: bench/trl_gkd.py needs TRL: .venv/bin/pip install trl")
+    results: dict[str, list[dict]] = {"distillab": [], "trl_gkd": []}
+    for _ in range(args.repeats):
+        for variant in results:  # alternate so drift on the machine hits both alike
+            out = subprocess.run(
+                [sys.executable, __file__, *sys.argv[1:], "--child", variant], capture_output=True, text=True
+            )
+            if out.returncode != 0:
+                sys.exit(f"error: {variant} failed:\n{out.stderr[-3000:]}")
+            results[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    med = {v: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for v, runs in results.items()}
+    import trl
+
+    model = "tiny:llama" if args.tiny else "SmolLM2-135M (30 -> 24 layers)"
+    print(
+        f"off-policy KD step (forward KL, T=1), {model}, batch {args.batch} x seq {args.seq}, "
+        f"{args.threads} threads, {args.steps} timed steps after {args.warmup} warm-up, median of "
+        f"{args.repeats} runs each; TRL {trl.__version__} GKDTrainer"
+    )
+    for v, m in med.items():
+        print(f"  {v:9s}  {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB")
+    speed = med["distillab"]["tokens_per_s"] / med["trl_gkd"]["tokens_per_s"]
+    memory = med["distillab"]["peak_rss_mb"] / med["trl_gkd"]["peak_rss_mb"]
+    print(f"  throughput ratio distillab / TRL: {speed:.3f} (goal >= 1.5)")
+    print(f"  peak memory ratio distillab / TRL: {memory:.3f} (goal <= 1.0)")
+
+
+if __name__ == "__main__":
+    main()
