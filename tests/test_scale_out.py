@@ -78,3 +78,37 @@ def test_sweep_value_reads_what_was_measured():
     assert sweep_value(results, "eval/a/acc") == 0.2
     with pytest.raises(DistillabError, match="sweep_metric: 'eval/zzz' was not measured"):
         sweep_value(results, "eval/zzz")
+
+
+def test_fsdp2_shards_student_and_teacher_and_exports_the_gathered_student(tmp_path, tiny_corpus):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distillab.models.student import drop_layers_student
+    from distillab.models.tiny import build_tiny
+
+    args = tiny_overrides(
+        tmp_path,
+        tiny_corpus,
+        "logger=csv",
+        "trainer=fsdp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "distillab.distill", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["world_size"] == 2
+    trained = AutoModelForCausalLM.from_pretrained(results["student_dir"])
+    start = drop_layers_student(build_tiny("llama")[0], num_remove=2)
+    changed = [
+        name for name, p in trained.state_dict().items() if not torch.equal(p, start.state_dict()[name])
+    ]
+    assert len(changed) == len(start.state_dict())  # every gathered tensor was trained (none left at init)

@@ -16,6 +16,7 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from distillab.config import CONFIG_DIR, start_run, sweep_value, to_plain, user_errors_exit
@@ -35,6 +36,7 @@ from distillab.tracking import wandb_run
 from distillab.tracking.report import write_results
 from distillab.training.checkpoint_io import AtomicCheckpointIO
 from distillab.training.distill_module import DistillModule
+from distillab.training.sharding import is_sharded, unsharded_copy
 
 log = logging.getLogger("distillab")
 
@@ -84,7 +86,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "objective_summary": module.objective_summary,
     }
     eval_cfg, data_dir, cache = cfg.get("eval"), cfg.paths.data_dir, Path(cfg.paths.cache_dir)
-    if eval_cfg:
+    # Lightning re-runs this script for ranks > 0 (DDP/FSDP): only rank 0 evaluates.
+    if eval_cfg and rank_zero_only.rank == 0:
         teacher_metrics, hit = cached_evaluate_suite(teacher, tokenizer, eval_cfg, run_dir, data_dir, cache)
         results["teacher"] = teacher_metrics
         log.info("teacher evaluated%s", " (from cache)" if hit else "")
@@ -111,6 +114,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results["train_seconds"] = time.time() - train_start
     results["world_size"] = trainer.world_size
     _checkpoint_final_state(trainer)
+    if is_sharded(student):  # FSDP: gather the full student (every rank joins), rank 0 goes on with it
+        student = unsharded_copy(student)
     if not trainer.is_global_zero:  # DDP: rank 0 alone evaluates, exports and writes results
         return {"run_dir": str(run_dir), "rank": trainer.global_rank}
     results["train_metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}

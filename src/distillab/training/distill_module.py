@@ -20,6 +20,7 @@ from distillab.errors import DistillabError
 from distillab.objectives.attention import take_captured_qk
 from distillab.objectives.objective import Objective
 from distillab.objectives.terms import TermInputs, hard_label_ce
+from distillab.training.sharding import is_sharded, shard_model
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,23 @@ class DistillModule(L.LightningModule):
         return self._teacher[0] if self._teacher else None
 
     def setup(self, stage: str) -> None:
-        if self.teacher is not None:  # not a submodule, so Lightning does not move it for us
+        # Not a submodule, so Lightning does not move it for us; under FSDP it is sharded instead.
+        if self.teacher is not None and not self._model_parallel():
             self.teacher.to(self.device).eval()
+
+    def _model_parallel(self) -> bool:
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        return self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
+
+    def configure_model(self) -> None:
+        """``trainer=fsdp`` (ModelParallelStrategy): shard student and teacher over the data-parallel mesh."""
+        if self.device_mesh is None or is_sharded(self.student):
+            return
+        mesh = self.device_mesh["data_parallel"]
+        shard_model(self.student, mesh)
+        if self.teacher is not None:
+            shard_model(self.teacher, mesh)
 
     def on_fit_start(self) -> None:
         # Loaded models come back in eval mode and Lightning keeps the modes it finds: the student
