@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import compose_config, tiny_overrides
 
+from distillab.config import redact
 from distillab.distill import run
-from distillab.tracking.wandb_run import redact
 from distillab.training.distill_module import NonFiniteLoss
 
 
@@ -62,3 +62,22 @@ def test_secret_looking_keys_never_reach_a_logged_config():
         "lr": 1e-4,
         "stages": [{"PASSWORD": "<redacted>"}],
     }
+
+
+def test_a_secret_in_the_config_reaches_no_file_of_the_run(tmp_path, tiny_corpus):
+    import subprocess
+    import sys
+
+    args = tiny_overrides(
+        tmp_path, tiny_corpus, "logger=wandb", "+hub_token=hf_SECRET123", "+wandb_api_key=SECRET456"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "distillab.distill", *args, f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "WANDB_MODE": "offline"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    leaked = [str(p) for p in tmp_path.rglob("*") if p.is_file() and b"SECRET" in p.read_bytes()]
+    assert leaked == []
+    assert "hub_token=<redacted>" in (tmp_path / ".hydra" / "overrides.yaml").read_text()

@@ -65,10 +65,45 @@ def configure_process(cfg: DictConfig) -> None:
     set_malloc_mmap_threshold(cfg.get("malloc_mmap_threshold_mb"))
 
 
+SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password", "credential")
+
+
+def is_secret_key(key: Any) -> bool:
+    return any(word in str(key).lower() for word in SECRET_WORDS)
+
+
+def redact(config: Any) -> Any:
+    """The config with every value under a secret-looking key replaced: nothing secret is logged.
+    Secrets belong in the environment (WANDB_API_KEY, HF_TOKEN), which no run directory records."""
+    if isinstance(config, dict):
+        return {k: "<redacted>" if is_secret_key(k) else redact(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [redact(v) for v in config]
+    if isinstance(config, str) and "=" in config and is_secret_key(config.split("=", 1)[0]):
+        return config.split("=", 1)[0] + "=<redacted>"  # a Hydra override string
+    return config
+
+
+def redact_saved_configs(run_dir: Path) -> None:
+    """Hydra saves the composed config and the command-line overrides in ``.hydra/`` before the run
+    starts; rewrite them without secret values."""
+    import yaml
+
+    for path in (run_dir / ".hydra").glob("*.yaml"):
+        text = path.read_text()
+        if not any(word in text.lower() for word in SECRET_WORDS):
+            continue
+        clean = redact(yaml.safe_load(text))
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(clean, sort_keys=False))
+        tmp.replace(path)
+
+
 def start_run(cfg: DictConfig) -> Path:
-    """Create the run directory and configure the process; returns the directory."""
+    """Create the run directory, scrub secrets from Hydra's saved configs, configure the process."""
     run_dir = Path(cfg.paths.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    redact_saved_configs(run_dir)
     configure_process(cfg)
     return run_dir
 

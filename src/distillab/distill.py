@@ -26,6 +26,7 @@ from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.retention import retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
+from distillab.models.export import save_model_atomic
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
 from distillab.models.student import build_student, check_vocab_match
@@ -122,8 +123,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.get("export", True):
         export_dir = run_dir / "student"
-        student.save_pretrained(export_dir)
-        student_tok.save_pretrained(export_dir)
+        save_model_atomic(student, export_dir, student_tok)
         results["student_dir"] = str(export_dir)
         results["bytes"] = {"student": bytes_on_disk(export_dir)}
     results["params"] = {"teacher": teacher_params, "student": count_parameters(student)}

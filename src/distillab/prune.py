@@ -28,6 +28,7 @@ from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.harness import run_tasks
 from distillab.evaluation.retention import retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
+from distillab.models.export import save_model_atomic
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
 from distillab.models.surgery import teacher_layer_indices
@@ -129,8 +130,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.get("export", True):
         export_dir = run_dir / "student"
-        student.save_pretrained(export_dir)
-        tokenizer.save_pretrained(export_dir)
+        save_model_atomic(student, export_dir, tokenizer)
         results["student_dir"] = str(export_dir)
         results["bytes"] = {"student": bytes_on_disk(export_dir)}
     rows = []

@@ -13,6 +13,7 @@ transformers' GGUF loader and run through the same lm-eval suite as every other 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         quantized, quantized_tok = quantize_weights(model, int(q.bits), int(q.group_size)), tokenizer
         artifact = run_dir / f"model-int{q.bits}.pt"
-        torch.save(quantized.state_dict(), artifact)
+        tmp = artifact.with_name(artifact.name + ".partial")
+        torch.save(quantized.state_dict(), tmp)
+        os.replace(tmp, artifact)  # atomic: never a truncated file that looks complete
         student_bytes = bytes_on_disk(artifact)
         speed = decode_tokens_per_second(quantized, prompt_ids, int(cfg.speed.new_tokens))
         results["runtime"] = "transformers + torchao (CPU)"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from transformers import AutoModelForCausalLM
 
 from distillab.errors import DistillabError
+from distillab.models.export import save_model_atomic
 from distillab.models.surgery import remove_layers, teacher_layer_indices
 from distillab.pruning.layer_scores import least_important
 from distillab.tracking.plots import layer_scores_bar
@@ -97,17 +97,9 @@ def remove_layers_iteratively(
             record["heal"] = heal(model, step_dir)
         if evaluate is not None:
             record["metrics"] = evaluate(model, step_dir)
-        _save_model_atomic(model, step_dir / "model")
+        save_model_atomic(model, step_dir / "model")
         write_json_atomic(step_dir / "step.json", record)  # last: marks the step complete
         log.info("step %d: removed teacher layers %s", step, record["removed_teacher_layers"])
         history.append(record)
         removed_so_far += k
     return model, history
-
-
-def _save_model_atomic(model, target: Path) -> None:
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)

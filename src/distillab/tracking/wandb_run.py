@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import OmegaConf
 
+from distillab.config import redact
 from distillab.evaluation.retention import RetentionRow
 
 log = logging.getLogger(__name__)
@@ -18,6 +20,17 @@ log = logging.getLogger(__name__)
 
 def find_wandb(loggers: list[Logger]) -> WandbLogger | None:
     return next((lg for lg in loggers if isinstance(lg, WandbLogger)), None)
+
+
+def _start(lg: WandbLogger) -> None:
+    """Start the W&B run now (where a failure can be handled). W&B records the command line in the
+    run's metadata, so it sees the arguments with secret-looking values redacted."""
+    argv = sys.argv
+    sys.argv = [redact(a) for a in argv]
+    try:
+        lg.experiment  # noqa: B018
+    finally:
+        sys.argv = argv
 
 
 def make_loggers(logger_cfg) -> list[Logger]:
@@ -31,31 +44,15 @@ def make_loggers(logger_cfg) -> list[Logger]:
         lg = instantiate(node)
         if isinstance(lg, WandbLogger):
             try:
-                lg.experiment  # noqa: B018 - starts the run now, where a failure can be handled
+                _start(lg)
             except Exception as err:  # wandb raises many types (UsageError, CommError, timeouts)
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 log.warning("W&B could not start online (%s); logging offline instead", first[:200])
                 resolved = OmegaConf.to_container(node, resolve=True)
-                offline = OmegaConf.create({**resolved, "mode": "offline"})
-                lg = instantiate(offline)
-                lg.experiment  # noqa: B018
+                lg = instantiate(OmegaConf.create({**resolved, "mode": "offline"}))
+                _start(lg)
         loggers.append(lg)
     return loggers
-
-
-SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password", "credential")
-
-
-def redact(config: Any) -> Any:
-    """The config with every value under a secret-looking key replaced: nothing secret is logged."""
-    if isinstance(config, dict):
-        return {
-            k: "<redacted>" if any(w in str(k).lower() for w in SECRET_WORDS) else redact(v)
-            for k, v in config.items()
-        }
-    if isinstance(config, list):
-        return [redact(v) for v in config]
-    return config
 
 
 def log_config(loggers: list[Logger], config: dict[str, Any]) -> None:
