@@ -124,3 +124,17 @@ def test_bad_stage_configs_fail_before_any_work(tmp_path, tiny_corpus, extra, me
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
     assert not list(tmp_path.glob("0*"))  # no stage (not even the teacher's row) started
+
+
+def test_fingerprints_do_not_depend_on_where_things_live(tmp_path, tiny_corpus):
+    """Same stages under two output directories: same fingerprints (the cache survives a move)."""
+    from hydra import compose, initialize_config_dir
+
+    from distillab.config import CONFIG_DIR
+
+    plans = []
+    for where in ("a", "b"):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="pipeline", overrides=pipeline_overrides(tmp_path / where, tiny_corpus))
+            plans.append([s.fingerprint for s in pipeline.plan_stages(cfg, tmp_path / where)])
+    assert plans[0] == plans[1] and len(set(plans[0])) == 4

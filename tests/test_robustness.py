@@ -49,6 +49,13 @@ def test_wandb_that_cannot_go_online_falls_back_to_offline(tmp_path, tiny_corpus
     assert list((tmp_path / "wandb").glob("offline-run-*"))
 
 
+def test_secret_keys_are_whole_key_parts_not_substrings():
+    from distillab.config import is_secret_key
+
+    assert all(is_secret_key(k) for k in ("hub_token", "+HF_TOKEN", "logger.wandb.api_key", "db_password"))
+    assert not any(is_secret_key(k) for k in ("speed.new_tokens", "quantize.pre_tokenizer", "max_tokens"))
+
+
 def test_secret_looking_keys_never_reach_a_logged_config():
     config = {
         "logger": {"wandb": {"api_key": "abc", "project": "p"}},

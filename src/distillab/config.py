@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -65,11 +66,15 @@ def configure_process(cfg: DictConfig) -> None:
     set_malloc_mmap_threshold(cfg.get("malloc_mmap_threshold_mb"))
 
 
-SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password", "credential")
+# Key parts that mark a secret (matched on whole parts of the last key component, split at "_", "-"
+# and ".", so `hub_token` and `wandb_api_key` match but `max_new_tokens` or `pre_tokenizer` do not).
+SECRET_PARTS = ("token", "secret", "password", "passwd", "apikey", "credential", "credentials")
 
 
 def is_secret_key(key: Any) -> bool:
-    return any(word in str(key).lower() for word in SECRET_WORDS)
+    name = str(key).lower().lstrip("+~").rsplit(".", 1)[-1]
+    parts = re.split(r"[_\-]", name)
+    return "api_key" in name or any(part in SECRET_PARTS for part in parts)
 
 
 def redact(config: Any) -> Any:
@@ -91,8 +96,6 @@ def redact_saved_configs(run_dir: Path) -> None:
 
     for path in (run_dir / ".hydra").glob("*.yaml"):
         text = path.read_text()
-        if not any(word in text.lower() for word in SECRET_WORDS):
-            continue
         clean = redact(yaml.safe_load(text))
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(yaml.safe_dump(clean, sort_keys=False))
@@ -114,7 +117,7 @@ def sweep_value(results: dict[str, Any] | None, metric: str | None) -> float | N
     ``retention/mean``: mean retention over the eval suite; ``retention/<task>/<metric>``,
     ``eval/<task>/<metric>`` (the student's value), ``train/<key>`` (a final training metric).
     """
-    if not results or not metric:
+    if not results or not metric or "rank" in results:  # ranks > 0 of DDP/FSDP report nothing
         return None
     kind, _, key = metric.partition("/")
     retention = {k: v for k, v in (results.get("retention") or {}).items() if v is not None}
@@ -129,7 +132,7 @@ def sweep_value(results: dict[str, Any] | None, metric: str | None) -> float | N
         raise DistillabError(
             f"sweep_metric: {metric!r}; valid: retention/mean, retention/<task>/<metric>, eval/..., train/..."
         )
-    value = source[kind].get(key if kind != "train" else metric)
+    value = source[kind].get(metric if kind in ("train", "val") else key)
     if value is None:
         raise DistillabError(
             f"sweep_metric: {metric!r} was not measured; measured: {', '.join(sorted(source[kind]))}"
@@ -167,10 +170,12 @@ def user_errors_exit(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], 
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig) -> Any:
+        job_dir = _job_dir_in_multirun()
+        if job_dir is not None:  # a re-run of the same sweep directory: forget the earlier failure
+            (job_dir / "failure.json").unlink(missing_ok=True)
         try:
             return fn(cfg)
         except Exception as err:
-            job_dir = _job_dir_in_multirun()
             if job_dir is not None:
                 logging.getLogger("distillab").error("job failed: %s", err, exc_info=True)
                 record_failure(job_dir, err)

@@ -2,8 +2,9 @@
 
 Thin entry point: ``main`` is Hydra's; ``run(cfg)`` does the work and returns the per-stage rows.
 Every stage is one of the ordinary apps (``distill.run``, ``prune.run``, ``quantize.run``) on a
-config composed from its own YAML plus the stage's overrides; the pipeline only wires inputs and
-outputs, so whatever an app can do, a stage can.
+config composed from its own YAML plus the stage's overrides; the pipeline wires inputs and outputs
+and sets what every row of the table must share (eval suite, logger, paths, threads, speed probe),
+so anything else an app can do, a stage can.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ APPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
 }
 
 
+# Set once for the whole pipeline so every row of the table is measured the same way.
+PIPELINE_WIDE = ("eval", "logger", "paths", "threads", "experiment_name", "task_name", "speed")
+
+
 @dataclass
 class Stage:
     name: str
@@ -54,6 +59,13 @@ def compose_stage(name: str, spec: DictConfig, cfg: DictConfig) -> DictConfig:
     if app not in APPS:
         raise DistillabError(f"stages.{name}.app: unknown {app!r}; valid: {', '.join(APPS)}")
     overrides = list(spec.get("overrides") or [])
+    for override in overrides:
+        key = str(override).lstrip("+~").split("=", 1)[0].split(".", 1)[0]
+        if key in PIPELINE_WIDE:
+            raise DistillabError(
+                f"stages.{name}.overrides: {override!r} sets {key}, which the pipeline sets for every stage "
+                f"(one table compares the stages); set it at the top level: distillab-pipeline {key}=..."
+            )
     try:
         stage_cfg = hydra.compose(config_name=app, overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
@@ -68,6 +80,8 @@ def compose_stage(name: str, spec: DictConfig, cfg: DictConfig) -> DictConfig:
             stage_cfg.paths[key] = cfg.paths[key]
         stage_cfg.eval = OmegaConf.create(to_plain(cfg.eval))
         stage_cfg.logger = OmegaConf.create(OmegaConf.to_container(cfg.logger, resolve=False))
+        if app == "quantize":  # tokens/s measured the same way for every row of the table
+            stage_cfg.speed = OmegaConf.create(to_plain(cfg.speed))
     return stage_cfg
 
 
@@ -92,17 +106,22 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
     enabled = [(n, s) for n, s in (cfg.stages or {}).items() if s is not None]
     if not enabled:
         raise DistillabError("stages: every stage is null; enable at least one of distill, prune, quantize")
-    stages, source, upstream = [], teacher, fingerprint(teacher, "")
+    stages, source = [], teacher
+    upstream = fingerprint({**teacher, "name_or_path": Path(str(teacher["name_or_path"])).name}, "")
     for index, (name, spec) in enumerate(enabled, start=1):
         if stages and stages[-1].app == "quantize":
             raise DistillabError(f"stages.{name}: comes after quantize; quantization must be the last stage")
         stage_cfg = compose_stage(name, spec, cfg)
         wire_input(stage_cfg, spec.app, source, teacher)
+        if spec.app != "quantize" and not stage_cfg.get("export", True):
+            raise DistillabError(
+                f"stages.{name}.overrides: export=false; a stage before quantize must export its model"
+            )
         if spec.app == "quantize":
             quantize.check_config(stage_cfg.quantize)
         elif spec.app == "prune" and stage_cfg.prune.method not in prune.METHODS:
             raise DistillabError(f"stages.{name}.overrides: prune.method {stage_cfg.prune.method!r} unknown")
-        upstream = fingerprint(to_plain(stage_cfg), upstream)
+        upstream = fingerprint(portable(to_plain(stage_cfg), source, teacher), upstream)
         stage_dir = run_dir / f"{index:02d}-{name}-{upstream}"
         with open_dict(stage_cfg):
             stage_cfg.paths.run_dir = str(stage_dir)
@@ -112,14 +131,28 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
     return stages
 
 
+def portable(stage_cfg: dict[str, Any], source: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any]:
+    """The stage config with its input models replaced by stand-ins: the upstream fingerprint already
+    identifies the input, and absolute paths (home, cache or output directory) must not change it."""
+
+    def swap(node: Any) -> Any:
+        if node == source and source is not teacher:
+            return "<upstream stage output>"
+        if node == teacher:
+            return {**teacher, "name_or_path": Path(str(teacher["name_or_path"])).name}
+        if isinstance(node, dict):
+            return {k: swap(v) for k, v in node.items()}
+        return node
+
+    return swap(stage_cfg)
+
+
 def stage_output(app: str, results: dict[str, Any]) -> dict[str, Any]:
     if app == "quantize":
         artifact = Path(results["artifact"])
         if artifact.suffix == ".gguf":
             return {"name_or_path": str(artifact.parent), "gguf_file": artifact.name}
         return {"name_or_path": str(artifact)}
-    if not results.get("student_dir"):
-        raise DistillabError("a stage before the last must export its model (export: true)")
     return {"name_or_path": results["student_dir"], "dtype": "float32"}
 
 
@@ -160,7 +193,15 @@ def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
 def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The original teacher's row, measured once per teacher + eval settings (stage-cached too)."""
     spec = to_plain(cfg.teacher)
-    key = fingerprint({"teacher": spec, "eval": to_plain(cfg.eval), "speed": to_plain(cfg.speed)}, "")
+    key = fingerprint(
+        {
+            "teacher": {**spec, "name_or_path": Path(str(spec["name_or_path"])).name},
+            "eval": to_plain(cfg.eval),
+            "speed": to_plain(cfg.speed),
+            "paths": to_plain(cfg.paths),
+        },
+        "",
+    )
     stage_dir = run_dir / f"00-teacher-{key}"
     record = finished_record(stage_dir)
     if record is not None:

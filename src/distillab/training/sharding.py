@@ -40,6 +40,12 @@ def unsharded_copy(model: PreTrainedModel) -> PreTrainedModel | None:
         return None
     config = copy.deepcopy(model.config)
     plain = type(model)(config).to(torch.float32)
-    plain.load_state_dict(state, strict=False)  # tied head: one tensor in the state dict
+    result = plain.load_state_dict(state, strict=False)  # a tied head is one tensor in the state dict
+    unexpected = set(result.unexpected_keys)
+    missing = set(result.missing_keys) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
+    if missing or unexpected:
+        raise RuntimeError(
+            f"gathering the FSDP student: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+        )
     plain.tie_weights()
     return plain.eval()
