@@ -63,8 +63,14 @@ def run_labels(runs: list[Path]) -> list[str]:
 
 
 def summary_table(runs: list[Path], metrics: list[str]) -> str:
-    header = "| run | " + " | ".join(f"{m} | retention {m}" for m in metrics) + " |"
-    lines = [header, "|" + "---|" * (1 + 2 * len(metrics))]
+    """One row per run: each metric and its retention; with several metrics, their mean retention."""
+    with_mean = len(metrics) > 1
+    header = (
+        "| run | "
+        + " | ".join(f"{m} | retention {m}" for m in metrics)
+        + (" | mean retention |" if with_mean else " |")
+    )
+    lines = [header, "|" + "---|" * (1 + 2 * len(metrics) + with_mean)]
     for run, label in zip(runs, run_labels(runs), strict=True):
         results = json.loads((run / "results.json").read_text())
         cells = []
@@ -74,10 +80,15 @@ def summary_table(runs: list[Path], metrics: list[str]) -> str:
                 "n/a" if value is None else f"{value:.4g}",
                 "n/a" if ret is None else f"{100 * ret:.1f}%",
             ]
+        if with_mean:
+            mean = mean_retention(results, metrics)
+            cells.append("n/a" if mean is None else f"{100 * mean:.1f}%")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     teacher = json.loads((runs[0] / "results.json").read_text()).get("teacher", {}) if runs else {}
     lines.append(
-        "| teacher | " + " | ".join(f"{teacher.get(m, float('nan')):.4g} | 100%" for m in metrics) + " |"
+        "| teacher | "
+        + " | ".join(f"{teacher.get(m, float('nan')):.4g} | 100%" for m in metrics)
+        + (" | 100% |" if with_mean else " |")
     )
     return "\n".join(lines)
 
