@@ -11,7 +11,8 @@ THREADS ?= 2
 PIP_ARGS ?=
 # exp-002: the layer score used for the healed and iterative runs (the best one-shot score)
 SCORE ?= block_influence
-SUITE_METRICS := wikitext2/ppl arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai/acc arc_challenge/acc_norm
+SUITE_TASKS := arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai/acc arc_challenge/acc_norm
+SUITE_METRICS := wikitext2/ppl $(SUITE_TASKS)
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -84,11 +85,19 @@ exp-001: models ## experiments/001: heal the demo student with each objective pr
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=kd,kd_cached teacher_cache.enabled=true data.max_train_blocks=96 experiment_name=objectives_study_cached eval_before_training=false
 	$(SUMMARIZE) $(call LATEST,distill/objectives_study) $(call LATEST,distill/objectives_study_cached) --metrics wikitext2/ppl arc_challenge/acc_norm --plot experiments/001-objectives-study/retention.png --wandb objectives_study
 
-exp-002: models ## experiments/002: which layers to remove: each score one-shot, then healed and iterative (~75 min)
+exp-002: models ## experiments/002: which layers to remove (each score, healed or not, ILD), how many, other cuts (~4 h on 2 cores)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.score=block_influence,angular,lens_kl,ppl_drop,random heal.enabled=false eval=suite experiment_name=layer_scores_study
-	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.score=$(SCORE) eval=suite experiment_name=layer_heal_study
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.score=benchmark_drop heal.enabled=false eval=suite experiment_name=layer_scores_study_bdrop
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.score=$(SCORE),angular,lens_kl,ppl_drop,random eval=suite experiment_name=layer_heal_study
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.score=$(SCORE) prune.layers.schedule=iterative prune.layers.per_step=2 heal.trainer.max_steps=8 heal.trainer.val_check_interval=8 prune.layers.eval_each_step=false eval=suite experiment_name=layer_ild_study
-	$(SUMMARIZE) $(call LATEST,prune/layer_scores_study) $$(ls -td outputs/prune/layer_heal_study/*/ | head -1) $$(ls -td outputs/prune/layer_ild_study/*/ | head -1) --metrics $(SUITE_METRICS) --plot experiments/002-layer-pruning/retention.png --wandb layer_pruning_study
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.layers.num_remove=3,9,12 heal.enabled=false eval=suite experiment_name=layer_depth_sweep
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.method=width prune.score=wanda prune.width.num_attention_heads=6 prune.width.intermediate_size=1024 heal.enabled=false eval=suite experiment_name=width_study
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.method=unstructured prune.score=magnitude,wanda prune.unstructured.sparsity=0.5 heal.enabled=false eval=suite experiment_name=unstructured_study
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.method=unstructured prune.score=wanda prune.unstructured.pattern=2:4 heal.enabled=false eval=suite experiment_name=unstructured_study_24
+	$(SUMMARIZE) $(call LATEST,prune/layer_scores_study) $$(ls -td outputs/prune/layer_scores_study_bdrop/*/ | head -1) --metrics $(SUITE_METRICS)
+	$(SUMMARIZE) $(call LATEST,prune/layer_heal_study) $$(ls -td outputs/prune/layer_ild_study/*/ | head -1) --metrics $(SUITE_METRICS) --plot experiments/002-layer-pruning/retention.png --wandb layer_pruning_study
+	$(SUMMARIZE) $(call LATEST,prune/layer_depth_sweep) $$(ls -td outputs/prune/width_study/*/ | head -1) --metrics $(SUITE_TASKS) --plot-params experiments/002-layer-pruning/retention_vs_params.png
+	$(SUMMARIZE) $(call LATEST,prune/unstructured_study) $$(ls -td outputs/prune/unstructured_study_24/*/ | head -1) --metrics $(SUITE_METRICS)
 
 clean: ## remove run outputs (not the venv or the model cache)
 	rm -rf outputs multirun .pytest_cache
