@@ -138,3 +138,23 @@ def test_fingerprints_do_not_depend_on_where_things_live(tmp_path, tiny_corpus):
             cfg = compose(config_name="pipeline", overrides=pipeline_overrides(tmp_path / where, tiny_corpus))
             plans.append([s.fingerprint for s in pipeline.plan_stages(cfg, tmp_path / where)])
     assert plans[0] == plans[1] and len(set(plans[0])) == 4
+
+
+def test_quantize_last_false_lets_a_stage_train_on_the_dequantized_gguf(tmp_path, tiny_corpus):
+    """The ordering study's arm: quantize -> fine-tune (the de-quantized weights) -> quantize again."""
+    overrides = [
+        *pipeline_overrides(tmp_path, tiny_corpus),
+        "quantize_last=false",
+        "stages.distill=null",
+        "stages.prune=null",
+        "stages.heal=null",
+        "stages.quantize=null",
+        "+" + stage("q", "quantize", "quantize.gguf_type=q4_0", "quantize.pre_tokenizer=default"),
+        "+" + stage("tune", "distill", "student.num_remove=0", *TRAIN),
+        "+" + stage("requant", "quantize", "quantize.gguf_type=q4_0", "quantize.pre_tokenizer=default"),
+    ]
+    rows = run_pipeline(overrides)["rows"]
+    assert [r["stage"] for r in rows] == ["teacher", "q", "tune", "requant"]
+    tune = json.loads(next(tmp_path.glob("02-tune-*/results.json")).read_text())
+    assert tune["params"]["student"] == rows[0]["params"]
+    assert rows[1]["bytes"] == rows[3]["bytes"]  # same architecture, same q4_0 layout

@@ -110,7 +110,15 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
     upstream = fingerprint({**teacher, "name_or_path": Path(str(teacher["name_or_path"])).name}, "")
     for index, (name, spec) in enumerate(enabled, start=1):
         if stages and stages[-1].app == "quantize":
-            raise DistillabError(f"stages.{name}: comes after quantize; quantization must be the last stage")
+            if cfg.get("quantize_last", True):
+                raise DistillabError(
+                    f"stages.{name}: comes after quantize; quantization must be the last stage "
+                    "(quantize_last=false allows it, for ordering studies)"
+                )
+            if stages[-1].cfg.quantize.backend != "gguf":
+                raise DistillabError(
+                    f"stages.{name}: follows a torchao quantize stage; only a GGUF output can be an input"
+                )
         stage_cfg = compose_stage(name, spec, cfg)
         wire_input(stage_cfg, spec.app, source, teacher)
         if spec.app != "quantize" and not stage_cfg.get("export", True):
@@ -126,8 +134,15 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
         with open_dict(stage_cfg):
             stage_cfg.paths.run_dir = str(stage_dir)
         stages.append(Stage(name, spec.app, stage_cfg, upstream, stage_dir))
-        # the next stage's input: this stage's exported model (a placeholder path until it has run)
-        source = {"name_or_path": str(stage_dir / "student"), "dtype": "float32"}
+        # the next stage's input: this stage's exported model (a placeholder path until it has run);
+        # after a GGUF quantize stage, its file, de-quantized on load (quantize_last=false only)
+        if spec.app == "quantize":
+            source = {
+                "name_or_path": str(stage_dir),
+                "gguf_file": f"model-{stage_cfg.quantize.gguf_type}.gguf",
+            }
+        else:
+            source = {"name_or_path": str(stage_dir / "student"), "dtype": "float32"}
     return stages
 
 
