@@ -42,6 +42,36 @@ def test_epoch_order_depends_only_on_seed_and_epoch_and_can_start_midway():
     assert list(sampler) != full and sorted(sampler) == list(range(10))
 
 
+class CrashAtStep:
+    """A Lightning callback that kills the run (an exception) before training step ``step``."""
+
+    def __new__(cls, step: int):
+        import lightning as L
+
+        class _Crash(L.Callback):
+            def on_train_batch_start(self, trainer, *args):
+                if trainer.global_step == step:
+                    raise RuntimeError(f"simulated crash before step {step}")
+
+        return _Crash()
+
+
+@pytest.mark.parametrize(
+    "crash_step", [10, 13]
+)  # on an epoch boundary (10 batches per epoch), and inside one
+def test_resume_after_a_crash_at_a_given_step_gives_identical_weights(tmp_path, tiny_corpus, crash_step):
+    reference_dir = tmp_path / "uninterrupted"
+    run(compose_config(tiny_overrides(reference_dir, tiny_corpus, *EXACT)))
+    run_dir = tmp_path / "crashed"
+    crash = f"+callbacks.crash={{_target_: test_resume.CrashAtStep, step: {crash_step}}}"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(compose_config(tiny_overrides(run_dir, tiny_corpus, *EXACT, crash)))
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == crash_step
+    run(compose_config(tiny_overrides(run_dir, tiny_corpus, *EXACT, "ckpt_path=last")))
+    reference, again = weights(reference_dir), weights(run_dir)
+    assert all(torch.equal(again[k], v) for k, v in reference.items())
+
+
 def test_kill_9_at_random_points_then_resume_gives_identical_weights(tmp_path, tiny_corpus):
     reference_dir = tmp_path / "uninterrupted"
     run(compose_config(tiny_overrides(reference_dir, tiny_corpus, *EXACT)))

@@ -71,6 +71,9 @@ class ResumableDataLoader(DataLoader):
         return {"epoch": self.epoch_sampler.epoch, "batches": self._fetched}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        batches = int(state["batches"])
+        if batches >= len(self):
+            batches = 0  # saved at the end of an epoch: Lightning starts the next one (and sets its epoch)
         self.epoch_sampler.epoch = int(state["epoch"])
-        self.epoch_sampler.skip = int(state["batches"]) * int(self.batch_size)
-        self._fetched = int(state["batches"])
+        self.epoch_sampler.skip = batches * int(self.batch_size)
+        self._fetched = batches
