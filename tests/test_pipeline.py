@@ -158,3 +158,61 @@ def test_quantize_last_false_lets_a_stage_train_on_the_dequantized_gguf(tmp_path
     tune = json.loads(next(tmp_path.glob("02-tune-*/results.json")).read_text())
     assert tune["params"]["student"] == rows[0]["params"]
     assert rows[1]["bytes"] == rows[3]["bytes"]  # same architecture, same q4_0 layout
+
+
+def test_reuse_stages_from_another_run(tmp_path, tiny_corpus, monkeypatch):
+    """The ordering study's second arm reuses the first arm's finished distill stage, computes the rest."""
+    first = run_pipeline(
+        pipeline_overrides(tmp_path / "a", tiny_corpus, "q8_0", "stages.prune=null", "stages.heal=null")
+    )
+    ran: list[str] = []
+
+    def record_and_run(app):
+        def run(cfg):
+            ran.append(app)
+            return pipeline.APPS_REAL[app](cfg)
+
+        return run
+
+    monkeypatch.setattr(pipeline, "APPS_REAL", dict(pipeline.APPS), raising=False)
+    monkeypatch.setattr(pipeline, "APPS", {app: record_and_run(app) for app in pipeline.APPS})
+    second = run_pipeline(
+        pipeline_overrides(
+            tmp_path / "b",
+            tiny_corpus,
+            "q4_0",
+            "stages.prune=null",
+            "stages.heal=null",
+            f"reuse_stages_from=[{tmp_path / 'a'}]",
+        )
+    )
+    assert ran == ["quantize"]  # the distill stage came from run a
+    assert second["rows"][1] == first["rows"][1]
+    assert not list((tmp_path / "b").glob("01-distill-*")) and list((tmp_path / "b").glob("02-quantize-*"))
+    saved = (next((tmp_path / "b").glob("02-quantize-*")) / "stage_config.yaml").read_text()
+    assert f"{tmp_path / 'a'}/01-distill-" in saved  # its input: run a's student
+
+
+def test_reuse_stages_from_a_missing_directory_is_one_line(tmp_path, tiny_corpus):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distillab.pipeline",
+            *pipeline_overrides(tmp_path, tiny_corpus),
+            f"reuse_stages_from=[{tmp_path / 'nowhere'}]",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: reuse_stages_from:"), proc.stderr[-2000:]
+
+
+def test_the_quantize_first_experiment_composes(tmp_path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="pipeline", overrides=["experiment=pipeline_quantize_first"])
+        stages = pipeline.plan_stages(cfg, tmp_path)
+    assert [s.name for s in stages] == ["distill", "prune", "quantize_first", "heal_quantized", "requantize"]
+    assert stages[3].cfg.student.model.gguf_file == "model-q4_1.gguf"

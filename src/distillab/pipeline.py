@@ -22,13 +22,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from distillab import distill, prune, quantize
-from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
+from distillab.config import CONFIG_DIR, redact, start_run, to_plain, user_errors_exit
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_second
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
-from distillab.stage_cache import fingerprint, finished_record, mark_finished
+from distillab.stage_cache import fingerprint, finished_record, locate, mark_finished
+from distillab.tracking.report import write_text_atomic
 from distillab.tracking.stage_table import log_stage_table, stage_row, write_stage_table
 
 log = logging.getLogger("distillab")
@@ -106,6 +107,9 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
     enabled = [(n, s) for n, s in (cfg.stages or {}).items() if s is not None]
     if not enabled:
         raise DistillabError("stages: every stage is null; enable at least one of distill, prune, quantize")
+    for other in cfg.get("reuse_stages_from") or []:
+        if not Path(str(other)).is_dir():
+            raise DistillabError(f"reuse_stages_from: {other} is not a directory (a pipeline run directory)")
     stages, source = [], teacher
     upstream = fingerprint({**teacher, "name_or_path": Path(str(teacher["name_or_path"])).name}, "")
     for index, (name, spec) in enumerate(enabled, start=1):
@@ -130,7 +134,7 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
         elif spec.app == "prune" and stage_cfg.prune.method not in prune.METHODS:
             raise DistillabError(f"stages.{name}.overrides: prune.method {stage_cfg.prune.method!r} unknown")
         upstream = fingerprint(portable(to_plain(stage_cfg), source, teacher), upstream)
-        stage_dir = run_dir / f"{index:02d}-{name}-{upstream}"
+        stage_dir = locate(run_dir / f"{index:02d}-{name}-{upstream}", cfg.get("reuse_stages_from") or [])
         with open_dict(stage_cfg):
             stage_cfg.paths.run_dir = str(stage_dir)
         stages.append(Stage(name, spec.app, stage_cfg, upstream, stage_dir))
@@ -177,6 +181,15 @@ def measure_speed(output: dict[str, Any], prompt: str, new_tokens: int) -> float
     return decode_tokens_per_second(model, ids, new_tokens)
 
 
+def save_stage_config(stage: Stage) -> None:
+    """The stage's composed config (secrets redacted) next to its outputs: what exactly ran."""
+    import yaml
+
+    stage.dir.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(redact(to_plain(stage.cfg)), sort_keys=False)
+    write_text_atomic(stage.dir / "stage_config.yaml", text)
+
+
 def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
     """Run (or reuse) one stage; returns its record (fingerprint, output, results, speed)."""
     record = finished_record(stage.dir)
@@ -185,6 +198,7 @@ def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
         return record
     log.info("stage %s: running %s -> %s", stage.name, stage.app, stage.dir)
     start = time.time()
+    save_stage_config(stage)
     results = APPS[stage.app](stage.cfg)
     output = stage_output(stage.app, results)
     speed = results.get("tokens_per_s") or measure_speed(output, cfg.speed.prompt, int(cfg.speed.new_tokens))
@@ -217,7 +231,7 @@ def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         },
         "",
     )
-    stage_dir = run_dir / f"00-teacher-{key}"
+    stage_dir = locate(run_dir / f"00-teacher-{key}", cfg.get("reuse_stages_from") or [])
     record = finished_record(stage_dir)
     if record is not None:
         return record

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +34,18 @@ def finished_record(stage_dir: Path) -> dict[str, Any] | None:
 
 def mark_finished(stage_dir: Path, record: dict[str, Any]) -> None:
     write_json_atomic(stage_dir / STAGE_FILE, record)
+
+
+def locate(stage_dir: Path, elsewhere: Iterable[str | Path]) -> Path:
+    """``stage_dir``, or the same finished stage in another pipeline run.
+
+    A stage directory's name carries its position, name and fingerprint, and the fingerprint chains
+    every upstream stage's, so a finished directory of that name in another run computed exactly
+    this stage (e.g. the shared distill and prune stages of an ordering study's two arms).
+    """
+    if finished_record(stage_dir) is None:
+        for other in elsewhere:
+            candidate = Path(other) / stage_dir.name
+            if finished_record(candidate) is not None:
+                return candidate
+    return stage_dir
