@@ -106,3 +106,16 @@ def test_every_app_logs_the_same_summary_keys():
         "size/bytes": 123,
         "speed/decode_tokens_per_s": 9.5,
     }
+
+
+def test_a_stage_shared_by_two_pipelines_is_reported_once(tmp_path):
+    def row(stage, output):
+        return {"stage": stage, "params": 5, "bytes": 10, "metrics": {}, "retention": {}, "output": output}
+
+    shared = {"name_or_path": str(tmp_path / "a" / "01-distill-abc" / "student")}
+    for name, last in (("a", "heal"), ("b", "heal_quantized")):
+        (tmp_path / name).mkdir()
+        rows = [row("distill", shared), row(last, {"name_or_path": str(tmp_path / name / "02")})]
+        (tmp_path / name / "pipeline.json").write_text(json.dumps(rows))
+    labels = [e.label for e in collect([tmp_path / "a", tmp_path / "b"])]
+    assert labels == ["a/distill", "a/heal", "b/heal_quantized"]

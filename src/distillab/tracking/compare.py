@@ -38,9 +38,14 @@ def _run_bytes(results: dict) -> int | None:
 def collect(paths: list[Path]) -> list[Entry]:
     """Entries from run directories, sweep directories and pipeline directories, in the order given."""
     entries: list[Entry] = []
+    seen_stage_outputs: set[str] = set()  # a stage shared by two pipelines (reuse_stages_from) is one model
     for path in paths:
         if (path / "pipeline.json").is_file():
             for row in json.loads((path / "pipeline.json").read_text()):
+                output = json.dumps(row.get("output"), sort_keys=True)
+                if row.get("output") is not None and output in seen_stage_outputs:
+                    continue
+                seen_stage_outputs.add(output)
                 entries.append(
                     Entry(
                         f"{path.name}/{row['stage']}",
