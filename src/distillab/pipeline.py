@@ -28,7 +28,7 @@ from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_seco
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
-from distillab.stage_cache import fingerprint, finished_record, locate, mark_finished
+from distillab.stage_cache import fingerprint, finished_record, locate, mark_finished, model_identity
 from distillab.tracking.report import write_text_atomic
 from distillab.tracking.stage_table import log_stage_table, stage_row, write_stage_table
 
@@ -111,7 +111,8 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
         if not Path(str(other)).is_dir():
             raise DistillabError(f"reuse_stages_from: {other} is not a directory (a pipeline run directory)")
     stages, source = [], teacher
-    upstream = fingerprint({**teacher, "name_or_path": Path(str(teacher["name_or_path"])).name}, "")
+    teacher_identity = model_identity(teacher)  # hashes the teacher's files once per plan
+    upstream = fingerprint(teacher_identity, "")
     for index, (name, spec) in enumerate(enabled, start=1):
         if stages and stages[-1].app == "quantize":
             if cfg.get("quantize_last", True):
@@ -133,7 +134,7 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
             quantize.check_config(stage_cfg.quantize)
         elif spec.app == "prune" and stage_cfg.prune.method not in prune.METHODS:
             raise DistillabError(f"stages.{name}.overrides: prune.method {stage_cfg.prune.method!r} unknown")
-        upstream = fingerprint(portable(to_plain(stage_cfg), source, teacher), upstream)
+        upstream = fingerprint(portable(to_plain(stage_cfg), source, teacher, teacher_identity), upstream)
         stage_dir = locate(run_dir / f"{index:02d}-{name}-{upstream}", cfg.get("reuse_stages_from") or [])
         with open_dict(stage_cfg):
             stage_cfg.paths.run_dir = str(stage_dir)
@@ -150,7 +151,12 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
     return stages
 
 
-def portable(stage_cfg: dict[str, Any], source: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any]:
+def portable(
+    stage_cfg: dict[str, Any],
+    source: dict[str, Any],
+    teacher: dict[str, Any],
+    teacher_identity: dict[str, Any],
+) -> dict[str, Any]:
     """The stage config with its input models replaced by stand-ins: the upstream fingerprint already
     identifies the input, and absolute paths (home, cache or output directory) must not change it."""
 
@@ -158,7 +164,7 @@ def portable(stage_cfg: dict[str, Any], source: dict[str, Any], teacher: dict[st
         if node == source and source is not teacher:
             return "<upstream stage output>"
         if node == teacher:
-            return {**teacher, "name_or_path": Path(str(teacher["name_or_path"])).name}
+            return teacher_identity
         if isinstance(node, dict):
             return {k: swap(v) for k, v in node.items()}
         return node
@@ -224,10 +230,10 @@ def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     spec = to_plain(cfg.teacher)
     key = fingerprint(
         {
-            "teacher": {**spec, "name_or_path": Path(str(spec["name_or_path"])).name},
+            "teacher": model_identity(spec),
             "eval": to_plain(cfg.eval),
             "speed": to_plain(cfg.speed),
-            "paths": to_plain(cfg.paths),
+            "data_dir": str(cfg.paths.data_dir),  # not run_dir/cache_dir: arms of a study share it
         },
         "",
     )

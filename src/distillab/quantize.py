@@ -54,15 +54,28 @@ def check_config(q: DictConfig) -> None:
 
 
 def source_bytes(spec: ModelSpec, model) -> int:
-    """Bytes of the un-quantized input as saved (its folder's weight files; in-memory models: fp32)."""
+    """Bytes of the input as saved: its folder's weight files or its GGUF file (hub ids and in-memory
+    models: the fp32 state dict, as they would be saved)."""
     path = Path(spec.name_or_path)
+    if spec.gguf_file and (path / spec.gguf_file).is_file():
+        return bytes_on_disk(path / spec.gguf_file)
     if path.is_dir() and not spec.gguf_file:
         return bytes_on_disk(path)
     return state_dict_bytes(model)
 
 
-def quantize_gguf(cfg: DictConfig, model, tokenizer, run_dir: Path) -> tuple[Path, Any, Any]:
-    """Export, re-load through transformers (de-quantized), return ``(file, model, tokenizer)``."""
+# Text with digits, spaces, contractions and newlines: where pre-tokenizer rules differ.
+TOKENIZER_PROBE = "In 1997, 12,345 people paid $3.50 -- don't   they?\n\n  Yes. 北京 café"
+
+
+def quantize_gguf(cfg: DictConfig, model, tokenizer, run_dir: Path) -> tuple[Path, Any]:
+    """Export, re-load through transformers (de-quantized), return ``(file, model)``.
+
+    The re-loaded model is evaluated with the input's tokenizer: the weights are what was quantized.
+    transformers rebuilds a tokenizer from the GGUF with its own pre-tokenizer rules; a warning says
+    when it would split text differently from the input's (then llama.cpp users may see different
+    tokens, while the quality numbers here stay comparable).
+    """
     q = cfg.quantize
     check_architecture(model)
     out = run_dir / f"model-{q.gguf_type}.gguf"
@@ -72,8 +85,15 @@ def quantize_gguf(cfg: DictConfig, model, tokenizer, run_dir: Path) -> tuple[Pat
         f16 = export_gguf(model, tokenizer, run_dir / "model-f16.gguf", "f16", pre_tokenizer=q.pre_tokenizer)
         llama_cpp.quantize_gguf(f16, out, q.gguf_type, threads=int(cfg.threads))
         f16.unlink()  # an intermediate: only the deployable file stays
-    quantized, quantized_tok = load_model(ModelSpec(name_or_path=str(run_dir), gguf_file=out.name))
-    return out, quantized, quantized_tok
+    quantized, rebuilt = load_model(ModelSpec(name_or_path=str(run_dir), gguf_file=out.name))
+    if rebuilt(TOKENIZER_PROBE).input_ids != tokenizer(TOKENIZER_PROBE).input_ids:
+        log.warning(
+            "%s: the tokenizer transformers rebuilds from it splits text differently from the input's "
+            "(quantize.pre_tokenizer=%s); quality is measured with the input's tokenizer",
+            out.name,
+            q.pre_tokenizer,
+        )
+    return out, quantized
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -108,7 +128,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "teacher": reference,
     }
     if q.backend == "gguf":
-        artifact, quantized, quantized_tok = quantize_gguf(cfg, model, tokenizer, run_dir)
+        artifact, quantized = quantize_gguf(cfg, model, tokenizer, run_dir)
         del model
         if llama_cpp.is_available():
             text, speed = llama_cpp.generate(
@@ -120,7 +140,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             results["runtime"] = "transformers (de-quantized to float32; install gguf-runtime for llama.cpp)"
         student_bytes = bytes_on_disk(artifact)
     else:
-        quantized, quantized_tok = quantize_weights(model, int(q.bits), int(q.group_size)), tokenizer
+        quantized = quantize_weights(model, int(q.bits), int(q.group_size))
         artifact = run_dir / f"model-int{q.bits}.pt"
         tmp = artifact.with_name(artifact.name + ".partial")
         torch.save(quantized.state_dict(), tmp)
@@ -133,7 +153,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "bytes": {"input": input_bytes, "student": student_bytes},
         "tokens_per_s": speed,
     }
-    results["student"] = evaluate_suite(quantized, quantized_tok, cfg.eval, run_dir, data_dir)
+    results["student"] = evaluate_suite(quantized, tokenizer, cfg.eval, run_dir, data_dir)
     rows = retention_rows(reference, results["student"])
     results["retention"] = {r.key: r.retention for r in rows}
     wandb_run.log_evaluation(loggers, wandb_run.summary_metrics(results), rows, step=0)

@@ -27,9 +27,40 @@ def fingerprint(stage_cfg: dict[str, Any], upstream: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+def model_identity(spec: dict[str, Any]) -> dict[str, Any]:
+    """A model spec as it enters a fingerprint. A local model is named by its folder name and a hash
+    of its config and weight files' bytes: moving it keeps the key, two different folders that share
+    a name (``.../student``) do not collide, nor does a local copy with the hub id it came from.
+    Anything else (a hub id, ``tiny:llama``) is taken as written."""
+    path = Path(str(spec["name_or_path"]))
+    if not path.exists():
+        return dict(spec)
+    if spec.get("gguf_file"):
+        files = [path / spec["gguf_file"]]
+    else:
+        files = sorted(f for f in path.iterdir() if f.suffix in WEIGHT_SUFFIXES or f.name == "config.json")
+    digest = hashlib.blake2b(digest_size=8)
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return {**spec, "name_or_path": f"{path.name}@{digest.hexdigest()}"}
+
+
 def finished_record(stage_dir: Path) -> dict[str, Any] | None:
+    """The stage's record if it finished and its output is still there (else it runs again)."""
     path = stage_dir / STAGE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    output = record.get("output") or {}
+    if record.get("app") and not (Path(output["name_or_path"]) / output.get("gguf_file", "")).exists():
+        return None
+    return record
 
 
 def mark_finished(stage_dir: Path, record: dict[str, Any]) -> None:
