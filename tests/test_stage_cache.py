@@ -34,7 +34,9 @@ def test_a_gguf_model_is_known_by_its_file(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "a.gguf").write_bytes(b"one")
     (tmp_path / "m" / "b.gguf").write_bytes(b"two")
-    ids = [model_identity({"name_or_path": str(tmp_path / "m"), "gguf_file": f}) for f in ("a.gguf", "b.gguf")]
+    ids = [
+        model_identity({"name_or_path": str(tmp_path / "m"), "gguf_file": f}) for f in ("a.gguf", "b.gguf")
+    ]
     assert ids[0] != ids[1]
 
 
