@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,8 +48,19 @@ def pareto_plot(points: Sequence[tuple[str, float, float]], front: Sequence[str]
     return out
 
 
+def tick_label(label: str, width: int = 26) -> str:
+    """A run label short enough for an axis: each ``a.b.key=value`` override as ``key=value``,
+    wrapped onto lines of ``width`` characters."""
+    words = [
+        w.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + w.split("=", 1)[1] if "=" in w else w
+        for w in label.split()
+    ]
+    return textwrap.fill(" ".join(words), width)
+
+
 def per_task_bars(labels: Sequence[str], retention: dict[str, Sequence[float]], out: Path) -> Path:
     """Grouped bars: retention (%) per model, one bar per task/metric."""
+    labels = [tick_label(label) for label in labels]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels)), 4))
     width = 0.8 / max(1, len(retention))
     for i, (metric, values) in enumerate(retention.items()):
@@ -58,7 +70,7 @@ def per_task_bars(labels: Sequence[str], retention: dict[str, Sequence[float]], 
         [x + width * (len(retention) - 1) / 2 for x in range(len(labels))], labels, rotation=25, ha="right"
     )
     ax.set_ylabel("retention vs teacher (%)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never on them
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)

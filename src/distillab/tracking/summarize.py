@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from distillab.tracking.plots import per_task_bars
+
 
 def find_runs(paths: list[Path]) -> list[Path]:
     found = []
@@ -95,27 +97,8 @@ def summary_table(runs: list[Path], metrics: list[str]) -> str:
 
 def plot_retention(runs: list[Path], metrics: list[str], out: Path) -> None:
     """Grouped bars: retention vs the teacher (%) per run, one bar per metric; saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = run_labels(runs)
     retention = [json.loads((run / "results.json").read_text()).get("retention", {}) for run in runs]
-    width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(runs)), 4))
-    for i, metric in enumerate(metrics):
-        values = [100 * (r.get(metric) or 0.0) for r in retention]
-        ax.bar([x + i * width for x in range(len(runs))], values, width, label=metric)
-    ax.axhline(100, color="gray", linewidth=0.8, linestyle="--")
-    ax.set_xticks(
-        [x + width * (len(metrics) - 1) / 2 for x in range(len(runs))], labels, rotation=20, ha="right"
-    )
-    ax.set_ylabel("retention vs teacher (%)")
-    ax.legend(fontsize=8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    per_task_bars(run_labels(runs), {m: [100 * (r.get(m) or 0.0) for r in retention] for m in metrics}, out)
 
 
 def mean_retention(results: dict, metrics: list[str]) -> float | None:
