@@ -3,8 +3,12 @@
 Same teacher (SmolLM2-135M, 30 layers), same student (24 layers cut from it), same batches
 (``--batch`` x ``--seq`` tokens, every position a target), same divergence (forward KL at T = 1:
 TRL ``beta=0``, ``lmbda=0`` = off-policy; distillab's ``kd`` term with weight 1), AdamW at the same
-learning rate, gradient clipping 1.0. Each variant runs in its own fresh process (peak RSS is its
-own); the two alternate ``--repeats`` times and the medians are compared. TRL is needed only here:
+learning rate, gradient clipping 1.0, float32 without gradient checkpointing on both sides.
+TRL's GKDConfig inherits SFTConfig's defaults, ``bf16=True`` and ``gradient_checkpointing=True``;
+``trl_gkd`` turns both off so the comparison is like for like, and the ``trl_gkd_defaults``
+variant (``--variants distillab trl_gkd trl_gkd_defaults``) measures TRL as it ships. Each variant
+runs in its own fresh process (peak RSS is its own); variants alternate ``--repeats`` times and the
+medians are compared. TRL is needed only here:
 
     .venv/bin/pip install trl && .venv/bin/python bench/trl_gkd.py      # make bench-trl
     .venv/bin/python bench/trl_gkd.py --tiny                             # tiny random Llama, seconds
@@ -25,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kd_step import _setup, timed_fit  # noqa: E402  (same teacher/student/batch construction)
 
 LR, CLIP = 1e-4, 1.0
+VARIANTS = ("distillab", "trl_gkd", "trl_gkd_defaults")
 
 
 def distillab(args) -> list[float]:
@@ -41,7 +46,7 @@ def distillab(args) -> list[float]:
     return timed_fit(module, batches, gradient_clip_val=CLIP)
 
 
-def trl_gkd(args) -> list[float]:
+def trl_gkd(args, ships_defaults: bool = False) -> list[float]:
     import tempfile
 
     import torch
@@ -83,6 +88,8 @@ def trl_gkd(args) -> list[float]:
         dataloader_num_workers=0,
         disable_tqdm=True,
         seed=0,
+        # like for like with distillab (float32, no recompute) unless measuring TRL as it ships
+        **({} if ships_defaults else {"bf16": False, "gradient_checkpointing": False}),
     )
     trainer = GKDTrainer(
         model=student,
@@ -98,7 +105,12 @@ def trl_gkd(args) -> list[float]:
 
 
 def child(args) -> None:
-    times = {"distillab": distillab, "trl_gkd": trl_gkd}[args.child](args)
+    variants = {
+        "distillab": distillab,
+        "trl_gkd": trl_gkd,
+        "trl_gkd_defaults": lambda a: trl_gkd(a, ships_defaults=True),
+    }
+    times = variants[args.child](args)
     print(
         json.dumps(
             {
@@ -118,7 +130,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--child", choices=["distillab", "trl_gkd"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS[:2]), choices=VARIANTS, help="distillab must be one"
+    )
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
@@ -126,7 +141,9 @@ def main() -> None:
         import trl  # noqa: F401
     except ImportError:
         sys.exit("error: bench/trl_gkd.py needs TRL: .venv/bin/pip install trl")
-    results: dict[str, list[dict]] = {"distillab": [], "trl_gkd": []}
+    if "distillab" not in args.variants:
+        sys.exit("error: --variants: include distillab (the ratios are against it)")
+    results: dict[str, list[dict]] = {v: [] for v in args.variants}
     for _ in range(args.repeats):
         for variant in results:  # alternate so drift on the machine hits both alike
             out = subprocess.run(
@@ -145,11 +162,13 @@ def main() -> None:
         f"{args.repeats} runs each; TRL {trl.__version__} GKDTrainer"
     )
     for v, m in med.items():
-        print(f"  {v:9s}  {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB")
-    speed = med["distillab"]["tokens_per_s"] / med["trl_gkd"]["tokens_per_s"]
-    memory = med["distillab"]["peak_rss_mb"] / med["trl_gkd"]["peak_rss_mb"]
-    print(f"  throughput ratio distillab / TRL: {speed:.3f} (goal >= 1.5)")
-    print(f"  peak memory ratio distillab / TRL: {memory:.3f} (goal <= 1.0)")
+        print(f"  {v:16s}  {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB")
+    for peer in [v for v in med if v != "distillab"]:
+        speed = med["distillab"]["tokens_per_s"] / med[peer]["tokens_per_s"]
+        memory = med["distillab"]["peak_rss_mb"] / med[peer]["peak_rss_mb"]
+        print(
+            f"  distillab / {peer}: throughput {speed:.3f} (goal >= 1.5), peak memory {memory:.3f} (goal <= 1.0)"
+        )
 
 
 if __name__ == "__main__":
