@@ -40,6 +40,15 @@ def test_gguf_f32_export_reloads_to_the_same_model_and_tokenizer(tmp_path, arch)
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically
 
 
+def test_llama_with_biases_is_refused_not_silently_broken(tmp_path):
+    """transformers' GGUF loader drops Llama biases: the export says so instead of writing a file whose
+    measured quality would be wrong."""
+    model, tokenizer = build_tiny("llama", attention_bias=True)
+    with pytest.raises(DistillabError, match="attention_bias/mlp_bias is not supported"):
+        export_gguf(model, tokenizer, tmp_path / "m.gguf", "f32")
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("file_type,bits_per_weight", [("q8_0", 8.5), ("q4_0", 4.5)])
 def test_gguf_block_quantization_shrinks_the_file_and_stays_close(tmp_path, file_type, bits_per_weight):
     model, tokenizer = build_tiny("llama")

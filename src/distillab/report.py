@@ -16,6 +16,7 @@ from pathlib import Path
 
 from distillab.tracking.compare import collect, markdown_report, pareto_front
 from distillab.tracking.plots import pareto_plot, per_task_bars
+from distillab.tracking.report import write_text_atomic
 
 
 def write_report(paths: list[Path], metrics: list[str], out: Path) -> tuple[str, list[Path]]:
@@ -24,7 +25,7 @@ def write_report(paths: list[Path], metrics: list[str], out: Path) -> tuple[str,
         raise SystemExit(f"error: no results.json or pipeline.json under {', '.join(map(str, paths))}")
     out.mkdir(parents=True, exist_ok=True)
     text = markdown_report(entries, metrics)
-    (out / "report.md").write_text(text)
+    write_text_atomic(out / "report.md", text)
     front = [e.label for e in pareto_front(entries, metrics)]
     points = [
         (e.label, e.bytes / 1e6, 100 * e.mean_retention(metrics))
@@ -32,7 +33,11 @@ def write_report(paths: list[Path], metrics: list[str], out: Path) -> tuple[str,
         if e.bytes is not None and e.mean_retention(metrics) is not None
     ]
     images = [pareto_plot(points, front, out / "pareto.png")]
-    retention = {m: [100 * (e.retention.get(m) or 0.0) for e in entries] for m in metrics}
+    # a metric a model lacks is a gap in the chart, not a 0% bar
+    retention = {
+        m: [100 * r if (r := e.retention.get(m)) is not None else float("nan") for e in entries]
+        for m in metrics
+    }
     images.append(per_task_bars([e.label for e in entries], retention, out / "per_task.png"))
     return text, images
 

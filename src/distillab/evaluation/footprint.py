@@ -16,7 +16,10 @@ def bytes_on_disk(path: str | Path) -> int:
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
-    return sum(f.stat().st_size for f in path.iterdir() if f.suffix in WEIGHT_SUFFIXES)
+    weights = [f for f in path.iterdir() if f.suffix in WEIGHT_SUFFIXES]
+    if any(f.suffix == ".safetensors" for f in weights):  # what from_pretrained loads: not also a .bin copy
+        weights = [f for f in weights if f.suffix == ".safetensors"]
+    return sum(f.stat().st_size for f in weights)
 
 
 @torch.no_grad()

@@ -49,6 +49,13 @@ def check_architecture(model: PreTrainedModel) -> gguf.MODEL_ARCH:
         raise DistillabError(
             f"quantize: GGUF export supports model types {', '.join(ARCHITECTURES)}; got {model_type!r}"
         )
+    if model_type == "llama" and (model.config.attention_bias or getattr(model.config, "mlp_bias", False)):
+        # transformers' GGUF loader builds Llama without biases and drops them, so the quality of the
+        # file could not be measured here (and the rotary permutation would have to cover q/k biases)
+        raise DistillabError(
+            "quantize: GGUF export of a Llama with attention_bias/mlp_bias is not supported "
+            "(transformers' GGUF loader drops the biases); quantize.backend=torchao works"
+        )
     return ARCHITECTURES[model_type]
 
 

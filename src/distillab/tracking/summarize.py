@@ -98,7 +98,11 @@ def summary_table(runs: list[Path], metrics: list[str]) -> str:
 def plot_retention(runs: list[Path], metrics: list[str], out: Path) -> None:
     """Grouped bars: retention vs the teacher (%) per run, one bar per metric; saved as PNG."""
     retention = [json.loads((run / "results.json").read_text()).get("retention", {}) for run in runs]
-    per_task_bars(run_labels(runs), {m: [100 * (r.get(m) or 0.0) for r in retention] for m in metrics}, out)
+    per_task_bars(
+        run_labels(runs),
+        {m: [100 * v if (v := r.get(m)) is not None else float("nan") for r in retention] for m in metrics},
+        out,
+    )
 
 
 def mean_retention(results: dict, metrics: list[str]) -> float | None:
