@@ -79,6 +79,14 @@ def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch):
     heal_results = json.loads((heal_dir / "results.json").read_text())
     assert heal_results["params"]["teacher"] == rows[0]["params"]
 
+    # the prune stage reports the layers it removed in the original teacher's numbering
+    distilled = json.loads(next(tmp_path.glob("01-distill-*/student/config.json")).read_text())
+    pruned = json.loads(next(tmp_path.glob("02-prune-*/results.json")).read_text())
+    assert len(pruned["removed_teacher_layers"]) == 1
+    assert set(pruned["removed_teacher_layers"]) | set(pruned["kept_teacher_layers"]) == set(
+        distilled["distillab_teacher_layers"]
+    )
+
     # re-running a finished pipeline does no work ...
     def must_not_run(cfg):
         raise AssertionError("a finished stage ran again")

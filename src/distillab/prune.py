@@ -195,10 +195,11 @@ def _prune_layers(cfg, teacher, tokenizer, calib, run_dir, healing, evaluate):
             return last_eval["metrics"]
         return {}
 
+    before = teacher_layer_indices(teacher)  # original indices: the input may itself be a cut model
     student, history = remove_layers_iteratively(
         teacher, plan, score, healing, evaluate_step, run_dir / "steps", cfg.prune.score
     )
-    removed = sorted(set(range(teacher.config.num_hidden_layers)) - set(teacher_layer_indices(student)))
+    removed = sorted(set(before) - set(teacher_layer_indices(student)))  # by this run
     write_json_atomic(
         run_dir / "scores.json",
         [{k: h[k] for k in ("step", "scores", "removed_teacher_layers")} for h in history],
