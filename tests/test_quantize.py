@@ -40,6 +40,19 @@ def test_gguf_f32_export_reloads_to_the_same_model_and_tokenizer(tmp_path, arch)
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically
 
 
+def test_a_cut_models_teacher_layers_survive_the_gguf_round_trip(tmp_path):
+    """A stage after quantization (the ordering study's heal) still maps layers to the teacher's."""
+    from distillab.models.loading import load_model
+    from distillab.models.spec import ModelSpec
+    from distillab.models.surgery import remove_layers, teacher_layer_indices
+
+    model, tokenizer = build_tiny("llama", num_hidden_layers=4)
+    cut = remove_layers(model, [1])
+    export_gguf(cut, tokenizer, tmp_path / "m.gguf", "q8_0")
+    again, _ = load_model(ModelSpec(name_or_path=str(tmp_path), gguf_file="m.gguf"))
+    assert teacher_layer_indices(again) == [0, 2, 3]
+
+
 def test_llama_with_biases_is_refused_not_silently_broken(tmp_path):
     """transformers' GGUF loader drops Llama biases: the export says so instead of writing a file whose
     measured quality would be wrong."""

@@ -50,6 +50,8 @@ def load_model(spec: ModelSpec, key: str = "model") -> tuple[PreTrainedModel, Pr
         del model.config.quantization_config
         model.hf_quantizer = None
         model.is_quantized = False
+    if spec.gguf_file:
+        restore_teacher_layers(model, Path(spec.name_or_path) / spec.gguf_file)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
@@ -81,3 +83,18 @@ def _check_local_source(spec: ModelSpec, key: str) -> None:
 def count_parameters(model: torch.nn.Module) -> int:
     """Unique parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def restore_teacher_layers(model, gguf_path: Path) -> None:
+    """A cut model's original-layer record survives a GGUF round trip (distillab writes it as
+    ``distillab.teacher_layers``; transformers' GGUF loader does not know the key)."""
+    import gguf
+
+    from distillab.models.surgery import TEACHER_LAYERS_KEY
+    from distillab.quantization.gguf_export import TEACHER_LAYERS_GGUF_KEY
+
+    if not gguf_path.is_file():
+        return
+    field = gguf.GGUFReader(gguf_path).get_field(TEACHER_LAYERS_GGUF_KEY)
+    if field is not None:
+        setattr(model.config, TEACHER_LAYERS_KEY, [int(field.parts[i][0]) for i in field.data])

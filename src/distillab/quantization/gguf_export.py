@@ -23,6 +23,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distillab.errors import DistillabError
+from distillab.models.surgery import TEACHER_LAYERS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ PYTHON_TYPES: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType]] = 
 }
 
 TOKEN_NORMAL, TOKEN_CONTROL = 1, 3  # gguf.TokenType values
+
+
+# distillab's own GGUF metadata key (llama.cpp ignores keys it does not know)
+TEACHER_LAYERS_GGUF_KEY = "distillab.teacher_layers"
 
 
 def check_architecture(model: PreTrainedModel) -> gguf.MODEL_ARCH:
@@ -156,6 +161,9 @@ def _add_hyperparameters(writer: gguf.GGUFWriter, model: PreTrainedModel, ftype,
     writer.add_rope_freq_base(float(_rope_theta(c)))
     writer.add_layer_norm_rms_eps(float(c.rms_norm_eps))
     writer.add_vocab_size(c.vocab_size)
+    teacher_layers = getattr(c, TEACHER_LAYERS_KEY, None)
+    if teacher_layers is not None:  # so a stage after quantization still maps layers to the teacher's
+        writer.add_array(TEACHER_LAYERS_GGUF_KEY, [int(i) for i in teacher_layers])
 
 
 def _rope_theta(config) -> float:
