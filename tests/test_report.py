@@ -24,6 +24,7 @@ def test_pareto_front_keeps_only_undominated_models_smallest_first():
         entry("q4", 80, 0.85),
         entry("q2", 50, 0.40),
         entry("q4-twin", 80, 0.80),  # same size as q4, worse
+        entry("q4-less-metadata", 79.9999, 0.84),  # 100 bytes smaller, worse: no band of its own
     ]
     assert [e.label for e in pareto_front(entries, METRICS)] == ["q2", "q4", "q8", "big"]
     advice = budget_advice(pareto_front(entries, METRICS), METRICS)

@@ -76,8 +76,16 @@ def collect(paths: list[Path]) -> list[Entry]:
     return entries
 
 
-def pareto_front(entries: list[Entry], metrics: list[str]) -> list[Entry]:
-    """Entries no other entry beats on both size (smaller) and mean retention (higher), smallest first."""
+# Sizes closer than this (relative) count as equal on the front: a model 128 bytes smaller because
+# its GGUF lacks one metadata key is not a choice anyone makes, and would get a "66 MB to 66 MB" band.
+SAME_SIZE = 0.005
+
+
+def pareto_front(entries: list[Entry], metrics: list[str], same_size: float = SAME_SIZE) -> list[Entry]:
+    """Entries no other entry beats on both size (smaller) and mean retention (higher), smallest first.
+
+    A model within ``same_size`` (relative) of a better one is dominated by it.
+    """
     scored = [e for e in entries if e.bytes is not None and e.mean_retention(metrics) is not None]
     scored.sort(key=lambda e: (e.bytes, -e.mean_retention(metrics)))
     front, best = [], float("-inf")
@@ -86,7 +94,11 @@ def pareto_front(entries: list[Entry], metrics: list[str]) -> list[Entry]:
         if quality > best:
             front.append(entry)
             best = quality
-    return front
+    return [
+        e
+        for e, bigger in zip(front, [*front[1:], None])
+        if bigger is None or bigger.bytes > e.bytes * (1 + same_size)
+    ]
 
 
 def budget_advice(front: list[Entry], metrics: list[str]) -> list[str]:
