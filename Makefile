@@ -19,10 +19,10 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install models demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl experiments exp-001 exp-002 exp-003 clean
+.PHONY: help install install-gguf-runtime models demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl experiments exp-001 exp-002 exp-003 clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-17s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,15 @@ quantize: models ## quantize SmolLM2-135M to GGUF q8_0, evaluate, report bytes +
 
 pipeline: models ## distill -> prune -> heal -> quantize SmolLM2-135M; per-stage size x quality table (stages cached)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-pipeline $(ARGS)
+
+# llama.cpp is sdist-only on PyPI: compile it once (CPU, no server / examples / multimodal) into a
+# wheel in the cache, so the next .venv installs the extra in seconds. Built for this machine's CPU.
+WHEELS ?= $(HOME)/.cache/distillab/wheels
+LLAMA_CMAKE_ARGS ?= -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
+
+install-gguf-runtime: install ## optional llama.cpp runtime (Q4_K_M, generation in llama.cpp); compiles llama.cpp once (~6 min on 2 cores)
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(THREADS) $(PY) -m pip wheel --no-deps "llama-cpp-python>=0.3" -w $(WHEELS)
+	$(PY) -m pip install -q --disable-pip-version-check $$(ls -t $(WHEELS)/llama_cpp_python-*.whl | head -1)
 
 test: install ## the default test suite: offline, tiny random models, one thread
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(ARGS)

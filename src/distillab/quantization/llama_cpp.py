@@ -16,7 +16,8 @@ from distillab.errors import DistillabError
 LLAMA_CPP_TYPES = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
 
 INSTALL_HINT = (
-    "pip install 'distillab[gguf-runtime]' (llama-cpp-python; compiles llama.cpp, ~10 min on 2 cores)"
+    "make install-gguf-runtime (compiles llama.cpp once into a cached wheel, ~6 min on 2 cores; "
+    "or pip install 'distillab[gguf-runtime]')"
 )
 
 
@@ -62,9 +63,12 @@ def generate(path: str | Path, prompt: str, new_tokens: int = 32, threads: int =
     """Greedy completion of ``prompt`` in llama.cpp; returns ``(text, decode tokens/s)``."""
     llama_cpp = require_llama_cpp()
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=threads, verbose=False, seed=0)
-    llm(prompt, max_tokens=4, temperature=0.0)  # warm-up
-    start = time.perf_counter()
-    out = llm(prompt, max_tokens=new_tokens, temperature=0.0)
-    elapsed = time.perf_counter() - start
+    try:
+        llm(prompt, max_tokens=4, temperature=0.0)  # warm-up
+        start = time.perf_counter()
+        out = llm(prompt, max_tokens=new_tokens, temperature=0.0)
+        elapsed = time.perf_counter() - start
+    finally:
+        llm.close()  # freed now: at interpreter exit llama-cpp-python's finaliser can hit a torn-down module
     produced = out["usage"]["completion_tokens"]
     return out["choices"][0]["text"], produced / elapsed

@@ -96,7 +96,7 @@ def pareto_front(entries: list[Entry], metrics: list[str], same_size: float = SA
             best = quality
     return [
         e
-        for e, bigger in zip(front, [*front[1:], None])
+        for e, bigger in zip(front, [*front[1:], None], strict=True)
         if bigger is None or bigger.bytes > e.bytes * (1 + same_size)
     ]
 
