@@ -96,8 +96,8 @@ def pareto_front(entries: list[Entry], metrics: list[str], same_size: float = SA
             best = quality
     return [
         e
-        for e, bigger in zip(front, [*front[1:], None], strict=True)
-        if bigger is None or bigger.bytes > e.bytes * (1 + same_size)
+        for i, e in enumerate(front)
+        if i + 1 == len(front) or front[i + 1].bytes > e.bytes * (1 + same_size)
     ]
 
 
