@@ -51,8 +51,8 @@ def write_run(path, student_bytes, retention, **extra):
 
 
 def test_report_collects_runs_and_pipelines_and_writes_plots(tmp_path):
-    write_run(tmp_path / "sweep" / "0", 2_000_000, 0.9)
-    write_run(tmp_path / "sweep" / "1", 1_000_000, 0.95)
+    write_run(tmp_path / "sweep" / "0", 2_000_000, 0.9, experiment="quant_alone")
+    write_run(tmp_path / "sweep" / "1", 1_000_000, 0.95, experiment="quant_alone")
     (tmp_path / "sweep" / "0" / ".hydra").mkdir()
     (tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml").write_text("- quantize.gguf_type=q8_0\n")
     (tmp_path / "sweep" / "1" / ".hydra").mkdir()
@@ -68,12 +68,16 @@ def test_report_collects_runs_and_pipelines_and_writes_plots(tmp_path):
     }
     (pipe / "pipeline.json").write_text(json.dumps([row]))
     labels = [e.label for e in collect([tmp_path / "sweep", pipe])]
-    assert labels == ["quantize.gguf_type=q8_0", "quantize.gguf_type=q4_0", "pipe/teacher"]
+    assert labels == [
+        "quant_alone/quantize.gguf_type=q8_0",
+        "quant_alone/quantize.gguf_type=q4_0",
+        "pipe/teacher",
+    ]
     out = tmp_path / "report"
     main([str(tmp_path / "sweep"), str(pipe), "--metrics", *METRICS, "--out", str(out)])
     text = (out / "report.md").read_text()
-    assert "| quantize.gguf_type=q8_0 | 0.0M | 2.0 MB |" in text  # dominated: no star
-    assert "**quantize.gguf_type=q4_0**" in text and "**pipe/teacher**" in text
+    assert "| quant_alone/quantize.gguf_type=q8_0 | 0.0M | 2.0 MB |" in text  # dominated: no star
+    assert "**quant_alone/quantize.gguf_type=q4_0**" in text and "**pipe/teacher**" in text
     assert (out / "pareto.png").stat().st_size > 0 and (out / "per_task.png").stat().st_size > 0
 
 

@@ -66,7 +66,7 @@ def collect(paths: list[Path]) -> list[Entry]:
             params = results.get("params")
             entries.append(
                 Entry(
-                    label if len(runs) > 1 else f"{run.parent.name}/{label}",
+                    _label(label, run, results, sweep=len(runs) > 1),
                     params.get("student") if isinstance(params, dict) else params,
                     _run_bytes(results),
                     results.get("student", {}),
@@ -74,6 +74,14 @@ def collect(paths: list[Path]) -> list[Entry]:
                 )
             )
     return entries
+
+
+def _label(label: str, run: Path, results: dict, sweep: bool) -> str:
+    """``<experiment>/<overrides>``: a sweep job's folder is only a number, so its experiment name
+    comes from results.json (two sweeps over the same key stay apart in one report)."""
+    if not sweep:
+        return f"{run.parent.name}/{label}"
+    return f"{results['experiment']}/{label}" if results.get("experiment") else label
 
 
 # Sizes closer than this (relative) count as equal on the front: a model 128 bytes smaller because
