@@ -124,3 +124,11 @@ def test_a_stage_shared_by_two_pipelines_is_reported_once(tmp_path):
         (tmp_path / name / "pipeline.json").write_text(json.dumps(rows))
     labels = [e.label for e in collect([tmp_path / "a", tmp_path / "b"])]
     assert labels == ["a/distill", "a/heal", "b/heal_quantized"]
+
+
+def test_plot_labels_keep_the_experiment_and_drop_config_paths():
+    from distillab.tracking.plots import tick_label
+
+    assert tick_label("quant_alone/quantize.gguf_type=q4_1", 60) == "quant_alone/gguf_type=q4_1"
+    assert tick_label("prune.score=angular heal.trainer.max_steps=24", 60) == "score=angular max_steps=24"
+    assert tick_label("pipeline_study/heal", 60) == "pipeline_study/heal"

@@ -28,16 +28,27 @@ def layer_scores_bar(scores: Sequence[float], removed: Sequence[int], title: str
 
 
 def pareto_plot(points: Sequence[tuple[str, float, float]], front: Sequence[str], out: Path) -> Path:
-    """Mean retention (%) vs bytes on disk (MB, log scale); the Pareto front joined by a line."""
+    """Mean retention (%) vs bytes on disk (MB, log scale); the Pareto front joined by a line.
+
+    Points carry numbers and the key beside the axes names them: with a dozen models, several at the
+    same size, full labels on the points overlap into something unreadable.
+    """
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, megabytes, retention in points:
+    key = []
+    for number, (label, megabytes, retention) in enumerate(points, start=1):
         on_front = label in front
         ax.scatter(megabytes, retention, color="tab:red" if on_front else "tab:gray", zorder=3)
-        ax.annotate(label, (megabytes, retention), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(
+            str(number), (megabytes, retention), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
+        key.append(
+            f"{number:>2}  {'★ ' if on_front else ''}{tick_label(label, 60)}".replace("\n", "\n      ")
+        )
     line = sorted((mb, r) for label, mb, r in points if label in front)
     if line:
         ax.plot(*zip(*line, strict=True), color="tab:red", linewidth=1, zorder=2, label="Pareto front")
         ax.legend(fontsize=8)
+    ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, fontsize=7, va="top", family="monospace")
     ax.set_xscale("log")
     ax.set_xlabel("bytes on disk (MB, log scale)")
     ax.set_ylabel("mean retention vs teacher (%)")
@@ -49,13 +60,17 @@ def pareto_plot(points: Sequence[tuple[str, float, float]], front: Sequence[str]
 
 
 def tick_label(label: str, width: int = 26) -> str:
-    """A run label short enough for an axis: each ``a.b.key=value`` override as ``key=value``,
-    wrapped onto lines of ``width`` characters."""
-    words = [
-        w.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + w.split("=", 1)[1] if "=" in w else w
-        for w in label.split()
-    ]
-    return textwrap.fill(" ".join(words), width)
+    """A run label short enough for an axis: each ``[experiment/]a.b.key=value`` override as
+    ``[experiment/]key=value``, wrapped onto lines of ``width`` characters."""
+    return textwrap.fill(" ".join(_short_override(w) for w in label.split()), width)
+
+
+def _short_override(word: str) -> str:
+    if "=" not in word:
+        return word
+    key, value = word.split("=", 1)
+    prefix, _, key = key.rpartition("/")
+    return (prefix + "/" if prefix else "") + key.rsplit(".", 1)[-1] + "=" + value
 
 
 def per_task_bars(labels: Sequence[str], retention: dict[str, Sequence[float]], out: Path) -> Path:
