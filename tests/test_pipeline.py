@@ -61,7 +61,7 @@ def run_pipeline(overrides):
         return pipeline.run(compose(config_name="pipeline", overrides=overrides))
 
 
-def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch):
+def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch, caplog):
     results = run_pipeline(pipeline_overrides(tmp_path, tiny_corpus))
     rows = results["rows"]
     assert [r["stage"] for r in rows] == ["teacher", "distill", "prune", "heal", "quantize"]
@@ -92,8 +92,15 @@ def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch):
         raise AssertionError("a finished stage ran again")
 
     monkeypatch.setattr(pipeline, "APPS", dict.fromkeys(pipeline.APPS, must_not_run))
-    again = run_pipeline(pipeline_overrides(tmp_path, tiny_corpus))
+    # (one stage pretends an older torch computed it: reused, and said so)
+    distill_record = next(tmp_path.glob("01-distill-*/stage.json"))
+    record = json.loads(distill_record.read_text())
+    distill_record.write_text(json.dumps({**record, "versions": {**record["versions"], "torch": "1.0"}}))
+    with caplog.at_level("WARNING", logger="distillab"):
+        again = run_pipeline(pipeline_overrides(tmp_path, tiny_corpus))
     assert [r["bytes"] for r in again["rows"]] == [r["bytes"] for r in rows]
+    assert "stage distill: reusing" in caplog.text and "torch 1.0 ->" in caplog.text
+    assert "stage prune: reusing" not in caplog.text  # its versions match: no warning
     # ... and a changed stage re-runs only itself and what follows
     monkeypatch.setattr(
         pipeline, "APPS", {"quantize": pipeline.quantize.run, "distill": must_not_run, "prune": must_not_run}

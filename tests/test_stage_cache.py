@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import shutil
 
-from distillab.stage_cache import finished_record, locate, mark_finished, model_identity
+from distillab.stage_cache import (
+    finished_record,
+    library_versions,
+    locate,
+    mark_finished,
+    model_identity,
+    version_drift,
+)
 
 
 def folder(path, weights: bytes):
@@ -49,3 +56,16 @@ def test_a_stage_whose_output_was_deleted_is_not_finished(tmp_path):
     shutil.rmtree(out)
     assert finished_record(tmp_path / "01-distill-abc") is None
     assert locate(tmp_path / "run" / "01-distill-abc", [tmp_path]) == tmp_path / "run" / "01-distill-abc"
+
+
+def test_a_reused_stage_computed_with_other_library_versions_is_reported():
+    now = library_versions()
+    assert {"torch", "transformers", "distillab"} <= set(now)
+    assert version_drift({"versions": now}) == []
+    assert version_drift({}) == []  # recorded before versions were kept: nothing to compare
+    older = {**now, "transformers": "4.0.0"}
+    older.pop("gguf")
+    assert version_drift({"versions": older}) == [
+        f"gguf absent -> {now['gguf']}",
+        f"transformers 4.0.0 -> {now['transformers']}",
+    ]

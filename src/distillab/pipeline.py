@@ -28,7 +28,15 @@ from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_seco
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
-from distillab.stage_cache import fingerprint, finished_record, locate, mark_finished, model_identity
+from distillab.stage_cache import (
+    fingerprint,
+    finished_record,
+    library_versions,
+    locate,
+    mark_finished,
+    model_identity,
+    version_drift,
+)
 from distillab.tracking.report import write_text_atomic
 from distillab.tracking.stage_table import log_stage_table, stage_row, write_stage_table
 
@@ -201,6 +209,7 @@ def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
     record = finished_record(stage.dir)
     if record is not None and record.get("fingerprint") == stage.fingerprint:
         log.info("stage %s: reusing %s (fingerprint %s)", stage.name, stage.dir, stage.fingerprint)
+        warn_on_version_drift(stage.name, stage.dir, record)
         return record
     log.info("stage %s: running %s -> %s", stage.name, stage.app, stage.dir)
     start = time.time()
@@ -220,9 +229,21 @@ def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
         "runtime": results.get("runtime", "transformers (float32)"),
         "metrics": results.get("student", {}),
         "wall_seconds": time.time() - start,
+        "versions": library_versions(),
     }
     mark_finished(stage.dir, record)
     return record
+
+
+def warn_on_version_drift(name: str, stage_dir: Path, record: dict[str, Any]) -> None:
+    drift = version_drift(record)
+    if drift:
+        log.warning(
+            "stage %s: reusing %s, computed with other library versions (%s); delete it to recompute",
+            name,
+            stage_dir,
+            ", ".join(drift),
+        )
 
 
 def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -240,6 +261,7 @@ def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     stage_dir = locate(run_dir / f"00-teacher-{key}", cfg.get("reuse_stages_from") or [])
     record = finished_record(stage_dir)
     if record is not None:
+        warn_on_version_drift("teacher", stage_dir, record)
         return record
     model, tokenizer = load_model(ModelSpec.from_config(spec, key="teacher"), key="teacher")
     metrics, _ = cached_evaluate_suite(
@@ -259,6 +281,7 @@ def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "tokens_per_s": decode_tokens_per_second(model, ids, int(cfg.speed.new_tokens)),
         "runtime": "transformers (float32)",
         "metrics": metrics,
+        "versions": library_versions(),
     }
     mark_finished(stage_dir, record)
     return record
