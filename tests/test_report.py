@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from distillab.report import main
-from distillab.tracking.compare import Entry, budget_advice, collect, pareto_front
+from distillab.tracking.compare import Entry, budget_advice, collect, markdown_report, pareto_front
 
 METRICS = ["a/acc", "b/ppl"]
 
@@ -132,3 +132,17 @@ def test_plot_labels_keep_the_experiment_and_drop_config_paths():
     assert tick_label("quant_alone/quantize.gguf_type=q4_1", 60) == "quant_alone/gguf_type=q4_1"
     assert tick_label("prune.score=angular heal.trainer.max_steps=24", 60) == "score=angular max_steps=24"
     assert tick_label("pipeline_study/heal", 60) == "pipeline_study/heal"
+
+
+def test_a_report_says_when_retentions_divide_by_different_models(tmp_path):
+    """A quantize run of a pruned student (retention vs that student) next to runs measured against
+    the teacher: the report names the groups instead of ranking them as one."""
+    teacher = dict.fromkeys(METRICS, 0.8)
+    write_run(tmp_path / "a", 2_000_000, 0.9, teacher=teacher)
+    write_run(tmp_path / "b", 1_000_000, 0.95, teacher=teacher)
+    same = markdown_report(collect([tmp_path / "a", tmp_path / "b"]), METRICS)
+    assert "measured against different models" not in same
+    write_run(tmp_path / "c", 500_000, 0.99, teacher=dict.fromkeys(METRICS, 0.4))
+    mixed = markdown_report(collect([tmp_path / "a", tmp_path / "b", tmp_path / "c"]), METRICS)
+    assert "measured against different models" in mixed
+    assert f"{METRICS[0]} = 0.8: " in mixed and f"{METRICS[0]} = 0.4: " in mixed

@@ -21,6 +21,7 @@ class Entry:
     bytes: int | None
     metrics: dict[str, float] = field(default_factory=dict)
     retention: dict[str, float | None] = field(default_factory=dict)
+    reference: dict[str, float] = field(default_factory=dict)  # what retention divides by (teacher / input)
 
     def mean_retention(self, metrics: list[str]) -> float | None:
         values = [self.retention.get(m) for m in metrics]
@@ -41,7 +42,9 @@ def collect(paths: list[Path]) -> list[Entry]:
     seen_stage_outputs: set[str] = set()  # a stage shared by two pipelines (reuse_stages_from) is one model
     for path in paths:
         if (path / "pipeline.json").is_file():
-            for row in json.loads((path / "pipeline.json").read_text()):
+            rows = json.loads((path / "pipeline.json").read_text())
+            teacher = next((r["metrics"] for r in rows if r["stage"] == "teacher"), {})
+            for row in rows:
                 output = json.dumps(row.get("output"), sort_keys=True)
                 if row.get("output") is not None and output in seen_stage_outputs:
                     continue
@@ -53,6 +56,7 @@ def collect(paths: list[Path]) -> list[Entry]:
                         row["bytes"],
                         row["metrics"],
                         row["retention"],
+                        teacher,
                     )
                 )
             continue
@@ -71,6 +75,7 @@ def collect(paths: list[Path]) -> list[Entry]:
                     _run_bytes(results),
                     results.get("student", {}),
                     results.get("retention", {}),
+                    results.get("teacher", {}),
                 )
             )
     return entries
@@ -122,6 +127,35 @@ def budget_advice(front: list[Entry], metrics: list[str]) -> list[str]:
     return lines
 
 
+def reference_groups(entries: list[Entry], metrics: list[str]) -> list[list[Entry]]:
+    """Entries grouped by the model their retention is measured against, told apart by that model's
+    scores on ``metrics`` (a quantize run of a pruned student divides by the student, a pipeline by
+    the original teacher: their retentions do not compare)."""
+    groups: dict[tuple, list[Entry]] = {}
+    for e in entries:
+        key = tuple(round(e.reference[m], 6) for m in metrics if e.reference.get(m) is not None)
+        if key:
+            groups.setdefault(key, []).append(e)
+    return list(groups.values())
+
+
+def reference_warning(entries: list[Entry], metrics: list[str]) -> str:
+    groups = reference_groups(entries, metrics)
+    if len(groups) < 2:
+        return ""
+    first = metrics[0]
+    lines = [
+        f"- reference with {first} = {g[0].reference.get(first, float('nan')):.4g}: "
+        + ", ".join(e.label for e in g)
+        for g in groups
+    ]
+    return (
+        "\n\n**Retention here is measured against different models**, so compare it only within a "
+        "group (set `model@teacher=...` on quantize runs to measure them against the original teacher):\n\n"
+        + "\n".join(lines)
+    )
+
+
 def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
     front = {id(e) for e in pareto_front(entries, metrics)}
     head = ["model", "params", "bytes on disk", *metrics, "mean retention", "Pareto"]
@@ -141,7 +175,7 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
         cells += ["n/a" if mean is None else f"{100 * mean:.1f}%", "★" if id(e) in front else ""]
         lines.append("| " + " | ".join(cells) + " |")
     advice = budget_advice(pareto_front(entries, metrics), metrics)
-    text = "\n".join(lines)
+    text = "\n".join(lines) + reference_warning(entries, metrics)
     if advice:
         text += "\n\n### Which model for this size budget?\n\n" + "\n".join(advice)
     return text + "\n"
