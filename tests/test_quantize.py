@@ -88,10 +88,33 @@ def test_width_pruned_model_exports_with_its_own_head_dim(tmp_path):
     prune_heads(model, scores, c.num_attention_heads // 2, c.num_key_value_heads // 2)
     narrow = model
     assert narrow.config.head_dim * narrow.config.num_attention_heads != narrow.config.hidden_size
-    again, _ = reload(export_gguf(narrow, tokenizer, tmp_path / "narrow.gguf", "f32"))
+    path = export_gguf(narrow, tokenizer, tmp_path / "narrow.gguf", "f32", pre_tokenizer="gpt-2")
+    again, _ = reload(path)
     ids = tokenizer(TEXT, return_tensors="pt").input_ids
     with torch.no_grad():
         torch.testing.assert_close(again(ids).logits, narrow(ids).logits, rtol=0, atol=1e-5)
+    if llama_cpp.is_available():  # llama.cpp reads the head_dim from key_length too
+        llm = llama_cpp.require_llama_cpp().Llama(
+            model_path=str(path), n_ctx=64, n_threads=1, logits_all=True, verbose=False
+        )
+        llm.eval(ids[0].tolist())
+        ours = llm.scores[: ids.shape[1]].copy()
+        llm.close()
+        np.testing.assert_allclose(ours, narrow(ids).logits[0].detach().numpy(), atol=1e-3, rtol=0)
+
+
+def test_a_head_pruned_qwen2_is_refused_for_gguf(tmp_path):
+    """Qwen2's GGUF loaders (llama.cpp and transformers) assume head_dim = hidden / heads."""
+    model, tokenizer = build_tiny("qwen2")
+    c = model.config
+    scores = {
+        "q_heads": [torch.rand(c.num_attention_heads) for _ in range(c.num_hidden_layers)],
+        "kv_heads": [torch.rand(c.num_key_value_heads) for _ in range(c.num_hidden_layers)],
+    }
+    prune_heads(model, scores, c.num_attention_heads // 2, c.num_key_value_heads // 2)
+    with pytest.raises(DistillabError, match="Qwen2 with fewer attention heads"):
+        export_gguf(model, tokenizer, tmp_path / "m.gguf", "f32")
+    assert not list(tmp_path.iterdir())
 
 
 def test_rotary_interleave_matches_the_inverse_transformers_applies():

@@ -61,6 +61,16 @@ def check_architecture(model: PreTrainedModel) -> gguf.MODEL_ARCH:
             "quantize: GGUF export of a Llama with attention_bias/mlp_bias is not supported "
             "(transformers' GGUF loader drops the biases); quantize.backend=torchao works"
         )
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    if model_type == "qwen2" and head_dim * c.num_attention_heads != c.hidden_size:
+        # llama.cpp's and transformers' Qwen2 GGUF loaders both derive head_dim = hidden / heads and
+        # reject the file (measured: llama.cpp "attn_q.weight has wrong shape"); Llama honours key_length
+        raise DistillabError(
+            f"quantize: GGUF export of a Qwen2 with fewer attention heads ({c.num_attention_heads} x "
+            f"head_dim {head_dim} != hidden_size {c.hidden_size}, a head-pruned model) would not load in "
+            "llama.cpp or transformers; quantize.backend=torchao works"
+        )
     return ARCHITECTURES[model_type]
 
 
