@@ -28,6 +28,29 @@ def reload(path):
     return model.eval(), AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
+def halve_heads(model):
+    """Keep half the query and key/value heads (random scores): head_dim * heads != hidden_size."""
+    c = model.config
+    scores = {
+        "q_heads": [torch.rand(c.num_attention_heads) for _ in range(c.num_hidden_layers)],
+        "kv_heads": [torch.rand(c.num_key_value_heads) for _ in range(c.num_hidden_layers)],
+    }
+    prune_heads(model, scores, c.num_attention_heads // 2, c.num_key_value_heads // 2)
+
+
+def llama_cpp_run(path, ids: list[int]):
+    """``(llama.cpp's tokens for TEXT, its logits for ids)`` of a GGUF file."""
+    llm = llama_cpp.require_llama_cpp().Llama(
+        model_path=str(path), n_ctx=64, n_threads=1, logits_all=True, verbose=False, seed=0
+    )
+    try:
+        tokens = llm.tokenize(TEXT.encode(), add_bos=False, special=False)
+        llm.eval(ids)
+        return tokens, llm.scores[: len(ids)].copy()
+    finally:
+        llm.close()
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_gguf_f32_export_reloads_to_the_same_model_and_tokenizer(tmp_path, arch):
     model, tokenizer = build_tiny(arch)
@@ -80,12 +103,7 @@ def test_gguf_block_quantization_shrinks_the_file_and_stays_close(tmp_path, file
 
 def test_width_pruned_model_exports_with_its_own_head_dim(tmp_path):
     model, tokenizer = build_tiny("llama")
-    c = model.config
-    scores = {
-        "q_heads": [torch.rand(c.num_attention_heads) for _ in range(c.num_hidden_layers)],
-        "kv_heads": [torch.rand(c.num_key_value_heads) for _ in range(c.num_hidden_layers)],
-    }
-    prune_heads(model, scores, c.num_attention_heads // 2, c.num_key_value_heads // 2)
+    halve_heads(model)
     narrow = model
     assert narrow.config.head_dim * narrow.config.num_attention_heads != narrow.config.hidden_size
     path = export_gguf(narrow, tokenizer, tmp_path / "narrow.gguf", "f32", pre_tokenizer="gpt-2")
@@ -94,24 +112,14 @@ def test_width_pruned_model_exports_with_its_own_head_dim(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(again(ids).logits, narrow(ids).logits, rtol=0, atol=1e-5)
     if llama_cpp.is_available():  # llama.cpp reads the head_dim from key_length too
-        llm = llama_cpp.require_llama_cpp().Llama(
-            model_path=str(path), n_ctx=64, n_threads=1, logits_all=True, verbose=False
-        )
-        llm.eval(ids[0].tolist())
-        ours = llm.scores[: ids.shape[1]].copy()
-        llm.close()
+        _, ours = llama_cpp_run(path, ids[0].tolist())
         np.testing.assert_allclose(ours, narrow(ids).logits[0].detach().numpy(), atol=1e-3, rtol=0)
 
 
 def test_a_head_pruned_qwen2_is_refused_for_gguf(tmp_path):
     """Qwen2's GGUF loaders (llama.cpp and transformers) assume head_dim = hidden / heads."""
     model, tokenizer = build_tiny("qwen2")
-    c = model.config
-    scores = {
-        "q_heads": [torch.rand(c.num_attention_heads) for _ in range(c.num_hidden_layers)],
-        "kv_heads": [torch.rand(c.num_key_value_heads) for _ in range(c.num_hidden_layers)],
-    }
-    prune_heads(model, scores, c.num_attention_heads // 2, c.num_key_value_heads // 2)
+    halve_heads(model)
     with pytest.raises(DistillabError, match="Qwen2 with fewer attention heads"):
         export_gguf(model, tokenizer, tmp_path / "m.gguf", "f32")
     assert not list(tmp_path.iterdir())
@@ -189,17 +197,12 @@ def test_gguf_export_runs_in_llama_cpp_with_the_same_tokens_and_logits(tmp_path,
     """The exported file is what Ollama-style runtimes load: llama.cpp must tokenize like the input
     tokenizer and compute the same next-token logits (catches a wrong rotary row order or a
     misnamed hyperparameter, which transformers' own GGUF loader would undo or ignore)."""
-    llama_cpp_lib = pytest.importorskip("llama_cpp", reason="needs the gguf-runtime extra")
+    pytest.importorskip("llama_cpp", reason="needs the gguf-runtime extra")
     model, tokenizer = build_tiny(arch)
     path = export_gguf(model, tokenizer, tmp_path / "m.gguf", "f32", pre_tokenizer="gpt-2")
-    llm = llama_cpp_lib.Llama(
-        model_path=str(path), n_ctx=64, n_threads=1, logits_all=True, verbose=False, seed=0
-    )
     ids = tokenizer(TEXT).input_ids
-    assert llm.tokenize(TEXT.encode(), add_bos=False, special=False) == ids
-    llm.eval(ids)
-    ours = llm.scores[: len(ids)].copy()
-    llm.close()
+    tokens, ours = llama_cpp_run(path, ids)
+    assert tokens == ids
     with torch.no_grad():
         theirs = model(torch.tensor([ids])).logits[0].numpy()
     # measured: 1.4e-4 exported right, 6e-3 with the rotary rows left in HF order (logit std 0.16)

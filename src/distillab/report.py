@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from distillab.tracking.compare import collect, markdown_report, pareto_front
-from distillab.tracking.plots import pareto_plot, per_task_bars
+from distillab.tracking.plots import pareto_plot, per_task_bars, percent_or_gap
 from distillab.tracking.report import write_text_atomic
 
 
@@ -33,11 +33,7 @@ def write_report(paths: list[Path], metrics: list[str], out: Path) -> tuple[str,
         if e.bytes is not None and e.mean_retention(metrics) is not None
     ]
     images = [pareto_plot(points, front, out / "pareto.png")]
-    # a metric a model lacks is a gap in the chart, not a 0% bar
-    retention = {
-        m: [100 * r if (r := e.retention.get(m)) is not None else float("nan") for e in entries]
-        for m in metrics
-    }
+    retention = {m: [percent_or_gap(e.retention.get(m)) for e in entries] for m in metrics}
     images.append(per_task_bars([e.label for e in entries], retention, out / "per_task.png"))
     return text, images
 

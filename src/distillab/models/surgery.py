@@ -23,6 +23,11 @@ TEACHER_LAYERS_KEY = "distillab_teacher_layers"
 _NOT_PER_LAYER = {"architectures", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens"}
 
 
+def attention_head_dim(config) -> int:
+    """Per-head width: ``config.head_dim`` when set (a head-pruned model keeps it while heads shrink)."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     """The ModuleList of decoder blocks (Llama/Qwen2/Mistral/Gemma-style ``model.model.layers``)."""
     base = getattr(model, "model", None)

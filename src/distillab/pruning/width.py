@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from distillab.errors import DistillabError
-from distillab.models.surgery import decoder_layers
+from distillab.models.surgery import attention_head_dim, decoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def structure_scores(
 ) -> dict[str, list[torch.Tensor]]:
     """Per layer: a score per query head, per kv head and per MLP neuron (sums of weight scores)."""
     cfg = model.config
-    head_dim = _head_dim(cfg)
+    head_dim = attention_head_dim(cfg)
     out: dict[str, list[torch.Tensor]] = {"q_heads": [], "kv_heads": [], "neurons": []}
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
@@ -42,10 +42,6 @@ def structure_scores(
         neurons = weight_scores[p + "mlp.gate_proj"].sum(1) + weight_scores[p + "mlp.up_proj"].sum(1)
         out["neurons"].append(neurons + weight_scores[p + "mlp.down_proj"].sum(0))
     return out
-
-
-def _head_dim(cfg) -> int:
-    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
 
 def check_head_counts(cfg, num_heads: int, num_kv_heads: int) -> None:
@@ -105,7 +101,7 @@ def prune_heads(
     cfg = model.config
     num_kv_heads = cfg.num_key_value_heads if num_kv_heads is None else int(num_kv_heads)
     check_head_counts(cfg, int(num_heads), num_kv_heads)
-    head_dim = _head_dim(cfg)
+    head_dim = attention_head_dim(cfg)
     kept: dict[str, list[list[int]]] = {"q_heads": [], "kv_heads": []}
     for i, layer in enumerate(decoder_layers(model)):
         keep_q, keep_kv = select_heads(

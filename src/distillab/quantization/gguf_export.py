@@ -23,7 +23,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distillab.errors import DistillabError
-from distillab.models.surgery import TEACHER_LAYERS_KEY
+from distillab.models.surgery import TEACHER_LAYERS_KEY, attention_head_dim
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def check_architecture(model: PreTrainedModel) -> gguf.MODEL_ARCH:
             "(transformers' GGUF loader drops the biases); quantize.backend=torchao works"
         )
     c = model.config
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    head_dim = attention_head_dim(c)
     if model_type == "qwen2" and head_dim * c.num_attention_heads != c.hidden_size:
         # llama.cpp's and transformers' Qwen2 GGUF loaders both derive head_dim = hidden / heads and
         # reject the file (measured: llama.cpp "attn_q.weight has wrong shape"); Llama honours key_length
@@ -155,7 +155,7 @@ def _gguf_tensors(model: PreTrainedModel, arch: gguf.MODEL_ARCH):
 
 def _add_hyperparameters(writer: gguf.GGUFWriter, model: PreTrainedModel, ftype, name: str) -> None:
     c = model.config
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    head_dim = attention_head_dim(c)
     writer.add_name(name)
     writer.add_file_type(ftype)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)

@@ -157,7 +157,8 @@ def reference_warning(entries: list[Entry], metrics: list[str]) -> str:
 
 
 def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
-    front = {id(e) for e in pareto_front(entries, metrics)}
+    pareto = pareto_front(entries, metrics)
+    front = {id(e) for e in pareto}
     head = ["model", "params", "bytes on disk", *metrics, "mean retention", "Pareto"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in entries:
@@ -174,7 +175,7 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
         mean = e.mean_retention(metrics)
         cells += ["n/a" if mean is None else f"{100 * mean:.1f}%", "★" if id(e) in front else ""]
         lines.append("| " + " | ".join(cells) + " |")
-    advice = budget_advice(pareto_front(entries, metrics), metrics)
+    advice = budget_advice(pareto, metrics)
     text = "\n".join(lines) + reference_warning(entries, metrics)
     if advice:
         text += "\n\n### Which model for this size budget?\n\n" + "\n".join(advice)

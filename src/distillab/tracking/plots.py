@@ -73,6 +73,11 @@ def _short_override(word: str) -> str:
     return (prefix + "/" if prefix else "") + key.rsplit(".", 1)[-1] + "=" + value
 
 
+def percent_or_gap(fraction: float | None) -> float:
+    """A retention as a bar height: a metric a model lacks is a gap (NaN), not a 0% bar."""
+    return float("nan") if fraction is None else 100 * fraction
+
+
 def per_task_bars(labels: Sequence[str], retention: dict[str, Sequence[float]], out: Path) -> Path:
     """Grouped bars: retention (%) per model, one bar per task/metric."""
     labels = [tick_label(label) for label in labels]

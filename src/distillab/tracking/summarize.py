@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from distillab.tracking.plots import per_task_bars
+from distillab.tracking.plots import per_task_bars, percent_or_gap
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -100,7 +100,7 @@ def plot_retention(runs: list[Path], metrics: list[str], out: Path) -> None:
     retention = [json.loads((run / "results.json").read_text()).get("retention", {}) for run in runs]
     per_task_bars(
         run_labels(runs),
-        {m: [100 * v if (v := r.get(m)) is not None else float("nan") for r in retention] for m in metrics},
+        {m: [percent_or_gap(r.get(m)) for r in retention] for m in metrics},
         out,
     )
 
