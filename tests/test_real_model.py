@@ -91,6 +91,13 @@ def test_smollm2_distillation_tiny_budget(tmp_path, monkeypatch):
         ],
         ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=0.5"],
         ["prune.method=unstructured", "prune.score=taylor", "prune.unstructured.pattern=2:4"],
+        ["prune.method=unstructured", "prune.score=gradient", "prune.unstructured.sparsity=0.5"],
+        [
+            "prune.method=width",
+            "prune.score=magnitude",
+            "prune.width.num_attention_heads=6",
+            "prune.width.intermediate_size=1024",
+        ],
         ["prune.score=angular", "prune.layers.contiguous=true"],
     ],
 )
