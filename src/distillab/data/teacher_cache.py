@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 from distillab.data.packing import tokenizer_fingerprint
 from distillab.errors import DistillabError
 from distillab.models.fingerprint import model_fingerprint
+from distillab.precision import current as current_precision
+from distillab.precision import in_run_precision
 
 _LOG_FLOOR = -1.0e4
 
@@ -47,6 +49,7 @@ def cache_key(
 
 
 @torch.no_grad()
+@in_run_precision
 def build_topk_cache(
     teacher,
     blocks: torch.Tensor,
@@ -133,9 +136,10 @@ def prepare_teacher_cache(
     shard_blocks: int = 256,
 ) -> Path:
     """Build (or reuse) the cache for the datamodule's training blocks and switch it to cached batches."""
-    key = cache_key(
-        model_fingerprint(teacher), tokenizer_fingerprint(tokenizer), datamodule.train_blocks, k, temperature
-    )
+    teacher_id = model_fingerprint(teacher)
+    if current_precision().is_bf16:  # a bf16 teacher's top-k is another cache (float32 keys unchanged)
+        teacher_id += "-bf16"
+    key = cache_key(teacher_id, tokenizer_fingerprint(tokenizer), datamodule.train_blocks, k, temperature)
     directory = build_topk_cache(
         teacher,
         datamodule.train_blocks,

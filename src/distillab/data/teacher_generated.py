@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distillab.errors import DistillabError
+from distillab.precision import in_run_precision
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def corpus_path(
 
 
 @torch.no_grad()
+@in_run_precision
 def generate_responses(model, tokenizer, prompts: list[str], settings: GenerationSettings) -> list[str]:
     """Responses (continuations only) for ``prompts``, batched with left padding."""
     settings.validate()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from distillab.precision import in_run_precision
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 
 
@@ -23,6 +25,7 @@ def bytes_on_disk(path: str | Path) -> int:
 
 
 @torch.no_grad()
+@in_run_precision
 def decode_tokens_per_second(
     model, prompt_ids: torch.Tensor, new_tokens: int = 32, repeats: int = 3
 ) -> float:

@@ -15,19 +15,32 @@ import lm_eval
 
 from distillab.config import to_plain
 from distillab.data.corpus import read_documents
+from distillab.data.packing import bos_token_id
 from distillab.data.paths import resolve_data_dir
 from distillab.evaluation.harness import run_tasks
 from distillab.evaluation.perplexity import perplexity
 from distillab.models.fingerprint import model_fingerprint
+from distillab.precision import Precision
+from distillab.precision import current as current_precision
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_suite(
-    model, tokenizer, eval_cfg: Mapping[str, Any], work_dir: Path, data_dir: str | None
+    model,
+    tokenizer,
+    eval_cfg: Mapping[str, Any],
+    work_dir: Path,
+    data_dir: str | None,
+    precision: Precision | None = None,
 ) -> dict[str, float]:
-    """Flat metrics ``{"task/metric": value}`` for every task and perplexity set in ``eval_cfg``."""
-    eval_cfg = to_plain(eval_cfg)
+    """Flat metrics ``{"task/metric": value}`` for every task and perplexity set in ``eval_cfg``,
+    computed in ``precision`` (default: the run's; bf16 = autocast, the weights stay as they are)."""
+    with (precision or current_precision()).autocast():
+        return _evaluate_suite(model, tokenizer, to_plain(eval_cfg), work_dir, data_dir)
+
+
+def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> dict[str, float]:
     use_local = eval_cfg.get("use_local_data", True)
     local_dir = resolve_data_dir(data_dir) if use_local else None
     metrics = run_tasks(
@@ -54,29 +67,39 @@ def evaluate_suite(
 
 
 def cached_evaluate_suite(
-    model, tokenizer, eval_cfg, work_dir: Path, data_dir: str | None, cache_dir: Path | None
+    model,
+    tokenizer,
+    eval_cfg,
+    work_dir: Path,
+    data_dir: str | None,
+    cache_dir: Path | None,
+    precision: Precision | None = None,
 ) -> tuple[dict[str, float], bool]:
-    """:func:`evaluate_suite`, memoised on disk by fingerprint of model + eval settings + lm-eval version.
+    """:func:`evaluate_suite`, memoised on disk by fingerprint of model + eval settings + lm-eval
+    version + precision (a float32 teacher score never stands in for a bf16 one, or back).
 
     Returns ``(metrics, from_cache)``.
     """
+    precision = precision or current_precision()
     if cache_dir is None:
-        return evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir), False
-    settings = json.dumps(
-        {
-            "eval": to_plain(eval_cfg),
-            "data_dir": str(resolve_data_dir(data_dir)),
-            "lm_eval": lm_eval.__version__,
-        },
-        sort_keys=True,
-        default=str,
-    )
+        return evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir, precision), False
+    settings = {
+        "eval": to_plain(eval_cfg),
+        "data_dir": str(resolve_data_dir(data_dir)),
+        "lm_eval": lm_eval.__version__,
+    }
+    # Added only when they apply, so the keys of float32, BOS-less evaluations cached earlier hold.
+    if precision.is_bf16:
+        settings["precision"] = precision.name
+    if bos_token_id(tokenizer) is not None:  # scored with BOS since it was added (before: without)
+        settings["bos"] = True
+    settings = json.dumps(settings, sort_keys=True, default=str)
     key = hashlib.sha256(f"{model_fingerprint(model)}{settings}".encode()).hexdigest()[:24]
     path = Path(cache_dir) / "eval" / f"{key}.json"
     if path.is_file():
         log.info("evaluation cache hit: %s", path)
         return json.loads(path.read_text())["metrics"], True
-    metrics = evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir)
+    metrics = evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir, precision)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({"settings": json.loads(settings), "metrics": metrics}, indent=2))

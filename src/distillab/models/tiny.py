@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
 from distillab.errors import DistillabError
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
+BOS = "<|bos|>"
 
 _TRAINING_TEXT = """
 Once upon a time there was a little model that wanted to learn. The teacher was large and wise,
@@ -45,11 +46,20 @@ def _tokenizer_json(vocab_size: int) -> str:
     return tok.to_str()
 
 
-def tiny_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (any text encodes) with EOS and PAD tokens."""
+def tiny_tokenizer(vocab_size: int = 384, bos: bool = False) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (any text encodes) with EOS and PAD tokens.
+
+    ``bos=True``: one more token, BOS, that the tokenizer puts in front of every text, as Gemma's,
+    Llama 3's and Mistral's do (the BPE vocabulary is unchanged, BOS gets the next id).
+    """
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_tokenizer_json(vocab_size)))
     tok.eos_token, tok.pad_token = EOS, PAD
     tok.model_max_length = 256
+    if bos:
+        tok.add_special_tokens({"bos_token": BOS})
+        tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.bos_token_id)]
+        )
     return tok
 
 
@@ -71,18 +81,23 @@ def tiny_config(arch: str, vocab_size: int, **overrides):
     if arch == "qwen2":
         return Qwen2Config(**base)
     raise DistillabError(
-        f"model.name_or_path: unknown tiny architecture {arch!r}; valid: tiny:llama, tiny:qwen2"
+        f"model.name_or_path: unknown tiny architecture {arch!r}; valid: tiny:llama, tiny:qwen2 (+bos: "
+        "a tokenizer that adds BOS, e.g. tiny:llama+bos)"
     )
 
 
 def build_tiny(arch: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
-    """Return ``(model, tokenizer)``: a random tiny causal LM of ``arch`` and the tiny tokenizer."""
-    tokenizer = tiny_tokenizer()
+    """Return ``(model, tokenizer)``: a random tiny causal LM of ``arch`` and the tiny tokenizer.
+
+    ``arch`` may end in ``+bos`` (``tiny:llama+bos``): the tokenizer then adds BOS, like Gemma's.
+    """
+    arch, bos = (arch[: -len("+bos")], True) if arch.endswith("+bos") else (arch, False)
+    tokenizer = tiny_tokenizer(bos=bos)
     vocab_size = overrides.pop("vocab_size", len(tokenizer))
     config = tiny_config(arch, vocab_size=vocab_size, **overrides)
     config.eos_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
-    config.bos_token_id = None
+    config.bos_token_id = tokenizer.bos_token_id if bos else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from distillab.errors import DistillabError
+from distillab.precision import float32_math
 
 Divergence = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -127,7 +128,16 @@ def forward_kl_from_logits(
     ``Σ p·log p − Σ p·s/T + logsumexp(s/T)`` so that only a few vocabulary-sized temporaries exist
     (the teacher side is computed in place, without autograd, and the two sums are matrix products).
     With a 49k vocabulary these temporaries, not FLOPs, dominate the loss's cost on CPU.
+
+    Always float32, autocast or not: under bf16 autocast the two products would run in bf16, and
+    ``Σ p·log p − Σ p·s/T + logsumexp(s/T)`` is a small difference of large terms — rounding
+    each of them to bf16 costs about 0.03–0.06 nats per token at |s/T| ≈ 10, on a KL of ~0.1–1.
     """
+    with float32_math(student_logits):
+        return _forward_kl_from_logits(teacher_logits, student_logits, temperature)
+
+
+def _forward_kl_from_logits(teacher_logits, student_logits, temperature):
     vocab = teacher_logits.shape[-1]
     with torch.no_grad():
         log_p = teacher_logits.float() / temperature
@@ -153,6 +163,13 @@ def forward_kl_topk(
     the same buckets (its probabilities at the k ids, and the rest), so with k = V this equals
     :func:`forward_kl` exactly, and for k < V it is the KL of the two coarsened distributions.
     """
+    with float32_math(student_logits):
+        return _forward_kl_topk(
+            teacher_topk_logp, teacher_topk_ids, teacher_tail_logp, student_logits, temperature
+        )
+
+
+def _forward_kl_topk(teacher_topk_logp, teacher_topk_ids, teacher_tail_logp, student_logits, temperature):
     s = student_logits.float() / temperature
     student_topk = s.gather(-1, teacher_topk_ids) - torch.logsumexp(s, -1, keepdim=True)
     student_tail = torch.log1p(-student_topk.exp().sum(-1).clamp(max=1.0 - 1e-6))

@@ -21,6 +21,7 @@ from distillab.objectives.divergences import (
     get_divergence,
     masked_mean,
 )
+from distillab.precision import float32_math
 
 
 @dataclass
@@ -133,11 +134,14 @@ class CachedTopKKD(Term):
 
 
 def hard_label_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over unmasked positions. ``(B, T, V), (B, T), (B, T) -> ()``."""
-    per_token = F.cross_entropy(
-        logits.float().flatten(0, -2), targets.flatten().clamp_min(0), reduction="none"
-    ).view_as(targets)
-    return masked_mean(per_token, mask)
+    """Mean next-token cross-entropy over unmasked positions. ``(B, T, V), (B, T), (B, T) -> ()``.
+
+    In float32 whatever the autocast state (the logits may come out of a bf16 LM head)."""
+    with float32_math(logits):
+        per_token = F.cross_entropy(
+            logits.float().flatten(0, -2), targets.flatten().clamp_min(0), reduction="none"
+        ).view_as(targets)
+        return masked_mean(per_token, mask)
 
 
 def soft_label_kd(
@@ -152,6 +156,7 @@ def soft_label_kd(
         return temperature**2 * masked_mean(
             forward_kl_from_logits(teacher_logits, student_logits, temperature), mask
         )
-    teacher_logp = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    student_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    return temperature**2 * masked_mean(divergence(teacher_logp, student_logp), mask)
+    with float32_math(student_logits):
+        teacher_logp = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        student_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
+        return temperature**2 * masked_mean(divergence(teacher_logp, student_logp), mask)

@@ -28,6 +28,7 @@ from torch import nn
 from distillab.errors import DistillabError
 from distillab.models.surgery import decoder_layers, remove_layers
 from distillab.objectives.lens import lens_head
+from distillab.precision import in_run_precision
 
 ACTIVATION_SCORES = ("block_influence", "angular", "lens_kl")
 REMOVAL_SCORES = ("ppl_drop", "benchmark_drop")
@@ -91,6 +92,7 @@ def residual_stream(model: nn.Module, input_ids: torch.Tensor) -> list[torch.Ten
 
 
 @torch.no_grad()
+@in_run_precision
 def activation_layer_scores(
     model: nn.Module,
     batches: Sequence[torch.Tensor],
@@ -157,6 +159,7 @@ def removal_drop_scores(
 
 
 @torch.no_grad()
+@in_run_precision
 def calibration_perplexity(model: nn.Module, batches: Sequence[torch.Tensor]) -> float:
     """Token-weighted perplexity of ``model`` on the calibration batches (next-token, no padding)."""
     model.eval()

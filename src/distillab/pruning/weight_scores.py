@@ -19,6 +19,7 @@ from torch import nn
 
 from distillab.errors import DistillabError
 from distillab.models.surgery import decoder_layers
+from distillab.precision import in_run_precision
 
 WEIGHT_SCORES = ("magnitude", "gradient", "taylor", "wanda")
 
@@ -58,6 +59,7 @@ def weight_scores(
 
 
 @torch.no_grad()
+@in_run_precision
 def input_feature_norms(
     model: nn.Module, linears: dict[str, nn.Linear], batches: Sequence[torch.Tensor]
 ) -> dict[str, torch.Tensor]:

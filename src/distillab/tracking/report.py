@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from distillab import precision
 from distillab.evaluation.retention import RetentionRow, markdown_table
 
 
@@ -24,8 +25,15 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 
 def write_results(run_dir: Path, results: dict[str, Any], rows: list[RetentionRow], header: str) -> str:
-    """Save ``results.json`` and ``retention.md`` in ``run_dir``; return the markdown."""
+    """Save ``results.json`` and ``retention.md`` in ``run_dir``; return the markdown.
+
+    Both say the precision the run computed in (the process's, :mod:`distillab.precision`)."""
+    used = precision.current()
+    results = {"precision": used.as_dict(), **results}
     write_json_atomic(run_dir / "results.json", {**results, "retention_rows": [asdict(r) for r in rows]})
-    markdown = f"{header}\n\n{markdown_table(rows)}\n"
+    line = f"precision: {used.name} ({used.reason})"
+    markdown = (
+        f"{header}\n\n{line}\n\n{markdown_table(rows)}\n" if header else f"{line}\n\n{markdown_table(rows)}\n"
+    )
     write_text_atomic(run_dir / "retention.md", markdown)
     return markdown

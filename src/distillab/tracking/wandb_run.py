@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from distillab.config import redact
 from distillab.evaluation.retention import RetentionRow
+from distillab.precision import current as current_precision
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,12 @@ def make_loggers(logger_cfg) -> list[Logger]:
 
 
 def log_config(loggers: list[Logger], config: dict[str, Any]) -> None:
-    config = redact(config)
+    """The run's config, secrets redacted, with the precision it resolved to (not just ``auto``)."""
+    config = {
+        **redact(config),
+        "precision": current_precision().name,
+        "precision_reason": current_precision().reason,
+    }
     for lg in loggers:
         lg.log_hyperparams(config)
 
