@@ -19,7 +19,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gguf-runtime models demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl experiments exp-001 exp-002 exp-003 clean
+.PHONY: help install install-gguf-runtime models demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -73,6 +73,12 @@ format: install ## apply ruff fixes and formatting
 bench: models ## KD train-step throughput and peak memory vs a bare PyTorch loop (prints the ratio)
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/kd_step.py $(ARGS)
 
+bench-eval-precision: models ## lm-eval through distillab in bf16 vs float32: wall-time ratio, metrics vs stderr (bf16-native CPUs)
+	OMP_NUM_THREADS=$(THREADS) $(PY) bench/eval_precision.py $(ARGS)
+
+bench-bf16-numerics: models ## one KD step's loss and gradient in bf16 vs float32 (bf16 matmuls emulated where not native)
+	OMP_NUM_THREADS=$(THREADS) $(PY) bench/bf16_numerics.py $(ARGS)
+
 bench-objectives: models ## peak memory and step time of every objective preset vs CE-only (vocab 49k, seq 512)
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/objectives_memory.py $(ARGS)
 
@@ -89,9 +95,9 @@ experiments: ## list the experiments and the make target that reproduces each
 SUMMARIZE := $(PY) -m distillab.tracking.summarize
 LATEST = $$(ls -td outputs/$(1)/multirun-* | head -1)
 
-exp-001: models ## experiments/001: heal the demo student with each objective preset at one budget (~90 min)
-	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=ce,kd,ild,distill_lens,multi_signal experiment_name=objectives_study eval_before_training=false
-	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=kd,kd_cached teacher_cache.enabled=true data.max_train_blocks=96 experiment_name=objectives_study_cached eval_before_training=false
+exp-001: models ## experiments/001: heal the evenly cut student with each objective preset at one budget (~90 min)
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=ce,kd,ild,distill_lens,multi_signal student.score=null experiment_name=objectives_study eval_before_training=false
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=kd,kd_cached student.score=null teacher_cache.enabled=true data.max_train_blocks=96 experiment_name=objectives_study_cached eval_before_training=false
 	$(SUMMARIZE) $(call LATEST,distill/objectives_study) $(call LATEST,distill/objectives_study_cached) --metrics wikitext2/ppl arc_challenge/acc_norm --plot experiments/001-objectives-study/retention.png --wandb objectives_study
 
 exp-002: models ## experiments/002: which layers to remove (each score, healed or not, ILD), how many, other cuts (~4 h on 2 cores)

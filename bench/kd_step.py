@@ -2,7 +2,10 @@
 a bare PyTorch loop doing the same math on the same model and batch, measured in one run.
 
 Each variant runs in its own fresh subprocess (so peak RSS is its own), the two alternating
-``--repeats`` times; the medians are compared.
+``--repeats`` times; the medians are compared. Each precision (float32, and bf16 where the CPU runs
+it natively; ``--precision bf16`` forces it) is measured in the same run, with the machine, its bf16
+capability and the measured matmul peaks printed first; model FLOPs per token (teacher forward
+2·N_t + student forward and backward 6·N_s) times tokens/s is reported as a share of that peak.
 
     python bench/kd_step.py                 # real SmolLM2-135M (make models), 30 -> 24 layers
     python bench/kd_step.py --tiny          # tiny random Llama: seconds, for a smoke check
@@ -50,6 +53,16 @@ def _setup(args):
     return teacher, student, batches, tokenizer
 
 
+def _autocast(args):
+    import contextlib
+
+    import torch
+
+    if args.precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def bare(args) -> list[float]:
     """The same step written directly: teacher no-grad forward, student forward, loss, backward, clip, step."""
     import torch
@@ -60,9 +73,11 @@ def bare(args) -> list[float]:
     times = []
     for ids in batches:
         start = time.perf_counter()
-        with torch.no_grad():
-            t_logits = teacher(input_ids=ids).logits[:, :-1].float()
-        s_logits = student(input_ids=ids).logits[:, :-1].float()
+        with _autocast(args):
+            with torch.no_grad():
+                t_logits = teacher(input_ids=ids).logits[:, :-1]
+            s_logits = student(input_ids=ids).logits[:, :-1]
+        t_logits, s_logits = t_logits.float(), s_logits.float()
         t_logp = F.log_softmax(t_logits / TEMPERATURE, -1)
         s_logp = F.log_softmax(s_logits / TEMPERATURE, -1)
         kd = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * TEMPERATURE**2
@@ -91,10 +106,15 @@ def distillab(args) -> list[float]:
     )
     optimizer = functools.partial(torch.optim.AdamW, lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
     module = DistillModule(student, objective, teacher, optimizer=optimizer)
-    return timed_fit(module, batches, gradient_clip_val=CLIP)
+    return timed_fit(module, batches, gradient_clip_val=CLIP, precision=TRAINER_PRECISION[args.precision])
 
 
-def timed_fit(module, batches, gradient_clip_val: float | None = None) -> list[float]:
+TRAINER_PRECISION = {"float32": "32-true", "bf16": "bf16-mixed"}
+
+
+def timed_fit(
+    module, batches, gradient_clip_val: float | None = None, precision: str = "32-true"
+) -> list[float]:
     """Train ``module`` on ``batches`` (one step each) with a Lightning Trainer; seconds per step."""
     import lightning as L
     import torch
@@ -118,11 +138,20 @@ def timed_fit(module, batches, gradient_clip_val: float | None = None) -> list[f
         enable_progress_bar=False,
         enable_model_summary=False,
         gradient_clip_val=gradient_clip_val,
+        precision=precision,
         callbacks=[StepTimer()],
         num_sanity_val_steps=0,
     )
     trainer.fit(module, train_dataloaders=DataLoader(rows, batch_size=None))
     return times
+
+
+def model_flops_per_token(args) -> float:
+    """Teacher forward (2 FLOPs per parameter per token) + student forward and backward (6)."""
+    from distillab.models.loading import count_parameters
+
+    teacher, student, _, _ = _setup(args)
+    return 2 * count_parameters(teacher) + 6 * count_parameters(student)
 
 
 def child(args) -> None:
@@ -148,35 +177,61 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--precisions", nargs="+", choices=["float32", "bf16"], help="default: float32, and bf16 where native"
+    )
+    parser.add_argument("--precision", choices=["float32", "bf16"], default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["bare", "distillab"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
-    passthrough = [a for a in sys.argv[1:]]
-    results = {"bare": [], "distillab": []}
-    for _ in range(args.repeats):
-        for variant in results:  # alternate so drift on the machine hits both alike
-            out = subprocess.run(
-                [sys.executable, __file__, *passthrough, "--child", variant],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            results[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    med = {v: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for v, runs in results.items()}
+    sys.path.insert(0, os.path.dirname(__file__))
+    from machine import describe, header
+
+    info = describe(args.threads)
+    print(header(info))
+    precisions = args.precisions or (["float32", "bf16"] if info["native_bf16"] else ["float32"])
+    if "bf16" not in precisions:
+        print("bf16 not measured: not native on this CPU (pass --precisions float32 bf16 to force it)")
+    flops = model_flops_per_token(args)
+    passthrough = [a for a in sys.argv[1:] if a not in ("--precisions", "float32", "bf16")]
     model = "tiny:llama" if args.tiny else "SmolLM2-135M (30 -> 24 layers)"
     print(
         f"KD train step, {model}, batch {args.batch} x seq {args.seq}, {args.threads} threads, "
-        f"{args.steps} timed steps after {args.warmup} warm-up, median of {args.repeats} runs each"
+        f"{args.steps} timed steps after {args.warmup} warm-up, median of {args.repeats} runs each; "
+        f"model FLOPs {flops / 1e9:.3f} GFLOP/token"
     )
-    for v, m in med.items():
-        print(f"  {v:9s}  {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB")
-    print(
-        f"  throughput ratio distillab / bare: {med['distillab']['tokens_per_s'] / med['bare']['tokens_per_s']:.3f} (goal >= 0.95)"
-    )
-    print(
-        f"  peak memory ratio distillab / bare: {med['distillab']['peak_rss_mb'] / med['bare']['peak_rss_mb']:.3f}"
-    )
+    medians = {}
+    for precision in precisions:
+        results = {"bare": [], "distillab": []}
+        for _ in range(args.repeats):
+            for variant in results:  # alternate so drift on the machine hits both alike
+                out = subprocess.run(
+                    [sys.executable, __file__, *passthrough, "--precision", precision, "--child", variant],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                results[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        med = {v: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for v, runs in results.items()}
+        medians[precision] = med
+        peak = info["peak_gflops"][precision]
+        print(f"precision {precision} (measured {precision} matmul peak {peak:.1f} GFLOP/s):")
+        for v, m in med.items():
+            share = m["tokens_per_s"] * flops / 1e9 / peak
+            print(
+                f"  {v:9s}  {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB   "
+                f"model FLOPs {100 * share:5.1f}% of the {precision} peak"
+            )
+        print(
+            f"  throughput ratio distillab / bare: {med['distillab']['tokens_per_s'] / med['bare']['tokens_per_s']:.3f} (goal >= 0.95)"
+        )
+        print(
+            f"  peak memory ratio distillab / bare: {med['distillab']['peak_rss_mb'] / med['bare']['peak_rss_mb']:.3f}"
+        )
+    if len(medians) == 2:
+        ratio = medians["bf16"]["distillab"]["tokens_per_s"] / medians["float32"]["distillab"]["tokens_per_s"]
+        print(f"  distillab bf16 / float32 tokens/s: {ratio:.2f}")
 
 
 if __name__ == "__main__":

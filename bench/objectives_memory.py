@@ -72,6 +72,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args)
+    from machine import describe, header
+
+    print(header(describe(args.threads)))  # the machine next to every ratio below
     results = {}
     for preset in args.presets:
         out = subprocess.run(

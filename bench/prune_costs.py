@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    from machine import describe, header
+
+    print(header(describe(args.threads)))  # the machine next to every ratio below
 
     from distillab.config import set_malloc_mmap_threshold
     from distillab.models.loading import load_model

@@ -137,6 +137,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args)
+    from machine import describe, header
+
+    print(header(describe(args.threads)))  # the machine next to every ratio below
     try:
         import trl  # noqa: F401
     except ImportError:

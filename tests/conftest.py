@@ -54,7 +54,8 @@ def tiny_overrides(run_dir: Path, data_dir: Path, *extra: str) -> list[str]:
     own_student = any(e.startswith("student=") for e in extra)
     return [
         "model@teacher=tiny_llama",
-        *([] if own_student else ["student.num_remove=2"]),
+        # evenly spaced (the demo cuts by Block Influence; tests that want it say student.score=...)
+        *([] if own_student else ["student.num_remove=2", "student.score=null"]),
         f"paths.run_dir={run_dir}",
         f"paths.data_dir={data_dir}",
         "data.source.files=corpus/tiny.jsonl",

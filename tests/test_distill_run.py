@@ -112,3 +112,37 @@ def test_objective_presets_train_end_to_end_and_log_every_term(preset, terms, tm
     logged = {k.removeprefix("train/loss_") for k in results["train_metrics"] if k.startswith("train/loss_")}
     assert logged == terms
     assert len(results["objective_summary"]) == len(terms)
+
+
+def test_a_student_cut_by_a_layer_score_removes_the_lowest_scoring_layers(tmp_path, tiny_corpus):
+    from distillab.pruning.calibration import batches, calibration_blocks
+    from distillab.pruning.layer_scores import activation_layer_scores, least_important
+
+    overrides = [o for o in tiny_overrides(tmp_path, tiny_corpus) if o != "student.score=null"]
+    cfg = compose_config([*overrides, "student.score=block_influence", "student.calibration_blocks=4"])
+    run(cfg)
+    teacher, tokenizer = build_tiny("llama")
+    data = {k: v for k, v in cfg.data.items()}
+    calib = batches(calibration_blocks(tokenizer, data, 4, str(tiny_corpus), cfg.paths.cache_dir), 4)
+    expected = least_important(
+        activation_layer_scores(teacher, calib, ["block_influence"])["block_influence"], 2
+    )
+    kept = AutoModelForCausalLM.from_pretrained(tmp_path / "student").config.distillab_teacher_layers
+    assert sorted(set(range(4)) - set(kept)) == expected
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (
+            ["student.score=ppl_drop"],
+            "student.score: 'ppl_drop' is not one of block_influence, angular, lens_kl",
+        ),
+        (["student.score=angular", "student.remove=[1]"], "student.score: give num_remove"),
+    ],
+)
+def test_bad_student_scores_are_one_line_errors(tmp_path, tiny_corpus, extra, message):
+    from distillab.errors import DistillabError
+
+    with pytest.raises(DistillabError, match=message.replace("(", r"\(")):
+        run(compose_config([*tiny_overrides(tmp_path, tiny_corpus), *extra]))

@@ -33,6 +33,7 @@ from distillab.models.student import build_student, check_vocab_match
 from distillab.models.surgery import teacher_layer_indices
 from distillab.objectives.contrastive import attach_prompt_pools
 from distillab.objectives.objective import build_objective
+from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.tracking import wandb_run
 from distillab.tracking.report import write_results
 from distillab.training.checkpoint_io import AtomicCheckpointIO
@@ -53,7 +54,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     teacher, tokenizer = load_model(
         ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher"
     )
-    student, student_tok = build_student(teacher, to_plain(cfg.student), tokenizer)
+    data_dir, cache_dir = cfg.paths.data_dir, cfg.paths.cache_dir
+
+    def calibration(num_blocks: int) -> list:  # for a student cut by a layer score
+        return batches(calibration_blocks(tokenizer, to_plain(cfg.data), num_blocks, data_dir, cache_dir), 4)
+
+    student, student_tok = build_student(teacher, to_plain(cfg.student), tokenizer, calibration)
     cache_cfg = check_cache_config(objective, to_plain(cfg.get("teacher_cache") or {}))
     if objective.needs_teacher or objective.needs_cache:
         check_vocab_match(teacher, student, tokenizer, student_tok)

@@ -1,6 +1,7 @@
 """Build the student from the teacher and a ``student/`` config.
 
-Kinds: ``drop_layers`` (teacher copy with layers removed, by explicit indices or evenly spaced),
+Kinds: ``drop_layers`` (teacher copy with layers removed: explicit indices, evenly spaced, or the
+lowest-scoring by a layer score on calibration blocks),
 ``smaller_config`` (the teacher's config with overrides, random init or initialised from chosen
 teacher layers) and ``pretrained`` (any model spec).
 """
@@ -8,7 +9,8 @@ teacher layers) and ``pretrained`` (any model spec).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -26,13 +28,30 @@ from distillab.models.surgery import (
 )
 
 KINDS = ("drop_layers", "smaller_config", "pretrained")
+log = logging.getLogger(__name__)
 
 
-def build_student(teacher: PreTrainedModel, cfg: Mapping[str, Any], tokenizer=None):
-    """Return ``(student, tokenizer)``; the tokenizer is the teacher's unless ``pretrained``."""
+# Layer scores a student can be cut by: the ones computed from one calibration pass of the teacher.
+# The removal scores (ppl_drop, benchmark_drop) and iterative removal live in distillab-prune.
+STUDENT_SCORES = ("block_influence", "angular", "lens_kl")
+
+
+def build_student(
+    teacher: PreTrainedModel,
+    cfg: Mapping[str, Any],
+    tokenizer=None,
+    calibration: Callable[[int], list[torch.Tensor]] | None = None,
+):
+    """Return ``(student, tokenizer)``; the tokenizer is the teacher's unless ``pretrained``.
+
+    ``calibration(n)``: batches of ``n`` calibration blocks, for a ``drop_layers`` cut by ``score``.
+    """
     kind = cfg.get("kind")
     if kind == "drop_layers":
-        return drop_layers_student(teacher, cfg.get("remove"), cfg.get("num_remove")), tokenizer
+        remove = cfg.get("remove")
+        if cfg.get("score") is not None:
+            remove = scored_removal(teacher, cfg, calibration)
+        return drop_layers_student(teacher, remove, cfg.get("num_remove")), tokenizer
     if kind == "smaller_config":
         return smaller_student(
             teacher, cfg.get("overrides") or {}, cfg.get("init_layers"), cfg.get("seed", 0)
@@ -42,6 +61,31 @@ def build_student(teacher: PreTrainedModel, cfg: Mapping[str, Any], tokenizer=No
             ModelSpec.from_config(cfg.get("model") or {}, key="student.model"), key="student.model"
         )
     raise DistillabError(f"student.kind: unknown {kind!r}; valid: {', '.join(KINDS)}")
+
+
+def scored_removal(teacher: PreTrainedModel, cfg: Mapping[str, Any], calibration) -> list[int]:
+    """The ``num_remove`` layers with the lowest ``score`` on ``calibration_blocks`` blocks of the
+    run's training data (the same choice ``distillab-prune`` makes one-shot)."""
+    from distillab.pruning.layer_scores import activation_layer_scores, least_important
+
+    score = cfg["score"]
+    if score not in STUDENT_SCORES:
+        raise DistillabError(
+            f"student.score: {score!r} is not one of {', '.join(STUDENT_SCORES)} (null: evenly spaced); "
+            "removal scores and iterative cuts: distillab-prune"
+        )
+    if cfg.get("remove") is not None or cfg.get("num_remove") is None:
+        raise DistillabError("student.score: give num_remove (how many layers the score picks), not remove")
+    if calibration is None:
+        raise DistillabError(
+            "student.score: this entry point gives no calibration data; use distillab-distill"
+        )
+    scores = activation_layer_scores(teacher, calibration(int(cfg.get("calibration_blocks", 16))), [score])[
+        score
+    ]
+    remove = least_important(scores, int(cfg["num_remove"]))
+    log.info("student: %s scores %s -> removing layers %s", score, [round(x, 4) for x in scores], remove)
+    return remove
 
 
 def drop_layers_student(teacher: PreTrainedModel, remove=None, num_remove=None) -> PreTrainedModel:

@@ -1,0 +1,149 @@
+"""Where does bf16 training lose accuracy? One KD step's loss and gradient, bf16 against float32.
+
+On a CPU with native bf16 the step runs under real ``torch.autocast(bfloat16)``. On one without it
+(bf16 matmuls are ~200x slower there) every matrix product is *emulated* at float32 speed: inputs
+and output rounded to bf16, accumulation in float32 — what oneDNN and cuBLAS do in bf16. Element-wise
+ops stay float32 in the emulation, so it isolates the matrix products.
+
+Variants, each against the float32 step on the same batch:
+  matmuls            every model matmul in bf16, the loss's vocabulary math in float32 (distillab now)
+  matmuls+loss       also the fused forward-KL's two products (Σp·log p, Σp·s) in bf16 (distillab before)
+  logits             only the logits rounded to bf16 (student and teacher), everything else float32
+
+Printed: relative error of the loss, cosine similarity and relative norm error of the full
+gradient, and of the LM-head/embedding gradient alone.
+
+    python bench/bf16_numerics.py              # SmolLM2-135M (make models), 30 -> 24 layers, batch 4 x 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, os.path.dirname(__file__))
+from kd_step import ALPHA, SMOLLM2, TEMPERATURE  # noqa: E402
+
+aten = torch.ops.aten
+MATMULS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
+ATTENTION = {aten._scaled_dot_product_flash_attention_for_cpu.default}
+
+
+def _round(x):
+    return x.to(torch.bfloat16).to(x.dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+
+def _is_loss_product(func, args) -> bool:
+    """The fused forward KL's per-token dot products (and their backward): a bmm with a size-1 dim."""
+    return func is aten.bmm.default and any(1 in a.shape[1:] for a in args if isinstance(a, torch.Tensor))
+
+
+class EmulatedBf16Matmuls(TorchDispatchMode):
+    """Every matmul (and fused attention) sees bf16-rounded inputs and returns a bf16-rounded output;
+    the loss's own products only when ``round_loss`` (forward and backward alike)."""
+
+    def __init__(self, round_loss: bool):
+        super().__init__()
+        self.round_loss = round_loss
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func in MATMULS or func in ATTENTION) and (self.round_loss or not _is_loss_product(func, args)):
+            args = tuple(_round(a) for a in args)
+            out = func(*args, **kwargs)
+            return tuple(_round(o) for o in out) if isinstance(out, tuple) else _round(out)
+        return func(*args, **kwargs)
+
+
+def step_gradient(teacher, student, ids, variant: str, native: bool):
+    """Loss and flattened gradient of 0.5·T²·KL + 0.5·CE for one batch under ``variant``."""
+    from distillab.objectives import divergences
+    from distillab.objectives.terms import hard_label_ce
+
+    student.zero_grad(set_to_none=True)
+    targets = torch.cat([ids[:, 1:], ids.new_full((ids.shape[0], 1), -100)], dim=1)
+    mask = targets != -100
+    emulated = variant in ("matmuls", "matmuls+loss") and not native
+    emulate = EmulatedBf16Matmuls(round_loss=variant == "matmuls+loss") if emulated else None
+    autocast = (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if native and variant in ("matmuls", "matmuls+loss")
+        else contextlib.nullcontext()
+    )
+    with emulate or contextlib.nullcontext(), autocast:
+        with torch.no_grad():
+            t_logits = teacher(input_ids=ids).logits
+        s_logits = student(input_ids=ids).logits
+        if variant == "logits":
+            t_logits, s_logits = _round(t_logits), s_logits + (_round(s_logits) - s_logits).detach()
+        if variant == "matmuls+loss" and native:
+            kl = divergences._forward_kl_from_logits(t_logits, s_logits, TEMPERATURE)  # unguarded
+        else:
+            kl = divergences.forward_kl_from_logits(t_logits, s_logits, TEMPERATURE)
+        loss = ALPHA * TEMPERATURE**2 * divergences.masked_mean(kl, mask) + (1 - ALPHA) * hard_label_ce(
+            s_logits, targets, mask
+        )
+        loss.backward()
+    head = student.get_output_embeddings().weight.grad.detach().flatten().clone()
+    flat = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
+    return float(loss), flat, head
+
+
+def compare(reference, other) -> str:
+    (ref_loss, ref_grad, ref_head), (loss, grad, head) = reference, other
+    cos = torch.nn.functional.cosine_similarity(ref_grad, grad, dim=0)
+    head_cos = torch.nn.functional.cosine_similarity(ref_head, head, dim=0)
+    norm = ((grad - ref_grad).norm() / ref_grad.norm()).item()
+    return (
+        f"loss {loss:.5f} (rel. err {abs(loss - ref_loss) / ref_loss:.1e})  grad cosine {cos:.6f}  "
+        f"grad rel. err {norm:.3e}  LM-head grad cosine {head_cos:.6f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tiny", action="store_true")
+    args = parser.parse_args()
+    from machine import cpu_name
+
+    from distillab.models.loading import load_model
+    from distillab.models.spec import ModelSpec
+    from distillab.models.student import drop_layers_student
+    from distillab.precision import native_bf16
+
+    torch.set_num_threads(args.threads)
+    native, evidence = native_bf16("cpu")
+    print(
+        f"machine: {cpu_name()}, {args.threads} threads; bf16 {'native' if native else 'EMULATED'} ({evidence})"
+    )
+    teacher, tokenizer = load_model(ModelSpec(name_or_path="tiny:llama" if args.tiny else SMOLLM2))
+    teacher.requires_grad_(False)
+    student = drop_layers_student(teacher, num_remove=2 if args.tiny else 6)
+    # real text, not random ids: a trained model's logits on text are peaked, which is what matters
+    from distillab.data.corpus import read_documents
+    from distillab.data.packing import bos_token_id, pack, tokenize_documents
+    from distillab.data.paths import resolve_data_dir
+
+    docs = read_documents({"format": "text", "files": "wikitext2/wiki.train.raw"}, resolve_data_dir(None))[
+        :400
+    ]
+    blocks = pack(
+        tokenize_documents(tokenizer, docs), tokenizer.eos_token_id, args.seq, bos_token_id(tokenizer)
+    )
+    ids = blocks[: args.batch]
+    reference = step_gradient(teacher, student, ids, "float32", native)
+    print(f"float32        loss {reference[0]:.5f}")
+    for variant in ("matmuls", "matmuls+loss", "logits"):
+        print(f"{variant:14s} {compare(reference, step_gradient(teacher, student, ids, variant, native))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""What every bench prints next to its ratios: the machine, its bf16 capability, measured matmul peaks.
+
+A ratio measured on one CPU says little about another (bf16 is ~4x float32 on a CPU with
+AVX512-BF16 and ~200x slower than float32 on one without), so each bench measures the peak it
+compares against in the same run, on the same threads.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def matmul_gflops(dtype_name: str, threads: int, size: int = 2048, repeats: int = 3) -> float:
+    """Measured GFLOP/s of a ``size``² matmul in ``dtype_name`` (best of ``repeats`` after a warm-up)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = {"float32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def describe(threads: int) -> dict:
+    """CPU, torch, bf16 capability (distillab's own detection) and the measured matmul peaks."""
+    import torch
+
+    from distillab.precision import native_bf16
+
+    native, evidence = native_bf16("cpu")
+    peaks = {"float32": matmul_gflops("float32", threads)}
+    # Without native bf16 a 2048² bf16 matmul takes about a minute: measure a smaller one to show it.
+    peaks["bf16"] = matmul_gflops(
+        "bf16", threads, size=2048 if native else 256, repeats=1 if not native else 3
+    )
+    return {
+        "cpu": cpu_name(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "native_bf16": native,
+        "bf16_evidence": evidence,
+        "peak_gflops": peaks,
+    }
+
+
+def header(info: dict) -> str:
+    peaks = info["peak_gflops"]
+    return (
+        f"machine: {info['cpu']}, {info['threads']} threads, torch {info['torch']}\n"
+        f"bf16: {'native' if info['native_bf16'] else 'NOT native'} ({info['bf16_evidence']})\n"
+        f"measured matmul peak: float32 {peaks['float32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s"
+        f"{'' if info['native_bf16'] else ' (256² emulated)'}"
+    )
