@@ -8,6 +8,10 @@ ops stay float32 in the emulation, so it isolates the matrix products.
 Variants, each against the float32 step on the same batch:
   matmuls            every model matmul in bf16, the loss's vocabulary math in float32 (distillab now)
   matmuls+loss       also the fused forward-KL's two products (Σp·log p, Σp·s) in bf16 (distillab before)
+  forward only       model matmuls in bf16 in the forward pass only (backward in float32)
+  backward only      model matmuls in bf16 in the backward pass only (emulation only)
+  teacher forward    only the teacher's forward in bf16 (emulation only)
+  student forward    only the student's forward in bf16 (emulation only)
   logits             only the logits rounded to bf16 (student and teacher), everything else float32
 
 Printed: relative error of the loss, cosine similarity and relative norm error of the full
@@ -68,13 +72,36 @@ def step_gradient(teacher, student, ids, variant: str, native: bool):
     student.zero_grad(set_to_none=True)
     targets = torch.cat([ids[:, 1:], ids.new_full((ids.shape[0], 1), -100)], dim=1)
     mask = targets != -100
-    emulated = variant in ("matmuls", "matmuls+loss") and not native
+    emulated = variant in ("matmuls", "matmuls+loss", "forward only") and not native
     emulate = EmulatedBf16Matmuls(round_loss=variant == "matmuls+loss") if emulated else None
     autocast = (
         torch.autocast("cpu", dtype=torch.bfloat16)
         if native and variant in ("matmuls", "matmuls+loss")
         else contextlib.nullcontext()
     )
+    if variant in ("teacher forward", "student forward"):
+        rounded = EmulatedBf16Matmuls(round_loss=False)
+        with torch.no_grad(), rounded if variant == "teacher forward" else contextlib.nullcontext():
+            t_logits = teacher(input_ids=ids).logits
+        with rounded if variant == "student forward" else contextlib.nullcontext():
+            s_logits = student(input_ids=ids).logits
+        kl = divergences.forward_kl_from_logits(t_logits, s_logits, TEMPERATURE)
+        loss = ALPHA * TEMPERATURE**2 * divergences.masked_mean(kl, mask) + (1 - ALPHA) * hard_label_ce(
+            s_logits, targets, mask
+        )
+        loss.backward()
+        return _result(loss, student)
+    if variant == "backward only":
+        with torch.no_grad():
+            t_logits = teacher(input_ids=ids).logits
+        s_logits = student(input_ids=ids).logits
+        kl = divergences.forward_kl_from_logits(t_logits, s_logits, TEMPERATURE)
+        loss = ALPHA * TEMPERATURE**2 * divergences.masked_mean(kl, mask) + (1 - ALPHA) * hard_label_ce(
+            s_logits, targets, mask
+        )
+        with EmulatedBf16Matmuls(round_loss=False):
+            loss.backward()
+        return _result(loss, student)
     with emulate or contextlib.nullcontext(), autocast:
         with torch.no_grad():
             t_logits = teacher(input_ids=ids).logits
@@ -88,9 +115,16 @@ def step_gradient(teacher, student, ids, variant: str, native: bool):
         loss = ALPHA * TEMPERATURE**2 * divergences.masked_mean(kl, mask) + (1 - ALPHA) * hard_label_ce(
             s_logits, targets, mask
         )
+        if variant != "forward only":
+            loss.backward()
+    if variant == "forward only":
         loss.backward()
-    head = student.get_output_embeddings().weight.grad.detach().flatten().clone()
-    flat = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
+    return _result(loss, student)
+
+
+def _result(loss, student):
+    head = student.get_output_embeddings().weight.grad.detach().flatten().double()
+    flat = torch.cat([p.grad.detach().flatten().double() for p in student.parameters() if p.grad is not None])
     return float(loss), flat, head
 
 
@@ -111,6 +145,12 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument(
+        "--remove",
+        type=int,
+        nargs="+",
+        help="teacher layers to cut (default: 6 evenly spaced, the old demo's)",
+    )
     args = parser.parse_args()
     from machine import cpu_name
 
@@ -126,22 +166,26 @@ def main() -> None:
     )
     teacher, tokenizer = load_model(ModelSpec(name_or_path="tiny:llama" if args.tiny else SMOLLM2))
     teacher.requires_grad_(False)
-    student = drop_layers_student(teacher, num_remove=2 if args.tiny else 6)
+    student = drop_layers_student(teacher, remove=args.remove, num_remove=2 if args.tiny else 6)
+    print(f"student: teacher layers {args.remove or 'evenly spaced'} removed")
     # real text, not random ids: a trained model's logits on text are peaked, which is what matters
     from distillab.data.corpus import read_documents
     from distillab.data.packing import bos_token_id, pack, tokenize_documents
     from distillab.data.paths import resolve_data_dir
 
-    docs = read_documents({"format": "text", "files": "wikitext2/wiki.train.raw"}, resolve_data_dir(None))[
-        :400
-    ]
+    source = {"format": "jsonl", "files": "corpus/redpajama_sample/*.jsonl", "text_field": "text"}
+    docs = read_documents(source, resolve_data_dir(None))[:200]  # the demo's training corpus
     blocks = pack(
         tokenize_documents(tokenizer, docs), tokenizer.eos_token_id, args.seq, bos_token_id(tokenizer)
     )
     ids = blocks[: args.batch]
     reference = step_gradient(teacher, student, ids, "float32", native)
     print(f"float32        loss {reference[0]:.5f}")
-    for variant in ("matmuls", "matmuls+loss", "logits"):
+    variants = ("matmuls", "matmuls+loss", "forward only", "logits")
+    if os.environ.get("BF16_NUMERICS_ONLY"):
+        variants = tuple(os.environ["BF16_NUMERICS_ONLY"].split(","))
+    emulation_only = ("backward only", "teacher forward", "student forward")
+    for variant in (*variants, *emulation_only) if not native else variants:
         print(f"{variant:14s} {compare(reference, step_gradient(teacher, student, ids, variant, native))}")
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from distillab import precision
 from distillab.config import configure_precision, to_plain
@@ -144,7 +145,11 @@ def test_a_bf16_run_trains_in_bf16_mixed_and_records_it(tmp_path, tiny_corpus):
     results = distill_run(compose_config(tiny_overrides(tmp_path, tiny_corpus, "precision=bf16")))
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["precision"]["name"] == "bf16" and saved["precision"]["setting"] == "bf16"
-    assert "precision: bf16" in (tmp_path / "retention.md").read_text()
+    assert saved["precision"]["train"] == "bf16-mixed"
+    assert "precision: bf16; training bf16-mixed" in (tmp_path / "retention.md").read_text()
+    # the config every logger got (W&B's offline run keeps it in its binary file; the CSV logger's copy)
+    logged = OmegaConf.load(tmp_path / "csv" / "hparams.yaml")
+    assert logged.precision == "bf16" and logged.precision_train == "bf16-mixed"
     assert torch.isfinite(torch.tensor(results["train_metrics"]["train/loss"]))
     # bf16-mixed keeps float32 master weights: the exported student is a float32 model
     assert json.loads((tmp_path / "student" / "config.json").read_text())["dtype"] == "float32"
@@ -170,3 +175,16 @@ def test_teacher_evaluations_are_cached_per_precision(tmp_path, tiny_corpus):
     assert not hit
     assert in_bf16["corpus/ppl"] == pytest.approx(first["corpus/ppl"], rel=0.02)
     assert in_bf16["corpus/ppl"] != first["corpus/ppl"]  # it really ran under bf16 autocast
+
+
+def test_a_float32_student_learns_from_a_bf16_teacher(tmp_path, tiny_corpus):
+    """precision=bf16 with trainer.precision=32-true: the teacher's forward under bf16 autocast, the
+    student's in float32; every objective preset's tensors meet (hidden states, q/k, logits)."""
+    for preset in ("kd", "multi_signal"):
+        run_dir = tmp_path / preset
+        overrides = tiny_overrides(
+            run_dir, tiny_corpus, "precision=bf16", "trainer.precision=32-true", f"objective={preset}"
+        )
+        results = distill_run(compose_config(overrides))
+        assert torch.isfinite(torch.tensor(results["train_metrics"]["train/loss"])), preset
+        assert json.loads((run_dir / "results.json").read_text())["precision"]["name"] == "bf16"

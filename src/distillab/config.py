@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import logging
 import re
@@ -118,8 +119,9 @@ def configure_precision(cfg: DictConfig) -> Precision:
     """Resolve ``precision`` (auto | bf16 | float32) once for the run and make it the process's.
 
     Every trainer block whose ``precision`` is null (``trainer``, ``heal.trainer``) trains in the
-    resolved one (bf16 -> ``bf16-mixed``); an explicit ``trainer.precision`` is kept, unless it
-    contradicts an explicit ``precision``.
+    resolved one (bf16 -> ``bf16-mixed``). An explicit ``trainer.precision`` is kept: with bf16,
+    ``32-true`` trains the student in float32 while frozen models (the teacher too) stay in bf16;
+    only a bf16 trainer under an explicit ``precision=float32`` is refused (a contradiction).
     """
     heal = cfg.get("heal")
     trainers = [
@@ -134,13 +136,15 @@ def configure_precision(cfg: DictConfig) -> Precision:
         if asked is None:
             with open_dict(trainer):
                 trainer.precision = precision.trainer_precision
-        elif precision.setting != "auto" and ("bf16" in str(asked)) != precision.is_bf16:
+        elif precision.setting == "float32" and "bf16" in str(asked):
             raise DistillabError(
                 f"{key}.precision: {asked!r} contradicts precision={precision.setting}; drop one "
                 f"({key}.precision=null follows precision)"
             )
+    if trainers:
+        precision = dataclasses.replace(precision, train=str(trainers[0][1].precision))
     use(precision)
-    logging.getLogger("distillab").info("precision: %s (%s)", precision.name, precision.reason)
+    logging.getLogger("distillab").info("precision: %s", precision.describe())
     return precision
 
 

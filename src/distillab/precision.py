@@ -49,6 +49,12 @@ class Precision:
     device_type: str = "cpu"
     reason: str = "default"
     setting: str = "float32"
+    train: str | None = None  # the training precision of the run's trainer, when it has one
+
+    def describe(self) -> str:
+        """One line for logs and tables: what frozen models and training compute in, and why."""
+        training = f"; training {self.train}" if self.train else ""
+        return f"{self.name}{training} ({self.reason})"
 
     @property
     def is_bf16(self) -> bool:

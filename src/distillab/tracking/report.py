@@ -31,7 +31,7 @@ def write_results(run_dir: Path, results: dict[str, Any], rows: list[RetentionRo
     used = precision.current()
     results = {"precision": used.as_dict(), **results}
     write_json_atomic(run_dir / "results.json", {**results, "retention_rows": [asdict(r) for r in rows]})
-    line = f"precision: {used.name} ({used.reason})"
+    line = f"precision: {used.describe()}"
     markdown = (
         f"{header}\n\n{line}\n\n{markdown_table(rows)}\n" if header else f"{line}\n\n{markdown_table(rows)}\n"
     )

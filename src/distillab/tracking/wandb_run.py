@@ -58,10 +58,12 @@ def make_loggers(logger_cfg) -> list[Logger]:
 
 def log_config(loggers: list[Logger], config: dict[str, Any]) -> None:
     """The run's config, secrets redacted, with the precision it resolved to (not just ``auto``)."""
+    used = current_precision()
     config = {
         **redact(config),
-        "precision": current_precision().name,
-        "precision_reason": current_precision().reason,
+        "precision": used.name,
+        "precision_train": used.train,
+        "precision_reason": used.reason,
     }
     for lg in loggers:
         lg.log_hyperparams(config)

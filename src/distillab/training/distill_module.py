@@ -20,6 +20,7 @@ from distillab.errors import DistillabError
 from distillab.objectives.attention import take_captured_qk
 from distillab.objectives.objective import Objective
 from distillab.objectives.terms import TermInputs, hard_label_ce
+from distillab.precision import current as current_precision
 from distillab.training.sharding import is_sharded, shard_model
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,10 @@ class DistillModule(L.LightningModule):
         student_qk = take_captured_qk(self.student) if capture else None
         teacher_out, teacher_qk = None, None
         if self.teacher is not None and self.objective.needs_teacher:
-            with torch.no_grad():
+            # The frozen teacher runs in the run's precision even when the student trains in float32
+            # (precision=auto with trainer.precision=32-true): its bf16 forward moved one KD step's
+            # gradient by a cosine of 1e-5 (bench/bf16_numerics.py), the student's own by far more.
+            with torch.no_grad(), current_precision().autocast():
                 teacher_out = self.teacher(**model_inputs)
             teacher_qk = take_captured_qk(self.teacher) if capture else None
         student_logits = student_out.logits
