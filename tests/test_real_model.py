@@ -69,7 +69,6 @@ def test_smollm2_distillation_tiny_budget(tmp_path, monkeypatch):
             "data.batch_size=2",
             "data.block_size=128",
             "eval.tasks.arc_challenge.limit=4",
-            "~eval.tasks.gsm8k",
             "eval.perplexity.wikitext2.max_tokens=512",
             "eval_before_training=false",
             "logger=csv",
@@ -78,6 +77,36 @@ def test_smollm2_distillation_tiny_budget(tmp_path, monkeypatch):
     results = run(cfg)
     assert results["params"]["student"] < results["params"]["teacher"]
     assert "arc_challenge/acc" in results["retention"]
+
+
+def test_demo_kd_in_bf16_ends_at_the_float32_validation_perplexity(tmp_path, monkeypatch):
+    """The demo's healing run (its cut, objective, data, seed and 24 steps; eval=none) in float32 and in
+    bf16-mixed: validation perplexity within 3%. Needs a CPU or GPU with native bf16 (emulated bf16 is
+    ~200x slower than float32 here): skipped elsewhere. Not yet run on such a machine (issue #13)."""
+    from distillab.precision import native_bf16
+
+    if not (SMOLLM2 / "config.json").is_file():
+        pytest.skip("run `make models` first")
+    native, evidence = native_bf16("cpu")
+    if not native:
+        pytest.skip(f"bf16 not native: {evidence}")
+    monkeypatch.setenv("DISTILLAB_CACHE_DIR", str(CACHE))
+    from distillab.distill import run
+
+    val_ppl = {}
+    for precision in ("float32", "bf16"):
+        cfg = compose_config(
+            [
+                f"paths.run_dir={tmp_path / precision}",
+                f"paths.data_dir={SHARED_DATA}",
+                f"precision={precision}",
+                "eval=none",
+                "export=false",
+                "logger=csv",
+            ]
+        )
+        val_ppl[precision] = run(cfg)["train_metrics"]["val/ppl"]
+    assert val_ppl["bf16"] == pytest.approx(val_ppl["float32"], rel=0.03), val_ppl
 
 
 @pytest.mark.parametrize(
