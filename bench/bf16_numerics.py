@@ -1,7 +1,7 @@
 """Where does bf16 training lose accuracy? One KD step's loss and gradient, bf16 against float32.
 
 On a CPU with native bf16 the step runs under real ``torch.autocast(bfloat16)``. On one without it
-(bf16 matmuls are ~200x slower there) every matrix product is *emulated* at float32 speed: inputs
+(bf16 matmuls are ~100x slower there) every matrix product is *emulated* at float32 speed: inputs
 and output rounded to bf16, accumulation in float32 — what oneDNN and cuBLAS do in bf16. Element-wise
 ops stay float32 in the emulation, so it isolates the matrix products.
 

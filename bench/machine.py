@@ -1,7 +1,7 @@
 """What every bench prints next to its ratios: the machine, its bf16 capability, measured matmul peaks.
 
 A ratio measured on one CPU says little about another (bf16 is ~4x float32 on a CPU with
-AVX512-BF16 and ~200x slower than float32 on one without), so each bench measures the peak it
+AVX512-BF16 and ~100x slower than float32 on one without), so each bench measures the peak it
 compares against in the same run, on the same threads.
 """
 
@@ -67,3 +67,22 @@ def header(info: dict) -> str:
         f"measured matmul peak: float32 {peaks['float32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s"
         f"{'' if info['native_bf16'] else ' (256² emulated)'}"
     )
+
+
+if __name__ == "__main__":  # python bench/machine.py [threads] [--bf16-size N]
+    import argparse
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+    parser = argparse.ArgumentParser(description="the machine line every bench prints")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--bf16-size", type=int, help="also time a bf16 matmul of this size (slow where emulated)"
+    )
+    args = parser.parse_args()
+    print(header(describe(args.threads)))
+    if args.bf16_size:
+        print(
+            f"bf16 {args.bf16_size}² matmul: {matmul_gflops('bf16', args.threads, args.bf16_size, 1):.2f} GFLOP/s"
+        )

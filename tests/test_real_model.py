@@ -82,7 +82,7 @@ def test_smollm2_distillation_tiny_budget(tmp_path, monkeypatch):
 def test_demo_kd_in_bf16_ends_at_the_float32_validation_perplexity(tmp_path, monkeypatch):
     """The demo's healing run (its cut, objective, data, seed and 24 steps; eval=none) in float32 and in
     bf16-mixed: validation perplexity within 3%. Needs a CPU or GPU with native bf16 (emulated bf16 is
-    ~200x slower than float32 here): skipped elsewhere. Not yet run on such a machine (issue #13)."""
+    ~100x slower than float32 here): skipped elsewhere. Not yet run on such a machine (issue #13)."""
     from distillab.precision import native_bf16
 
     if not (SMOLLM2 / "config.json").is_file():

@@ -16,8 +16,8 @@ precision: see :func:`float32_math`.
 
 "Native" bf16 means the matrix units execute it: a CUDA GPU that reports bf16 (Ampere and later),
 or a CPU with AVX512-BF16 or AMX, asked through torch's own CPU feature checks (not CPU names).
-Elsewhere bf16 matmuls are emulated: measured on an AVX2-only 2-core EPYC, 0.33 GFLOP/s in bf16
-against 75 in float32 (2048² matmul, torch 2.13), so ``auto`` stays in float32 and says why.
+Elsewhere bf16 matmuls are emulated: measured on an AVX2-only 2-core EPYC (torch 2.13), about
+1 GFLOP/s in bf16 against 130-140 in float32, so ``auto`` stays in float32 and says why.
 """
 
 from __future__ import annotations
