@@ -115,6 +115,7 @@ def test_objective_presets_train_end_to_end_and_log_every_term(preset, terms, tm
 
 
 def test_a_student_cut_by_a_layer_score_removes_the_lowest_scoring_layers(tmp_path, tiny_corpus):
+    from distillab.models.surgery import evenly_spaced
     from distillab.pruning.calibration import batches, calibration_blocks
     from distillab.pruning.layer_scores import activation_layer_scores, least_important
 
@@ -129,6 +130,7 @@ def test_a_student_cut_by_a_layer_score_removes_the_lowest_scoring_layers(tmp_pa
     )
     kept = AutoModelForCausalLM.from_pretrained(tmp_path / "student").config.distillab_teacher_layers
     assert sorted(set(range(4)) - set(kept)) == expected
+    assert expected != evenly_spaced(4, 2)  # else this test could not tell a score from the even cut
 
 
 @pytest.mark.parametrize(
@@ -138,7 +140,18 @@ def test_a_student_cut_by_a_layer_score_removes_the_lowest_scoring_layers(tmp_pa
             ["student.score=ppl_drop"],
             "student.score: 'ppl_drop' is not one of block_influence, angular, lens_kl",
         ),
-        (["student.score=angular", "student.remove=[1]"], "student.score: give num_remove"),
+        (
+            ["student.score=angular", "student.num_remove=4"],
+            "student.num_remove: 4 with student.score=angular; valid: 1..3",
+        ),
+        (
+            ["student.score=angular", "student.calibration_blocks=0"],
+            "student.calibration_blocks: must be >= 1",
+        ),
+        (
+            ["student.score=angular", "student.calibration_blocks=100000"],
+            "student.calibration_blocks: 100000 requested",
+        ),
     ],
 )
 def test_bad_student_scores_are_one_line_errors(tmp_path, tiny_corpus, extra, message):

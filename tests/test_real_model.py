@@ -79,8 +79,8 @@ def test_smollm2_distillation_tiny_budget(tmp_path, monkeypatch):
     assert "arc_challenge/acc" in results["retention"]
 
 
-def test_demo_kd_in_bf16_ends_at_the_float32_validation_perplexity(tmp_path, monkeypatch):
-    """The demo's healing run (its cut, objective, data, seed and 24 steps; eval=none) in float32 and in
+def test_demo_healing_in_bf16_ends_at_the_float32_validation_perplexity(tmp_path, monkeypatch):
+    """The demo's healing run (its Block Influence cut, ild, data, seed and 24 steps; eval=none) in float32 and in
     bf16-mixed: validation perplexity within 3%. Needs a CPU or GPU with native bf16 (emulated bf16 is
     ~100x slower than float32 here): skipped elsewhere. Not yet run on such a machine (issue #13)."""
     from distillab.precision import native_bf16

@@ -126,7 +126,10 @@ def configure_precision(cfg: DictConfig) -> Precision:
     heal = cfg.get("heal")
     trainers = [
         (key, t)
-        for key, t in (("trainer", cfg.get("trainer")), ("heal.trainer", heal and heal.get("trainer")))
+        for key, t in (
+            ("trainer", cfg.get("trainer")),
+            ("heal.trainer", heal and heal.get("enabled", True) and heal.get("trainer")),
+        )
         if t
     ]
     accelerator = trainers[0][1].get("accelerator") if trainers else None

@@ -57,7 +57,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data_dir, cache_dir = cfg.paths.data_dir, cfg.paths.cache_dir
 
     def calibration(num_blocks: int) -> list:  # for a student cut by a layer score
-        return batches(calibration_blocks(tokenizer, to_plain(cfg.data), num_blocks, data_dir, cache_dir), 4)
+        blocks = calibration_blocks(
+            tokenizer, to_plain(cfg.data), num_blocks, data_dir, cache_dir, key="student.calibration_blocks"
+        )
+        return batches(blocks, 4)
 
     student, student_tok = build_student(teacher, to_plain(cfg.student), tokenizer, calibration)
     cache_cfg = check_cache_config(objective, to_plain(cfg.get("teacher_cache") or {}))

@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, configure_process, to_plain, user_errors_exit
+from distillab.config import CONFIG_DIR, configure_precision, configure_process, to_plain, user_errors_exit
 from distillab.data.corpus import read_documents
 from distillab.data.paths import resolve_data_dir
 from distillab.data.teacher_generated import GenerationSettings, generate_corpus
@@ -22,6 +22,7 @@ from distillab.models.spec import ModelSpec
 
 def run(cfg: DictConfig) -> Path:
     configure_process(cfg)
+    precision = configure_precision(cfg)
     settings = GenerationSettings(**to_plain(cfg.generation))
     settings.validate()
     prompts = read_documents(to_plain(cfg.prompts), resolve_data_dir(cfg.paths.data_dir))
@@ -29,7 +30,10 @@ def run(cfg: DictConfig) -> Path:
         prompts = prompts[: int(cfg.max_prompts)]
     model, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")
     out_dir = Path(cfg.paths.cache_dir) / "generated"
-    path, reused = generate_corpus(model, tokenizer, prompts, out_dir, settings, model_fingerprint(model))
+    identity = model_fingerprint(model)
+    if precision.on("cpu").is_bf16:  # a bf16 teacher writes another corpus (float32 keys unchanged)
+        identity += "-bf16"
+    path, reused = generate_corpus(model, tokenizer, prompts, out_dir, settings, identity)
     print(f"{'reused' if reused else 'wrote'} {len(prompts)} teacher responses: {path}")
     print(f"train on it: distillab-distill data=teacher_generated data.source.files={path}")
     return path

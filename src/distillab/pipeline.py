@@ -28,6 +28,7 @@ from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_seco
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
+from distillab.precision import Precision, device_type_for, resolve_precision
 from distillab.precision import current as current_precision
 from distillab.stage_cache import (
     fingerprint,
@@ -85,9 +86,7 @@ def compose_stage(name: str, spec: DictConfig, cfg: DictConfig) -> DictConfig:
         stage_cfg.experiment_name = cfg.experiment_name
         stage_cfg.task_name = name  # W&B job_type: one job type per stage, the pipeline is the group
         stage_cfg.threads = cfg.threads
-        # resolved (bf16 | float32), not `auto`: it enters the stage's fingerprint, so a stage computed
-        # in float32 is never reused as a bf16 one
-        stage_cfg.precision = current_precision().name
+        stage_cfg.precision = cfg.precision  # the setting; each stage resolves it for its own device
         stage_cfg.paths.run_dir = "pending"  # set once the fingerprint is known (plan_stages)
         for key in ("data_dir", "cache_dir", "output_dir"):
             stage_cfg.paths[key] = cfg.paths[key]
@@ -96,6 +95,14 @@ def compose_stage(name: str, spec: DictConfig, cfg: DictConfig) -> DictConfig:
         if app == "quantize":  # tokens/s measured the same way for every row of the table
             stage_cfg.speed = OmegaConf.create(to_plain(cfg.speed))
     return stage_cfg
+
+
+def stage_precision(stage_cfg: DictConfig) -> Precision:
+    """The precision a stage will compute in here (its own trainer's device decides ``auto``)."""
+    heal = stage_cfg.get("heal")
+    trainer = stage_cfg.get("trainer") or (heal and heal.get("trainer"))
+    accelerator = trainer.get("accelerator") if trainer else None
+    return resolve_precision(stage_cfg.get("precision"), device_type_for(accelerator))
 
 
 def wire_input(stage_cfg: DictConfig, app: str, source: dict[str, Any], teacher: dict[str, Any]) -> None:
@@ -146,7 +153,11 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
             quantize.check_config(stage_cfg.quantize)
         elif spec.app == "prune" and stage_cfg.prune.method not in prune.METHODS:
             raise DistillabError(f"stages.{name}.overrides: prune.method {stage_cfg.prune.method!r} unknown")
-        upstream = fingerprint(portable(to_plain(stage_cfg), source, teacher, teacher_identity), upstream)
+        identity = portable(to_plain(stage_cfg), source, teacher, teacher_identity)
+        # What `auto` resolves to on this machine enters the fingerprint: a stage computed in float32
+        # is never reused as a bf16 one (or back).
+        identity["precision_used"] = stage_precision(stage_cfg).name
+        upstream = fingerprint(identity, upstream)
         stage_dir = locate(run_dir / f"{index:02d}-{name}-{upstream}", cfg.get("reuse_stages_from") or [])
         with open_dict(stage_cfg):
             stage_cfg.paths.run_dir = str(stage_dir)
@@ -253,15 +264,16 @@ def warn_on_version_drift(name: str, stage_dir: Path, record: dict[str, Any]) ->
 def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The original teacher's row, measured once per teacher + eval settings (stage-cached too)."""
     spec = to_plain(cfg.teacher)
-    key = fingerprint(
-        {
-            "teacher": model_identity(spec),
-            "eval": to_plain(cfg.eval),
-            "speed": to_plain(cfg.speed),
-            "data_dir": str(cfg.paths.data_dir),  # not run_dir/cache_dir: arms of a study share it
-        },
-        "",
-    )
+    identity = {
+        "teacher": model_identity(spec),
+        "eval": to_plain(cfg.eval),
+        "speed": to_plain(cfg.speed),
+        "data_dir": str(cfg.paths.data_dir),  # not run_dir/cache_dir: arms of a study share it
+    }
+    used = current_precision().on("cpu")  # the teacher row is measured on the CPU
+    if used.is_bf16:  # only then, so float32 teacher rows computed before keep their keys
+        identity["precision"] = used.name
+    key = fingerprint(identity, "")
     stage_dir = locate(run_dir / f"00-teacher-{key}", cfg.get("reuse_stages_from") or [])
     record = finished_record(stage_dir)
     if record is not None:
@@ -283,7 +295,7 @@ def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         else None,
         "params": count_parameters(model),
         "tokens_per_s": decode_tokens_per_second(model, ids, int(cfg.speed.new_tokens)),
-        "runtime": "transformers (float32)",
+        "runtime": f"transformers ({used.name})",
         "metrics": metrics,
         "versions": library_versions(),
     }

@@ -23,6 +23,7 @@ Elsewhere bf16 matmuls are emulated: measured on an AVX2-only 2-core EPYC (torch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -64,11 +65,25 @@ class Precision:
     def trainer_precision(self) -> str:
         return TRAINER_PRECISION[self.name]
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The context for a frozen model's forward pass: bf16 autocast, or nothing."""
-        if not self.is_bf16:
+    def on(self, device_type: str) -> Precision:
+        """This precision for work on ``device_type``: bf16 only where that device runs it natively
+        (a GPU run's models are evaluated on the CPU after training, which may not)."""
+        if not self.is_bf16 or device_type == self.device_type:
+            return self
+        native, evidence = native_bf16(device_type)
+        if native:
+            return dataclasses.replace(self, device_type=device_type)
+        return dataclasses.replace(
+            self, name="float32", device_type=device_type, reason=f"on {device_type}: {evidence}"
+        )
+
+    def autocast(self, device_type: str | None = None) -> contextlib.AbstractContextManager:
+        """The context for a frozen model's forward pass on ``device_type`` (default: the run's
+        device): bf16 autocast where that device runs bf16 natively (or bf16 was asked), else nothing."""
+        used = self.on(device_type) if device_type and self.setting == "auto" else self
+        if not used.is_bf16:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device_type or used.device_type, dtype=torch.bfloat16)
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -134,6 +149,14 @@ def current() -> Precision:
     return _current
 
 
+def module_device_type(model) -> str | None:
+    """The device type a model's parameters live on (``None`` for anything that is not a module)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    parameter = next(model.parameters(), None)
+    return parameter.device.type if parameter is not None else None
+
+
 def float32_math(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     """Autocast off on ``tensor``'s device: vocabulary-sized math (matrix products of probabilities
     with logits, log-sum-exp) stays float32 even inside a bf16-mixed training step."""
@@ -146,7 +169,7 @@ def in_run_precision(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with current().autocast():
+        with current().autocast(module_device_type(args[0]) if args else None):
             return fn(*args, **kwargs)
 
     return wrapper

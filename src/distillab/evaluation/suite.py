@@ -20,7 +20,7 @@ from distillab.data.paths import resolve_data_dir
 from distillab.evaluation.harness import run_tasks
 from distillab.evaluation.perplexity import perplexity
 from distillab.models.fingerprint import model_fingerprint
-from distillab.precision import Precision
+from distillab.precision import Precision, module_device_type
 from distillab.precision import current as current_precision
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ def evaluate_suite(
 ) -> dict[str, float]:
     """Flat metrics ``{"task/metric": value}`` for every task and perplexity set in ``eval_cfg``,
     computed in ``precision`` (default: the run's; bf16 = autocast, the weights stay as they are)."""
-    with (precision or current_precision()).autocast():
+    device = module_device_type(model) or "cpu"
+    with (precision or current_precision()).autocast(device):
         return _evaluate_suite(model, tokenizer, to_plain(eval_cfg), work_dir, data_dir)
 
 
@@ -81,6 +82,8 @@ def cached_evaluate_suite(
     Returns ``(metrics, from_cache)``.
     """
     precision = precision or current_precision()
+    if precision.setting == "auto":  # what this model's device really computes in
+        precision = precision.on(module_device_type(model) or "cpu")
     if cache_dir is None:
         return evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir, precision), False
     settings = {

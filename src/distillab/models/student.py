@@ -49,7 +49,7 @@ def build_student(
     kind = cfg.get("kind")
     if kind == "drop_layers":
         remove = cfg.get("remove")
-        if cfg.get("score") is not None:
+        if cfg.get("score") is not None and remove is None:  # explicit indices win over a score
             remove = scored_removal(teacher, cfg, calibration)
         return drop_layers_student(teacher, remove, cfg.get("num_remove")), tokenizer
     if kind == "smaller_config":
@@ -74,16 +74,21 @@ def scored_removal(teacher: PreTrainedModel, cfg: Mapping[str, Any], calibration
             f"student.score: {score!r} is not one of {', '.join(STUDENT_SCORES)} (null: evenly spaced); "
             "removal scores and iterative cuts: distillab-prune"
         )
-    if cfg.get("remove") is not None or cfg.get("num_remove") is None:
-        raise DistillabError("student.score: give num_remove (how many layers the score picks), not remove")
+    num_layers, num_remove = teacher.config.num_hidden_layers, cfg.get("num_remove")
+    if num_remove is None or not 0 < int(num_remove) < num_layers:
+        raise DistillabError(
+            f"student.num_remove: {num_remove} with student.score={score}; valid: 1..{num_layers - 1} "
+            "(how many layers the score removes)"
+        )
+    num_blocks = int(cfg.get("calibration_blocks", 16))
+    if num_blocks < 1:
+        raise DistillabError(f"student.calibration_blocks: must be >= 1, got {num_blocks}")
     if calibration is None:
         raise DistillabError(
             "student.score: this entry point gives no calibration data; use distillab-distill"
         )
-    scores = activation_layer_scores(teacher, calibration(int(cfg.get("calibration_blocks", 16))), [score])[
-        score
-    ]
-    remove = least_important(scores, int(cfg["num_remove"]))
+    scores = activation_layer_scores(teacher, calibration(num_blocks), [score])[score]
+    remove = least_important(scores, int(num_remove))
     log.info("student: %s scores %s -> removing layers %s", score, [round(x, 4) for x in scores], remove)
     return remove
 

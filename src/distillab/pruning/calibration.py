@@ -17,10 +17,12 @@ def calibration_blocks(
     num_blocks: int,
     data_dir: str | None = None,
     cache_dir: str | None = None,
+    key: str = "prune.calibration.num_blocks",
 ) -> torch.Tensor:
-    """``(num_blocks, block_size)`` token ids from the training split of ``data_cfg``."""
+    """``(num_blocks, block_size)`` token ids from the training split of ``data_cfg``; ``key`` is the
+    config key that set ``num_blocks`` (for errors)."""
     if num_blocks < 1:
-        raise DistillabError(f"prune.calibration.num_blocks: must be >= 1, got {num_blocks}")
+        raise DistillabError(f"{key}: must be >= 1, got {num_blocks}")
     keys = ("block_size", "val_fraction", "max_documents", "seed")
     module = CorpusDataModule(
         tokenizer,
@@ -33,9 +35,7 @@ def calibration_blocks(
     module.setup()
     blocks = module.train_blocks
     if blocks.shape[0] < num_blocks:
-        raise DistillabError(
-            f"prune.calibration.num_blocks: {num_blocks} requested, the corpus has {blocks.shape[0]} blocks"
-        )
+        raise DistillabError(f"{key}: {num_blocks} requested, the corpus has {blocks.shape[0]} blocks")
     return blocks[:num_blocks]
 
 

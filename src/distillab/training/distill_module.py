@@ -21,6 +21,7 @@ from distillab.objectives.attention import take_captured_qk
 from distillab.objectives.objective import Objective
 from distillab.objectives.terms import TermInputs, hard_label_ce
 from distillab.precision import current as current_precision
+from distillab.precision import module_device_type
 from distillab.training.sharding import is_sharded, shard_model
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class DistillModule(L.LightningModule):
             # The frozen teacher runs in the run's precision even when the student trains in float32
             # (precision=auto with trainer.precision=32-true): its bf16 forward moved one KD step's
             # gradient by a cosine of 1e-5 (bench/bf16_numerics.py), the student's own by far more.
-            with torch.no_grad(), current_precision().autocast():
+            with torch.no_grad(), current_precision().autocast(module_device_type(self.teacher)):
                 teacher_out = self.teacher(**model_inputs)
             teacher_qk = take_captured_qk(self.teacher) if capture else None
         student_logits = student_out.logits
