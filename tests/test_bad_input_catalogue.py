@@ -93,6 +93,13 @@ CATALOGUE = [
     ),
     # temperatures, weights, divergences, terms
     ("distill", ["objective.terms.kd.temperature=0"], "objective.terms.kd: temperature must be > 0, got 0"),
+    ("distill", ["precision=fp8"], "precision: 'fp8' is not one of auto, bf16, float32"),
+    (
+        "distill",
+        ["precision=float32", "trainer.precision=bf16-mixed"],
+        "trainer.precision: 'bf16-mixed' contradicts precision=float32",
+    ),
+    ("distill", ["student.score=ppl_drop"], "student.score: 'ppl_drop' is not one of block_influence"),
     ("distill", ["objective.terms.kd.temperature=-1"], "objective.terms.kd: temperature must be > 0"),
     ("distill", ["objective.terms.kd.weight=-0.5"], "objective.terms.kd"),
     ("distill", ["objective.terms.kd.divergence=wasserstein"], "divergence"),
