@@ -65,59 +65,44 @@ class EmulatedBf16Matmuls(TorchDispatchMode):
 
 
 def step_gradient(teacher, student, ids, variant: str, native: bool):
-    """Loss and flattened gradient of 0.5·T²·KL + 0.5·CE for one batch under ``variant``."""
+    """Loss and flattened gradient of 0.5·T²·KL + 0.5·CE for one batch under ``variant``: each of the
+    teacher forward, student forward, loss and backward runs in bf16 (autocast where native, the
+    emulation elsewhere) or in float32."""
     from distillab.objectives import divergences
     from distillab.objectives.terms import hard_label_ce
 
     student.zero_grad(set_to_none=True)
     targets = torch.cat([ids[:, 1:], ids.new_full((ids.shape[0], 1), -100)], dim=1)
     mask = targets != -100
-    emulated = variant in ("matmuls", "matmuls+loss", "forward only") and not native
-    emulate = EmulatedBf16Matmuls(round_loss=variant == "matmuls+loss") if emulated else None
-    autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16)
-        if native and variant in ("matmuls", "matmuls+loss")
-        else contextlib.nullcontext()
-    )
-    if variant in ("teacher forward", "student forward"):
-        rounded = EmulatedBf16Matmuls(round_loss=False)
-        with torch.no_grad(), rounded if variant == "teacher forward" else contextlib.nullcontext():
-            t_logits = teacher(input_ids=ids).logits
-        with rounded if variant == "student forward" else contextlib.nullcontext():
-            s_logits = student(input_ids=ids).logits
-        kl = divergences.forward_kl_from_logits(t_logits, s_logits, TEMPERATURE)
-        loss = ALPHA * TEMPERATURE**2 * divergences.masked_mean(kl, mask) + (1 - ALPHA) * hard_label_ce(
-            s_logits, targets, mask
-        )
-        loss.backward()
-        return _result(loss, student)
-    if variant == "backward only":
-        with torch.no_grad():
-            t_logits = teacher(input_ids=ids).logits
+    loss_in_bf16 = variant == "matmuls+loss"
+
+    def bf16():
+        if native:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return EmulatedBf16Matmuls(round_loss=loss_in_bf16)
+
+    def in_bf16(*parts: str):
+        return bf16() if variant in parts else contextlib.nullcontext()
+
+    everywhere = ("matmuls", "matmuls+loss")
+    with torch.no_grad(), in_bf16(*everywhere, "forward only", "teacher forward"):
+        t_logits = teacher(input_ids=ids).logits
+    with in_bf16(*everywhere, "forward only", "student forward"):
         s_logits = student(input_ids=ids).logits
-        kl = divergences.forward_kl_from_logits(t_logits, s_logits, TEMPERATURE)
-        loss = ALPHA * TEMPERATURE**2 * divergences.masked_mean(kl, mask) + (1 - ALPHA) * hard_label_ce(
-            s_logits, targets, mask
+    if variant == "logits":
+        t_logits, s_logits = _round(t_logits), s_logits + (_round(s_logits) - s_logits).detach()
+    with in_bf16("matmuls+loss"):
+        # natively, autocast would leave the guarded function in float32: call the unguarded one
+        kl_fn = (
+            divergences._forward_kl_from_logits
+            if loss_in_bf16 and native
+            else divergences.forward_kl_from_logits
         )
-        with EmulatedBf16Matmuls(round_loss=False):
-            loss.backward()
-        return _result(loss, student)
-    with emulate or contextlib.nullcontext(), autocast:
-        with torch.no_grad():
-            t_logits = teacher(input_ids=ids).logits
-        s_logits = student(input_ids=ids).logits
-        if variant == "logits":
-            t_logits, s_logits = _round(t_logits), s_logits + (_round(s_logits) - s_logits).detach()
-        if variant == "matmuls+loss" and native:
-            kl = divergences._forward_kl_from_logits(t_logits, s_logits, TEMPERATURE)  # unguarded
-        else:
-            kl = divergences.forward_kl_from_logits(t_logits, s_logits, TEMPERATURE)
-        loss = ALPHA * TEMPERATURE**2 * divergences.masked_mean(kl, mask) + (1 - ALPHA) * hard_label_ce(
-            s_logits, targets, mask
-        )
-        if variant != "forward only":
-            loss.backward()
-    if variant == "forward only":
+        kl = kl_fn(t_logits, s_logits, TEMPERATURE)
+        ce = hard_label_ce(s_logits, targets, mask)
+        loss = ALPHA * TEMPERATURE**2 * divergences.masked_mean(kl, mask) + (1 - ALPHA) * ce
+    # autocast does not reach backward (it runs in the forward's dtypes); the emulation must be asked
+    with in_bf16(*(() if native else everywhere), "backward only"):
         loss.backward()
     return _result(loss, student)
 

@@ -115,6 +115,23 @@ def start_run(cfg: DictConfig) -> Path:
     return run_dir
 
 
+def trainer_blocks(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """``(key, block)`` of every trainer the run will use: ``trainer``, ``heal.trainer`` when healing."""
+    heal = cfg.get("heal")
+    blocks = (
+        ("trainer", cfg.get("trainer")),
+        ("heal.trainer", heal and heal.get("enabled", True) and heal.get("trainer")),
+    )
+    return [(key, block) for key, block in blocks if block]
+
+
+def resolve_run_precision(cfg: DictConfig, trainers: list[tuple[str, DictConfig]] | None = None) -> Precision:
+    """``cfg.precision`` resolved for the device the run's (first) trainer runs on; no side effects."""
+    trainers = trainer_blocks(cfg) if trainers is None else trainers
+    accelerator = trainers[0][1].get("accelerator") if trainers else None
+    return resolve_precision(cfg.get("precision"), device_type_for(accelerator))
+
+
 def configure_precision(cfg: DictConfig) -> Precision:
     """Resolve ``precision`` (auto | bf16 | float32) once for the run and make it the process's.
 
@@ -123,17 +140,8 @@ def configure_precision(cfg: DictConfig) -> Precision:
     ``32-true`` trains the student in float32 while frozen models (the teacher too) stay in bf16;
     only a bf16 trainer under an explicit ``precision=float32`` is refused (a contradiction).
     """
-    heal = cfg.get("heal")
-    trainers = [
-        (key, t)
-        for key, t in (
-            ("trainer", cfg.get("trainer")),
-            ("heal.trainer", heal and heal.get("enabled", True) and heal.get("trainer")),
-        )
-        if t
-    ]
-    accelerator = trainers[0][1].get("accelerator") if trainers else None
-    precision = resolve_precision(cfg.get("precision"), device_type_for(accelerator))
+    trainers = trainer_blocks(cfg)
+    precision = resolve_run_precision(cfg, trainers)
     for key, trainer in trainers:
         asked = trainer.get("precision")
         if asked is None:

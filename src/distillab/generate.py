@@ -18,11 +18,12 @@ from distillab.data.teacher_generated import GenerationSettings, generate_corpus
 from distillab.evaluation.suite import model_fingerprint
 from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
+from distillab.precision import cache_tag
 
 
 def run(cfg: DictConfig) -> Path:
     configure_process(cfg)
-    precision = configure_precision(cfg)
+    configure_precision(cfg)
     settings = GenerationSettings(**to_plain(cfg.generation))
     settings.validate()
     prompts = read_documents(to_plain(cfg.prompts), resolve_data_dir(cfg.paths.data_dir))
@@ -30,9 +31,7 @@ def run(cfg: DictConfig) -> Path:
         prompts = prompts[: int(cfg.max_prompts)]
     model, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")
     out_dir = Path(cfg.paths.cache_dir) / "generated"
-    identity = model_fingerprint(model)
-    if precision.on("cpu").is_bf16:  # a bf16 teacher writes another corpus (float32 keys unchanged)
-        identity += "-bf16"
+    identity = model_fingerprint(model) + cache_tag(model)  # a bf16 teacher writes another corpus
     path, reused = generate_corpus(model, tokenizer, prompts, out_dir, settings, identity)
     print(f"{'reused' if reused else 'wrote'} {len(prompts)} teacher responses: {path}")
     print(f"train on it: distillab-distill data=teacher_generated data.source.files={path}")

@@ -22,13 +22,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from distillab import distill, prune, quantize
-from distillab.config import CONFIG_DIR, redact, start_run, to_plain, user_errors_exit
+from distillab.config import CONFIG_DIR, redact, resolve_run_precision, start_run, to_plain, user_errors_exit
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_second
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
-from distillab.precision import Precision, device_type_for, resolve_precision
 from distillab.precision import current as current_precision
 from distillab.stage_cache import (
     fingerprint,
@@ -97,14 +96,6 @@ def compose_stage(name: str, spec: DictConfig, cfg: DictConfig) -> DictConfig:
     return stage_cfg
 
 
-def stage_precision(stage_cfg: DictConfig) -> Precision:
-    """The precision a stage will compute in here (its own trainer's device decides ``auto``)."""
-    heal = stage_cfg.get("heal")
-    trainer = stage_cfg.get("trainer") or (heal and heal.get("trainer"))
-    accelerator = trainer.get("accelerator") if trainer else None
-    return resolve_precision(stage_cfg.get("precision"), device_type_for(accelerator))
-
-
 def wire_input(stage_cfg: DictConfig, app: str, source: dict[str, Any], teacher: dict[str, Any]) -> None:
     """Point the stage at its input model; distillation and quantization keep the original teacher."""
     with open_dict(stage_cfg):
@@ -156,7 +147,7 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
         identity = portable(to_plain(stage_cfg), source, teacher, teacher_identity)
         # What `auto` resolves to on this machine enters the fingerprint: a stage computed in float32
         # is never reused as a bf16 one (or back).
-        identity["precision_used"] = stage_precision(stage_cfg).name
+        identity["precision_used"] = resolve_run_precision(stage_cfg).name
         upstream = fingerprint(identity, upstream)
         stage_dir = locate(run_dir / f"{index:02d}-{name}-{upstream}", cfg.get("reuse_stages_from") or [])
         with open_dict(stage_cfg):

@@ -157,6 +157,12 @@ def module_device_type(model) -> str | None:
     return parameter.device.type if parameter is not None else None
 
 
+def cache_tag(model) -> str:
+    """What a cache key of ``model``'s outputs appends for the run's precision on ``model``'s device:
+    ``-bf16`` in bf16, nothing in float32 (so float32 keys written before precision existed hold)."""
+    return "-bf16" if current().on(module_device_type(model) or "cpu").is_bf16 else ""
+
+
 def float32_math(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     """Autocast off on ``tensor``'s device: vocabulary-sized math (matrix products of probabilities
     with logits, log-sum-exp) stays float32 even inside a bf16-mixed training step."""

@@ -24,8 +24,7 @@ from tqdm.auto import tqdm
 from distillab.data.packing import tokenizer_fingerprint
 from distillab.errors import DistillabError
 from distillab.models.fingerprint import model_fingerprint
-from distillab.precision import current as current_precision
-from distillab.precision import in_run_precision
+from distillab.precision import cache_tag, in_run_precision
 
 _LOG_FLOOR = -1.0e4
 
@@ -136,9 +135,7 @@ def prepare_teacher_cache(
     shard_blocks: int = 256,
 ) -> Path:
     """Build (or reuse) the cache for the datamodule's training blocks and switch it to cached batches."""
-    teacher_id = model_fingerprint(teacher)
-    if current_precision().is_bf16:  # a bf16 teacher's top-k is another cache (float32 keys unchanged)
-        teacher_id += "-bf16"
+    teacher_id = model_fingerprint(teacher) + cache_tag(teacher)  # a bf16 teacher's top-k is another cache
     key = cache_key(teacher_id, tokenizer_fingerprint(tokenizer), datamodule.train_blocks, k, temperature)
     directory = build_topk_cache(
         teacher,
