@@ -13,13 +13,15 @@ PIP_ARGS ?=
 SCORE ?= block_influence
 SUITE_TASKS := arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai/acc arc_challenge/acc_norm
 SUITE_METRICS := wikitext2/ppl $(SUITE_TASKS)
+# exp-004: training steps at which the healing-budget curve is evaluated (1,024 tokens per step)
+BUDGET_STEPS ?= 24 48 96 192 384 768 1536
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gguf-runtime models demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 clean
+.PHONY: help install install-gguf-runtime models demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -122,6 +124,22 @@ exp-003: models install-gguf-runtime ## experiments/003: distill vs prune vs qua
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-quantize -m quantize.backend=torchao quantize.bits=8,4 eval=suite experiment_name=quant_alone_torchao
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.layers.num_remove=9 heal.trainer.max_steps=48 heal.trainer.val_check_interval=48 eval=suite experiment_name=prune_alone
 	$(VENV)/bin/distillab-report outputs/pipeline/pipeline_study outputs/pipeline/pipeline_quantize_first outputs/pipeline/pipeline_q4_k_m $(call LATEST,quantize/quant_alone) $(call LATEST,quantize/quant_alone_torchao) $$(ls -td outputs/prune/prune_alone/*/ | head -1) --metrics $(SUITE_METRICS) --out experiments/003-compression-pipeline --wandb compression_study
+
+# One constant-LR healing run, stopped and evaluated (eval=decision, per-item results) at each budget:
+# point N resumes point N-1's last checkpoint, so the curve is one run's trajectory. A finished point
+# (results.json) is skipped; an interrupted one resumes from its own last checkpoint (every 50 steps).
+exp-004: models ## experiments/004: retention vs healing budget, 24.6k -> 1.57M tokens (resumable; float32 on 2 cores: many hours)
+	@prev=""; for steps in $(BUDGET_STEPS); do \
+	  dir=outputs/distill/budget_curve/steps_$$steps; \
+	  if [ -f $$dir/results.json ]; then prev=$$dir; continue; fi; \
+	  resume=$${prev:+ckpt_path=$$PWD/$$prev/checkpoints/last.ckpt}; \
+	  if [ -f $$dir/checkpoints/last.ckpt ]; then resume=ckpt_path=last; fi; \
+	  echo "budget point: $$steps steps ($$resume)"; \
+	  OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill scheduler=constant eval=decision experiment_name=budget_curve \
+	    trainer.max_steps=$$steps hydra.run.dir=$$dir $$resume $(ARGS) || exit 1; \
+	  prev=$$dir; \
+	done
+	$(SUMMARIZE) outputs/distill/budget_curve/steps_* --metrics wikitext2/ppl $(SUITE_TASKS) --plot-tokens experiments/004-healing-budget/retention_vs_tokens.png
 
 clean: ## remove run outputs (not the venv or the model cache)
 	rm -rf outputs multirun .pytest_cache

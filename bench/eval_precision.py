@@ -53,7 +53,7 @@ def main() -> None:
         for name in ("float32", "bf16"):
             start = time.perf_counter()
             precision = Precision(name, "cpu", "bench", name)
-            results[name] = evaluate_suite(model, tokenizer, eval_cfg, Path(work), None, precision)
+            results[name] = evaluate_suite(model, tokenizer, eval_cfg, Path(work), None, precision).metrics
             seconds[name] = time.perf_counter() - start
     print(f"SmolLM2-135M-Instruct, {', '.join(args.tasks)}, {args.limit} items each, batch {args.batch_size}")
     print(

@@ -118,6 +118,11 @@ CATALOGUE = [
     ("distill", ["data.block_size=100000"], "data.block_size"),
     # evaluation
     ("distill", ["+eval.tasks.no_such_task.limit=2"], "no_such_task"),
+    (
+        "distill",
+        ["+eval.tasks.arc_easy={limit: 2, primary: accuracy}"],
+        "eval.tasks.arc_easy.primary: 'accuracy' is not a metric of arc_easy; valid: acc, acc_norm",
+    ),
     ("evaluate", ["+eval.perplexity.x.source.files=corpus/nope.jsonl"], "corpus/nope.jsonl"),
     # conflicting options
     ("distill", ["objective=kd_cached"], "teacher_cache"),

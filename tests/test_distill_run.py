@@ -159,3 +159,40 @@ def test_bad_student_scores_are_one_line_errors(tmp_path, tiny_corpus, extra, me
 
     with pytest.raises(DistillabError, match=message.replace("(", r"\(")):
         run(compose_config([*tiny_overrides(tmp_path, tiny_corpus), *extra]))
+
+
+def test_runs_keep_per_item_results_and_two_runs_compare_on_the_same_items(tmp_path, tiny_corpus, capsys):
+    """Each run writes items/<model>/<set>.csv, retention with a paired interval and retention/mean over
+    the primary metrics; the report CLI then answers "is B better than A?" from those items."""
+    from distillab.evaluation import items
+    from distillab.report import main as report
+
+    evaluation = [
+        "+eval.perplexity.tiny.source.files=corpus/tiny.jsonl",
+        "+eval.perplexity.tiny.block_size=16",
+        "+eval.perplexity.tiny.max_tokens=256",
+        "logger=csv",
+        "export=false",
+    ]
+    runs = {}
+    for name, objective in (("a", "ce"), ("b", "kd")):
+        results = run(
+            compose_config(
+                tiny_overrides(tmp_path / name, tiny_corpus, f"objective={objective}", *evaluation)
+            )
+        )
+        runs[name] = tmp_path / name
+        teacher = items.read_suite(runs[name] / "items" / "teacher")["tiny"]
+        student = items.read_suite(runs[name] / "items" / "student")["tiny"]
+        assert teacher["id"] == student["id"] and len(student["id"]) == 16  # 256 tokens / 16 per block
+        assert items.score(student, "ppl") == pytest.approx(results["student"]["tiny/ppl"])
+        low, high = results["retention_interval"]["tiny/ppl"]
+        assert low <= results["retention"]["tiny/ppl"] <= high
+        assert results["primary"] == ["tiny/ppl"]
+        assert results["retention_mean"]["value"] == pytest.approx(results["retention"]["tiny/ppl"])
+        assert results["train_tokens"] == 2 * 2 * 32  # steps x batch x block
+        assert "★" in (runs[name] / "retention.md").read_text()
+    capsys.readouterr()
+    report(["--a", str(runs["a"]), "--b", str(runs["b"]), "--out", str(tmp_path / "report")])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| tiny/ppl | 16 |"))
+    assert any(v in line for v in ("within noise", "B better", "A better"))

@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import SHARED_DATA
 
+from distillab.evaluation import items
 from distillab.evaluation.harness import flatten_task_results
-from distillab.evaluation.perplexity import perplexity
+from distillab.evaluation.perplexity import block_nll, perplexity
 from distillab.evaluation.retention import markdown_table, retention, retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, model_fingerprint
 from distillab.models.tiny import build_tiny
@@ -29,15 +30,28 @@ def test_lm_eval_runs_local_arc_and_gsm8k_on_a_tiny_model(tmp_path):
             "gsm8k": {"limit": 2, "num_fewshot": 1, "max_gen_toks": 4},
         },
     }
-    metrics, hit = cached_evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), tmp_path / "cache")
+    evaluation, hit = cached_evaluate_suite(
+        model, tok, eval_cfg, tmp_path, str(SHARED_DATA), tmp_path / "cache"
+    )
+    metrics = evaluation.metrics
     assert not hit
     assert 0.0 <= metrics["arc_challenge/acc"] <= 1.0 and "arc_challenge/acc_norm_stderr" in metrics
     assert "gsm8k/exact_match_strict-match" in metrics
+    # per-item results: stable ids, and they give back every score lm-eval reported (both GSM8K filters)
+    arc, gsm = evaluation.items["arc_challenge"], evaluation.items["gsm8k"]
+    assert len(arc["id"]) == 3 and len(set(arc["id"])) == 3 and len(gsm["id"]) == 2
+    for task, metric in [
+        ("arc_challenge", "acc"),
+        ("arc_challenge", "acc_norm"),
+        ("gsm8k", "exact_match_strict-match"),
+        ("gsm8k", "exact_match_flexible-extract"),
+    ]:
+        assert items.reproduces(evaluation.items[task], metric, metrics[f"{task}/{metric}"]), (task, metric)
     # the generated task file points lm-eval's own definition at the local copy
     text = (tmp_path / "lm_eval_tasks" / "arc_challenge.yaml").read_text()
     assert "arc_challenge.yaml" in text and str(SHARED_DATA / "arc_challenge" / "test.jsonl") in text
     again, hit = cached_evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), tmp_path / "cache")
-    assert hit and again == metrics
+    assert hit and again.metrics == metrics and again.items == evaluation.items
 
 
 def test_fingerprint_changes_with_any_weight():
@@ -56,6 +70,9 @@ def test_perplexity_equals_exp_of_mean_nll():
     )
     assert result["tokens"] > 0 and result["ppl"] == pytest.approx(math.exp(result["nll"]))
     assert 1.0 < result["ppl"] < 2 * len(tok)  # a random model is near uniform over its vocabulary
+    nll_sums, tokens = block_nll(model, tok, ["the student learned from the teacher. " * 20], block_size=16)
+    assert sum(tokens) == result["tokens"] and len(nll_sums) == len(tokens)
+    assert items.score(items.perplexity_items(nll_sums, tokens), "ppl") == pytest.approx(result["ppl"])
 
 
 def test_flatten_lm_eval_results():

@@ -10,10 +10,11 @@ from distillab.errors import DistillabError
 from distillab.models.surgery import remove_layers
 from distillab.models.tiny import build_tiny
 from distillab.objectives.attention import CAPTURE_KERNEL, attention_kl, attention_log_probs, take_captured_qk
-from distillab.objectives.divergences import generalized_jsd
+from distillab.objectives.divergences import generalized_jsd, get_divergence
+from distillab.objectives.head_divergence import autograd_value_and_grad
 from distillab.objectives.hidden import hidden_cosine_distance, hidden_mse
 from distillab.objectives.layer_map import build_layer_map, evenly_spaced_interior, uniform_map
-from distillab.objectives.lens import chunked_lens_divergence, lens_head
+from distillab.objectives.lens import lens_divergence, lens_value_and_grad
 from distillab.objectives.objective import build_objective
 from distillab.objectives.terms import TermInputs
 
@@ -163,36 +164,97 @@ def _lens_reference(student, teacher, s_h, t_h, mask):
     return torch.stack(values).mean()
 
 
-def test_lens_divergence_chunks_and_masks_like_the_per_token_formula():
+def _jsd(p, q):
+    return generalized_jsd(p, q, 0.5)
+
+
+def _lens_case(seed=0):
     teacher, _ = build_tiny("llama")
     student, _ = build_tiny("llama", seed=5)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     s_h, t_h = torch.randn(3, 7, 64, generator=g), torch.randn(3, 7, 64, generator=g)
     mask = torch.ones(3, 7, dtype=torch.bool)
     mask[0, 5:], mask[2, 2:] = False, False  # ragged rows: batch > 1 with padding
-    jsd = lambda p, q: generalized_jsd(p, q, 0.5)  # noqa: E731
-    heads = lens_head(student, True), lens_head(teacher, True)
+    return student, teacher, s_h, t_h, mask
+
+
+def test_lens_divergence_chunks_and_masks_like_the_per_token_formula():
+    student, teacher, s_h, t_h, mask = _lens_case()
     want = _lens_reference(student, teacher, s_h, t_h, mask)
     with torch.no_grad():
         for chunk in (1, 4, 1000):
-            got = chunked_lens_divergence(s_h, t_h, mask, *heads, jsd, chunk_tokens=chunk)
-            torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+            for value_and_grad in (lens_value_and_grad("jsd", 0.5), autograd_value_and_grad(_jsd)):
+                got = lens_divergence(
+                    [s_h], [t_h], mask, student, teacher, value_and_grad, chunk_tokens=chunk
+                )
+                torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+        # two pairs: the mean of the two pairs' means
+        two = lens_divergence([s_h, t_h], [t_h, s_h], mask, student, teacher, lens_value_and_grad("jsd"))
+        other = _lens_reference(student, teacher, t_h, s_h, mask)
+        torch.testing.assert_close(two.double(), (want + other) / 2, rtol=1e-5, atol=1e-6)
 
 
-def test_lens_gradients_are_the_same_chunked_or_not():
-    teacher, _ = build_tiny("llama")
-    student, _ = build_tiny("llama", seed=5)
-    g = torch.Generator().manual_seed(1)
-    t_h, mask = torch.randn(2, 6, 64, generator=g), torch.ones(2, 6, dtype=torch.bool)
+def _reference_grads(student, teacher, s_h, t_h, mask, divergence):
+    """Plain autograd through norm, head, log-softmax and the divergence, every token at once."""
+    keep = mask.reshape(-1)
+    s_logp = F.log_softmax(student.lm_head(student.model.norm(s_h.reshape(-1, 64)[keep])), -1)
+    with torch.no_grad():
+        t_logp = F.log_softmax(teacher.lm_head(teacher.model.norm(t_h.reshape(-1, 64)[keep])), -1)
+    divergence(t_logp, s_logp).mean().backward()
+
+
+@pytest.mark.parametrize(("name", "beta"), [("jsd", 0.5), ("jsd", 0.9), ("reverse_kl", None)])
+def test_lens_gradients_match_plain_autograd(name, beta):
+    """The gradients formed in the forward pass (analytic JSD, or autograd per chunk) equal autograd's."""
+    fn = (lambda p, q: generalized_jsd(p, q, beta)) if name == "jsd" else get_divergence(name)  # noqa: E731
     grads = []
-    for chunk in (2, 1000):
-        s_h = torch.randn(2, 6, 64, generator=torch.Generator().manual_seed(2), requires_grad=True)
-        jsd = lambda p, q: generalized_jsd(p, q, 0.5)  # noqa: E731
-        chunked_lens_divergence(
-            s_h, t_h, mask, lens_head(student, True), lens_head(teacher, True), jsd, chunk_tokens=chunk
-        ).backward()
-        grads.append(s_h.grad)
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+    for fused in (False, True):
+        student, teacher, s_h, t_h, mask = _lens_case(seed=1)
+        s_h.requires_grad_(True)
+        if fused:
+            value_and_grad = lens_value_and_grad(name, beta)
+            lens_divergence([s_h], [t_h], mask, student, teacher, value_and_grad, chunk_tokens=4).backward()
+        else:
+            _reference_grads(student, teacher, s_h, t_h, mask, fn)
+        assert teacher.lm_head.weight.grad is None  # the teacher is never differentiated
+        grads.append((s_h.grad, student.lm_head.weight.grad, student.model.norm.weight.grad))
+    for got, want in zip(grads[1], grads[0], strict=True):
+        assert want.abs().sum() > 0
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_lens_token_sample_scores_the_chosen_rows_and_averages_to_the_full_loss():
+    student, teacher, s_h, t_h, mask = _lens_case()
+    vg = lens_value_and_grad("jsd")
+    with torch.no_grad():
+        full = lens_divergence([s_h], [t_h], mask, student, teacher, vg)
+        n = int(mask.sum())
+        per_row = [
+            lens_divergence([s_h], [t_h], mask, student, teacher, vg, rows=torch.tensor([i]))
+            for i in range(n)
+        ]
+        torch.testing.assert_close(torch.stack(per_row).mean(), full)  # every row weighs the same
+        pair = lens_divergence([s_h], [t_h], mask, student, teacher, vg, rows=torch.tensor([0, 3]))
+        torch.testing.assert_close(pair, (per_row[0] + per_row[3]) / 2)
+
+
+def test_lens_term_samples_tokens_only_while_training():
+    teacher, _ = build_tiny("llama", num_hidden_layers=8)
+    student = remove_layers(teacher, [2, 5])
+    ids = torch.randint(0, 300, (2, 8), generator=torch.Generator().manual_seed(0))
+    values = {}
+    for fraction in (1.0, 0.25):
+        objective = build_objective({"lens": {"num_pairs": 2, "token_fraction": fraction}})
+        objective.setup(student, teacher)
+        with torch.no_grad():
+            values[fraction, "eval"] = objective(_inputs(student, teacher, ids))[1]["lens"]
+        torch.manual_seed(0)
+        values[fraction, "train"] = objective(_inputs(student, teacher, ids))[1]["lens"]
+    assert values[0.25, "eval"] == values[1.0, "eval"]  # validation scores every token
+    assert values[0.25, "train"] != values[1.0, "train"]
+    assert "0.25 of the tokens" in objective.terms["lens"].describe()
+    with pytest.raises(DistillabError, match="token_fraction must be in \\(0, 1\\], got 0"):
+        build_objective({"lens": {"token_fraction": 0}})
 
 
 def test_lens_pairs_default_to_evenly_spaced_interior():

@@ -160,8 +160,8 @@ def test_teacher_evaluations_are_cached_per_precision(tmp_path, tiny_corpus):
     assert hit and again == first
     in_bf16, hit = cached_evaluate_suite(model, tokenizer, eval_cfg, tmp_path, str(tiny_corpus), cache, BF16)
     assert not hit
-    assert in_bf16["corpus/ppl"] == pytest.approx(first["corpus/ppl"], rel=0.02)
-    assert in_bf16["corpus/ppl"] != first["corpus/ppl"]  # it really ran under bf16 autocast
+    assert in_bf16.metrics["corpus/ppl"] == pytest.approx(first.metrics["corpus/ppl"], rel=0.02)
+    assert in_bf16.metrics["corpus/ppl"] != first.metrics["corpus/ppl"]  # it really ran under bf16 autocast
 
 
 def test_a_float32_student_learns_from_a_bf16_teacher(tmp_path, tiny_corpus):

@@ -96,7 +96,9 @@ def test_every_app_logs_the_same_summary_keys():
         {
             "student": {"a/acc": 0.4},
             "teacher": {"a/acc": 0.5},
-            "retention": {"a/acc": 0.8, "b/ppl": None},
+            "retention": {"a/acc": 0.8, "a/acc_norm": 0.5, "b/ppl": None},
+            "retention_interval": {"a/acc": [0.7, 0.9]},
+            "retention_mean": {"value": 0.8, "low": 0.7, "high": 0.9, "metrics": ["a/acc"]},
             "params": {"teacher": 10, "student": 5},
             "bytes": {"student": 123},
             "tokens_per_s": 9.5,
@@ -106,7 +108,12 @@ def test_every_app_logs_the_same_summary_keys():
         "eval/a/acc": 0.4,
         "teacher/a/acc": 0.5,
         "retention/a/acc": 0.8,
-        "retention/mean": 0.8,
+        "retention/a/acc_norm": 0.5,
+        "retention_low/a/acc": 0.7,
+        "retention_high/a/acc": 0.9,
+        "retention/mean": 0.8,  # over the primary metrics only, not every metric of every task
+        "retention_low/mean": 0.7,
+        "retention_high/mean": 0.9,
         "size/params": 5,
         "size/bytes": 123,
         "speed/decode_tokens_per_s": 9.5,
@@ -146,3 +153,57 @@ def test_a_report_says_when_retentions_divide_by_different_models(tmp_path):
     mixed = markdown_report(collect([tmp_path / "a", tmp_path / "b", tmp_path / "c"]), METRICS)
     assert "measured against different models" in mixed
     assert f"{METRICS[0]} = 0.8: " in mixed and f"{METRICS[0]} = 0.4: " in mixed
+
+
+def _run_with_items(folder, acc, nll_sums, primary=("arc/acc", "wiki/ppl")):
+    from distillab.evaluation import items
+
+    folder.mkdir(parents=True)
+    ids = [f"doc{i}" for i in range(len(acc))]
+    items.write_suite(
+        folder / "items" / "student",
+        {
+            "arc": {"id": ids, "acc": list(acc)},
+            "wiki": items.perplexity_items(nll_sums, [10] * len(nll_sums)),
+        },
+    )
+    (folder / "results.json").write_text(json.dumps({"primary": list(primary), "student": {}}))
+    return folder
+
+
+def test_compare_cli_answers_is_b_better_with_interval_and_p(tmp_path, capsys):
+    """B is right on 60 more of 400 items and has lower perplexity on every block."""
+    a = _run_with_items(tmp_path / "a", [1.0] * 100 + [0.0] * 300, [30.0] * 50)
+    b = _run_with_items(tmp_path / "b", [1.0] * 160 + [0.0] * 240, [28.0] * 25 + [29.0] * 25)
+    main(["--a", str(a), "--b", str(b), "--out", str(tmp_path / "out")])
+    text = capsys.readouterr().out
+    arc = next(line for line in text.splitlines() if line.startswith("| arc/acc"))
+    assert "| 400 | 0.25 | 0.4 | +0.15 [" in arc and arc.endswith("| B better |")
+    wiki = next(line for line in text.splitlines() if line.startswith("| wiki/ppl"))
+    assert wiki.endswith("| B better |")  # lower perplexity is better
+    assert (tmp_path / "out" / "compare.md").read_text() == text.split("written:")[0]
+    # the same run against itself: no difference, within noise
+    main(["--a", str(a), "--b", str(a), "--metrics", "arc/acc", "--out", str(tmp_path / "out")])
+    assert "| within noise |" in capsys.readouterr().out
+
+
+def test_compare_cli_refuses_runs_on_other_items(tmp_path):
+    a = _run_with_items(tmp_path / "a", [1.0, 0.0, 1.0], [30.0])
+    b = _run_with_items(tmp_path / "b", [1.0, 0.0], [30.0])
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distillab.report",
+            "--a",
+            str(a),
+            "--b",
+            str(b),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "arc/acc" in proc.stderr and "same items" in proc.stderr

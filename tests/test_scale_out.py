@@ -73,8 +73,13 @@ def test_two_optuna_trials_maximise_the_returned_retention(tmp_path, tiny_corpus
 
 
 def test_sweep_value_reads_what_was_measured():
-    results = {"retention": {"a/acc": 0.5, "b/ppl": 1.0, "c/x": None}, "student": {"a/acc": 0.2}}
-    assert sweep_value(results, "retention/mean") == 0.75
+    results = {
+        "retention": {"a/acc": 0.5, "a/acc_norm": 0.9, "b/ppl": 1.0, "c/x": None},
+        "retention_mean": {"value": 0.75, "low": 0.6, "high": 0.8, "metrics": ["a/acc", "b/ppl"]},
+        "student": {"a/acc": 0.2},
+    }
+    assert sweep_value(results, "retention/mean") == 0.75  # the primary metrics' mean, not every metric's
+    assert sweep_value({"retention": {"a/acc": 0.5}}, "retention/mean") is None  # results without primaries
     assert sweep_value(results, "eval/a/acc") == 0.2
     with pytest.raises(DistillabError, match="sweep_metric: 'eval/zzz' was not measured"):
         sweep_value(results, "eval/zzz")

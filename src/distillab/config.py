@@ -106,7 +106,10 @@ def redact_saved_configs(run_dir: Path) -> None:
 
 def start_run(cfg: DictConfig) -> Path:
     """Create the run directory, scrub secrets from Hydra's saved configs, configure the process
-    (threads, allocator, precision)."""
+    (threads, allocator, precision). Settings that would only fail at the end fail here."""
+    from distillab.evaluation.retention import primary_metrics  # late: config is imported everywhere
+
+    primary_metrics(cfg.get("eval"))
     configure_precision(cfg)
     run_dir = Path(cfg.paths.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,8 +172,9 @@ def sweep_value(results: dict[str, Any] | None, metric: str | None) -> float | N
         return None
     kind, _, key = metric.partition("/")
     retention = {k: v for k, v in (results.get("retention") or {}).items() if v is not None}
-    if metric == "retention/mean":
-        return sum(retention.values()) / len(retention) if retention else None
+    if metric == "retention/mean":  # over each task's primary metric (evaluation/retention.py)
+        mean = results.get("retention_mean")
+        return None if mean is None else mean["value"]
     source = {
         "retention": retention,
         "eval": results.get("student") or {},

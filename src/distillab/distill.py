@@ -24,7 +24,7 @@ from distillab.data.datamodule import CorpusDataModule
 from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cache
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk
-from distillab.evaluation.retention import retention_rows
+from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
 from distillab.models.export import save_model_atomic
 from distillab.models.loading import count_parameters, load_model
@@ -96,13 +96,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "objective_summary": module.objective_summary,
     }
     eval_cfg, data_dir, cache = cfg.get("eval"), cfg.paths.data_dir, Path(cfg.paths.cache_dir)
+    items = {}  # per-item results of each evaluated model, saved under run_dir/items/
     # Lightning re-runs this script for ranks > 0 (DDP/FSDP): only rank 0 evaluates.
     if eval_cfg and rank_zero_only.rank == 0:
-        teacher_metrics, hit = cached_evaluate_suite(teacher, tokenizer, eval_cfg, run_dir, data_dir, cache)
-        results["teacher"] = teacher_metrics
+        teacher_eval, hit = cached_evaluate_suite(teacher, tokenizer, eval_cfg, run_dir, data_dir, cache)
+        results["teacher"], items["teacher"] = teacher_eval.metrics, teacher_eval.items
         log.info("teacher evaluated%s", " (from cache)" if hit else "")
         if cfg.get("eval_before_training"):
-            results["student_before"] = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
+            before = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
+            results["student_before"], items["student_before"] = before.metrics, before.items
     if objective.needs_cache:
         results["teacher_cache"] = str(
             prepare_teacher_cache(teacher, tokenizer, datamodule, cache, **cache_cfg)
@@ -123,6 +125,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     results["train_seconds"] = time.time() - train_start
     results["world_size"] = trainer.world_size
+    # tokens the student trained on (across ranks and accumulation): the healing budget of budget curves
+    results["train_tokens"] = (
+        trainer.global_step
+        * int(cfg.data.batch_size)
+        * int(cfg.data.block_size)
+        * trainer.accumulate_grad_batches
+        * trainer.world_size
+    )
     _checkpoint_final_state(trainer)
     if is_sharded(student):  # FSDP: gather the full student (every rank joins), rank 0 goes on with it
         student = unsharded_copy(student)
@@ -139,9 +149,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     rows = []
     if eval_cfg:
-        results["student"] = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
-        rows = retention_rows(results["teacher"], results["student"], results.get("student_before"))
-        results["retention"] = {r.key: r.retention for r in rows}
+        student_eval = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
+        results["student"], items["student"] = student_eval.metrics, student_eval.items
+        rows = retention_rows(
+            results["teacher"],
+            results["student"],
+            results.get("student_before"),
+            items["teacher"],
+            items["student"],
+            primary_metrics(eval_cfg),
+        )
+        results |= retention_results(rows)
         flat = wandb_run.summary_metrics(results)
         flat |= {f"before/{k}": v for k, v in (results.get("student_before") or {}).items()}
         wandb_run.log_evaluation(loggers, flat, rows, step=trainer.global_step)
@@ -152,7 +170,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"({results['params']['student'] / 1e6:.1f}M), {trainer.global_step} steps, "
         f"wall {results['wall_seconds'] / 60:.1f} min"
     )
-    print("\n" + write_results(run_dir, results, rows, header))
+    print("\n" + write_results(run_dir, results, rows, header, items))
     results["wandb_dir"] = wandb_run.finish(loggers)
     print(
         f"run directory: {run_dir}\nexported student: {results.get('student_dir')}\nW&B files: {results['wandb_dir']}"

@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
-from distillab.evaluation.retention import retention_rows
+from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
@@ -29,27 +29,33 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loggers = wandb_run.make_loggers(cfg.get("logger"))
     wandb_run.log_config(loggers, to_plain(cfg))
     results: dict[str, Any] = {"model": cfg.model.name_or_path, "params": count_parameters(model)}
-    results["student"], _ = cached_evaluate_suite(
-        model, tokenizer, cfg.eval, run_dir, cfg.paths.data_dir, cache
-    )
+    student_eval, _ = cached_evaluate_suite(model, tokenizer, cfg.eval, run_dir, cfg.paths.data_dir, cache)
+    results["student"], items = student_eval.metrics, {"student": student_eval.items}
     rows = []
     if teacher is not None:
-        results["teacher"], _ = cached_evaluate_suite(
+        teacher_eval, _ = cached_evaluate_suite(
             teacher, teacher_tok, cfg.eval, run_dir, cfg.paths.data_dir, cache
         )
-        rows = retention_rows(results["teacher"], results["student"])
-        results["retention"] = {r.key: r.retention for r in rows}
+        results["teacher"], items["teacher"] = teacher_eval.metrics, teacher_eval.items
+        rows = retention_rows(
+            results["teacher"],
+            results["student"],
+            teacher_items=teacher_eval.items,
+            student_items=student_eval.items,
+            primary=primary_metrics(cfg.eval),
+        )
+        results |= retention_results(rows)
     flat = wandb_run.summary_metrics({**results, "params": {"student": results["params"]}})
     wandb_run.log_evaluation(loggers, flat, rows, step=0)
     if rows:
         print(
             "\n"
             + write_results(
-                run_dir, results, rows, f"## {cfg.model.name_or_path} vs {cfg.teacher.name_or_path}"
+                run_dir, results, rows, f"## {cfg.model.name_or_path} vs {cfg.teacher.name_or_path}", items
             )
         )
     else:
-        write_results(run_dir, results, rows, "")
+        write_results(run_dir, results, rows, "", items)
         print("\n".join(f"{k}: {v:.4f}" for k, v in results["student"].items()))
     wandb_run.finish(loggers)
     print(f"run directory: {run_dir}")

@@ -25,6 +25,8 @@ from distillab import distill, prune, quantize
 from distillab.config import CONFIG_DIR, redact, resolve_run_precision, start_run, to_plain, user_errors_exit
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_second
+from distillab.evaluation.items import write_suite
+from distillab.evaluation.retention import primary_metrics
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
@@ -234,6 +236,7 @@ def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
         "tokens_per_s": speed,
         "runtime": results.get("runtime", f"transformers ({current_precision().name})"),
         "metrics": results.get("student", {}),
+        "items_dir": str(Path(results["run_dir"]) / "items" / "student") if results.get("run_dir") else None,
         "wall_seconds": time.time() - start,
         "versions": library_versions(),
     }
@@ -271,9 +274,11 @@ def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         warn_on_version_drift("teacher", stage_dir, record)
         return record
     model, tokenizer = load_model(ModelSpec.from_config(spec, key="teacher"), key="teacher")
-    metrics, _ = cached_evaluate_suite(
+    evaluation, _ = cached_evaluate_suite(
         model, tokenizer, cfg.eval, stage_dir, cfg.paths.data_dir, Path(cfg.paths.cache_dir)
     )
+    metrics = evaluation.metrics
+    write_suite(stage_dir / "items" / "teacher", evaluation.items)
     path = Path(spec["name_or_path"])
     ids = tokenizer(cfg.speed.prompt, return_tensors="pt").input_ids
     record = {
@@ -288,6 +293,7 @@ def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "tokens_per_s": decode_tokens_per_second(model, ids, int(cfg.speed.new_tokens)),
         "runtime": f"transformers ({used.name})",
         "metrics": metrics,
+        "items_dir": str(stage_dir / "items" / "teacher"),
         "versions": library_versions(),
     }
     mark_finished(stage_dir, record)
@@ -299,7 +305,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     stages = plan_stages(cfg, run_dir)
     teacher = teacher_record(cfg, run_dir)
     records = [run_stage(stage, cfg) for stage in stages]
-    rows = [stage_row(r, teacher) for r in [teacher, *records]]
+    primary = primary_metrics(cfg.eval)
+    rows = [stage_row(r, teacher, primary) for r in [teacher, *records]]
     markdown = write_stage_table(run_dir, rows, f"## pipeline {cfg.experiment_name}")
     print("\n" + markdown)
     log_stage_table(cfg, rows, run_dir)

@@ -26,7 +26,7 @@ from distillab.data.paths import resolve_data_dir
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.harness import run_tasks
-from distillab.evaluation.retention import retention_rows
+from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
 from distillab.models.export import save_model_atomic
 from distillab.models.loading import count_parameters, load_model
@@ -107,13 +107,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     wandb_run.log_config(loggers, to_plain(cfg))
     eval_cfg = cfg.get("eval")
     results: dict[str, Any] = {"run_dir": str(run_dir), "experiment": cfg.experiment_name, "method": p.method}
+    items = {}  # per-item results: the teacher's, and the last evaluated student's
     if eval_cfg:
-        results["teacher"], _ = cached_evaluate_suite(
-            teacher, tokenizer, eval_cfg, run_dir, data_dir, Path(cache)
-        )
+        teacher_eval, _ = cached_evaluate_suite(teacher, tokenizer, eval_cfg, run_dir, data_dir, Path(cache))
+        results["teacher"], items["teacher"] = teacher_eval.metrics, teacher_eval.items
 
     def evaluate(model, work_dir: Path) -> dict[str, float]:
-        return evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) if eval_cfg else {}
+        if not eval_cfg:
+            return {}
+        evaluation = evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir)
+        items["student"] = evaluation.items
+        return evaluation.metrics
 
     def healing(model, work_dir: Path, callbacks=()) -> dict[str, float]:
         return heal(model, teacher, cfg.heal, tokenizer, work_dir, data_dir, cache, callbacks)
@@ -136,8 +140,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rows = []
     if eval_cfg:
         results["student"] = results.get("final_metrics") or evaluate(student, run_dir)
-        rows = retention_rows(results["teacher"], results["student"])
-        results["retention"] = {r.key: r.retention for r in rows}
+        rows = retention_rows(
+            results["teacher"],
+            results["student"],
+            teacher_items=items["teacher"],
+            student_items=items.get("student"),
+            primary=primary_metrics(eval_cfg),
+        )
+        results |= retention_results(rows)
         wandb_run.log_evaluation(loggers, wandb_run.summary_metrics(results), rows, step=0)
     wandb_run.log_images(
         loggers, {str(f.relative_to(run_dir)): f for f in sorted(run_dir.glob("**/scores.png"))}
@@ -148,7 +158,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"{results['params']['teacher'] / 1e6:.1f}M -> {results['params']['student'] / 1e6:.1f}M params"
         f"{', healed' if do_heal else ''}, wall {results['wall_seconds'] / 60:.1f} min"
     )
-    print("\n" + write_results(run_dir, results, rows, header))
+    print("\n" + write_results(run_dir, results, rows, header, items))
     results["wandb_dir"] = wandb_run.finish(loggers)
     print(f"run directory: {run_dir}\npruned model: {results.get('student_dir')}")
     return results

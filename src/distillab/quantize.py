@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_second
-from distillab.evaluation.retention import retention_rows
+from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
@@ -110,12 +110,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # The reference is evaluated before anything is quantized (torchao quantizes in place).
     if cfg.get("teacher"):
         ref, ref_tok = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")
-        reference, _ = cached_evaluate_suite(ref, ref_tok, cfg.eval, run_dir, data_dir, cache)
+        reference_eval, _ = cached_evaluate_suite(ref, ref_tok, cfg.eval, run_dir, data_dir, cache)
         ref_params = count_parameters(ref)
         del ref
     else:
-        reference, _ = cached_evaluate_suite(model, tokenizer, cfg.eval, run_dir, data_dir, cache)
+        reference_eval, _ = cached_evaluate_suite(model, tokenizer, cfg.eval, run_dir, data_dir, cache)
         ref_params = count_parameters(model)
+    reference = reference_eval.metrics
     params, input_bytes = count_parameters(model), source_bytes(spec, model)
     prompt_ids = tokenizer(cfg.speed.prompt, return_tensors="pt").input_ids
     results: dict[str, Any] = {
@@ -153,16 +154,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "bytes": {"input": input_bytes, "student": student_bytes},
         "tokens_per_s": speed,
     }
-    results["student"] = evaluate_suite(quantized, tokenizer, cfg.eval, run_dir, data_dir)
-    rows = retention_rows(reference, results["student"])
-    results["retention"] = {r.key: r.retention for r in rows}
+    student_eval = evaluate_suite(quantized, tokenizer, cfg.eval, run_dir, data_dir)
+    results["student"] = student_eval.metrics
+    items = {"teacher": reference_eval.items, "student": student_eval.items}
+    rows = retention_rows(
+        reference,
+        results["student"],
+        teacher_items=reference_eval.items,
+        student_items=student_eval.items,
+        primary=primary_metrics(cfg.eval),
+    )
+    results |= retention_results(rows)
     wandb_run.log_evaluation(loggers, wandb_run.summary_metrics(results), rows, step=0)
     results["wall_seconds"] = time.time() - start
     header = (
         f"## {cfg.experiment_name}: {results['type']} ({q.backend}), {input_bytes / 1e6:.1f} MB -> "
         f"{student_bytes / 1e6:.1f} MB on disk, decode {speed:.1f} tokens/s ({results['runtime']})"
     )
-    print("\n" + write_results(run_dir, results, rows, header))
+    print("\n" + write_results(run_dir, results, rows, header, items))
     results["wandb_dir"] = wandb_run.finish(loggers)
     print(f"run directory: {run_dir}\nquantized model: {artifact}")
     return results

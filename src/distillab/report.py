@@ -1,10 +1,16 @@
-"""``distillab-report``: runs, sweeps and pipelines -> one markdown table, a Pareto plot, per-task bars.
+"""``distillab-report``: runs, sweeps and pipelines -> one markdown table, a Pareto plot, per-task bars;
+or, with ``--a``/``--b``, whether run B is better than run A on the same items.
 
     distillab-report outputs/pipeline/default outputs/quantize/default/* --metrics wikitext2/ppl \\
         arc_easy/acc_norm --out reports/compression [--wandb compression_report]
+    distillab-report --a outputs/distill/ce/<run> --b outputs/distill/kd/<run> [--metrics ...]
+    distillab-report --a <seed runs of arm A ...> --b <seed runs of arm B ...>
 
 Writes ``report.md`` (table + "which model for this size budget?"), ``pareto.png`` (mean
 retention vs bytes on disk) and ``per_task.png`` into ``--out``; ``--wandb`` logs them as one run.
+``--metrics`` defaults to the runs' primary metrics (one per task, see evaluation/retention.py).
+With ``--a``/``--b`` it prints B − A per metric with a 95% paired-bootstrap interval and p-value
+(tracking/run_diff.py) and writes ``compare.md``.
 """
 
 from __future__ import annotations
@@ -14,15 +20,18 @@ import os
 import sys
 from pathlib import Path
 
-from distillab.tracking.compare import collect, markdown_report, pareto_front
+from distillab.errors import DistillabError
+from distillab.tracking import run_diff
+from distillab.tracking.compare import collect, default_metrics, markdown_report, pareto_front
 from distillab.tracking.plots import pareto_plot, per_task_bars, percent_or_gap
 from distillab.tracking.report import write_text_atomic
 
 
-def write_report(paths: list[Path], metrics: list[str], out: Path) -> tuple[str, list[Path]]:
+def write_report(paths: list[Path], metrics: list[str] | None, out: Path) -> tuple[str, list[Path]]:
     entries = collect(paths)
     if not entries:
         raise SystemExit(f"error: no results.json or pipeline.json under {', '.join(map(str, paths))}")
+    metrics = metrics or default_metrics(entries)
     out.mkdir(parents=True, exist_ok=True)
     text = markdown_report(entries, metrics)
     write_text_atomic(out / "report.md", text)
@@ -34,7 +43,8 @@ def write_report(paths: list[Path], metrics: list[str], out: Path) -> tuple[str,
     ]
     images = [pareto_plot(points, front, out / "pareto.png")]
     retention = {m: [percent_or_gap(e.retention.get(m)) for e in entries] for m in metrics}
-    images.append(per_task_bars([e.label for e in entries], retention, out / "per_task.png"))
+    intervals = {m: [e.interval.get(m) for e in entries] for m in metrics}
+    images.append(per_task_bars([e.label for e in entries], retention, out / "per_task.png", intervals))
     return text, images
 
 
@@ -62,20 +72,30 @@ def log_to_wandb(text: str, images: list[Path], group: str, out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="run, sweep or pipeline directories")
-    parser.add_argument("--metrics", nargs="+", default=["wikitext2/ppl", "arc_challenge/acc_norm"])
+    parser.add_argument("paths", nargs="*", type=Path, help="run, sweep or pipeline directories")
+    parser.add_argument("--metrics", nargs="+", help="task/metric keys (default: the runs' primary metrics)")
+    parser.add_argument("--a", nargs="+", type=Path, metavar="RUN", help="run A (several: seeds of one arm)")
+    parser.add_argument("--b", nargs="+", type=Path, metavar="RUN", help="run B (several: seeds of one arm)")
     parser.add_argument("--out", type=Path, default=Path("outputs/reports/latest"))
     parser.add_argument(
         "--wandb", metavar="GROUP", help="log the report and plots as a W&B run in this group"
     )
     args = parser.parse_args(argv)
-    missing = [str(p) for p in args.paths if not p.exists()]
+    if bool(args.a) != bool(args.b) or not (args.paths or args.a):
+        print(
+            "error: give run directories to tabulate, or both --a RUN... and --b RUN... to compare",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    missing = [str(p) for p in [*args.paths, *(args.a or []), *(args.b or [])] if not p.exists()]
     if missing:
         print(
             f"error: paths: {', '.join(missing)} do not exist; give run, sweep or pipeline directories",
             file=sys.stderr,
         )
         raise SystemExit(2)
+    if args.a:
+        return compare(args.a, args.b, args.metrics, args.out)
     try:
         text, images = write_report(args.paths, args.metrics, args.out)
     except SystemExit as err:
@@ -85,6 +105,16 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(f"plot: {i}" for i in images))
     if args.wandb:
         print(f"W&B files: {log_to_wandb(text, images, args.wandb, args.out)}")
+
+
+def compare(a_runs: list[Path], b_runs: list[Path], metrics: list[str] | None, out: Path) -> None:
+    try:
+        text = run_diff.markdown(run_diff.compare_runs(a_runs, b_runs, metrics), a_runs, b_runs)
+    except DistillabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    write_text_atomic(out / "compare.md", text)
+    print(text + f"written: {out / 'compare.md'}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from distillab.errors import DistillabError
+from distillab.evaluation import items
+from distillab.evaluation.items import SuiteItems
 from distillab.evaluation.local_tasks import write_local_task_yamls
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,12 @@ def flatten_task_results(task: str, results: Mapping[str, Any]) -> dict[str, flo
     return flat
 
 
-def run_tasks(
+def run_tasks(*args, **kwargs) -> dict[str, float]:
+    """:func:`run_tasks_with_items` without the per-item results."""
+    return run_tasks_with_items(*args, log_items=False, **kwargs)[0]
+
+
+def run_tasks_with_items(
     model,
     tokenizer,
     tasks: Mapping[str, Mapping[str, Any]],
@@ -47,14 +54,16 @@ def run_tasks(
     batch_size: int = 8,
     max_length: int | None = None,
     seed: int = 1234,
-) -> dict[str, float]:
-    """Evaluate ``model`` on ``tasks`` = ``{name: {limit, num_fewshot, max_gen_toks}}``.
+    log_items: bool = True,
+) -> tuple[dict[str, float], SuiteItems]:
+    """Evaluate ``model`` on ``tasks`` = ``{name: {limit, num_fewshot, max_gen_toks, primary}}``.
 
     With ``data_dir`` the tasks read local copies (see :mod:`local_tasks`); with ``None`` lm-eval
-    fetches its data from the hub as usual.
+    fetches its data from the hub as usual. Returns the flat metrics and, with ``log_items``, each
+    task's per-item results from lm-eval's sample logging (:func:`items.from_samples`).
     """
     if not tasks:
-        return {}
+        return {}, {}
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -67,6 +76,7 @@ def run_tasks(
     was_training = model.training
     lm = HFLM(pretrained=model.eval(), tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
     metrics: dict[str, float] = {}
+    per_task: SuiteItems = {}
     for name, settings in tasks.items():
         settings = dict(settings or {})
         gen_kwargs = {"max_gen_toks": int(settings["max_gen_toks"])} if settings.get("max_gen_toks") else None
@@ -78,7 +88,7 @@ def run_tasks(
             limit=settings.get("limit"),
             task_manager=manager,
             gen_kwargs=gen_kwargs,
-            log_samples=False,
+            log_samples=log_items,
             bootstrap_iters=1000,
             random_seed=seed,
             numpy_random_seed=seed,
@@ -86,5 +96,7 @@ def run_tasks(
             fewshot_random_seed=seed,
         )
         metrics.update(flatten_task_results(name, out["results"][name]))
+        if log_items:
+            per_task[name] = items.from_samples(out["samples"][name])
     model.train(was_training)
-    return metrics
+    return metrics, per_task

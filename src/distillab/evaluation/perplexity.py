@@ -13,21 +13,21 @@ from distillab.precision import float32_math
 
 
 @torch.no_grad()
-def perplexity(
+def block_nll(
     model,
     tokenizer,
     documents: list[str],
     block_size: int = 512,
     max_tokens: int | None = None,
     batch_size: int = 4,
-) -> dict[str, float]:
-    """``{"ppl", "nll", "tokens"}`` of ``model`` on ``documents`` packed into ``block_size`` blocks.
+) -> tuple[list[float], list[int]]:
+    """Summed next-token NLL and predicted-token count of each block of ``documents``.
 
     Non-overlapping blocks (no sliding window): cheaper, slightly pessimistic, and identical for
     teacher and student, which is what retention needs. Blocks start with BOS where the tokenizer
     adds one (:func:`~distillab.data.packing.pack`); BOS is never a predicted token. Runs in the
     caller's precision (``evaluate_suite`` puts it under the run's autocast); the NLL itself is
-    computed from float32 logits.
+    computed from float32 logits. The blocks are the items of :mod:`~distillab.evaluation.items`.
     """
     blocks = pack(
         tokenize_documents(tokenizer, documents, desc="tokenizing ppl text"),
@@ -40,14 +40,23 @@ def perplexity(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total_nll, total_tokens = 0.0, 0
+    nll_sums: list[float] = []
     for start in tqdm(range(0, len(blocks), batch_size), desc="perplexity", leave=False):
         ids = blocks[start : start + batch_size].to(device)
         logits = model(input_ids=ids).logits[:, :-1]
         with float32_math(logits):
-            nll = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
-        total_nll += float(nll)
-        total_tokens += ids[:, 1:].numel()
+            nll = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
+        nll_sums += nll.double().reshape(ids.shape[0], -1).sum(1).tolist()
     model.train(was_training)
-    mean = total_nll / max(total_tokens, 1)
+    return nll_sums, [blocks.shape[1] - 1] * len(nll_sums)
+
+
+def perplexity(model, tokenizer, documents: list[str], **kwargs) -> dict[str, float]:
+    """``{"ppl", "nll", "tokens"}`` of ``model`` on ``documents`` (the blocks of :func:`block_nll`)."""
+    return perplexity_from_blocks(*block_nll(model, tokenizer, documents, **kwargs))
+
+
+def perplexity_from_blocks(nll_sums: list[float], tokens: list[int]) -> dict[str, float]:
+    total_tokens = sum(tokens)
+    mean = sum(nll_sums) / max(total_tokens, 1)
     return {"ppl": math.exp(mean), "nll": mean, "tokens": float(total_tokens)}

@@ -1,14 +1,71 @@
-"""Quality retained by the student, per task and metric: student / teacher.
+"""Quality retained by the student, per task and metric: student / teacher, with its interval.
 
 For lower-is-better metrics (perplexity, NLL) the ratio is inverted (teacher / student) so that
 1.0 always means "as good as the teacher" and smaller means worse.
+
+Each task has one **primary** metric, declared with the task in the eval config (``primary:``;
+``ppl`` for a perplexity set). ``retention/mean`` — in results.json, the printed table, W&B, the
+sweep metric and the report — is the mean over tasks of the primary metric's retention, each task
+counted once. Where both models' per-item results are at hand, every retention carries a 95%
+paired-bootstrap interval over the shared items (:mod:`distillab.evaluation.paired`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from distillab.errors import DistillabError
+from distillab.evaluation import items as item_results
+from distillab.evaluation import paired
 
 LOWER_IS_BETTER = ("ppl", "nll", "perplexity")
+
+# The primary metric of each task distillab has local data for, when the config does not say:
+# length-normalised accuracy for multiple choice with answers of unequal length, accuracy for
+# LAMBADA's one-word completions, strict exact match for GSM8K's final answers.
+DEFAULT_PRIMARY = {
+    "arc_challenge": "acc_norm",
+    "arc_easy": "acc_norm",
+    "piqa": "acc_norm",
+    "hellaswag": "acc_norm",
+    "lambada_openai": "acc",
+    "gsm8k": "exact_match_strict-match",
+}
+# What those tasks report (lm-eval 0.4), so a misspelt primary metric fails before any work is done.
+TASK_METRICS = {
+    "arc_challenge": ("acc", "acc_norm"),
+    "arc_easy": ("acc", "acc_norm"),
+    "piqa": ("acc", "acc_norm"),
+    "hellaswag": ("acc", "acc_norm"),
+    "lambada_openai": ("acc", "perplexity"),
+    "gsm8k": ("exact_match_strict-match", "exact_match_flexible-extract"),
+}
+
+
+def primary_metrics(eval_cfg: Mapping[str, Any] | None) -> dict[str, str]:
+    """``{task: metric}`` for every lm-eval task and perplexity set of an eval config."""
+    if not eval_cfg:
+        return {}
+    primary = {}
+    for task, settings in (eval_cfg.get("tasks") or {}).items():
+        metric = (settings or {}).get("primary") or DEFAULT_PRIMARY.get(task)
+        if metric is None:
+            raise DistillabError(
+                f"eval.tasks.{task}.primary: not set and no default for this task; set it to the metric "
+                "that task's retention means (e.g. acc, acc_norm, exact_match)"
+            )
+        if task in TASK_METRICS and metric not in TASK_METRICS[task]:
+            raise DistillabError(
+                f"eval.tasks.{task}.primary: {metric!r} is not a metric of {task}; valid: {', '.join(TASK_METRICS[task])}"
+            )
+        primary[task] = metric
+    for name in eval_cfg.get("perplexity") or {}:
+        primary[name] = "ppl"
+    return primary
 
 
 @dataclass(frozen=True)
@@ -21,6 +78,14 @@ class RetentionRow:
     stderr_student: float | None = None
     before: float | None = None  # the student before training (e.g. cut, not yet healed)
     retention_before: float | None = None
+    low: float | None = None  # 95% paired-bootstrap interval of ``retention`` over the shared items
+    high: float | None = None
+    primary: bool = False  # the task's primary metric: counted in retention/mean
+    items: int | None = None  # how many items the interval is over
+    replicates: Any = field(default=None, repr=False, compare=False)  # bootstrap draws (not saved)
+
+    def saved(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "replicates"}
 
 
 def lower_is_better(key: str) -> bool:
@@ -33,17 +98,31 @@ def retention(teacher: float, student: float, lower_better: bool = False) -> flo
 
 
 def retention_rows(
-    teacher: dict[str, float], student: dict[str, float], before: dict[str, float] | None = None
+    teacher: dict[str, float],
+    student: dict[str, float],
+    before: dict[str, float] | None = None,
+    teacher_items: item_results.SuiteItems | None = None,
+    student_items: item_results.SuiteItems | None = None,
+    primary: Mapping[str, str] | None = None,
 ) -> list[RetentionRow]:
     """One row per metric both models report (stderr and bookkeeping keys become columns, not rows).
 
     ``before``: the same student's metrics before training, shown next to the trained ones.
+    ``teacher_items``/``student_items``: per-item results; a metric gets an interval when both
+    models scored the same items and the items reproduce both reported values.
+    ``primary``: ``{task: metric}`` (:func:`primary_metrics`), marks the rows retention/mean uses.
     """
-    before = before or {}
+    before, primary = before or {}, primary or {}
     rows = []
     for key in sorted(set(teacher) & set(student)):
         if key.endswith("_stderr") or key.endswith("/tokens"):
             continue
+        task, metric = key.split("/", 1)
+        low = high = n_items = replicates = None
+        drawn = _replicates(task, metric, teacher[key], student[key], teacher_items, student_items)
+        if drawn is not None:
+            n_items, replicates = drawn
+            low, high = paired.interval(0.0, replicates).as_list()
         rows.append(
             RetentionRow(
                 key,
@@ -54,9 +133,63 @@ def retention_rows(
                 student.get(f"{key}_stderr"),
                 before.get(key),
                 retention(teacher[key], before[key], lower_is_better(key)) if key in before else None,
+                low,
+                high,
+                primary.get(task) == metric,
+                n_items,
+                replicates,
             )
         )
     return rows
+
+
+def _replicates(task, metric, teacher_value, student_value, teacher_items, student_items):
+    """``(items, bootstrap replicates of the retention)``, or None when no honest interval exists."""
+    t_items, s_items = (teacher_items or {}).get(task), (student_items or {}).get(task)
+    if not t_items or not s_items or not item_results.same_items(t_items, s_items):
+        return None
+    if not (
+        item_results.reproduces(t_items, metric, teacher_value)
+        and item_results.reproduces(s_items, metric, student_value)
+    ):
+        return None
+    drawn = paired.retention_replicates(
+        item_results.columns(t_items, metric),
+        item_results.columns(s_items, metric),
+        item_results.aggregate_for(metric),
+        lower_is_better(f"{task}/{metric}"),
+    )
+    return None if drawn is None else (len(t_items["id"]), drawn[1])
+
+
+def mean_retention(rows: list[RetentionRow]) -> paired.Interval | None:
+    """retention/mean: the mean over tasks of the primary metric's retention, with its interval
+    when every task has one (tasks' items are independent, so their replicates average)."""
+    chosen = [r for r in rows if r.primary]
+    if not chosen or any(r.retention is None for r in chosen):
+        return None
+    if all(r.replicates is not None for r in chosen):
+        return paired.mean_interval([(r.retention, r.replicates) for r in chosen])
+    value = float(np.mean([r.retention for r in chosen]))
+    return paired.Interval(value, float("nan"), float("nan"))
+
+
+def retention_results(rows: list[RetentionRow]) -> dict[str, Any]:
+    """The retention keys every app writes to results.json."""
+    mean = mean_retention(rows)
+    return {
+        "retention": {r.key: r.retention for r in rows},
+        "retention_interval": {r.key: [r.low, r.high] for r in rows if r.low is not None},
+        "primary": [r.key for r in rows if r.primary],
+        "retention_mean": None
+        if mean is None
+        else {
+            "value": mean.value,
+            "low": mean.low,
+            "high": mean.high,
+            "metrics": [r.key for r in rows if r.primary],
+        },
+    }
 
 
 def _fmt(value: float | None, stderr: float | None = None) -> str:
@@ -66,8 +199,12 @@ def _fmt(value: float | None, stderr: float | None = None) -> str:
     return f"{text} ± {stderr:.3f}" if stderr else text
 
 
-def _pct(value: float | None) -> str:
-    return "n/a (teacher 0)" if value is None else f"{100 * value:.1f}%"
+def _pct(value: float | None, low: float | None = None, high: float | None = None) -> str:
+    if value is None:
+        return "n/a (teacher 0)"
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return f"{100 * value:.1f}%"
+    return f"{100 * value:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def markdown_table(rows: list[RetentionRow]) -> str:
@@ -81,15 +218,26 @@ def markdown_table(rows: list[RetentionRow]) -> str:
         head = "| task/metric | teacher | student | retention |"
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
-        cells = [r.key, _fmt(r.teacher, r.stderr_teacher)]
+        cells = [f"{r.key} ★" if r.primary else r.key, _fmt(r.teacher, r.stderr_teacher)]
         if with_before:
             cells += [
                 _fmt(r.before),
                 _fmt(r.student, r.stderr_student),
                 _pct(r.retention_before),
-                _pct(r.retention),
+                _pct(r.retention, r.low, r.high),
             ]
         else:
-            cells += [_fmt(r.student, r.stderr_student), _pct(r.retention)]
+            cells += [_fmt(r.student, r.stderr_student), _pct(r.retention, r.low, r.high)]
         lines.append("| " + " | ".join(cells) + " |")
+    mean = mean_retention(rows)
+    if mean is not None:
+        tasks = ", ".join(r.key for r in rows if r.primary)
+        lines += [
+            "",
+            f"retention/mean {_pct(mean.value, mean.low, mean.high)} over the primary metrics: {tasks}",
+        ]
+    if any(r.low is not None for r in rows):
+        lines += [
+            "[low, high]: 95% paired-bootstrap interval over the items both models answered; ★ primary metric"
+        ]
     return "\n".join(lines)

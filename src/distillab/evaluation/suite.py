@@ -1,5 +1,6 @@
 """The evaluation suite of an ``eval/`` config: lm-eval tasks + held-out perplexity, with a cache
-for models that do not change between runs (the teacher)."""
+for models that do not change between runs (the teacher). Every evaluation returns its metrics and
+its per-item results (:mod:`distillab.evaluation.items`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,20 @@ from distillab.config import to_plain
 from distillab.data.corpus import read_documents
 from distillab.data.packing import bos_token_id
 from distillab.data.paths import resolve_data_dir
-from distillab.evaluation.harness import run_tasks
-from distillab.evaluation.perplexity import perplexity
+from distillab.evaluation import items
+from distillab.evaluation.harness import run_tasks_with_items
+from distillab.evaluation.perplexity import block_nll, perplexity_from_blocks
 from distillab.models.fingerprint import model_fingerprint
 from distillab.precision import Precision, module_device_type
 from distillab.precision import current as current_precision
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # {"task/metric": value}
+    items: items.SuiteItems = field(default_factory=dict)  # {"task": per-item columns}
 
 
 def evaluate_suite(
@@ -33,18 +42,19 @@ def evaluate_suite(
     work_dir: Path,
     data_dir: str | None,
     precision: Precision | None = None,
-) -> dict[str, float]:
-    """Flat metrics ``{"task/metric": value}`` for every task and perplexity set in ``eval_cfg``,
-    computed in ``precision`` (default: the run's; bf16 = autocast, the weights stay as they are)."""
+) -> Evaluation:
+    """Flat metrics ``{"task/metric": value}`` and per-item results for every task and perplexity
+    set in ``eval_cfg``, computed in ``precision`` (default: the run's; bf16 = autocast, the
+    weights stay as they are)."""
     device = module_device_type(model) or "cpu"
     with (precision or current_precision()).autocast(device):
         return _evaluate_suite(model, tokenizer, to_plain(eval_cfg), work_dir, data_dir)
 
 
-def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> dict[str, float]:
+def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> Evaluation:
     use_local = eval_cfg.get("use_local_data", True)
     local_dir = resolve_data_dir(data_dir) if use_local else None
-    metrics = run_tasks(
+    metrics, per_item = run_tasks_with_items(
         model,
         tokenizer,
         eval_cfg.get("tasks") or {},
@@ -55,7 +65,7 @@ def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> dict[str,
     )
     for name, ppl_cfg in (eval_cfg.get("perplexity") or {}).items():
         docs = read_documents(ppl_cfg["source"], resolve_data_dir(data_dir))
-        result = perplexity(
+        nll_sums, tokens = block_nll(
             model,
             tokenizer,
             docs,
@@ -63,8 +73,9 @@ def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> dict[str,
             max_tokens=ppl_cfg.get("max_tokens"),
             batch_size=eval_cfg.get("batch_size", 8),
         )
-        metrics.update({f"{name}/{k}": v for k, v in result.items()})
-    return metrics
+        metrics.update({f"{name}/{k}": v for k, v in perplexity_from_blocks(nll_sums, tokens).items()})
+        per_item[name] = items.perplexity_items(nll_sums, tokens)
+    return Evaluation(metrics, per_item)
 
 
 def cached_evaluate_suite(
@@ -75,7 +86,7 @@ def cached_evaluate_suite(
     data_dir: str | None,
     cache_dir: Path | None,
     precision: Precision | None = None,
-) -> tuple[dict[str, float], bool]:
+) -> tuple[Evaluation, bool]:
     """:func:`evaluate_suite`, memoised on disk by fingerprint of model + eval settings + lm-eval
     version + precision (a float32 teacher score never stands in for a bf16 one, or back).
 
@@ -88,6 +99,7 @@ def cached_evaluate_suite(
         return evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir, precision), False
     settings = {
         "eval": to_plain(eval_cfg),
+        "items": 1,  # entries written before per-item results were kept are not reused
         "data_dir": str(resolve_data_dir(data_dir)),
         "lm_eval": lm_eval.__version__,
     }
@@ -101,10 +113,12 @@ def cached_evaluate_suite(
     path = Path(cache_dir) / "eval" / f"{key}.json"
     if path.is_file():
         log.info("evaluation cache hit: %s", path)
-        return json.loads(path.read_text())["metrics"], True
-    metrics = evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir, precision)
+        cached = json.loads(path.read_text())
+        return Evaluation(cached["metrics"], cached.get("items", {})), True
+    evaluation = evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir, precision)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"settings": json.loads(settings), "metrics": metrics}, indent=2))
+    payload = {"settings": json.loads(settings), "metrics": evaluation.metrics, "items": evaluation.items}
+    tmp.write_text(json.dumps(payload))
     os.replace(tmp, path)
-    return metrics, False
+    return evaluation, False

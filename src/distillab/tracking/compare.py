@@ -22,6 +22,8 @@ class Entry:
     metrics: dict[str, float] = field(default_factory=dict)
     retention: dict[str, float | None] = field(default_factory=dict)
     reference: dict[str, float] = field(default_factory=dict)  # what retention divides by (teacher / input)
+    primary: list[str] = field(default_factory=list)  # the run's primary metrics (one per task)
+    interval: dict[str, list[float]] = field(default_factory=dict)  # 95% interval of each retention
 
     def mean_retention(self, metrics: list[str]) -> float | None:
         values = [self.retention.get(m) for m in metrics]
@@ -57,6 +59,8 @@ def collect(paths: list[Path]) -> list[Entry]:
                         row["metrics"],
                         row["retention"],
                         teacher,
+                        row.get("primary") or [],
+                        row.get("retention_interval") or {},
                     )
                 )
             continue
@@ -76,9 +80,20 @@ def collect(paths: list[Path]) -> list[Entry]:
                     results.get("student", {}),
                     results.get("retention", {}),
                     results.get("teacher", {}),
+                    results.get("primary") or [],
+                    results.get("retention_interval") or {},
                 )
             )
     return entries
+
+
+def default_metrics(entries: list[Entry]) -> list[str]:
+    """The primary metrics the runs recorded (in the first run's order, those every run has);
+    for results written before primary metrics existed, WikiText-2 perplexity and ARC-Challenge."""
+    recorded = [e.primary for e in entries if e.primary]
+    if not recorded:
+        return ["wikitext2/ppl", "arc_challenge/acc_norm"]
+    return [m for m in recorded[0] if all(m in r for r in recorded)]
 
 
 def _label(label: str, run: Path, results: dict, sweep: bool) -> str:
@@ -169,8 +184,12 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
         ]
         for m in metrics:
             value, ret = e.metrics.get(m), e.retention.get(m)
+            low, high = e.interval.get(m, (None, None))
+            band = "" if low is None else f" [{100 * low:.1f}, {100 * high:.1f}]"
             cells.append(
-                "n/a" if value is None else f"{value:.4g}" + ("" if ret is None else f" ({100 * ret:.1f}%)")
+                "n/a"
+                if value is None
+                else f"{value:.4g}" + ("" if ret is None else f" ({100 * ret:.1f}%{band})")
             )
         mean = e.mean_retention(metrics)
         cells += ["n/a" if mean is None else f"{100 * mean:.1f}%", "★" if id(e) in front else ""]

@@ -78,13 +78,55 @@ def percent_or_gap(fraction: float | None) -> float:
     return float("nan") if fraction is None else 100 * fraction
 
 
-def per_task_bars(labels: Sequence[str], retention: dict[str, Sequence[float]], out: Path) -> Path:
-    """Grouped bars: retention (%) per model, one bar per task/metric."""
+def error_bar(value: float, interval: Sequence[float | None] | None) -> tuple[float, float]:
+    """(below, above) lengths of an error bar, in percent, from a retention interval (fractions);
+    (nan, nan) draws no bar where there is no interval."""
+    if not interval or interval[0] is None or interval[1] is None:
+        return float("nan"), float("nan")
+    return value - 100 * interval[0], 100 * interval[1] - value
+
+
+def retention_vs_tokens(
+    series: dict[str, Sequence[tuple[float, float, float | None, float | None]]], out: Path
+) -> Path:
+    """Retention (%) against training tokens (log scale), one line per metric; each point
+    ``(tokens, retention %, low %, high %)`` carries its 95% interval as an error bar."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for metric, points in series.items():
+        points = sorted(points)
+        x = [p[0] for p in points]
+        y = [p[1] for p in points]
+        below = [float("nan") if p[2] is None else p[1] - p[2] for p in points]
+        above = [float("nan") if p[3] is None else p[3] - p[1] for p in points]
+        ax.errorbar(x, y, yerr=[below, above], marker="o", capsize=3, label=metric)
+    ax.axhline(100, color="gray", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("healing tokens (log scale)")
+    ax.set_ylabel("retention vs teacher (%), 95% paired interval")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def per_task_bars(
+    labels: Sequence[str],
+    retention: dict[str, Sequence[float]],
+    out: Path,
+    intervals: dict[str, Sequence[Sequence[float | None] | None]] | None = None,
+) -> Path:
+    """Grouped bars: retention (%) per model, one bar per task/metric; with ``intervals`` (per
+    metric, per model: [low, high] as fractions) each bar carries its 95% interval."""
     labels = [tick_label(label) for label in labels]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels)), 4))
     width = 0.8 / max(1, len(retention))
     for i, (metric, values) in enumerate(retention.items()):
-        ax.bar([x + i * width for x in range(len(labels))], values, width, label=metric)
+        spans = (intervals or {}).get(metric) or [None] * len(values)
+        bars = [error_bar(v, iv) for v, iv in zip(values, spans, strict=True)]
+        yerr = [[b[0] for b in bars], [b[1] for b in bars]]
+        ax.bar([x + i * width for x in range(len(labels))], values, width, label=metric, yerr=yerr, capsize=2)
     ax.axhline(100, color="gray", linewidth=0.8, linestyle="--")
     ax.set_xticks(
         [x + width * (len(retention) - 1) / 2 for x in range(len(labels))], labels, rotation=25, ha="right"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from distillab import precision
+from distillab.evaluation.items import SuiteItems, write_suite
 from distillab.evaluation.retention import RetentionRow, markdown_table
 
 
@@ -24,13 +24,23 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, default=str))
 
 
-def write_results(run_dir: Path, results: dict[str, Any], rows: list[RetentionRow], header: str) -> str:
-    """Save ``results.json`` and ``retention.md`` in ``run_dir``; return the markdown.
+def write_results(
+    run_dir: Path,
+    results: dict[str, Any],
+    rows: list[RetentionRow],
+    header: str,
+    items: dict[str, SuiteItems] | None = None,
+) -> str:
+    """Save ``results.json``, ``retention.md`` and ``items/<model>/<task>.csv`` in ``run_dir``;
+    return the markdown.
 
-    Both say the precision the run computed in (the process's, :mod:`distillab.precision`)."""
+    Both say the precision the run computed in (the process's, :mod:`distillab.precision`).
+    The per-item files are written first: results.json appearing marks the run complete."""
+    for model, suite in (items or {}).items():
+        write_suite(run_dir / "items" / model, suite)
     used = precision.current()
     results = {"precision": used.as_dict(), **results}
-    write_json_atomic(run_dir / "results.json", {**results, "retention_rows": [asdict(r) for r in rows]})
+    write_json_atomic(run_dir / "results.json", {**results, "retention_rows": [r.saved() for r in rows]})
     line = f"precision: {used.describe()}"
     markdown = (
         f"{header}\n\n{line}\n\n{markdown_table(rows)}\n" if header else f"{line}\n\n{markdown_table(rows)}\n"

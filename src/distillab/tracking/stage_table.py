@@ -8,15 +8,25 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from distillab.evaluation.retention import retention_rows
+from distillab.evaluation.items import read_suite
+from distillab.evaluation.retention import retention_results, retention_rows
 from distillab.tracking import wandb_run
 from distillab.tracking.report import write_json_atomic
 
 
-def stage_row(record: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any]:
-    rows = retention_rows(teacher["metrics"], record["metrics"])
-    retention = {r.key: r.retention for r in rows}
-    defined = [v for v in retention.values() if v is not None]
+def _items(record: dict[str, Any]):
+    folder = record.get("items_dir")
+    return read_suite(Path(folder)) if folder else None
+
+
+def stage_row(record: dict[str, Any], teacher: dict[str, Any], primary: dict[str, str]) -> dict[str, Any]:
+    """One stage against the original teacher; ``mean_retention`` over ``primary`` (task -> metric),
+    with intervals where both the stage's and the teacher's per-item results are on disk."""
+    rows = retention_rows(
+        teacher["metrics"], record["metrics"], None, _items(teacher), _items(record), primary
+    )
+    summary = retention_results(rows)
+    mean = summary["retention_mean"]
     return {
         "stage": record["name"],
         "params": record["params"],
@@ -24,8 +34,11 @@ def stage_row(record: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any]
         "tokens_per_s": record["tokens_per_s"],
         "runtime": record["runtime"],
         "metrics": {r.key: r.student for r in rows},
-        "retention": retention,
-        "mean_retention": sum(defined) / len(defined) if defined else None,
+        "retention": summary["retention"],
+        "retention_interval": summary["retention_interval"],
+        "primary": summary["primary"],
+        "mean_retention": None if mean is None else mean["value"],
+        "mean_retention_interval": None if mean is None else [mean["low"], mean["high"]],
         "output": record["output"],
     }
 

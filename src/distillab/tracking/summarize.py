@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from distillab.tracking.plots import per_task_bars, percent_or_gap
+from distillab.tracking.plots import per_task_bars, percent_or_gap, retention_vs_tokens
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -78,9 +78,11 @@ def summary_table(runs: list[Path], metrics: list[str]) -> str:
         cells = []
         for m in metrics:
             value, ret = results.get("student", {}).get(m), results.get("retention", {}).get(m)
+            low, high = (results.get("retention_interval") or {}).get(m, (None, None))
+            band = "" if low is None else f" [{100 * low:.1f}, {100 * high:.1f}]"
             cells += [
                 "n/a" if value is None else f"{value:.4g}",
-                "n/a" if ret is None else f"{100 * ret:.1f}%",
+                "n/a" if ret is None else f"{100 * ret:.1f}%{band}",
             ]
         if with_mean:
             mean = mean_retention(results, metrics)
@@ -97,12 +99,34 @@ def summary_table(runs: list[Path], metrics: list[str]) -> str:
 
 def plot_retention(runs: list[Path], metrics: list[str], out: Path) -> None:
     """Grouped bars: retention vs the teacher (%) per run, one bar per metric; saved as PNG."""
-    retention = [json.loads((run / "results.json").read_text()).get("retention", {}) for run in runs]
+    results = [json.loads((run / "results.json").read_text()) for run in runs]
+    retention = [r.get("retention", {}) for r in results]
+    intervals = [r.get("retention_interval") or {} for r in results]
     per_task_bars(
         run_labels(runs),
         {m: [percent_or_gap(r.get(m)) for r in retention] for m in metrics},
         out,
+        {m: [iv.get(m) for iv in intervals] for m in metrics},
     )
+
+
+def plot_retention_vs_tokens(runs: list[Path], metrics: list[str], out: Path) -> None:
+    """Retention per metric (with its interval) against each run's ``train_tokens``: a budget curve."""
+    series: dict[str, list] = {m: [] for m in metrics}
+    for run in runs:
+        results = json.loads((run / "results.json").read_text())
+        tokens = results.get("train_tokens")
+        if not tokens:
+            continue
+        for m in metrics:
+            ret = results.get("retention", {}).get(m)
+            if ret is None:
+                continue
+            low, high = (results.get("retention_interval") or {}).get(m, (None, None))
+            series[m].append(
+                (tokens, 100 * ret, None if low is None else 100 * low, None if high is None else 100 * high)
+            )
+    retention_vs_tokens({m: p for m, p in series.items() if p}, out)
 
 
 def mean_retention(results: dict, metrics: list[str]) -> float | None:
@@ -171,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", nargs="+", default=["wikitext2/ppl", "arc_challenge/acc_norm"])
     parser.add_argument("--plot", type=Path, help="also save a retention bar chart (PNG) here")
     parser.add_argument("--plot-params", type=Path, help="also save mean retention vs parameters (PNG) here")
+    parser.add_argument("--plot-tokens", type=Path, help="also save retention vs training tokens (PNG) here")
     parser.add_argument("--wandb", metavar="GROUP", help="log the table and plots as a W&B run in this group")
     args = parser.parse_args(argv)
     runs = find_runs(args.paths)
@@ -188,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.plot_params:
         plot_retention_vs_params(runs, args.metrics, args.plot_params)
         images.append(args.plot_params)
+    if args.plot_tokens:
+        plot_retention_vs_tokens(runs, args.metrics, args.plot_tokens)
+        images.append(args.plot_tokens)
     for image in images:
         print(f"plot: {image}")
     if args.wandb:

@@ -82,10 +82,32 @@ def log_evaluation(
     import wandb
 
     table = wandb.Table(
-        columns=["task/metric", "teacher", "student_before", "student", "retention_before", "retention"]
+        columns=[
+            "task/metric",
+            "primary",
+            "items",
+            "teacher",
+            "student_before",
+            "student",
+            "retention_before",
+            "retention",
+            "retention_low",
+            "retention_high",
+        ]
     )
     for r in rows:
-        table.add_data(r.key, r.teacher, r.before, r.student, r.retention_before, r.retention)
+        table.add_data(
+            r.key,
+            r.primary,
+            r.items,
+            r.teacher,
+            r.before,
+            r.student,
+            r.retention_before,
+            r.retention,
+            r.low,
+            r.high,
+        )
     run = wandb_logger.experiment
     run.log({"retention_table": table})
     run.summary.update(metrics)
@@ -121,8 +143,11 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, float]:
     flat |= {f"teacher/{k}": v for k, v in (results.get("teacher") or {}).items()}
     retention = {k: v for k, v in (results.get("retention") or {}).items() if v is not None}
     flat |= {f"retention/{k}": v for k, v in retention.items()}
-    if retention:
-        flat["retention/mean"] = sum(retention.values()) / len(retention)
+    flat |= {f"retention_low/{k}": lo for k, (lo, _) in (results.get("retention_interval") or {}).items()}
+    flat |= {f"retention_high/{k}": hi for k, (_, hi) in (results.get("retention_interval") or {}).items()}
+    if (mean := results.get("retention_mean")) is not None:  # over each task's primary metric
+        flat["retention/mean"] = mean["value"]
+        flat |= {"retention_low/mean": mean["low"], "retention_high/mean": mean["high"]}
     if (params := results.get("params", {}).get("student")) is not None:
         flat["size/params"] = params
     if (size := (results.get("bytes") or {}).get("student")) is not None:

@@ -1,0 +1,131 @@
+"""Per-item evaluation results: one row per scored item, so two models can be compared item by item.
+
+An lm-eval task's items are its documents: lm-eval's sample logging gives each document's
+``doc_hash`` (a hash of the document itself: the stable item id) and its per-item metric values
+(``acc``, ``acc_norm``, ``exact_match`` … as 0/1 or floats). A perplexity set's items are its
+blocks: id ``block-<i>``, columns ``nll_sum`` (summed next-token NLL) and ``tokens``.
+
+On disk: ``<run>/items/<model>/<task>.csv`` with a header row (``id`` first), one file per task and
+model (``teacher``, ``student``, ``student_before``). CSV because every tool reads it and the
+largest suite (the whole WikiText-2 test, LAMBADA's 5,153 items) stays well under a megabyte.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from distillab.evaluation import paired
+
+Items = dict[str, list]  # column -> values; "id" holds the item ids
+SuiteItems = dict[str, Items]  # task or perplexity set -> its items
+
+# lm-eval metrics whose task score is not the mean of the per-item values (corpus-level formulas).
+_NOT_MEAN = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")
+
+
+def from_samples(samples: list[Mapping]) -> Items:
+    """lm-eval's logged samples of one task -> columns ``id``, ``doc_id`` and each per-item metric.
+
+    A task with several filters (GSM8K: strict-match, flexible-extract) logs each document once
+    per filter; its columns are named as :func:`harness.flatten_task_results` names the metrics
+    (``exact_match_strict-match``), so a column and a reported metric share one key.
+    """
+    by_filter: dict[str, list[Mapping]] = {}
+    for sample in samples:
+        by_filter.setdefault(sample.get("filter", "none"), []).append(sample)
+    out: Items = {"id": []}
+    for filt, group in by_filter.items():
+        group = sorted(group, key=lambda s: s["doc_id"])
+        ids = [s["doc_hash"][:16] for s in group]
+        if not out["id"]:
+            out["id"], out["doc_id"] = ids, [int(s["doc_id"]) for s in group]
+        elif ids != out["id"]:  # lm-eval scores one document set per task; anything else is a bug
+            raise ValueError(f"filter {filt!r} logged other documents than the first filter")
+        for metric in group[0]["metrics"]:
+            if metric not in _NOT_MEAN:
+                out[metric if filt == "none" else f"{metric}_{filt}"] = [float(s[metric]) for s in group]
+    return out
+
+
+def perplexity_items(nll_sums: list[float], tokens: list[int]) -> Items:
+    return {
+        "id": [f"block-{i}" for i in range(len(nll_sums))],
+        "nll_sum": list(nll_sums),
+        "tokens": list(tokens),
+    }
+
+
+def aggregate_for(metric: str) -> paired.Aggregate:
+    """How a task's score is formed from its items: ``ppl``/``nll`` from the blocks, else a mean."""
+    if metric == "ppl":
+        return paired.perplexity_of()
+    if metric == "nll":
+        return paired.nll_of()
+    return paired.mean_of(metric)
+
+
+def columns(items: Items, metric: str) -> dict[str, np.ndarray] | None:
+    """The numeric columns ``metric`` needs, or None when these items cannot form it."""
+    need = ("nll_sum", "tokens") if metric in ("ppl", "nll") else (metric,)
+    if not all(c in items for c in need) or not items.get("id"):
+        return None
+    return {c: np.asarray(items[c], dtype=float) for c in need}
+
+
+def score(items: Items, metric: str) -> float | None:
+    """The task score recomputed from its items (None when they cannot form it)."""
+    cols = columns(items, metric)
+    if cols is None:
+        return None
+    return float(aggregate_for(metric)(cols, np.arange(len(items["id"]))[None, :])[0])
+
+
+def reproduces(items: Items, metric: str, reported: float) -> bool:
+    """Whether the items give back the reported score: only then is an interval over them honest."""
+    value = score(items, metric)
+    return value is not None and math.isclose(value, reported, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def same_items(a: Items, b: Items) -> bool:
+    return list(a.get("id", [])) == list(b.get("id", []))
+
+
+def to_csv(items: Items) -> str:
+    names = ["id", *[c for c in items if c != "id"]]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(names)
+    writer.writerows(zip(*(items[c] for c in names), strict=True))
+    return out.getvalue()
+
+
+def from_csv(text: str) -> Items:
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return {"id": []}
+    names, body = rows[0], rows[1:]
+    items: Items = {name: [r[i] for r in body] for i, name in enumerate(names)}
+    for name in names:
+        if name != "id":
+            items[name] = [float(v) for v in items[name]]
+    return items
+
+
+def write_suite(folder: Path, suite: SuiteItems) -> None:
+    """``folder/<task>.csv`` for every task, each written atomically."""
+    from distillab.tracking.report import write_text_atomic
+
+    for task, items in suite.items():
+        write_text_atomic(folder / f"{task}.csv", to_csv(items))
+
+
+def read_suite(folder: Path) -> SuiteItems:
+    if not folder.is_dir():
+        return {}
+    return {path.stem: from_csv(path.read_text()) for path in sorted(folder.glob("*.csv"))}

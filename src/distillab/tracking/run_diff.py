@@ -1,0 +1,123 @@
+"""Is run B better than run A? Paired differences over the items both runs' students answered.
+
+Each side is one run or several seeds of one arm (run directories with ``results.json`` and
+``items/student/``). For every metric: A's and B's score, B − A with a 95% paired-bootstrap
+interval and p-value (seeds drawn too, :mod:`distillab.evaluation.paired`), McNemar's exact p for
+0/1 items of one seed per side, and a verdict that says "within noise" when the interval covers 0.
+:mod:`distillab.report` is the command.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from distillab.errors import DistillabError
+from distillab.evaluation import items as item_results
+from distillab.evaluation import paired
+from distillab.evaluation.retention import lower_is_better
+
+
+@dataclass(frozen=True)
+class MetricDiff:
+    key: str
+    diff: paired.Difference
+    mcnemar_p: float | None
+    lower_is_better: bool
+
+    @property
+    def verdict(self) -> str:
+        if self.diff.within_noise:
+            return "within noise"
+        b_higher = self.diff.interval.value > 0
+        return "B better" if b_higher != self.lower_is_better else "A better"
+
+
+def _student_items(run: Path) -> item_results.SuiteItems:
+    suite = item_results.read_suite(run / "items" / "student")
+    if not suite:
+        raise DistillabError(
+            f"{run}: no per-item results (items/student/); re-run it with this version of distillab"
+        )
+    return suite
+
+
+def _results(run: Path) -> dict:
+    path = run / "results.json"
+    if not path.is_file():
+        raise DistillabError(f"{run}: no results.json; give finished run directories")
+    return json.loads(path.read_text())
+
+
+def default_metrics(run: Path) -> list[str]:
+    """The run's primary metrics (one per task), as it recorded them."""
+    primary = _results(run).get("primary")
+    if not primary:
+        raise DistillabError(f"{run}: results.json lists no primary metrics; pass --metrics task/metric ...")
+    return list(primary)
+
+
+def compare_runs(
+    a_runs: list[Path], b_runs: list[Path], metrics: list[str] | None = None
+) -> list[MetricDiff]:
+    metrics = metrics or default_metrics(a_runs[0])
+    arms = {"A": [(r, _student_items(r)) for r in a_runs], "B": [(r, _student_items(r)) for r in b_runs]}
+    out = []
+    for key in metrics:
+        task, _, metric = key.partition("/")
+        columns: dict[str, list] = {"A": [], "B": []}
+        reference_ids = None
+        for side, runs in arms.items():
+            for run, suite in runs:
+                task_items = suite.get(task)
+                cols = None if task_items is None else item_results.columns(task_items, metric)
+                if cols is None:
+                    raise DistillabError(f"--metrics {key}: {run} has no per-item {metric!r} for {task!r}")
+                if reference_ids is None:
+                    reference_ids = task_items["id"]
+                elif task_items["id"] != reference_ids:
+                    raise DistillabError(
+                        f"{key}: {run} scored other items than {a_runs[0]} (task limit or data differ); "
+                        "a paired comparison needs the same items"
+                    )
+                columns[side].append(cols)
+        diff = paired.paired_difference(columns["A"], columns["B"], item_results.aggregate_for(metric))
+        mcnemar = None
+        if len(a_runs) == len(b_runs) == 1 and metric not in ("ppl", "nll"):
+            a_col, b_col = columns["A"][0][metric], columns["B"][0][metric]
+            if np.isin(a_col, (0.0, 1.0)).all() and np.isin(b_col, (0.0, 1.0)).all():
+                mcnemar = paired.mcnemar_p(a_col, b_col)
+        out.append(MetricDiff(key, diff, mcnemar, lower_is_better(key)))
+    return out
+
+
+def markdown(diffs: list[MetricDiff], a_runs: list[Path], b_runs: list[Path]) -> str:
+    def names(runs):
+        return ", ".join(str(r) for r in runs) + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
+
+    lines = [
+        f"A: {names(a_runs)}",
+        f"B: {names(b_runs)}",
+        "",
+        "| metric | items | A | B | B − A [95% interval] | p (paired bootstrap) | p (McNemar) | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in diffs:
+        iv = d.diff.interval
+        lines.append(
+            f"| {d.key} | {d.diff.n_items} | {d.diff.a:.4g} | {d.diff.b:.4g} | "
+            f"{iv.value:+.4g} [{iv.low:+.4g}, {iv.high:+.4g}] | {d.diff.p_value:.3g} | "
+            f"{'n/a' if d.mcnemar_p is None else f'{d.mcnemar_p:.3g}'} | {d.verdict} |"
+        )
+    lines += ["", "One line per metric: " + "; ".join(f"{d.key}: {_one_line(d)}" for d in diffs)]
+    return "\n".join(lines) + "\n"
+
+
+def _one_line(d: MetricDiff) -> str:
+    iv = d.diff.interval
+    return (
+        f"{d.verdict} (B − A {iv.value:+.4g}, 95% [{iv.low:+.4g}, {iv.high:+.4g}], p = {d.diff.p_value:.3g})"
+    )
