@@ -341,3 +341,35 @@ def test_contrastive_push_down_per_sample_equals_the_batched_formula():
     (got_grad,) = torch.autograd.grad(got, weight)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_lens_values_need_no_gradients_under_inference_mode():
+    """Lightning validates under inference_mode: every divergence still gives its value there."""
+    student, teacher, s_h, t_h, mask = _lens_case()
+    for value_and_grad in (lens_value_and_grad("jsd"), lens_value_and_grad("reverse_kl")):
+        with torch.no_grad():
+            want = lens_divergence([s_h], [t_h], mask, student, teacher, value_and_grad)
+        with torch.inference_mode():
+            got = lens_divergence([s_h], [t_h], mask, student, teacher, value_and_grad)
+        torch.testing.assert_close(got, want)
+
+
+def test_analytic_jsd_is_finite_where_a_logit_is_minus_infinity():
+    from distillab.objectives.head_divergence import jsd_value_and_grad
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(3, 11, generator=g), torch.randn(3, 11, generator=g)
+    s[0, 2], t[1, 4] = float("-inf"), float("-inf")  # masked vocabulary entries
+    scratch_store = {}
+
+    def scratch(k):
+        return scratch_store.setdefault(k, torch.empty(3, 11))
+
+    values, grad = jsd_value_and_grad(0.5)(F.log_softmax(t, -1), s.clone(), 1.0, scratch)
+    assert torch.isfinite(values).all() and torch.isfinite(grad).all()
+    z = s.clone().requires_grad_(True)
+    want = generalized_jsd(F.log_softmax(t, -1), F.log_softmax(z, -1), 0.5)
+    want.sum().backward()
+    torch.testing.assert_close(values, want.detach(), rtol=1e-5, atol=1e-6)
+    finite = torch.isfinite(s)
+    torch.testing.assert_close(grad[finite], z.grad[finite], rtol=1e-4, atol=1e-6)

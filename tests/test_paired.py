@@ -78,12 +78,13 @@ def test_mcnemar_exact_on_discordant_items():
 
 
 def test_retention_rows_carry_intervals_only_where_items_reproduce_the_scores():
+    ids = [f"doc{i}" for i in range(20)]
     teacher_items = {
-        "arc": {"id": ["x", "y", "z", "w"], "acc": [1.0, 1.0, 0.0, 1.0], "acc_norm": [1.0, 0.0, 1.0, 1.0]},
+        "arc": {"id": ids, "acc": [1.0, 1.0, 0.0, 1.0] * 5, "acc_norm": [1.0, 0.0, 1.0, 1.0] * 5},
         "wiki": items.perplexity_items([30.0, 36.0], [10, 12]),
     }
     student_items = {
-        "arc": {"id": ["x", "y", "z", "w"], "acc": [1.0, 0.0, 0.0, 1.0], "acc_norm": [1.0, 0.0, 0.0, 1.0]},
+        "arc": {"id": ids, "acc": [1.0, 0.0, 0.0, 1.0] * 5, "acc_norm": [1.0, 0.0, 0.0, 1.0] * 5},
         "wiki": items.perplexity_items([40.0, 44.0], [10, 12]),
     }
     teacher = {"arc/acc": 0.75, "arc/acc_norm": 0.75, "wiki/ppl": math.exp(66 / 22), "wiki/nll": 3.0}
@@ -92,7 +93,7 @@ def test_retention_rows_carry_intervals_only_where_items_reproduce_the_scores():
     assert primary == {"arc": "acc_norm", "wiki": "ppl"}
     rows = {r.key: r for r in retention_rows(teacher, student, None, teacher_items, student_items, primary)}
     assert rows["arc/acc_norm"].primary and rows["wiki/ppl"].primary and not rows["arc/acc"].primary
-    assert rows["arc/acc"].low is not None and rows["arc/acc"].items == 4
+    assert rows["arc/acc"].low is not None and rows["arc/acc"].items == 20
     # a reported value the items do not give back gets no interval rather than a wrong one
     off = retention_rows({**teacher, "arc/acc": 0.7}, student, None, teacher_items, student_items, primary)
     assert next(r for r in off if r.key == "arc/acc").low is None
@@ -101,6 +102,18 @@ def test_retention_rows_carry_intervals_only_where_items_reproduce_the_scores():
     assert summary["retention_mean"]["value"] == pytest.approx(want)
     assert summary["primary"] == ["arc/acc_norm", "wiki/ppl"]
     assert mean_retention(list(rows.values())).low <= want
+    # 4 items: the teacher scores 0 on 0.4% of draws, where the ratio is undefined; dropping those
+    # draws would bias the interval, so there is none
+    few = {"arc": {"id": ids[:4], "acc": [1.0, 1.0, 0.0, 1.0]}}
+    few_student = {"arc": {"id": ids[:4], "acc": [1.0, 0.0, 0.0, 1.0]}}
+    (row,) = retention_rows({"arc/acc": 0.75}, {"arc/acc": 0.5}, None, few, few_student, {"arc": "acc"})
+    assert row.retention == pytest.approx(2 / 3) and row.low is None
+    assert retention_results([row])["retention_mean"] == {
+        "value": row.retention,
+        "low": None,
+        "high": None,
+        "metrics": ["arc/acc"],
+    }
 
 
 def test_primary_metric_is_required_for_unknown_tasks():

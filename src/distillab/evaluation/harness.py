@@ -97,6 +97,6 @@ def run_tasks_with_items(
         )
         metrics.update(flatten_task_results(name, out["results"][name]))
         if log_items:
-            per_task[name] = items.from_samples(out["samples"][name])
+            per_task[name] = items.from_samples((out.get("samples") or {}).get(name), name)
     model.train(was_training)
     return metrics, per_task

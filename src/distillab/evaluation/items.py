@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from distillab.evaluation import paired
+
+log = logging.getLogger(__name__)
 
 Items = dict[str, list]  # column -> values; "id" holds the item ids
 SuiteItems = dict[str, Items]  # task or perplexity set -> its items
@@ -29,13 +33,26 @@ SuiteItems = dict[str, Items]  # task or perplexity set -> its items
 _NOT_MEAN = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")
 
 
-def from_samples(samples: list[Mapping]) -> Items:
+def from_samples(samples: list[Mapping] | None, task: str = "") -> Items:
     """lm-eval's logged samples of one task -> columns ``id``, ``doc_id`` and each per-item metric.
 
     A task with several filters (GSM8K: strict-match, flexible-extract) logs each document once
     per filter; its columns are named as :func:`harness.flatten_task_results` names the metrics
-    (``exact_match_strict-match``), so a column and a reported metric share one key.
+    (``exact_match_strict-match``), so a column and a reported metric share one key. Metrics whose
+    per-item value is not one number (GLUE's f1/mcc pairs, BLEU's) get no column, and a task that
+    logs nothing usable (a group task) gets no items: never an error after the evaluation ran.
     """
+    if not samples:
+        log.warning("lm-eval logged no per-item results for %s: its metrics get no interval", task)
+        return {"id": []}
+    try:
+        return _from_samples(samples)
+    except (KeyError, TypeError, ValueError) as err:
+        log.warning("per-item results of %s unreadable (%s): its metrics get no interval", task, err)
+        return {"id": []}
+
+
+def _from_samples(samples: list[Mapping]) -> Items:
     by_filter: dict[str, list[Mapping]] = {}
     for sample in samples:
         by_filter.setdefault(sample.get("filter", "none"), []).append(sample)
@@ -48,17 +65,18 @@ def from_samples(samples: list[Mapping]) -> Items:
         elif ids != out["id"]:  # lm-eval scores one document set per task; anything else is a bug
             raise ValueError(f"filter {filt!r} logged other documents than the first filter")
         for metric in group[0]["metrics"]:
-            if metric not in _NOT_MEAN:
-                out[metric if filt == "none" else f"{metric}_{filt}"] = [float(s[metric]) for s in group]
+            values = [s.get(metric) for s in group]
+            if metric in _NOT_MEAN or not all(isinstance(v, numbers.Real) for v in values):
+                continue
+            out[metric if filt == "none" else f"{metric}_{filt}"] = [float(v) for v in values]
     return out
 
 
 def perplexity_items(nll_sums: list[float], tokens: list[int]) -> Items:
-    return {
-        "id": [f"block-{i}" for i in range(len(nll_sums))],
-        "nll_sum": list(nll_sums),
-        "tokens": list(tokens),
-    }
+    """Blocks as items; the id names the block's position and length, so runs with another
+    ``block_size`` never pair block for block."""
+    ids = [f"block-{i}-{n}" for i, n in enumerate(tokens)]
+    return {"id": ids, "nll_sum": list(nll_sums), "tokens": list(tokens)}
 
 
 def aggregate_for(metric: str) -> paired.Aggregate:

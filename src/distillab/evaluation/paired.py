@@ -17,6 +17,7 @@ Pure functions of numpy arrays; :mod:`distillab.evaluation.items` reads and writ
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,10 @@ Aggregate = Callable[[Columns, np.ndarray], np.ndarray]  # (columns, index rows 
 
 ITERATIONS = 2000  # bootstrap replicates: the 2.5/97.5% quantiles move by < 0.1 point at this count
 LEVEL = 0.95
+# Replicates where a ratio is undefined (the teacher scores 0 on the drawn items) cannot simply be
+# dropped: they are the draws with the largest ratios, so dropping them biases the interval low.
+# Above this share there is no interval at all.
+MAX_UNDEFINED = 0.001
 
 
 def mean_of(column: str) -> Aggregate:
@@ -105,8 +110,16 @@ def _length(arm: Sequence[Columns]) -> int:
     return lengths.pop()
 
 
-def _quantiles(samples: np.ndarray, level: float) -> tuple[float, float]:
-    samples = samples[np.isfinite(samples)]
+def seed_for(name: str) -> int:
+    """A fixed seed per task name: tasks get independent draws (their mean's interval assumes it)."""
+    return zlib.crc32(name.encode())
+
+
+def _quantiles(samples: np.ndarray, level: float) -> tuple[float, float] | None:
+    finite = np.isfinite(samples)
+    if np.mean(~finite) > MAX_UNDEFINED:
+        return None
+    samples = samples[finite]
     tail = (1.0 - level) / 2
     return float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))
 
@@ -136,9 +149,11 @@ def retention_replicates(
         return num_point / den_point, num / den
 
 
-def interval(value: float, replicates: np.ndarray, level: float = LEVEL) -> Interval:
-    """The percentile interval of bootstrap ``replicates`` around ``value``."""
-    return Interval(float(value), *_quantiles(replicates, level))
+def interval(value: float, replicates: np.ndarray, level: float = LEVEL) -> Interval | None:
+    """The percentile interval of bootstrap ``replicates`` around ``value``; None when too many
+    replicates are undefined (see ``MAX_UNDEFINED``)."""
+    bounds = _quantiles(replicates, level)
+    return None if bounds is None else Interval(float(value), *bounds)
 
 
 def retention_interval(
@@ -149,7 +164,7 @@ def retention_interval(
     return None if out is None else interval(*out, level)
 
 
-def mean_interval(per_task: Sequence[tuple[float, np.ndarray]], level: float = LEVEL) -> Interval:
+def mean_interval(per_task: Sequence[tuple[float, np.ndarray]], level: float = LEVEL) -> Interval | None:
     """The mean over tasks of their retentions; tasks' items are drawn independently, so the
     replicates of the mean are the means of the tasks' replicates."""
     values = [v for v, _ in per_task]
@@ -179,7 +194,7 @@ def paired_difference(
     diffs = _arm_scores(b_arm, aggregate, idx, rng) - _arm_scores(a_arm, aggregate, idx, rng)
     a_point, b_point = _point(a_arm, aggregate, n), _point(b_arm, aggregate, n)
     observed = b_point - a_point
-    low, high = _quantiles(diffs, level)
+    low, high = _quantiles(diffs, level) or (float("nan"), float("nan"))
     far = np.mean(diffs <= 0) if observed > 0 else np.mean(diffs >= 0) if observed < 0 else 0.5
     p = min(1.0, 2.0 * max(float(far), 1.0 / iterations))
     return Difference(a_point, b_point, Interval(observed, low, high), p, n, "paired bootstrap")

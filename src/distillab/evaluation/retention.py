@@ -122,7 +122,11 @@ def retention_rows(
         drawn = _replicates(task, metric, teacher[key], student[key], teacher_items, student_items)
         if drawn is not None:
             n_items, replicates = drawn
-            low, high = paired.interval(0.0, replicates).as_list()
+            bounds = paired.interval(0.0, replicates)
+            if bounds is None:  # the teacher scores 0 on too many draws: no honest interval
+                replicates = None
+            else:
+                low, high = bounds.as_list()
         rows.append(
             RetentionRow(
                 key,
@@ -158,20 +162,24 @@ def _replicates(task, metric, teacher_value, student_value, teacher_items, stude
         item_results.columns(s_items, metric),
         item_results.aggregate_for(metric),
         lower_is_better(f"{task}/{metric}"),
+        seed=paired.seed_for(task),  # one draw of items per task, the same for each of its metrics
     )
     return None if drawn is None else (len(t_items["id"]), drawn[1])
 
 
 def mean_retention(rows: list[RetentionRow]) -> paired.Interval | None:
-    """retention/mean: the mean over tasks of the primary metric's retention, with its interval
-    when every task has one (tasks' items are independent, so their replicates average)."""
-    chosen = [r for r in rows if r.primary]
-    if not chosen or any(r.retention is None for r in chosen):
+    """retention/mean: the mean over tasks of the primary metric's retention (tasks where it is
+    defined: not where the teacher scores 0), with its interval when every such task has one
+    (tasks' items are drawn independently, so their replicates average). ``low``/``high`` are
+    None without one."""
+    chosen = [r for r in rows if r.primary and r.retention is not None]
+    if not chosen:
         return None
     if all(r.replicates is not None for r in chosen):
-        return paired.mean_interval([(r.retention, r.replicates) for r in chosen])
-    value = float(np.mean([r.retention for r in chosen]))
-    return paired.Interval(value, float("nan"), float("nan"))
+        mean = paired.mean_interval([(r.retention, r.replicates) for r in chosen])
+        if mean is not None:
+            return mean
+    return paired.Interval(float(np.mean([r.retention for r in chosen])), None, None)
 
 
 def retention_results(rows: list[RetentionRow]) -> dict[str, Any]:
@@ -187,7 +195,7 @@ def retention_results(rows: list[RetentionRow]) -> dict[str, Any]:
             "value": mean.value,
             "low": mean.low,
             "high": mean.high,
-            "metrics": [r.key for r in rows if r.primary],
+            "metrics": [r.key for r in rows if r.primary and r.retention is not None],
         },
     }
 
@@ -202,7 +210,7 @@ def _fmt(value: float | None, stderr: float | None = None) -> str:
 def _pct(value: float | None, low: float | None = None, high: float | None = None) -> str:
     if value is None:
         return "n/a (teacher 0)"
-    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+    if low is None or high is None:
         return f"{100 * value:.1f}%"
     return f"{100 * value:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
@@ -231,7 +239,7 @@ def markdown_table(rows: list[RetentionRow]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     mean = mean_retention(rows)
     if mean is not None:
-        tasks = ", ".join(r.key for r in rows if r.primary)
+        tasks = ", ".join(r.key for r in rows if r.primary and r.retention is not None)
         lines += [
             "",
             f"retention/mean {_pct(mean.value, mean.low, mean.high)} over the primary metrics: {tasks}",

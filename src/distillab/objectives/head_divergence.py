@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillab.objectives.divergences import Divergence
+from distillab.objectives.divergences import _LOG_FLOOR, Divergence
 
-# (teacher log-probs (n, V), student logits (n, V), temperature, scratch) -> (values (n,), dL/dlogits (n, V)).
+# (teacher log-probs (n, V), student logits (n, V), temperature, scratch, need_grad)
+#   -> (values (n,), dL/dlogits (n, V) or None when not need_grad).
 # Both inputs are scratch the function may overwrite; ``scratch(k)`` lends the k-th extra (n, V) buffer.
-ValueAndGrad = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+ValueAndGrad = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -46,19 +47,23 @@ def jsd_value_and_grad(beta: float) -> ValueAndGrad:
     from m cancel), so ∂JSD/∂z_i = q_i·(g_i − Σ_j q_j g_j) / T with g = (1−β)·log(q / m), and
     Σ_j q_j g_j is the (1−β)·KL(q ‖ m) half of the value itself. m is formed in probability
     space and floored at the smallest normal float: where p and q both underflow, the terms
-    they weight are zero either way.
+    they weight are zero either way. Log-probabilities are floored at ``_LOG_FLOOR`` as in
+    :mod:`divergences`, so a −inf logit (a masked vocabulary entry) weighs 0, not NaN.
     """
     tiny = torch.finfo(torch.float32).tiny
 
-    def value_and_grad(t_logp, s_logits, temperature, scratch):
+    def value_and_grad(t_logp, s_logits, temperature, scratch, need_grad=True):
         log_q = s_logits.div_(temperature)
-        log_q.sub_(torch.logsumexp(log_q, -1, keepdim=True))
+        log_q.sub_(torch.logsumexp(log_q, -1, keepdim=True)).clamp_min_(_LOG_FLOOR)
+        t_logp.clamp_min_(_LOG_FLOOR)
         q, p = torch.exp(log_q, out=scratch(0)), torch.exp(t_logp, out=scratch(1))
         teacher_part = _row_dot(p, t_logp)  # Σ p log p, before t_logp's buffer becomes log m
         log_m = torch.mul(p, beta, out=t_logp).add_(q, alpha=1.0 - beta).clamp_min_(tiny).log_()
         teacher_part -= _row_dot(p, log_m)  # KL(p ‖ m)
         g = log_q.sub_(log_m).mul_(1.0 - beta)  # (1−β)·log(q/m), in place of log_q
         student_part = _row_dot(q, g)  # (1−β)·KL(q ‖ m)
+        if not need_grad:
+            return beta * teacher_part + student_part, None
         grad = g.sub_(student_part.unsqueeze(-1)).mul_(q).div_(temperature)
         return beta * teacher_part + student_part, grad
 
@@ -68,7 +73,9 @@ def jsd_value_and_grad(beta: float) -> ValueAndGrad:
 def autograd_value_and_grad(divergence: Divergence) -> ValueAndGrad:
     """Any divergence of :mod:`distillab.objectives.divergences`, differentiated by autograd on one chunk."""
 
-    def value_and_grad(t_logp, s_logits, temperature, scratch):
+    def value_and_grad(t_logp, s_logits, temperature, scratch, need_grad=True):
+        if not need_grad:  # also under inference_mode (Lightning's validation), where enable_grad cannot help
+            return divergence(t_logp, F.log_softmax(s_logits / temperature, -1)), None
         with torch.enable_grad():
             z = s_logits.requires_grad_(True)
             values = divergence(t_logp, F.log_softmax(z / temperature, -1))
@@ -85,21 +92,22 @@ class _Scratch:
     on every 50 MB block), so the chunk loop reuses the same few.
     """
 
-    def __init__(self, rows: int, vocab: int):
-        self.rows, self.vocab, self.buffers = rows, vocab, {}
+    def __init__(self, rows: int, vocab: int, device: torch.device):
+        self.rows, self.vocab, self.device, self.buffers = rows, vocab, device, {}
 
     def lend(self, n: int) -> Callable[[int], torch.Tensor]:
         def scratch(k: int) -> torch.Tensor:
             if k not in self.buffers:
-                self.buffers[k] = torch.empty(self.rows, self.vocab, dtype=torch.float32)
+                self.buffers[k] = torch.empty(self.rows, self.vocab, dtype=torch.float32, device=self.device)
             return self.buffers[k][:n]
 
         return scratch
 
 
 def _logits_into(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
-    """float32 logits ``x wᵀ + b`` written into ``out``; under autocast the product keeps autocast's dtype."""
-    if torch.is_autocast_enabled(x.device.type):
+    """float32 logits ``x wᵀ + b`` written into ``out``; under autocast (or with bf16 weights) the
+    product keeps that dtype and is widened on the copy."""
+    if torch.is_autocast_enabled(x.device.type) or x.dtype != torch.float32 or w.dtype != torch.float32:
         return out.copy_(F.linear(x, w, b))
     torch.mm(x, w.T, out=out)
     return out if b is None else out.add_(b)
@@ -109,14 +117,16 @@ class _HeadDivergenceSum(torch.autograd.Function):
     """Σ_rows D(softmax(head_t(x_t) / T) ‖ softmax(head_s(x_s) / T)); grads for x_s and the student head."""
 
     @staticmethod
-    def forward(ctx, x_s, w_s, b_s, x_t, w_t, b_t, value_and_grad, temperature, chunk_tokens):
-        want_x, want_w, want_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    def forward(ctx, x_s, w_s, b_s, x_t, w_t, b_t, value_and_grad, temperature, chunk_tokens, grad_enabled):
+        # needs_input_grad follows requires_grad, not grad mode: validation must not pay for gradients
+        want_x, want_w, want_b = (grad_enabled and ctx.needs_input_grad[i] for i in range(3))
         autocast = torch.is_autocast_enabled(x_s.device.type)
-        grad_x = torch.zeros(x_s.shape, dtype=torch.float32) if want_x else None
-        grad_w = torch.zeros(w_s.shape, dtype=torch.float32) if want_w else None
-        grad_b = torch.zeros(b_s.shape, dtype=torch.float32) if want_b else None
-        total = torch.zeros((), dtype=torch.float32)
-        work = _Scratch(min(chunk_tokens, x_s.shape[0]), w_s.shape[0])
+        on = {"dtype": torch.float32, "device": x_s.device}
+        grad_x = torch.zeros(x_s.shape, **on) if want_x else None
+        grad_w = torch.zeros(w_s.shape, **on) if want_w else None
+        grad_b = torch.zeros(b_s.shape, **on) if want_b else None
+        total = torch.zeros((), **on)
+        work = _Scratch(min(chunk_tokens, x_s.shape[0]), w_s.shape[0], x_s.device)
         for start in range(0, x_s.shape[0], chunk_tokens):
             rows = slice(start, start + chunk_tokens)
             xs, xt = x_s[rows], x_t[rows]
@@ -124,7 +134,7 @@ class _HeadDivergenceSum(torch.autograd.Function):
             t_logp = _logits_into(xt, w_t, b_t, scratch(10)).div_(temperature)
             t_logp.sub_(torch.logsumexp(t_logp, -1, keepdim=True))
             s_logits = _logits_into(xs, w_s, b_s, scratch(11))
-            values, g = value_and_grad(t_logp, s_logits, temperature, scratch)
+            values, g = value_and_grad(t_logp, s_logits, temperature, scratch, want_x or want_w or want_b)
             total += values.sum()
             if want_x and autocast:
                 grad_x[rows] = g @ w_s  # a bf16 product, as a plain backward under autocast would be
@@ -149,7 +159,7 @@ class _HeadDivergenceSum(torch.autograd.Function):
             for g, dtype in zip(ctx.grads, ctx.dtypes, strict=True)
         )
         ctx.grads = None
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
 
 
 def head_divergence_sum(
@@ -176,4 +186,5 @@ def head_divergence_sum(
         value_and_grad,
         float(temperature),
         int(chunk_tokens),
+        torch.is_grad_enabled(),
     )

@@ -83,7 +83,8 @@ def error_bar(value: float, interval: Sequence[float | None] | None) -> tuple[fl
     (nan, nan) draws no bar where there is no interval."""
     if not interval or interval[0] is None or interval[1] is None:
         return float("nan"), float("nan")
-    return value - 100 * interval[0], 100 * interval[1] - value
+    # max(0, ·): a point on its interval's edge can land 1e-14 outside it (summation order)
+    return max(0.0, value - 100 * interval[0]), max(0.0, 100 * interval[1] - value)
 
 
 def retention_vs_tokens(
@@ -96,8 +97,8 @@ def retention_vs_tokens(
         points = sorted(points)
         x = [p[0] for p in points]
         y = [p[1] for p in points]
-        below = [float("nan") if p[2] is None else p[1] - p[2] for p in points]
-        above = [float("nan") if p[3] is None else p[3] - p[1] for p in points]
+        below = [float("nan") if p[2] is None else max(0.0, p[1] - p[2]) for p in points]
+        above = [float("nan") if p[3] is None else max(0.0, p[3] - p[1]) for p in points]
         ax.errorbar(x, y, yerr=[below, above], marker="o", capsize=3, label=metric)
     ax.axhline(100, color="gray", linewidth=0.8, linestyle="--")
     ax.set_xscale("log")

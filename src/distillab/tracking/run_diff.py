@@ -64,18 +64,26 @@ def compare_runs(
     a_runs: list[Path], b_runs: list[Path], metrics: list[str] | None = None
 ) -> list[MetricDiff]:
     metrics = metrics or default_metrics(a_runs[0])
-    arms = {"A": [(r, _student_items(r)) for r in a_runs], "B": [(r, _student_items(r)) for r in b_runs]}
+    arms = {
+        side: [(r, _student_items(r), _results(r).get("student") or {}) for r in runs]
+        for side, runs in (("A", a_runs), ("B", b_runs))
+    }
     out = []
     for key in metrics:
         task, _, metric = key.partition("/")
         columns: dict[str, list] = {"A": [], "B": []}
         reference_ids = None
         for side, runs in arms.items():
-            for run, suite in runs:
+            for run, suite, reported in runs:
                 task_items = suite.get(task)
                 cols = None if task_items is None else item_results.columns(task_items, metric)
                 if cols is None:
                     raise DistillabError(f"--metrics {key}: {run} has no per-item {metric!r} for {task!r}")
+                if key in reported and not item_results.reproduces(task_items, metric, reported[key]):
+                    raise DistillabError(
+                        f"{key}: {run}'s items/student/{task}.csv does not give back its results.json score "
+                        f"{reported[key]:.6g}; the files do not belong together"
+                    )
                 if reference_ids is None:
                     reference_ids = task_items["id"]
                 elif task_items["id"] != reference_ids:

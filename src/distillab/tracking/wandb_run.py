@@ -147,7 +147,8 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, float]:
     flat |= {f"retention_high/{k}": hi for k, (_, hi) in (results.get("retention_interval") or {}).items()}
     if (mean := results.get("retention_mean")) is not None:  # over each task's primary metric
         flat["retention/mean"] = mean["value"]
-        flat |= {"retention_low/mean": mean["low"], "retention_high/mean": mean["high"]}
+        if mean["low"] is not None:
+            flat |= {"retention_low/mean": mean["low"], "retention_high/mean": mean["high"]}
     if (params := results.get("params", {}).get("student")) is not None:
         flat["size/params"] = params
     if (size := (results.get("bytes") or {}).get("student")) is not None:
