@@ -99,8 +99,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     items = {}  # per-item results of each evaluated model, saved under run_dir/items/
     # Lightning re-runs this script for ranks > 0 (DDP/FSDP): only rank 0 evaluates.
     if eval_cfg and rank_zero_only.rank == 0:
+        eval_start = time.time()
         teacher_eval, hit = cached_evaluate_suite(teacher, tokenizer, eval_cfg, run_dir, data_dir, cache)
         results["teacher"], items["teacher"] = teacher_eval.metrics, teacher_eval.items
+        if not hit:  # wall time of each model's evaluation: what a suite costs on this machine
+            results["eval_seconds"] = {"teacher": time.time() - eval_start}
         log.info("teacher evaluated%s", " (from cache)" if hit else "")
         if cfg.get("eval_before_training"):
             before = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
@@ -149,8 +152,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     rows = []
     if eval_cfg:
+        eval_start = time.time()
         student_eval = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
         results["student"], items["student"] = student_eval.metrics, student_eval.items
+        results.setdefault("eval_seconds", {})["student"] = time.time() - eval_start
         rows = retention_rows(
             results["teacher"],
             results["student"],
