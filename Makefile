@@ -15,6 +15,7 @@ SUITE_TASKS := arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai
 SUITE_METRICS := wikitext2/ppl $(SUITE_TASKS)
 # exp-004: training steps at which the healing-budget curve is evaluated (1,024 tokens per step)
 BUDGET_STEPS ?= 24 48 96 192 384 768 1536
+DECISION_METRICS := wikitext2/ppl arc_challenge_margin/choice_nll arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai/acc gsm8k_bpb/bpb
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -139,7 +140,7 @@ exp-004: models ## experiments/004: retention vs healing budget, 24.6k -> 1.57M 
 	    trainer.max_steps=$$steps hydra.run.dir=$$dir $$resume $(ARGS) || exit 1; \
 	  prev=$$dir; \
 	done
-	$(SUMMARIZE) outputs/distill/budget_curve/steps_* --metrics wikitext2/ppl $(SUITE_TASKS) --plot-tokens experiments/004-healing-budget/retention_vs_tokens.png
+	$(SUMMARIZE) outputs/distill/budget_curve/steps_* --metrics $(DECISION_METRICS) --plot-tokens experiments/004-healing-budget/retention_vs_tokens.png
 
 clean: ## remove run outputs (not the venv or the model cache)
 	rm -rf outputs multirun .pytest_cache

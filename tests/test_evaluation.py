@@ -105,3 +105,82 @@ def test_retention_ratio_directions():
     with_before = retention_rows({"w/ppl": 20.0}, {"w/ppl": 40.0}, before={"w/ppl": 80.0})
     assert with_before[0].retention_before == pytest.approx(0.25)
     assert "| w/ppl | 20.0000 | 80.0000 | 40.0000 | 25.0% | 50.0% |" in markdown_table(with_before)
+
+
+def _continuation_logprob(model, tok, context: str, continuation: str) -> float:
+    """log p(continuation | context) with the model's own loss, encoded as lm-eval's HFLM does
+    (the pair is tokenised whole; the context's tokens are a prefix)."""
+    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
+    n_ctx = len(tok(context, add_special_tokens=False)["input_ids"])
+    ids = torch.tensor([whole])
+    labels = ids.clone()
+    labels[:, :n_ctx] = -100
+    with torch.no_grad():
+        loss = model(input_ids=ids, labels=labels).loss
+    return -float(loss) * (len(whole) - n_ctx)
+
+
+@needs_data
+def test_continuous_gsm8k_and_arc_metrics_equal_independent_computations(tmp_path):
+    """gsm8k_bpb: bits per byte of the reference solution from the model's own loss; arc_*_margin:
+    choice_nll = logsumexp(ll) − ll[gold] over the per-choice log-likelihoods, acc / acc_norm as
+    lm-eval's own ARC task scores them."""
+    import json
+
+    model, tok = build_tiny("llama", max_position_embeddings=1024)  # GSM8K items run to ~300 tokens
+    eval_cfg = {
+        "batch_size": 2,
+        "tasks": {
+            "gsm8k_bpb": {"limit": 2, "num_fewshot": 0},
+            "arc_challenge_margin": {"limit": 3, "num_fewshot": 0},
+            "arc_challenge": {"limit": 3, "num_fewshot": 0},
+        },
+    }
+    evaluation, _ = cached_evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), None)
+    docs = [json.loads(line) for line in (SHARED_DATA / "gsm8k" / "test.jsonl").read_text().splitlines()[:2]]
+    bpb = []
+    for doc in docs:
+        ll = _continuation_logprob(model, tok, f"Question: {doc['question']}\nAnswer:", " " + doc["answer"])
+        bpb.append(-ll / (len((" " + doc["answer"]).encode()) * math.log(2)))
+    assert evaluation.items["gsm8k_bpb"]["bpb"] == pytest.approx(bpb, rel=1e-4)
+    assert evaluation.metrics["gsm8k_bpb/bpb"] == pytest.approx(sum(bpb) / 2, rel=1e-4)
+
+    arc = [
+        json.loads(line)
+        for line in (SHARED_DATA / "arc_challenge" / "test.jsonl").read_text().splitlines()[:3]
+    ]
+    want = []
+    for doc in arc:
+        lls = [
+            _continuation_logprob(model, tok, f"Question: {doc['question']}\nAnswer:", " " + choice)
+            for choice in doc["choices"]["text"]
+        ]
+        gold = doc["choices"]["label"].index(doc["answerKey"])
+        want.append(math.log(sum(math.exp(x) for x in lls)) - lls[gold])
+    margin = evaluation.items["arc_challenge_margin"]
+    assert margin["choice_nll"] == pytest.approx(want, rel=1e-4)
+    for metric in ("acc", "acc_norm"):  # the same items, the same accuracy as lm-eval's own task
+        assert margin[metric] == evaluation.items["arc_challenge"][metric]
+    assert items.reproduces(margin, "choice_nll", evaluation.metrics["arc_challenge_margin/choice_nll"])
+
+
+def test_continuous_metrics_are_lower_is_better_and_have_primary_defaults():
+    from distillab.evaluation.retention import lower_is_better, primary_metrics
+
+    assert lower_is_better("gsm8k_bpb/bpb") and lower_is_better("arc_challenge_margin/choice_nll")
+    assert not lower_is_better("arc_challenge_margin/acc_norm")
+    tasks = {"gsm8k_bpb": {}, "arc_challenge_margin": {}}
+    assert primary_metrics({"tasks": tasks}) == {"gsm8k_bpb": "bpb", "arc_challenge_margin": "choice_nll"}
+    assert retention(2.0, 4.0, lower_is_better("gsm8k_bpb/bpb")) == 0.5  # twice the teacher's bits: 50%
+
+
+def test_derived_tasks_get_a_yaml_on_the_hub_path_too(tmp_path):
+    """Without local data lm-eval's own tasks need no file, distillab's variants still do."""
+    from distillab.evaluation.local_tasks import FUNCTIONS_FILE, write_local_task_yamls
+
+    assert write_local_task_yamls(["arc_easy"], None, tmp_path / "a") is None
+    out = write_local_task_yamls(["arc_easy", "gsm8k_bpb"], None, tmp_path / "b")
+    text = (out / "gsm8k_bpb.yaml").read_text()
+    assert "process_results: !function distillab_functions.gsm8k_bpb_results" in text
+    assert "dataset_kwargs" not in text and (out / FUNCTIONS_FILE).is_file()
+    assert not (out / "arc_easy.yaml").exists()

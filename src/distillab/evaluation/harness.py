@@ -68,7 +68,7 @@ def run_tasks_with_items(
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    include = write_local_task_yamls(list(tasks), data_dir, work_dir / "lm_eval_tasks") if data_dir else None
+    include = write_local_task_yamls(list(tasks), data_dir, work_dir / "lm_eval_tasks")
     manager = TaskManager(include_path=str(include) if include else None)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:

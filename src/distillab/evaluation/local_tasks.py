@@ -7,6 +7,8 @@ original task names, and lm-eval's ``TaskManager(include_path=...)`` gives them 
 
 from __future__ import annotations
 
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,30 +47,77 @@ LOCAL_TASKS: dict[str, LocalTask] = {
 }
 
 
-def write_local_task_yamls(task_names: list[str], data_dir: Path, out_dir: Path) -> Path:
-    """Write one override YAML per task into ``out_dir`` and return it (an lm-eval include path)."""
+_MEAN = {"aggregation": "mean"}
+# distillab's continuous variants (evaluation/lm_eval_functions.py): lm-eval's own task, the same
+# items and prompts, other scoring. name -> (the task it derives from, what changes).
+DERIVED_TASKS: dict[str, tuple[str, dict]] = {
+    f"{arc}_margin": (
+        arc,
+        {
+            "process_results": "!function distillab_functions.arc_choice_results",
+            "metric_list": [
+                {"metric": "acc", **_MEAN, "higher_is_better": True},
+                {"metric": "acc_norm", **_MEAN, "higher_is_better": True},
+                {"metric": "choice_nll", **_MEAN, "higher_is_better": False},
+            ],
+        },
+    )
+    for arc in ("arc_challenge", "arc_easy")
+}
+DERIVED_TASKS["gsm8k_bpb"] = (
+    "gsm8k",
+    {
+        "output_type": "loglikelihood",  # the reference solution's likelihood, nothing generated
+        # A loglikelihood request scores doc_to_target as it is (no delimiter), few-shot examples
+        # join text + target_delimiter + target: so the space moves into the target, and both read
+        # "Answer: <solution>". The continuation " " + answer is what gsm8k_bpb_results counts.
+        "doc_to_target": " {{answer}}",
+        "target_delimiter": "",
+        "process_results": "!function distillab_functions.gsm8k_bpb_results",
+        "metric_list": [{"metric": "bpb", **_MEAN, "higher_is_better": False}],
+        "filter_list": None,
+        "generation_kwargs": None,
+    },
+)
+FUNCTIONS_FILE = "distillab_functions.py"  # lm-eval resolves !function next to the YAML
+
+
+def write_local_task_yamls(task_names: list[str], data_dir: Path | None, out_dir: Path) -> Path | None:
+    """Write one YAML per task into ``out_dir`` and return it (an lm-eval include path), or None
+    when no task needs one.
+
+    With ``data_dir`` every task reads its local copy; without (hub data), only distillab's derived
+    tasks (``DERIVED_TASKS``) need a file, since lm-eval does not know their names.
+    """
     tasks_root = Path(lm_eval.tasks.__file__).parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    written = False
     for name in task_names:
-        if name not in LOCAL_TASKS:
+        base, changes = DERIVED_TASKS.get(name, (name, {}))
+        if data_dir is None and not changes:
+            continue  # lm-eval's own task, read from the hub as lm-eval defines it
+        if base not in LOCAL_TASKS:
             raise DistillabError(
-                f"eval.tasks.{name}: no local data layout for this task; valid: {', '.join(LOCAL_TASKS)} "
-                "(or set eval.use_local_data=false to read it from the hub)"
+                f"eval.tasks.{name}: no local data layout for this task; valid: "
+                f"{', '.join([*LOCAL_TASKS, *DERIVED_TASKS])} (or set eval.use_local_data=false to read it from the hub)"
             )
-        spec = LOCAL_TASKS[name]
-        files = {split: str(data_dir / spec.folder / fname) for split, fname in spec.splits.items()}
-        missing = [f for f in files.values() if not Path(f).is_file()]
-        if missing:
-            raise DistillabError(
-                f"eval.tasks.{name}: data file {missing[0]} not found (paths.data_dir={data_dir})"
-            )
-        doc = {
-            "include": str(tasks_root / spec.definition),
-            "task": name,
-            "dataset_path": "json",
-            "dataset_name": None,
-            "dataset_kwargs": {"data_files": files},
-            **spec.overrides,
-        }
-        (out_dir / f"{name}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return out_dir
+        spec = LOCAL_TASKS[base]
+        doc = {"include": str(tasks_root / spec.definition), "task": name}
+        if data_dir is not None:
+            files = {split: str(data_dir / spec.folder / fname) for split, fname in spec.splits.items()}
+            missing = [f for f in files.values() if not Path(f).is_file()]
+            if missing:
+                raise DistillabError(
+                    f"eval.tasks.{name}: data file {missing[0]} not found (paths.data_dir={data_dir})"
+                )
+            doc |= {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files}}
+            doc |= spec.overrides
+        doc |= changes
+        out_dir.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(doc, sort_keys=False)
+        # safe_dump quotes the tag; lm-eval needs it as a tag to load the function
+        text = re.sub(r"'!function ([\w.]+)'", r"!function \1", text)
+        (out_dir / f"{name}.yaml").write_text(text)
+        if changes:
+            shutil.copyfile(Path(__file__).with_name("lm_eval_functions.py"), out_dir / FUNCTIONS_FILE)
+        written = True
+    return out_dir if written else None

@@ -22,7 +22,7 @@ from distillab.errors import DistillabError
 from distillab.evaluation import items as item_results
 from distillab.evaluation import paired
 
-LOWER_IS_BETTER = ("ppl", "nll", "perplexity")
+LOWER_IS_BETTER = ("ppl", "nll", "perplexity", "bpb")  # a metric named so, or ending in _nll (choice_nll)
 
 # The primary metric of each task distillab has local data for, when the config does not say:
 # length-normalised accuracy for multiple choice with answers of unequal length, accuracy for
@@ -34,6 +34,10 @@ DEFAULT_PRIMARY = {
     "hellaswag": "acc_norm",
     "lambada_openai": "acc",
     "gsm8k": "exact_match_strict-match",
+    # distillab's continuous variants (evaluation/lm_eval_functions.py)
+    "arc_challenge_margin": "choice_nll",
+    "arc_easy_margin": "choice_nll",
+    "gsm8k_bpb": "bpb",
 }
 # What those tasks report (lm-eval 0.4), so a misspelt primary metric fails before any work is done.
 TASK_METRICS = {
@@ -43,6 +47,9 @@ TASK_METRICS = {
     "hellaswag": ("acc", "acc_norm"),
     "lambada_openai": ("acc", "perplexity"),
     "gsm8k": ("exact_match_strict-match", "exact_match_flexible-extract"),
+    "arc_challenge_margin": ("acc", "acc_norm", "choice_nll"),
+    "arc_easy_margin": ("acc", "acc_norm", "choice_nll"),
+    "gsm8k_bpb": ("bpb",),
 }
 
 
@@ -89,7 +96,8 @@ class RetentionRow:
 
 
 def lower_is_better(key: str) -> bool:
-    return key.rsplit("/", 1)[-1].split("_")[0] in LOWER_IS_BETTER
+    metric = key.rsplit("/", 1)[-1]
+    return metric.split("_")[0] in LOWER_IS_BETTER or metric.endswith("_nll")
 
 
 def retention(teacher: float, student: float, lower_better: bool = False) -> float | None:
