@@ -207,3 +207,26 @@ def test_compare_cli_refuses_runs_on_other_items(tmp_path):
     )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "arc/acc" in proc.stderr and "same items" in proc.stderr
+
+
+def test_compare_cli_picks_another_model_of_a_run(tmp_path, capsys):
+    """RUN:teacher / RUN:student_before: one run answers "did healing move the cut model?"."""
+    from distillab.evaluation import items
+
+    run = _run_with_items(tmp_path / "run", [1.0] * 50 + [0.0] * 50, [30.0] * 20)
+    ids = [f"doc{i}" for i in range(100)]
+    items.write_suite(run / "items" / "student_before", {"arc": {"id": ids, "acc": [1.0] * 10 + [0.0] * 90}})
+    main(
+        [
+            "--a",
+            f"{run}:student_before",
+            "--b",
+            str(run),
+            "--metrics",
+            "arc/acc",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| arc/acc"))
+    assert "| 100 | 0.1 | 0.5 | +0.4 [" in line and line.endswith("| B better |")

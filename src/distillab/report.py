@@ -74,7 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", type=Path, help="run, sweep or pipeline directories")
     parser.add_argument("--metrics", nargs="+", help="task/metric keys (default: the runs' primary metrics)")
-    parser.add_argument("--a", nargs="+", type=Path, metavar="RUN", help="run A (several: seeds of one arm)")
+    parser.add_argument(
+        "--a",
+        nargs="+",
+        type=Path,
+        metavar="RUN",
+        help="run A (several: seeds of one arm; RUN:teacher, RUN:student_before)",
+    )
     parser.add_argument("--b", nargs="+", type=Path, metavar="RUN", help="run B (several: seeds of one arm)")
     parser.add_argument("--out", type=Path, default=Path("outputs/reports/latest"))
     parser.add_argument(
@@ -87,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    missing = [str(p) for p in [*args.paths, *(args.a or []), *(args.b or [])] if not p.exists()]
+    runs = [*args.paths, *[run_diff.split_model(p)[0] for p in [*(args.a or []), *(args.b or [])]]]
+    missing = [str(p) for p in runs if not p.exists()]
     if missing:
         print(
             f"error: paths: {', '.join(missing)} do not exist; give run, sweep or pipeline directories",

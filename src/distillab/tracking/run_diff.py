@@ -1,7 +1,8 @@
 """Is run B better than run A? Paired differences over the items both runs' students answered.
 
 Each side is one run or several seeds of one arm (run directories with ``results.json`` and
-``items/student/``). For every metric: A's and B's score, B − A with a 95% paired-bootstrap
+``items/student/``). ``RUN:teacher`` or ``RUN:student_before`` picks another model a run evaluated
+(its teacher, its student before training), so one run answers "did healing move the cut model?". For every metric: A's and B's score, B − A with a 95% paired-bootstrap
 interval and p-value (seeds drawn too, :mod:`distillab.evaluation.paired`), McNemar's exact p for
 0/1 items of one seed per side, and a verdict that says "within noise" when the interval covers 0.
 :mod:`distillab.report` is the command.
@@ -36,11 +37,23 @@ class MetricDiff:
         return "B better" if b_higher != self.lower_is_better else "A better"
 
 
-def _student_items(run: Path) -> item_results.SuiteItems:
-    suite = item_results.read_suite(run / "items" / "student")
+MODELS = ("student", "teacher", "student_before")
+
+
+def split_model(arg: Path) -> tuple[Path, str]:
+    """``RUN`` or ``RUN:model`` -> (run directory, model)."""
+    text = str(arg)
+    head, sep, model = text.rpartition(":")
+    if sep and model in MODELS:
+        return Path(head), model
+    return Path(text), "student"
+
+
+def _items(run: Path, model: str) -> item_results.SuiteItems:
+    suite = item_results.read_suite(run / "items" / model)
     if not suite:
         raise DistillabError(
-            f"{run}: no per-item results (items/student/); re-run it with this version of distillab"
+            f"{run}: no per-item results for {model} (items/{model}/); re-run it with this version of distillab"
         )
     return suite
 
@@ -63,9 +76,11 @@ def default_metrics(run: Path) -> list[str]:
 def compare_runs(
     a_runs: list[Path], b_runs: list[Path], metrics: list[str] | None = None
 ) -> list[MetricDiff]:
-    metrics = metrics or default_metrics(a_runs[0])
+    a_runs = [split_model(r) for r in a_runs]
+    b_runs = [split_model(r) for r in b_runs]
+    metrics = metrics or default_metrics(a_runs[0][0])
     arms = {
-        side: [(r, _student_items(r), _results(r).get("student") or {}) for r in runs]
+        side: [(r, _items(r, model), _results(r).get(model) or {}) for r, model in runs]
         for side, runs in (("A", a_runs), ("B", b_runs))
     }
     out = []
@@ -74,21 +89,21 @@ def compare_runs(
         columns: dict[str, list] = {"A": [], "B": []}
         reference_ids = None
         for side, runs in arms.items():
-            for run, suite, reported in runs:
+            for (run, model), suite, reported in runs:
                 task_items = suite.get(task)
                 cols = None if task_items is None else item_results.columns(task_items, metric)
                 if cols is None:
                     raise DistillabError(f"--metrics {key}: {run} has no per-item {metric!r} for {task!r}")
                 if key in reported and not item_results.reproduces(task_items, metric, reported[key]):
                     raise DistillabError(
-                        f"{key}: {run}'s items/student/{task}.csv does not give back its results.json score "
+                        f"{key}: {run}'s items/{model}/{task}.csv does not give back its results.json score "
                         f"{reported[key]:.6g}; the files do not belong together"
                     )
                 if reference_ids is None:
                     reference_ids = task_items["id"]
                 elif task_items["id"] != reference_ids:
                     raise DistillabError(
-                        f"{key}: {run} scored other items than {a_runs[0]} (task limit or data differ); "
+                        f"{key}: {run} scored other items than {a_runs[0][0]} (task limit or data differ); "
                         "a paired comparison needs the same items"
                     )
                 columns[side].append(cols)
