@@ -124,6 +124,19 @@ def _quantiles(samples: np.ndarray, level: float) -> tuple[float, float] | None:
     return float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))
 
 
+def _scored_draws(first, second, aggregate, iterations, seed, names):
+    """Both sides scored on the same ``iterations`` item draws, and on the items as they are:
+    ``(first (R,), second (R,), first point, second point, items)``."""
+    first, second = _as_arm(first), _as_arm(second)
+    n = _length(first)
+    if _length(second) != n:
+        raise ValueError(f"{names[0]} has {n} items, {names[1]} {_length(second)}: not the same items")
+    rng = np.random.default_rng(seed)
+    idx = _draws(n, iterations, rng)
+    scores = _arm_scores(first, aggregate, idx, rng), _arm_scores(second, aggregate, idx, rng)
+    return *scores, _point(first, aggregate, n), _point(second, aggregate, n), n
+
+
 def retention_replicates(
     teacher: Columns | Sequence[Columns],
     student: Columns | Sequence[Columns],
@@ -134,14 +147,9 @@ def retention_replicates(
 ) -> tuple[float, np.ndarray] | None:
     """Retention (student / teacher, or teacher / student when lower is better) on the items as
     they are, and its ``iterations`` paired-bootstrap replicates. None when the teacher scores 0."""
-    t_arm, s_arm = _as_arm(teacher), _as_arm(student)
-    n = _length(t_arm)
-    if _length(s_arm) != n:
-        raise ValueError(f"teacher has {n} items, student {_length(s_arm)}: not the same items")
-    rng = np.random.default_rng(seed)
-    idx = _draws(n, iterations, rng)
-    t, s = _arm_scores(t_arm, aggregate, idx, rng), _arm_scores(s_arm, aggregate, idx, rng)
-    t_point, s_point = _point(t_arm, aggregate, n), _point(s_arm, aggregate, n)
+    t, s, t_point, s_point, _ = _scored_draws(
+        teacher, student, aggregate, iterations, seed, ("teacher", "student")
+    )
     num, den, num_point, den_point = (t, s, t_point, s_point) if lower_is_better else (s, t, s_point, t_point)
     if den_point == 0:
         return None
@@ -185,14 +193,10 @@ def paired_difference(
     observed difference (floored at one replicate), so it is resolved to about 1 / ``iterations``.
     For one seed per arm of 0/1 items, :func:`mcnemar_p` is the exact alternative.
     """
-    a_arm, b_arm = _as_arm(a), _as_arm(b)
-    n = _length(a_arm)
-    if _length(b_arm) != n:
-        raise ValueError(f"run A has {n} items, run B {_length(b_arm)}: not the same items")
-    rng = np.random.default_rng(seed)
-    idx = _draws(n, iterations, rng)
-    diffs = _arm_scores(b_arm, aggregate, idx, rng) - _arm_scores(a_arm, aggregate, idx, rng)
-    a_point, b_point = _point(a_arm, aggregate, n), _point(b_arm, aggregate, n)
+    a_scores, b_scores, a_point, b_point, n = _scored_draws(
+        a, b, aggregate, iterations, seed, ("run A", "run B")
+    )
+    diffs = b_scores - a_scores
     observed = b_point - a_point
     low, high = _quantiles(diffs, level) or (float("nan"), float("nan"))
     far = np.mean(diffs <= 0) if observed > 0 else np.mean(diffs >= 0) if observed < 0 else 0.5
