@@ -169,6 +169,7 @@ def test_continuous_metrics_are_lower_is_better_and_have_primary_defaults():
 
     assert lower_is_better("gsm8k_bpb/bpb") and lower_is_better("arc_challenge_margin/choice_nll")
     assert not lower_is_better("arc_challenge_margin/acc_norm")
+    assert lower_is_better("wikitext/word_perplexity") and lower_is_better("wikitext/bits_per_byte")
     tasks = {"gsm8k_bpb": {}, "arc_challenge_margin": {}}
     assert primary_metrics({"tasks": tasks}) == {"gsm8k_bpb": "bpb", "arc_challenge_margin": "choice_nll"}
     assert retention(2.0, 4.0, lower_is_better("gsm8k_bpb/bpb")) == 0.5  # twice the teacher's bits: 50%
@@ -183,4 +184,5 @@ def test_derived_tasks_get_a_yaml_on_the_hub_path_too(tmp_path):
     text = (out / "gsm8k_bpb.yaml").read_text()
     assert "process_results: !function distillab_functions.gsm8k_bpb_results" in text
     assert "dataset_kwargs" not in text and (out / FUNCTIONS_FILE).is_file()
+    assert "tag: null" in text  # not in lm-eval's math_word_problems group
     assert not (out / "arc_easy.yaml").exists()

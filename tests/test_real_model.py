@@ -68,7 +68,8 @@ def test_smollm2_distillation_tiny_budget(tmp_path, monkeypatch):
             "trainer.limit_val_batches=1",
             "data.batch_size=2",
             "data.block_size=128",
-            "eval.tasks.arc_challenge.limit=4",
+            "eval.tasks.arc_challenge_margin.limit=4",
+            "eval.tasks.gsm8k_bpb.limit=2",
             "eval.perplexity.wikitext2.max_tokens=512",
             "eval_before_training=false",
             "logger=csv",
@@ -76,7 +77,15 @@ def test_smollm2_distillation_tiny_budget(tmp_path, monkeypatch):
     )
     results = run(cfg)
     assert results["params"]["student"] < results["params"]["teacher"]
-    assert "arc_challenge/acc" in results["retention"]
+    assert {"arc_challenge_margin/acc", "arc_challenge_margin/choice_nll", "gsm8k_bpb/bpb"} <= set(
+        results["retention"]
+    )
+    assert results["retention_mean"]["metrics"] == [
+        "arc_challenge_margin/choice_nll",
+        "gsm8k_bpb/bpb",
+        "wikitext2/ppl",
+    ]
+    assert (tmp_path / "items" / "teacher" / "gsm8k_bpb.csv").is_file()
 
 
 def test_demo_healing_in_bf16_ends_at_the_float32_validation_perplexity(tmp_path, monkeypatch):

@@ -230,3 +230,16 @@ def test_compare_cli_picks_another_model_of_a_run(tmp_path, capsys):
     )
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| arc/acc"))
     assert "| 100 | 0.1 | 0.5 | +0.4 [" in line and line.endswith("| B better |")
+
+
+def test_compare_cli_one_line_errors_for_bad_arms(tmp_path):
+    run = _run_with_items(tmp_path / "run", [1.0, 0.0], [30.0])
+    for args, message in [
+        (["--a", f"{run}:teachr", "--b", str(run)], "unknown model 'teachr'"),
+        (["--a", str(run), str(run), "--b", str(run)], "given twice"),
+        ([str(run), "--a", str(run), "--b", str(run)], "not both"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "distillab.report", *args], capture_output=True, text=True
+        )
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.strip().count("\n") == 0

@@ -87,12 +87,17 @@ def main(argv: list[str] | None = None) -> None:
         "--wandb", metavar="GROUP", help="log the report and plots as a W&B run in this group"
     )
     args = parser.parse_args(argv)
-    if bool(args.a) != bool(args.b) or not (args.paths or args.a):
+    if bool(args.a) != bool(args.b) or not (args.paths or args.a) or (args.a and args.paths):
         print(
-            "error: give run directories to tabulate, or both --a RUN... and --b RUN... to compare",
+            "error: give run directories to tabulate, or --a RUN... and --b RUN... to compare (not both)",
             file=sys.stderr,
         )
         raise SystemExit(2)
+    for side, runs in (("--a", args.a or []), ("--b", args.b or [])):
+        bad = run_diff.check_arm(runs)
+        if bad:
+            print(f"error: {side}: {bad}", file=sys.stderr)
+            raise SystemExit(2)
     runs = [*args.paths, *[run_diff.split_model(p)[0] for p in [*(args.a or []), *(args.b or [])]]]
     missing = [str(p) for p in runs if not p.exists()]
     if missing:

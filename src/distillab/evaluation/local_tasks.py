@@ -7,6 +7,7 @@ original task names, and lm-eval's ``TaskManager(include_path=...)`` gives them 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ DERIVED_TASKS: dict[str, tuple[str, dict]] = {
     f"{arc}_margin": (
         arc,
         {
+            "tag": None,  # not a member of ai2_arc: asking for that tag must not run the variants
             "process_results": "!function distillab_functions.arc_choice_results",
             "metric_list": [
                 {"metric": "acc", **_MEAN, "higher_is_better": True},
@@ -67,6 +69,7 @@ DERIVED_TASKS: dict[str, tuple[str, dict]] = {
 DERIVED_TASKS["gsm8k_bpb"] = (
     "gsm8k",
     {
+        "tag": None,
         "output_type": "loglikelihood",  # the reference solution's likelihood, nothing generated
         # A loglikelihood request scores doc_to_target as it is (no delimiter), few-shot examples
         # join text + target_delimiter + target: so the space moves into the target, and both read
@@ -80,6 +83,16 @@ DERIVED_TASKS["gsm8k_bpb"] = (
     },
 )
 FUNCTIONS_FILE = "distillab_functions.py"  # lm-eval resolves !function next to the YAML
+FUNCTIONS_SOURCE = Path(__file__).with_name("lm_eval_functions.py")
+
+
+def derived_definition(task_names: list[str]) -> str | None:
+    """What defines the derived tasks among ``task_names`` (their specs and the scoring code), for
+    cache keys: a cached teacher score must not outlive a change in how it was computed."""
+    used = {n: DERIVED_TASKS[n] for n in task_names if n in DERIVED_TASKS}
+    if not used:
+        return None
+    return json.dumps(used, sort_keys=True, default=str) + FUNCTIONS_SOURCE.read_text()
 
 
 def write_local_task_yamls(task_names: list[str], data_dir: Path | None, out_dir: Path) -> Path | None:
@@ -113,11 +126,15 @@ def write_local_task_yamls(task_names: list[str], data_dir: Path | None, out_dir
             doc |= spec.overrides
         doc |= changes
         out_dir.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(doc, sort_keys=False)
+        text = yaml.safe_dump(doc, sort_keys=False, width=float("inf"))  # never wrap a line
         # safe_dump quotes the tag; lm-eval needs it as a tag to load the function
-        text = re.sub(r"'!function ([\w.]+)'", r"!function \1", text)
+        text, tags = re.subn(r"'!function ([\w.]+)'", r"!function \1", text)
+        if tags != sum(
+            "process_results" in k for k in changes
+        ):  # a silently plain string would drop the metric
+            raise RuntimeError(f"{name}: the !function tag was not written as a tag")
         (out_dir / f"{name}.yaml").write_text(text)
         if changes:
-            shutil.copyfile(Path(__file__).with_name("lm_eval_functions.py"), out_dir / FUNCTIONS_FILE)
+            shutil.copyfile(FUNCTIONS_SOURCE, out_dir / FUNCTIONS_FILE)
         written = True
     return out_dir if written else None

@@ -95,9 +95,17 @@ class RetentionRow:
         return {k: v for k, v in asdict(self).items() if k != "replicates"}
 
 
+# lm-eval's corpus-level likelihood metrics (loglikelihood_rolling tasks), lower is better too
+_LOWER_IS_BETTER_NAMES = ("word_perplexity", "byte_perplexity", "bits_per_byte")
+
+
 def lower_is_better(key: str) -> bool:
     metric = key.rsplit("/", 1)[-1]
-    return metric.split("_")[0] in LOWER_IS_BETTER or metric.endswith("_nll")
+    return (
+        metric.split("_")[0] in LOWER_IS_BETTER
+        or metric.endswith("_nll")
+        or metric.startswith(_LOWER_IS_BETTER_NAMES)
+    )
 
 
 def retention(teacher: float, student: float, lower_better: bool = False) -> float | None:

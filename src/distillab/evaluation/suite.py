@@ -21,6 +21,7 @@ from distillab.data.packing import bos_token_id
 from distillab.data.paths import resolve_data_dir
 from distillab.evaluation import items
 from distillab.evaluation.harness import run_tasks_with_items
+from distillab.evaluation.local_tasks import derived_definition
 from distillab.evaluation.perplexity import block_nll, perplexity_from_blocks
 from distillab.models.fingerprint import model_fingerprint
 from distillab.precision import Precision, module_device_type
@@ -108,6 +109,9 @@ def cached_evaluate_suite(
         settings["precision"] = precision.name
     if bos_token_id(tokenizer) is not None:  # scored with BOS since it was added (before: without)
         settings["bos"] = True
+    derived = derived_definition(list(to_plain(eval_cfg).get("tasks") or {}))
+    if derived is not None:  # distillab's own scoring code is part of what the score means
+        settings["derived_tasks"] = hashlib.sha256(derived.encode()).hexdigest()[:16]
     settings = json.dumps(settings, sort_keys=True, default=str)
     key = hashlib.sha256(f"{model_fingerprint(model)}{settings}".encode()).hexdigest()[:24]
     path = Path(cache_dir) / "eval" / f"{key}.json"

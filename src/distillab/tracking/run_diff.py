@@ -49,6 +49,20 @@ def split_model(arg: Path) -> tuple[Path, str]:
     return Path(text), "student"
 
 
+def check_arm(runs: list[Path]) -> str | None:
+    """Why these runs cannot form one arm (a model name that is not one, a run given twice), or None."""
+    seen = set()
+    for arg in runs:
+        head, sep, model = str(arg).rpartition(":")
+        if sep and "/" not in model and model not in MODELS:
+            return f"{arg}: unknown model {model!r}; valid: {', '.join(MODELS)}"
+        run = split_model(arg)
+        if run in seen:
+            return f"{arg} is given twice: seeds of one arm are different runs"
+        seen.add(run)
+    return None
+
+
 def _items(run: Path, model: str) -> item_results.SuiteItems:
     suite = item_results.read_suite(run / "items" / model)
     if not suite:
