@@ -94,7 +94,7 @@ def compare_runs(
     b_runs = [split_model(r) for r in b_runs]
     metrics = metrics or default_metrics(a_runs[0][0])
     arms = {
-        side: [(r, _items(r, model), _results(r).get(model) or {}) for r, model in runs]
+        side: [((r, model), _items(r, model), _results(r).get(model) or {}) for r, model in runs]
         for side, runs in (("A", a_runs), ("B", b_runs))
     }
     out = []
