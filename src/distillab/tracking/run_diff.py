@@ -146,15 +146,19 @@ def markdown(diffs: list[MetricDiff], a_runs: list[Path], b_runs: list[Path]) ->
         iv = d.diff.interval
         lines.append(
             f"| {d.key} | {d.diff.n_items} | {d.diff.a:.4g} | {d.diff.b:.4g} | "
-            f"{iv.value:+.4g} [{iv.low:+.4g}, {iv.high:+.4g}] | {d.diff.p_value:.3g} | "
+            f"{iv.value:+.4g} [{iv.low:+.4g}, {iv.high:+.4g}] | {_p(d.diff.p_value)} | "
             f"{'n/a' if d.mcnemar_p is None else f'{d.mcnemar_p:.3g}'} | {d.verdict} |"
         )
     lines += ["", "One line per metric: " + "; ".join(f"{d.key}: {_one_line(d)}" for d in diffs)]
     return "\n".join(lines) + "\n"
 
 
+def _p(p: float) -> str:
+    """The bootstrap p-value; at its floor (no replicate crossed zero) it is a bound, not a value."""
+    floor = 2.0 / paired.ITERATIONS
+    return f"≤ {floor:.3g}" if p <= floor * (1 + 1e-9) else f"{p:.3g}"
+
+
 def _one_line(d: MetricDiff) -> str:
     iv = d.diff.interval
-    return (
-        f"{d.verdict} (B − A {iv.value:+.4g}, 95% [{iv.low:+.4g}, {iv.high:+.4g}], p = {d.diff.p_value:.3g})"
-    )
+    return f"{d.verdict} (B − A {iv.value:+.4g}, 95% [{iv.low:+.4g}, {iv.high:+.4g}], p {_p(d.diff.p_value)})"
