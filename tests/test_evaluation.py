@@ -186,3 +186,24 @@ def test_derived_tasks_get_a_yaml_on_the_hub_path_too(tmp_path):
     assert "dataset_kwargs" not in text and (out / FUNCTIONS_FILE).is_file()
     assert "tag: null" in text  # not in lm-eval's math_word_problems group
     assert not (out / "arc_easy.yaml").exists()
+
+
+@needs_data
+def test_gsm8k_bpb_prompts_read_answer_colon_space_solution_in_shots_and_target(tmp_path):
+    """The few-shot examples and the scored continuation both read "Answer: <solution>" (one space):
+    a loglikelihood request takes doc_to_target as it is, shots add target_delimiter."""
+    import re
+
+    from lm_eval.tasks import TaskManager
+
+    from distillab.evaluation.local_tasks import write_local_task_yamls
+
+    out = write_local_task_yamls(["gsm8k_bpb"], SHARED_DATA, tmp_path)
+    task = TaskManager(include_path=str(out)).load_task_or_group(["gsm8k_bpb"])["gsm8k_bpb"]
+    task.set_config(key="num_fewshot", value=1)
+    task.build_all_requests(limit=1, rank=0, world_size=1)
+    context, continuation = task.instances[0].arguments
+    shot, question = context.split("\n\n")
+    assert re.match(r"Question: .+\nAnswer: \S", shot, re.S) and "Answer:  " not in shot
+    assert question.startswith("Question: ") and question.endswith("\nAnswer:")
+    assert continuation.startswith(" ") and not continuation.startswith("  ") and "####" in continuation
