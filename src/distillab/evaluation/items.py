@@ -3,11 +3,11 @@
 An lm-eval task's items are its documents: lm-eval's sample logging gives each document's
 ``doc_hash`` (a hash of the document itself: the stable item id) and its per-item metric values
 (``acc``, ``acc_norm``, ``exact_match`` … as 0/1 or floats). A perplexity set's items are its
-blocks: id ``block-<i>``, columns ``nll_sum`` (summed next-token NLL) and ``tokens``.
+blocks: id ``block-<i>-<tokens>``, columns ``nll_sum`` (summed next-token NLL) and ``tokens``.
 
 On disk: ``<run>/items/<model>/<task>.csv`` with a header row (``id`` first), one file per task and
-model (``teacher``, ``student``, ``student_before``). CSV because every tool reads it and the
-largest suite (the whole WikiText-2 test, LAMBADA's 5,153 items) stays well under a megabyte.
+model (``teacher``, ``student``, ``student_before``). CSV because every tool reads it, and one short
+row per item keeps even whole splits (LAMBADA's 5,153 items) small.
 """
 
 from __future__ import annotations
