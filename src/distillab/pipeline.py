@@ -41,7 +41,7 @@ from distillab.stage_cache import (
     version_drift,
 )
 from distillab.tracking.report import write_text_atomic
-from distillab.tracking.stage_table import log_stage_table, stage_row, write_stage_table
+from distillab.tracking.stage_table import log_stage_table, stage_items, stage_row, write_stage_table
 
 log = logging.getLogger("distillab")
 
@@ -306,7 +306,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     teacher = teacher_record(cfg, run_dir)
     records = [run_stage(stage, cfg) for stage in stages]
     primary = primary_metrics(cfg.eval)
-    rows = [stage_row(r, teacher, primary) for r in [teacher, *records]]
+    teacher_items = stage_items(teacher)  # read once: every row is scored against it
+    rows = [stage_row(r, teacher, primary, teacher_items) for r in [teacher, *records]]
     markdown = write_stage_table(run_dir, rows, f"## pipeline {cfg.experiment_name}")
     print("\n" + markdown)
     log_stage_table(cfg, rows, run_dir)

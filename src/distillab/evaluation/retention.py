@@ -134,11 +134,13 @@ def retention_rows(
         if key.endswith("_stderr") or key.endswith("/tokens"):
             continue
         task, metric = key.split("/", 1)
+        lower = lower_is_better(key)
+        kept = retention(teacher[key], student[key], lower)
         low = high = n_items = replicates = None
         drawn = _replicates(task, metric, teacher[key], student[key], teacher_items, student_items)
-        if drawn is not None:
+        if drawn is not None and kept is not None:
             n_items, replicates = drawn
-            bounds = paired.interval(0.0, replicates)
+            bounds = paired.interval(kept, replicates)
             if bounds is None:  # the teacher scores 0 on too many draws: no honest interval
                 replicates = None
             else:
@@ -148,11 +150,11 @@ def retention_rows(
                 key,
                 teacher[key],
                 student[key],
-                retention(teacher[key], student[key], lower_is_better(key)),
+                kept,
                 teacher.get(f"{key}_stderr"),
                 student.get(f"{key}_stderr"),
                 before.get(key),
-                retention(teacher[key], before[key], lower_is_better(key)) if key in before else None,
+                retention(teacher[key], before[key], lower) if key in before else None,
                 low,
                 high,
                 primary.get(task) == metric,
@@ -223,7 +225,8 @@ def _fmt(value: float | None, stderr: float | None = None) -> str:
     return f"{text} ± {stderr:.3f}" if stderr else text
 
 
-def _pct(value: float | None, low: float | None = None, high: float | None = None) -> str:
+def format_retention(value: float | None, low: float | None = None, high: float | None = None) -> str:
+    """``61.2%`` or ``61.2% [55.0, 67.1]`` (the 95% interval, when there is one)."""
     if value is None:
         return "n/a (teacher 0)"
     if low is None or high is None:
@@ -247,18 +250,18 @@ def markdown_table(rows: list[RetentionRow]) -> str:
             cells += [
                 _fmt(r.before),
                 _fmt(r.student, r.stderr_student),
-                _pct(r.retention_before),
-                _pct(r.retention, r.low, r.high),
+                format_retention(r.retention_before),
+                format_retention(r.retention, r.low, r.high),
             ]
         else:
-            cells += [_fmt(r.student, r.stderr_student), _pct(r.retention, r.low, r.high)]
+            cells += [_fmt(r.student, r.stderr_student), format_retention(r.retention, r.low, r.high)]
         lines.append("| " + " | ".join(cells) + " |")
     mean = mean_retention(rows)
     if mean is not None:
         tasks = ", ".join(r.key for r in rows if r.primary and r.retention is not None)
         lines += [
             "",
-            f"retention/mean {_pct(mean.value, mean.low, mean.high)} over the primary metrics: {tasks}",
+            f"retention/mean {format_retention(mean.value, mean.low, mean.high)} over the primary metrics: {tasks}",
         ]
     if any(r.low is not None for r in rows):
         lines += [

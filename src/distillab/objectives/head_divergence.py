@@ -31,7 +31,7 @@ from distillab.objectives.divergences import _LOG_FLOOR, Divergence
 
 # (teacher log-probs (n, V), student logits (n, V), temperature, scratch, need_grad)
 #   -> (values (n,), dL/dlogits (n, V) or None when not need_grad).
-# Both inputs are scratch the function may overwrite; ``scratch(k)`` lends the k-th extra (n, V) buffer.
+# Both inputs are scratch the function may overwrite; ``scratch(name)`` lends an extra (n, V) buffer.
 ValueAndGrad = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
@@ -56,7 +56,7 @@ def jsd_value_and_grad(beta: float) -> ValueAndGrad:
         log_q = s_logits.div_(temperature)
         log_q.sub_(torch.logsumexp(log_q, -1, keepdim=True)).clamp_min_(_LOG_FLOOR)
         t_logp.clamp_min_(_LOG_FLOOR)
-        q, p = torch.exp(log_q, out=scratch(0)), torch.exp(t_logp, out=scratch(1))
+        q, p = torch.exp(log_q, out=scratch("q")), torch.exp(t_logp, out=scratch("p"))
         teacher_part = _row_dot(p, t_logp)  # Σ p log p, before t_logp's buffer becomes log m
         log_m = torch.mul(p, beta, out=t_logp).add_(q, alpha=1.0 - beta).clamp_min_(tiny).log_()
         teacher_part -= _row_dot(p, log_m)  # KL(p ‖ m)
@@ -95,11 +95,13 @@ class _Scratch:
     def __init__(self, rows: int, vocab: int, device: torch.device):
         self.rows, self.vocab, self.device, self.buffers = rows, vocab, device, {}
 
-    def lend(self, n: int) -> Callable[[int], torch.Tensor]:
-        def scratch(k: int) -> torch.Tensor:
-            if k not in self.buffers:
-                self.buffers[k] = torch.empty(self.rows, self.vocab, dtype=torch.float32, device=self.device)
-            return self.buffers[k][:n]
+    def lend(self, n: int) -> Callable[[str], torch.Tensor]:
+        def scratch(name: str) -> torch.Tensor:
+            if name not in self.buffers:
+                self.buffers[name] = torch.empty(
+                    self.rows, self.vocab, dtype=torch.float32, device=self.device
+                )
+            return self.buffers[name][:n]
 
         return scratch
 
@@ -131,9 +133,9 @@ class _HeadDivergenceSum(torch.autograd.Function):
             rows = slice(start, start + chunk_tokens)
             xs, xt = x_s[rows], x_t[rows]
             scratch = work.lend(xs.shape[0])
-            t_logp = _logits_into(xt, w_t, b_t, scratch(10)).div_(temperature)
+            t_logp = _logits_into(xt, w_t, b_t, scratch("teacher_logits")).div_(temperature)
             t_logp.sub_(torch.logsumexp(t_logp, -1, keepdim=True))
-            s_logits = _logits_into(xs, w_s, b_s, scratch(11))
+            s_logits = _logits_into(xs, w_s, b_s, scratch("student_logits"))
             values, g = value_and_grad(t_logp, s_logits, temperature, scratch, want_x or want_w or want_b)
             total += values.sum()
             if want_x and autocast:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distillab.evaluation.footprint import bytes_on_disk
+from distillab.evaluation.retention import format_retention
 from distillab.tracking.summarize import run_labels
 
 
@@ -185,11 +186,10 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
         for m in metrics:
             value, ret = e.metrics.get(m), e.retention.get(m)
             low, high = e.interval.get(m, (None, None))
-            band = "" if low is None else f" [{100 * low:.1f}, {100 * high:.1f}]"
             cells.append(
                 "n/a"
                 if value is None
-                else f"{value:.4g}" + ("" if ret is None else f" ({100 * ret:.1f}%{band})")
+                else f"{value:.4g}" + ("" if ret is None else f" ({format_retention(ret, low, high)})")
             )
         mean = e.mean_retention(metrics)
         cells += ["n/a" if mean is None else f"{100 * mean:.1f}%", "★" if id(e) in front else ""]

@@ -88,18 +88,19 @@ def error_bar(value: float, interval: Sequence[float | None] | None) -> tuple[fl
 
 
 def retention_vs_tokens(
-    series: dict[str, Sequence[tuple[float, float, float | None, float | None]]], out: Path
+    series: dict[str, Sequence[tuple[float, float, Sequence[float | None] | None]]], out: Path
 ) -> Path:
     """Retention (%) against training tokens (log scale), one line per metric; each point
-    ``(tokens, retention %, low %, high %)`` carries its 95% interval as an error bar."""
+    ``(tokens, retention %, [low, high] as fractions or None)`` carries its 95% interval as an error bar."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for metric, points in series.items():
         points = sorted(points)
         x = [p[0] for p in points]
         y = [p[1] for p in points]
-        below = [float("nan") if p[2] is None else max(0.0, p[1] - p[2]) for p in points]
-        above = [float("nan") if p[3] is None else max(0.0, p[3] - p[1]) for p in points]
-        ax.errorbar(x, y, yerr=[below, above], marker="o", capsize=3, label=metric)
+        bars = [error_bar(p[1], p[2]) for p in points]
+        ax.errorbar(
+            x, y, yerr=[[b[0] for b in bars], [b[1] for b in bars]], marker="o", capsize=3, label=metric
+        )
     ax.axhline(100, color="gray", linewidth=0.8, linestyle="--")
     ax.set_xscale("log")
     ax.set_xlabel("healing tokens (log scale)")

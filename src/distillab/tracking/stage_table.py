@@ -14,16 +14,24 @@ from distillab.tracking import wandb_run
 from distillab.tracking.report import write_json_atomic
 
 
-def _items(record: dict[str, Any]):
+def stage_items(record: dict[str, Any]):
+    """A stage's per-item results as its app wrote them (None for records from before they existed)."""
     folder = record.get("items_dir")
     return read_suite(Path(folder)) if folder else None
 
 
-def stage_row(record: dict[str, Any], teacher: dict[str, Any], primary: dict[str, str]) -> dict[str, Any]:
+def stage_row(
+    record: dict[str, Any], teacher: dict[str, Any], primary: dict[str, str], teacher_items=None
+) -> dict[str, Any]:
     """One stage against the original teacher; ``mean_retention`` over ``primary`` (task -> metric),
     with intervals where both the stage's and the teacher's per-item results are on disk."""
     rows = retention_rows(
-        teacher["metrics"], record["metrics"], None, _items(teacher), _items(record), primary
+        teacher["metrics"],
+        record["metrics"],
+        None,
+        stage_items(teacher) if teacher_items is None else teacher_items,
+        stage_items(record),
+        primary,
     )
     summary = retention_results(rows)
     mean = summary["retention_mean"]

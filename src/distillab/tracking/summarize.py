@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from distillab.evaluation.retention import format_retention
 from distillab.tracking.plots import per_task_bars, percent_or_gap, retention_vs_tokens
 
 
@@ -79,10 +80,9 @@ def summary_table(runs: list[Path], metrics: list[str]) -> str:
         for m in metrics:
             value, ret = results.get("student", {}).get(m), results.get("retention", {}).get(m)
             low, high = (results.get("retention_interval") or {}).get(m, (None, None))
-            band = "" if low is None else f" [{100 * low:.1f}, {100 * high:.1f}]"
             cells += [
                 "n/a" if value is None else f"{value:.4g}",
-                "n/a" if ret is None else f"{100 * ret:.1f}%{band}",
+                "n/a" if ret is None else format_retention(ret, low, high),
             ]
         if with_mean:
             mean = mean_retention(results, metrics)
@@ -122,10 +122,7 @@ def plot_retention_vs_tokens(runs: list[Path], metrics: list[str], out: Path) ->
             ret = results.get("retention", {}).get(m)
             if ret is None:
                 continue
-            low, high = (results.get("retention_interval") or {}).get(m, (None, None))
-            series[m].append(
-                (tokens, 100 * ret, None if low is None else 100 * low, None if high is None else 100 * high)
-            )
+            series[m].append((tokens, 100 * ret, (results.get("retention_interval") or {}).get(m)))
     retention_vs_tokens({m: p for m, p in series.items() if p}, out)
 
 
