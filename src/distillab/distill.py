@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from distillab.config import CONFIG_DIR, start_run, sweep_value, to_plain, user_errors_exit
 from distillab.data.datamodule import CorpusDataModule
 from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cache
+from distillab.data.token_alignment import TokenAligner
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
@@ -64,7 +65,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     student, student_tok = build_student(teacher, to_plain(cfg.student), tokenizer, calibration)
     cache_cfg = check_cache_config(objective, to_plain(cfg.get("teacher_cache") or {}))
-    if objective.needs_teacher or objective.needs_cache:
+    aligner = None
+    if objective.cross_tokenizer:  # the teacher reads its own tokenization of the student's text
+        objective.attach_tokenizers(student_tok, tokenizer)
+        aligner = TokenAligner(student_tok, tokenizer)
+    elif objective.needs_teacher or objective.needs_cache:
         check_vocab_match(teacher, student, tokenizer, student_tok)
     teacher_layers, teacher_params = teacher.config.num_hidden_layers, count_parameters(teacher)
     datamodule = CorpusDataModule(
@@ -87,6 +92,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         teacher if objective.needs_teacher else None,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        aligner=aligner,
     )
     loggers = wandb_run.make_loggers(cfg.get("logger"))
     wandb_run.log_config(loggers, {**to_plain(cfg), "objective_summary": module.objective_summary})
@@ -163,6 +169,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             items["teacher"],
             items["student"],
             primary_metrics(eval_cfg),
+            skip_tasks=per_token_tasks(eval_cfg, aligner),
         )
         results |= retention_results(rows)
         flat = wandb_run.summary_metrics(results)
@@ -182,6 +189,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         " (sync with `wandb sync <dir>`)"
     )
     return results
+
+
+def per_token_tasks(eval_cfg, aligner: TokenAligner | None) -> frozenset[str]:
+    """Perplexity sets, when the teacher counts tokens of another tokenizer: their per-token values
+    (ppl, nll) are not comparable, so they get no retention (the lm-eval tasks' per-document values are)."""
+    if aligner is None or aligner.same_tokenizer:
+        return frozenset()
+    skipped = frozenset((eval_cfg.get("perplexity") or {}).keys())
+    if skipped:
+        log.info(
+            "no retention for %s: teacher and student perplexities count different tokens", sorted(skipped)
+        )
+    return skipped
 
 
 def check_resume(cfg: DictConfig, run_dir: Path) -> None:

@@ -120,6 +120,7 @@ def retention_rows(
     teacher_items: item_results.SuiteItems | None = None,
     student_items: item_results.SuiteItems | None = None,
     primary: Mapping[str, str] | None = None,
+    skip_tasks: frozenset[str] = frozenset(),
 ) -> list[RetentionRow]:
     """One row per metric both models report (stderr and bookkeeping keys become columns, not rows).
 
@@ -127,6 +128,8 @@ def retention_rows(
     ``teacher_items``/``student_items``: per-item results; a metric gets an interval when both
     models scored the same items and the items reproduce both reported values.
     ``primary``: ``{task: metric}`` (:func:`primary_metrics`), marks the rows retention/mean uses.
+    ``skip_tasks``: tasks with no retention, e.g. perplexity sets when teacher and student count
+    tokens of different tokenizers (per-token values are not comparable).
     """
     before, primary = before or {}, primary or {}
     rows = []
@@ -134,6 +137,8 @@ def retention_rows(
         if key.endswith("_stderr") or key.endswith("/tokens"):
             continue
         task, metric = key.split("/", 1)
+        if task in skip_tasks:
+            continue
         lower = lower_is_better(key)
         kept = retention(teacher[key], student[key], lower)
         low = high = n_items = replicates = None

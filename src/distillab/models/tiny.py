@@ -17,6 +17,7 @@ from distillab.errors import DistillabError
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 BOS = "<|bos|>"
+UNK = "<|unk|>"
 
 _TRAINING_TEXT = """
 Once upon a time there was a little model that wanted to learn. The teacher was large and wise,
@@ -63,6 +64,31 @@ def tiny_tokenizer(vocab_size: int = 384, bos: bool = False) -> PreTrainedTokeni
     return tok
 
 
+@functools.lru_cache(maxsize=2)
+def _metaspace_json(vocab_size: int) -> str:
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    # like Gemma's: no space put in front of a text
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
+    tok.decoder = decoders.Metaspace(prepend_scheme="never")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[UNK, EOS, PAD, BOS], show_progress=False
+    )
+    tok.train_from_iterator([_TRAINING_TEXT] * 4, trainer=trainer)
+    return tok.to_str()
+
+
+def tiny_metaspace_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
+    """A second, different tokenizer for cross-tokenizer tests: SentencePiece-style (a space is
+    ``▁``, as in Gemma's), another vocabulary size, and BOS in front of every text like Gemma's."""
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_metaspace_json(vocab_size)))
+    tok.add_special_tokens({"unk_token": UNK, "eos_token": EOS, "pad_token": PAD, "bos_token": BOS})
+    tok.model_max_length = 256
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.bos_token_id)]
+    )
+    return tok
+
+
 def tiny_config(arch: str, vocab_size: int, **overrides):
     """A small config of the given architecture (Llama or Qwen2 shapes, grouped-query attention)."""
     base = dict(
@@ -89,10 +115,14 @@ def tiny_config(arch: str, vocab_size: int, **overrides):
 def build_tiny(arch: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
     """Return ``(model, tokenizer)``: a random tiny causal LM of ``arch`` and the tiny tokenizer.
 
-    ``arch`` may end in ``+bos`` (``tiny:llama+bos``): the tokenizer then adds BOS, like Gemma's.
+    ``arch`` may end in ``+bos`` (``tiny:llama+bos``): the tokenizer then adds BOS, like Gemma's;
+    or in ``+sp``: another tokenizer altogether (:func:`tiny_metaspace_tokenizer`, cross-tokenizer tests).
     """
-    arch, bos = (arch[: -len("+bos")], True) if arch.endswith("+bos") else (arch, False)
-    tokenizer = tiny_tokenizer(bos=bos)
+    arch, suffix = arch.split("+", 1) if "+" in arch else (arch, "")
+    if suffix not in ("", "bos", "sp"):
+        raise DistillabError(f"model.name_or_path: unknown tiny tokenizer '+{suffix}'; valid: +bos, +sp")
+    bos = suffix in ("bos", "sp")
+    tokenizer = tiny_metaspace_tokenizer() if suffix == "sp" else tiny_tokenizer(bos=bos)
     vocab_size = overrides.pop("vocab_size", len(tokenizer))
     config = tiny_config(arch, vocab_size=vocab_size, **overrides)
     config.eos_token_id = tokenizer.eos_token_id

@@ -11,6 +11,7 @@ from torch import nn
 from distillab.errors import DistillabError
 from distillab.objectives.attention import AttentionTransfer
 from distillab.objectives.contrastive import ContrastiveDistillation
+from distillab.objectives.cross_tokenizer import CrossTokenizerKD
 from distillab.objectives.hidden import HiddenStateAlignment
 from distillab.objectives.lens import DistillLensTerm
 from distillab.objectives.terms import CachedTopKKD, HardLabelCE, SoftLabelKD, Term, TermInputs
@@ -24,6 +25,7 @@ TERM_TYPES: dict[str, type[Term]] = {
     "attention": AttentionTransfer,
     "lens": DistillLensTerm,
     "contrastive": ContrastiveDistillation,
+    "cross_kd": CrossTokenizerKD,
 }
 
 
@@ -45,6 +47,24 @@ class Objective(nn.Module):
     @property
     def needs_cache(self) -> bool:
         return self._any("needs_cache")
+
+    @property
+    def cross_tokenizer(self) -> bool:
+        """A term reads the teacher through its own tokenizer: the step re-tokenizes for it."""
+        return self._any("cross_tokenizer")
+
+    def attach_tokenizers(self, student_tok, teacher_tok) -> None:
+        """Cross-tokenizer runs: every weighted term must be cross-capable or need no teacher at all."""
+        for name, term in self.terms.items():
+            if self.weights[name] == 0:
+                continue
+            if term.cross_tokenizer:
+                term.attach_tokenizers(student_tok, teacher_tok)
+            elif term.needs_teacher or term.needs_cache:
+                raise DistillabError(
+                    f"objective.terms.{name}: {type(term).__name__} compares teacher and student position "
+                    "by position, which needs one tokenizer; next to cross_kd, only ce (no teacher) can run"
+                )
 
     @property
     def needs_hidden_states(self) -> bool:
@@ -78,7 +98,8 @@ class Objective(nn.Module):
         total = inputs.student_logits.new_zeros((), dtype=torch.float32)
         for name, term in self.terms.items():
             weight = self.weights[name]
-            if weight == 0 or (term.needs_teacher and inputs.teacher_logits is None):
+            teacher_missing = inputs.cross is None if term.cross_tokenizer else inputs.teacher_logits is None
+            if weight == 0 or (term.needs_teacher and teacher_missing):
                 continue
             if term.needs_cache and inputs.teacher_topk_logp is None:  # e.g. validation blocks: not cached
                 continue

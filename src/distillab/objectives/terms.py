@@ -8,6 +8,7 @@ registering it in ``TERM_TYPES`` and naming it in an ``objective/`` config.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,9 @@ from distillab.objectives.divergences import (
     masked_mean,
 )
 from distillab.precision import float32_math
+
+if TYPE_CHECKING:
+    from distillab.objectives.cross_tokenizer import CrossTokenizerInputs
 
 
 @dataclass
@@ -49,6 +53,8 @@ class TermInputs:
     teacher_topk_logp: torch.Tensor | None = None
     teacher_topk_ids: torch.Tensor | None = None
     teacher_tail_logp: torch.Tensor | None = None
+    # A teacher with another tokenizer (cross_tokenizer terms): aligned pairs, its hidden states, head.
+    cross: CrossTokenizerInputs | None = None
 
 
 class Term(nn.Module):
@@ -58,6 +64,7 @@ class Term(nn.Module):
     needs_cache: bool = False  # trains from the offline teacher top-k cache
     needs_hidden_states: bool = False
     needs_attentions: bool = False
+    cross_tokenizer: bool = False  # reads TermInputs.cross: works when the teacher's tokenizer differs
 
     def setup(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Called once the models exist: build layer maps, projections, switch attention kernels."""

@@ -16,8 +16,10 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel
 
+from distillab.data.token_alignment import TokenAligner
 from distillab.errors import DistillabError
 from distillab.objectives.attention import take_captured_qk
+from distillab.objectives.cross_tokenizer import CrossTokenizerInputs, teacher_head
 from distillab.objectives.objective import Objective
 from distillab.objectives.terms import TermInputs, hard_label_ce
 from distillab.precision import current as current_precision
@@ -39,8 +41,11 @@ class DistillModule(L.LightningModule):
         teacher: PreTrainedModel | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
+        aligner: TokenAligner | None = None,
     ):
+        """``aligner``: the teacher reads another tokenizer; each batch is re-tokenized for it."""
         super().__init__()
+        self.aligner = aligner
         self.student = student
         self.objective = objective
         self._teacher = [freeze(teacher)] if teacher is not None else []  # a list hides it from nn.Module
@@ -79,6 +84,9 @@ class DistillModule(L.LightningModule):
         self.student.train()
 
     def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+        aligned = None
+        if self.aligner is not None and self.teacher is not None:
+            batch, aligned = self._retokenized(batch)
         # Position t predicts token t+1. Targets are shifted left and the last position gets -100, so
         # logits keep their full, contiguous (B, T, V) shape: no copies of vocabulary-sized tensors.
         labels = batch["labels"]
@@ -93,8 +101,14 @@ class DistillModule(L.LightningModule):
         capture = self.objective.needs_attentions  # q/k kept by objectives/attention.py's kernel
         student_out = self.student(**model_inputs)
         student_qk = take_captured_qk(self.student) if capture else None
-        teacher_out, teacher_qk = None, None
-        if self.teacher is not None and self.objective.needs_teacher:
+        teacher_out, teacher_qk, cross = None, None, None
+        if aligned is not None and self.objective.needs_teacher:
+            with torch.no_grad(), current_precision().autocast(module_device_type(self.teacher)):
+                hidden = self.teacher.base_model(
+                    input_ids=aligned.teacher_ids, attention_mask=aligned.teacher_mask
+                ).last_hidden_state
+            cross = CrossTokenizerInputs(aligned.pairs, hidden, teacher_head(self.teacher))
+        elif self.teacher is not None and self.objective.needs_teacher:
             # The frozen teacher runs in the run's precision even when the student trains in float32
             # (precision=auto with trainer.precision=32-true): its bf16 forward moved one KD step's
             # gradient by a cosine of 1e-5 (bench/bf16_numerics.py), the student's own by far more.
@@ -114,6 +128,7 @@ class DistillModule(L.LightningModule):
             teacher_topk_logp=batch.get("teacher_topk_logp"),
             teacher_topk_ids=batch.get("teacher_topk_ids"),
             teacher_tail_logp=batch.get("teacher_tail_logp"),
+            cross=cross,
         )
         loss, terms = self.objective(inputs)
         if split == "train" and not torch.isfinite(loss):
@@ -133,6 +148,15 @@ class DistillModule(L.LightningModule):
             tokens = int(mask.sum())
             self._val_nll, self._val_tokens = self._val_nll + float(ce) * tokens, self._val_tokens + tokens
         return loss
+
+    def _retokenized(self, batch: dict[str, torch.Tensor]):
+        """The batch as the student's re-encoding of its own text, and the teacher's encoding of it."""
+        aligned = self.aligner(batch["input_ids"], batch["attention_mask"])
+        if torch.equal(aligned.student_ids, batch["input_ids"]):
+            return batch, aligned  # the usual case: re-encoding gave the same ids back
+        labels = aligned.student_ids.masked_fill(aligned.student_mask == 0, -100)
+        new = {"input_ids": aligned.student_ids, "attention_mask": aligned.student_mask, "labels": labels}
+        return new, aligned
 
     def _non_finite_message(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> str:
         bad = [f"train/loss_{k} = {float(v.detach())}" for k, v in terms.items() if not torch.isfinite(v)]
