@@ -10,7 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distillab.data.token_alignment import TokenAligner, aligned_positions, shared_tokens, token_ends
+from distillab.data.token_alignment import (
+    TokenAligner,
+    aligned_positions,
+    decode_with_ends,
+    shared_tokens,
+    token_ends,
+)
 from distillab.errors import DistillabError
 from distillab.models.tiny import build_tiny, tiny_metaspace_tokenizer, tiny_tokenizer
 from distillab.objectives.cross_tokenizer import CrossTokenizerInputs, CrossTokenizerKD, teacher_head
@@ -45,12 +51,11 @@ def test_each_pair_predicts_the_same_next_text():
     )
     row = torch.tensor([ids])
     aligned = TokenAligner(student_tok, teacher_tok)(row, torch.ones_like(row))
-    assert torch.equal(aligned.student_ids, row)  # re-encoding gave the student's ids back
     assert aligned.teacher_ids[0, 0] == teacher_tok.bos_token_id  # Gemma-like: BOS in front
     assert (
         teacher_tok.eos_token_id in aligned.teacher_ids[0].tolist()
     )  # the student's EOS became the teacher's
-    s_ids, t_ids = aligned.student_ids[0].tolist(), aligned.teacher_ids[0].tolist()
+    s_ids, t_ids = ids, aligned.teacher_ids[0].tolist()
     assert len(aligned.pairs) >= len(ids) // 2
     for b, j, k in aligned.pairs.tolist():
         assert b == 0
@@ -60,6 +65,28 @@ def test_each_pair_predicts_the_same_next_text():
     assert [p for p in aligned.pairs.tolist() if p[1] == eos_j] == [
         [0, eos_j, t_ids.index(teacher_tok.eos_token_id)]
     ]
+
+
+def test_a_non_canonical_student_sequence_keeps_its_tokens_and_aligns():
+    # sampled text need not be the tokenizer's own encoding: " the" spelt as " t" + "he"
+    student_tok, teacher_tok = tiny_tokenizer(), tiny_metaspace_tokenizer()
+    pieces = [student_tok.convert_tokens_to_ids(p) for p in ("Ġt", "he", "Ġstudent")]
+    assert student_tok.unk_token_id not in pieces and None not in pieces
+    aligned = TokenAligner(student_tok, teacher_tok)(
+        torch.tensor([pieces]), torch.ones(1, 3, dtype=torch.long)
+    )
+    t_ids = aligned.teacher_ids[0].tolist()
+    assert teacher_tok.decode(t_ids, skip_special_tokens=True) == " the student"
+    # " t" ends inside the teacher's " the": no pair; " the" ends where the teacher's " the" ends
+    assert [
+        (j, teacher_tok.decode(t_ids[: k + 1], skip_special_tokens=True))
+        for _, j, k in aligned.pairs.tolist()
+    ] == [(1, " the")]
+
+
+def test_decode_with_ends_marks_cuts_inside_a_character():
+    text, ends = decode_with_ends([b"a", "日".encode()[:2], "日".encode()[2:], b"b"])
+    assert text == "a日b" and ends == [1, None, 2, 3]
 
 
 def test_same_tokenizer_pairs_every_position():
@@ -113,12 +140,12 @@ def test_shared_tokens_have_the_same_text_in_both_vocabularies():
 def _cross_inputs(student, teacher, student_tok, teacher_tok, text=TEXT):
     row = torch.tensor([student_tok(text)["input_ids"]])
     aligned = TokenAligner(student_tok, teacher_tok)(row, torch.ones_like(row))
-    logits = student(input_ids=aligned.student_ids).logits
+    logits = student(input_ids=row).logits
     with torch.no_grad():
         hidden = teacher.base_model(input_ids=aligned.teacher_ids).last_hidden_state
-    mask = torch.ones_like(aligned.student_ids, dtype=torch.bool)
+    mask = torch.ones_like(row, dtype=torch.bool)
     cross = CrossTokenizerInputs(aligned.pairs, hidden, teacher_head(teacher))
-    return TermInputs(logits, aligned.student_ids, mask, cross=cross), aligned, hidden
+    return TermInputs(logits, row, mask, cross=cross), aligned, hidden
 
 
 @pytest.mark.parametrize("loss", ["uld", "hybrid"])

@@ -1,21 +1,23 @@
 """Cross-tokenizer alignment: both tokenizers read the same text, positions pair through character offsets.
 
-A student block (token ids of the student's tokenizer) is decoded to text, and both tokenizers
-encode that text with character offsets. Student position ``j`` and teacher position ``k`` are a
-*pair* when token ``j`` and token ``k`` end at the same character ``c`` and both sequences go on
-after ``c``: each model's next-token distribution there is a distribution over how the text
-continues from ``c`` — the quantity cross-tokenizer losses compare (ULD, arXiv 2402.12030; TRL's
-GOLD aligns the same way and merges spans between boundaries instead of skipping them).
+A student row (token ids of the student's tokenizer, exactly as trained on: packed data, or the
+student's own samples on-policy, which need not be the tokenizer's canonical encoding) is turned
+into text token by token through the vocabulary's byte table, so every student token's end is a
+known character. The teacher's tokenizer encodes that text with character offsets. Student
+position ``j`` and teacher position ``k`` are a *pair* when tokens ``j`` and ``k`` end at the same
+character ``c`` and both sequences go on after ``c``: each model's next-token distribution there is
+a distribution over how the text continues from ``c``, which cross-tokenizer losses compare (ULD,
+arXiv 2402.12030; TRL's GOLD aligns the same way and merges the spans between boundaries instead
+of skipping them).
 
-Special tokens (the student's EOS between packed documents) are not text: they split a block into
-segments, are kept in the student's sequence and become the teacher's EOS, and pair with it. A
-teacher whose tokenizer adds BOS (Gemma) gets BOS in front. Re-encoding decoded text gives the
-student's original ids back almost always (byte-level BPE; :func:`roundtrip_rate` measures it); the
-student trains on the re-encoded ids so that its positions and offsets agree by construction.
+Special tokens (the student's EOS between packed documents) are not text: they split a row into
+segments, become the teacher's EOS and pair with it. A teacher whose tokenizer adds BOS (Gemma)
+gets BOS in front.
 """
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 
 import torch
@@ -26,11 +28,9 @@ from distillab.data.packing import bos_token_id
 
 @dataclass
 class AlignedBatch:
-    """One batch in both tokenizations. ``pairs`` ``(N, 3)`` rows ``[b, j, k]``: student position j
-    and teacher position k of row b predict the same next text. Padding: ``*_mask`` is 0."""
+    """The teacher's encoding of a student batch. ``pairs`` ``(N, 3)`` rows ``[b, j, k]``: student
+    position j and teacher position k of row b predict the same next text. Padding: mask 0."""
 
-    student_ids: torch.Tensor  # (B, T)
-    student_mask: torch.Tensor  # (B, T)
     teacher_ids: torch.Tensor  # (B, T_t)
     teacher_mask: torch.Tensor  # (B, T_t)
     pairs: torch.Tensor  # (N, 3) long
@@ -62,12 +62,33 @@ def aligned_positions(
     ]
 
 
+def decode_with_ends(pieces: list[bytes]) -> tuple[str, list[int | None]]:
+    """Text of a token sequence given each token's bytes, and the character each token ends at
+    (None inside a multi-byte character). Bytes that are not UTF-8 become U+FFFD, as
+    ``tokenizer.decode`` shows them."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    parts: list[str] = []
+    ends: list[int | None] = []
+    length = 0
+    for piece in pieces:
+        out = decoder.decode(piece)
+        parts.append(out)
+        length += len(out)
+        ends.append(None if decoder.getstate()[0] else length)
+    tail = decoder.decode(b"", final=True)  # an unfinished character at the very end
+    if tail:
+        parts.append(tail)
+        ends[-1] = length + len(tail)
+    return "".join(parts), ends
+
+
 class TokenAligner:
-    """Re-tokenizes student batches for a teacher with another tokenizer (see the module docstring)."""
+    """Encodes student batches for a teacher with another tokenizer (see the module docstring)."""
 
     def __init__(self, student_tok: PreTrainedTokenizerBase, teacher_tok: PreTrainedTokenizerBase):
-        self.student_tok, self.teacher_tok = student_tok, teacher_tok
+        self.teacher_tok = teacher_tok
         self.same_tokenizer = student_tok.get_vocab() == teacher_tok.get_vocab()
+        self.student_bytes = token_bytes(student_tok)
         self.student_specials = set(student_tok.all_special_ids)
         self.teacher_bos = bos_token_id(teacher_tok)
         self.teacher_eos = teacher_tok.eos_token_id
@@ -75,25 +96,23 @@ class TokenAligner:
             teacher_tok.pad_token_id if teacher_tok.pad_token_id is not None else self.teacher_eos
         )
 
-    def encode_row(self, ids: list[int]) -> tuple[list[int], list[int], list[tuple[int, int]]]:
-        """One student row -> (student ids, teacher ids, pairs). Characters are counted over the
+    def encode_row(self, ids: list[int]) -> tuple[list[int], list[tuple[int, int]]]:
+        """One student row -> (teacher ids, pairs ``(j, k)``). Characters are counted over the
         concatenated segments; a special token occupies one virtual character."""
-        student_ids: list[int] = []
         teacher_ids: list[int] = [] if self.teacher_bos is None else [self.teacher_bos]
-        student_ends: list[int | None] = []
         teacher_ends: list[int | None] = [] if self.teacher_bos is None else [0]
+        student_ends: list[int | None] = []
         position = 0  # characters so far
 
         def add_text(segment: list[int]) -> None:
             nonlocal position
-            text = self.student_tok.decode(segment, clean_up_tokenization_spaces=False)
-            for tok, out, ends in (
-                (self.student_tok, student_ids, student_ends),
-                (self.teacher_tok, teacher_ids, teacher_ends),
-            ):
-                enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-                out.extend(enc["input_ids"])
-                ends.extend(None if e is None else position + e for e in token_ends(enc["offset_mapping"]))
+            text, ends = decode_with_ends([self.student_bytes.get(t, b"") for t in segment])
+            student_ends.extend(None if e is None else position + e for e in ends)
+            enc = self.teacher_tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            teacher_ids.extend(enc["input_ids"])
+            teacher_ends.extend(
+                None if e is None else position + e for e in token_ends(enc["offset_mapping"])
+            )
             position += len(text)
 
         segment: list[int] = []
@@ -105,46 +124,30 @@ class TokenAligner:
                 add_text(segment)
                 segment = []
             position += 1
-            student_ids.append(token)
             teacher_ids.append(self.teacher_eos)
             student_ends.append(position)
             teacher_ends.append(position)
         if segment:
             add_text(segment)
-        return student_ids, teacher_ids, aligned_positions(student_ends, teacher_ends)
+        return teacher_ids, aligned_positions(student_ends, teacher_ends)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> AlignedBatch:
-        """Student length stays ``T`` (re-encoded rows are cut or padded to it); pairs past the cut go."""
-        batch, length = input_ids.shape
+        """Rows are read up to their attention mask (right padding keeps the positions)."""
         rows = [self.encode_row(r[m.bool()].tolist()) for r, m in zip(input_ids, attention_mask, strict=True)]
-        teacher_len = max(len(t) for _, t, _ in rows)
-        student_out = torch.full((batch, length), self.student_tok.pad_token_id or 0, dtype=torch.long)
-        student_mask = torch.zeros((batch, length), dtype=torch.long)
-        teacher_out = torch.full((batch, teacher_len), self.teacher_pad, dtype=torch.long)
-        teacher_mask = torch.zeros((batch, teacher_len), dtype=torch.long)
+        teacher_len = max(len(t) for t, _ in rows)
+        teacher_ids = torch.full((len(rows), teacher_len), self.teacher_pad, dtype=torch.long)
+        teacher_mask = torch.zeros((len(rows), teacher_len), dtype=torch.long)
         pairs = []
-        for b, (s_ids, t_ids, row_pairs) in enumerate(rows):
-            s_ids = s_ids[:length]
-            student_out[b, : len(s_ids)] = torch.tensor(s_ids, dtype=torch.long)
-            student_mask[b, : len(s_ids)] = 1
-            teacher_out[b, : len(t_ids)] = torch.tensor(t_ids, dtype=torch.long)
-            teacher_mask[b, : len(t_ids)] = 1
-            pairs += [(b, j, k) for j, k in row_pairs if j + 1 < len(s_ids)]
+        for b, (row_ids, row_pairs) in enumerate(rows):
+            teacher_ids[b, : len(row_ids)] = torch.tensor(row_ids, dtype=torch.long)
+            teacher_mask[b, : len(row_ids)] = 1
+            pairs += [(b, j, k) for j, k in row_pairs]
         device = input_ids.device
         return AlignedBatch(
-            student_out.to(device),
-            student_mask.to(device),
-            teacher_out.to(device),
+            teacher_ids.to(device),
             teacher_mask.to(device),
             torch.tensor(pairs, dtype=torch.long, device=device).reshape(-1, 3),
         )
-
-
-def roundtrip_rate(student_tok: PreTrainedTokenizerBase, rows: torch.Tensor) -> float:
-    """Share of rows whose decode -> encode gives the same ids (how often re-encoding changes data)."""
-    aligner = TokenAligner(student_tok, student_tok)
-    same = [aligner.encode_row(r.tolist())[0] == r.tolist() for r in rows]
-    return sum(same) / max(len(same), 1)
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -163,30 +166,46 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars, strict=True)}
 
 
-def token_surfaces(tokenizer: PreTrainedTokenizerBase) -> dict[int, str]:
-    """Token id -> the text the token stands for, for every token that is whole text on its own.
+def _is_byte_piece(piece: str) -> bool:
+    """SentencePiece's byte fallback: ``<0x0A>`` is the raw byte 0x0A."""
+    return len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">")
+
+
+def token_bytes(tokenizer: PreTrainedTokenizerBase) -> dict[int, bytes]:
+    """Token id -> the bytes of text it stands for (special tokens left out).
 
     Byte-level BPE (GPT-2, SmolLM2, Llama 3, Qwen) maps tokens back through the byte table;
-    SentencePiece-style vocabularies (Gemma, Llama 2) write a space as ``▁``. Left out: special
-    tokens, byte-fallback tokens (``<0x0A>``) and pieces of a multi-byte character.
+    SentencePiece-style vocabularies (Gemma, Llama 2) write a space as ``▁`` and a raw byte as
+    ``<0x0A>``.
     """
     backend = tokenizer.backend_tokenizer
     byte_level = "ByteLevel" in str(backend.pre_tokenizer) + str(backend.decoder)
     table = _byte_decoder() if byte_level else None
     specials = set(tokenizer.all_special_ids)
-    surfaces = {}
+    out = {}
     for piece, token_id in tokenizer.get_vocab().items():
-        if token_id in specials or (piece.startswith("<0x") and piece.endswith(">")):
+        if token_id in specials:
             continue
-        if table is not None:
-            if any(ch not in table for ch in piece):
-                continue
-            try:
-                surfaces[token_id] = bytes(table[ch] for ch in piece).decode("utf-8")
-            except UnicodeDecodeError:
-                continue
+        if table is not None and all(ch in table for ch in piece):
+            out[token_id] = bytes(table[ch] for ch in piece)
+        elif table is None and _is_byte_piece(piece):
+            out[token_id] = bytes([int(piece[3:5], 16)])
         else:
-            surfaces[token_id] = piece.replace("▁", " ")
+            out[token_id] = piece.replace("▁", " ").encode("utf-8")
+    return out
+
+
+def token_surfaces(tokenizer: PreTrainedTokenizerBase) -> dict[int, str]:
+    """Token id -> its text, for every token that is whole text on its own (not a raw byte, not a
+    piece of a multi-byte character, not special)."""
+    surfaces = {}
+    for token_id, raw in token_bytes(tokenizer).items():
+        if _is_byte_piece(tokenizer.convert_ids_to_tokens(token_id)):
+            continue
+        try:
+            surfaces[token_id] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
     return surfaces
 
 

@@ -57,9 +57,13 @@ def build_student(
             teacher, cfg.get("overrides") or {}, cfg.get("init_layers"), cfg.get("seed", 0)
         ), tokenizer
     if kind == "pretrained":
-        return load_model(
+        model, model_tok = load_model(
             ModelSpec.from_config(cfg.get("model") or {}, key="student.model"), key="student.model"
         )
+        remove = cfg.get("remove")  # e.g. the 24-layer cut of a student taught by another model
+        if remove:
+            model = remove_layers(model, list(remove), inplace=True)
+        return model.requires_grad_(True).train(), model_tok
     raise DistillabError(f"student.kind: unknown {kind!r}; valid: {', '.join(KINDS)}")
 
 

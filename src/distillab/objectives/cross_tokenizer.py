@@ -96,6 +96,8 @@ class CrossTokenizerKD(Term):
         if self.loss == "hybrid" and self.student_shared is None:
             raise DistillabError("objective: cross_kd hybrid before attach_tokenizers (a setup bug)")
         pairs = cross.pairs
+        # only positions whose next token is trained on (not padding, not a masked prompt)
+        pairs = pairs[inputs.mask[pairs[:, 0], pairs[:, 1]]] if pairs.shape[0] else pairs
         if pairs.shape[0] == 0:
             return inputs.student_logits.new_zeros((), dtype=torch.float32)
         total = inputs.student_logits.new_zeros((), dtype=torch.float32)

@@ -85,8 +85,8 @@ class DistillModule(L.LightningModule):
 
     def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         aligned = None
-        if self.aligner is not None and self.teacher is not None:
-            batch, aligned = self._retokenized(batch)
+        if self.aligner is not None and self.teacher is not None:  # the teacher reads its own tokens
+            aligned = self.aligner(batch["input_ids"], batch["attention_mask"])
         # Position t predicts token t+1. Targets are shifted left and the last position gets -100, so
         # logits keep their full, contiguous (B, T, V) shape: no copies of vocabulary-sized tensors.
         labels = batch["labels"]
@@ -148,15 +148,6 @@ class DistillModule(L.LightningModule):
             tokens = int(mask.sum())
             self._val_nll, self._val_tokens = self._val_nll + float(ce) * tokens, self._val_tokens + tokens
         return loss
-
-    def _retokenized(self, batch: dict[str, torch.Tensor]):
-        """The batch as the student's re-encoding of its own text, and the teacher's encoding of it."""
-        aligned = self.aligner(batch["input_ids"], batch["attention_mask"])
-        if torch.equal(aligned.student_ids, batch["input_ids"]):
-            return batch, aligned  # the usual case: re-encoding gave the same ids back
-        labels = aligned.student_ids.masked_fill(aligned.student_mask == 0, -100)
-        new = {"input_ids": aligned.student_ids, "attention_mask": aligned.student_mask, "labels": labels}
-        return new, aligned
 
     def _non_finite_message(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> str:
         bad = [f"train/loss_{k} = {float(v.detach())}" for k, v in terms.items() if not torch.isfinite(v)]
