@@ -39,6 +39,7 @@ from distillab.tracking import wandb_run
 from distillab.tracking.report import write_results
 from distillab.training.checkpoint_io import AtomicCheckpointIO
 from distillab.training.distill_module import DistillModule
+from distillab.training.on_policy import OnPolicy
 from distillab.training.sharding import is_sharded, unsharded_copy
 
 log = logging.getLogger("distillab")
@@ -93,6 +94,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         aligner=aligner,
+        on_policy=on_policy_config(cfg, objective),
+        student_tokenizer=student_tok,
     )
     loggers = wandb_run.make_loggers(cfg.get("logger"))
     wandb_run.log_config(loggers, {**to_plain(cfg), "objective_summary": module.objective_summary})
@@ -189,6 +192,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         " (sync with `wandb sync <dir>`)"
     )
     return results
+
+
+def on_policy_config(cfg: DictConfig, objective) -> OnPolicy | None:
+    """``on_policy`` block -> :class:`OnPolicy`, checked against the objective and the data."""
+    block = to_plain(cfg.get("on_policy") or {})
+    try:
+        on_policy = OnPolicy(**block, seed=int(cfg.seed))
+    except TypeError as err:
+        raise DistillabError(
+            f"on_policy: {err}; valid keys: fraction, prompt_tokens, new_tokens, temperature"
+        ) from None
+    if not on_policy.enabled:
+        return None
+    if not objective.needs_teacher:
+        raise DistillabError(
+            "on_policy.fraction: > 0 needs a teacher term in the objective (on-policy batches train only the "
+            "teacher's terms; ce alone would learn from the student's own samples)"
+        )
+    if on_policy.prompt_tokens >= int(cfg.data.block_size):
+        raise DistillabError(
+            f"on_policy.prompt_tokens: {on_policy.prompt_tokens} leaves no room in data.block_size "
+            f"{cfg.data.block_size}; valid: 1..{int(cfg.data.block_size) - 1}"
+        )
+    return on_policy
 
 
 def per_token_tasks(eval_cfg, aligner: TokenAligner | None) -> frozenset[str]:

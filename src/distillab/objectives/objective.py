@@ -101,6 +101,8 @@ class Objective(nn.Module):
             teacher_missing = inputs.cross is None if term.cross_tokenizer else inputs.teacher_logits is None
             if weight == 0 or (term.needs_teacher and teacher_missing):
                 continue
+            if inputs.on_policy and not term.needs_teacher:  # no CE on the student's own samples
+                continue
             if term.needs_cache and inputs.teacher_topk_logp is None:  # e.g. validation blocks: not cached
                 continue
             values[name] = term(inputs)

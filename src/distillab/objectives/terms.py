@@ -55,6 +55,8 @@ class TermInputs:
     teacher_tail_logp: torch.Tensor | None = None
     # A teacher with another tokenizer (cross_tokenizer terms): aligned pairs, its hidden states, head.
     cross: CrossTokenizerInputs | None = None
+    # The batch is the student's own samples (training/on_policy.py): only teacher terms apply.
+    on_policy: bool = False
 
 
 class Term(nn.Module):

@@ -24,6 +24,7 @@ from distillab.objectives.objective import Objective
 from distillab.objectives.terms import TermInputs, hard_label_ce
 from distillab.precision import current as current_precision
 from distillab.precision import module_device_type
+from distillab.training.on_policy import OnPolicy
 from distillab.training.sharding import is_sharded, shard_model
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,20 @@ class DistillModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         aligner: TokenAligner | None = None,
+        on_policy: OnPolicy | None = None,
+        student_tokenizer=None,
     ):
-        """``aligner``: the teacher reads another tokenizer; each batch is re-tokenized for it."""
+        """``aligner``: the teacher reads another tokenizer; each batch is encoded for it too.
+        ``on_policy``: some training batches are the student's own samples (needs ``student_tokenizer``)."""
         super().__init__()
         self.aligner = aligner
+        self.on_policy = on_policy if on_policy is not None and on_policy.enabled else None
+        if self.on_policy is not None:
+            pad = student_tokenizer.pad_token_id
+            self._sample_ids = (
+                pad if pad is not None else student_tokenizer.eos_token_id,
+                student_tokenizer.eos_token_id,
+            )
         self.student = student
         self.objective = objective
         self._teacher = [freeze(teacher)] if teacher is not None else []  # a list hides it from nn.Module
@@ -83,7 +94,7 @@ class DistillModule(L.LightningModule):
         # must train with its dropout (if any) on.
         self.student.train()
 
-    def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
+    def _step(self, batch: dict[str, torch.Tensor], split: str, on_policy: bool = False) -> torch.Tensor:
         aligned = None
         if self.aligner is not None and self.teacher is not None:  # the teacher reads its own tokens
             aligned = self.aligner(batch["input_ids"], batch["attention_mask"])
@@ -129,6 +140,7 @@ class DistillModule(L.LightningModule):
             teacher_topk_ids=batch.get("teacher_topk_ids"),
             teacher_tail_logp=batch.get("teacher_tail_logp"),
             cross=cross,
+            on_policy=on_policy,
         )
         loss, terms = self.objective(inputs)
         if split == "train" and not torch.isfinite(loss):
@@ -159,7 +171,27 @@ class DistillModule(L.LightningModule):
         )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        if self.on_policy is None:
+            return self._step(batch, "train")
+        sampled = self.on_policy.chosen(self.global_step)
+        if sampled:  # GKD: this batch is the student's own continuations of prompts cut from it
+            batch, stats = self.on_policy.sample(self.student, batch, *self._sample_ids)
+            for name, value in stats.items():
+                self.log(
+                    f"train/{name}",
+                    value,
+                    on_step=True,
+                    on_epoch=False,
+                    batch_size=batch["input_ids"].shape[0],
+                )
+        self.log(
+            "train/on_policy",
+            float(sampled),
+            on_step=True,
+            on_epoch=False,
+            batch_size=batch["input_ids"].shape[0],
+        )
+        return self._step(batch, "train", on_policy=sampled)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
