@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 class ContrastiveDistillation(Term):
     needs_teacher = True
+    needs_teacher_logits = True
 
     def __init__(
         self,

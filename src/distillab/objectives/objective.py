@@ -49,6 +49,11 @@ class Objective(nn.Module):
         return self._any("needs_cache")
 
     @property
+    def needs_teacher_logits(self) -> bool:
+        """A term reads the teacher's full logits; otherwise its final hidden states and head suffice."""
+        return self._any("needs_teacher_logits")
+
+    @property
     def cross_tokenizer(self) -> bool:
         """A term reads the teacher through its own tokenizer: the step re-tokenizes for it."""
         return self._any("cross_tokenizer")
@@ -98,7 +103,11 @@ class Objective(nn.Module):
         total = inputs.student_logits.new_zeros((), dtype=torch.float32)
         for name, term in self.terms.items():
             weight = self.weights[name]
-            teacher_missing = inputs.cross is None if term.cross_tokenizer else inputs.teacher_logits is None
+            teacher_missing = (
+                inputs.cross is None
+                if term.cross_tokenizer
+                else inputs.teacher_logits is None and inputs.teacher_final_hidden is None
+            )
             if weight == 0 or (term.needs_teacher and teacher_missing):
                 continue
             if inputs.on_policy and not term.needs_teacher:  # no CE on the student's own samples

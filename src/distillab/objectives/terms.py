@@ -7,6 +7,7 @@ registering it in ``TERM_TYPES`` and naming it in an ``objective/`` config.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillab.errors import DistillabError
+from distillab.objectives.chunked_kd import chunked_soft_label_kd
 from distillab.objectives.divergences import (
     forward_kl,
     forward_kl_from_logits,
@@ -53,6 +55,10 @@ class TermInputs:
     teacher_topk_logp: torch.Tensor | None = None
     teacher_topk_ids: torch.Tensor | None = None
     teacher_tail_logp: torch.Tensor | None = None
+    # The teacher's final hidden states and LM head, given instead of teacher_logits when no term
+    # needs the full logits (kd then forms them a chunk of positions at a time: objectives/chunked_kd.py).
+    teacher_final_hidden: torch.Tensor | None = None
+    teacher_head: Callable[[torch.Tensor], torch.Tensor] | None = None
     # A teacher with another tokenizer (cross_tokenizer terms): aligned pairs, its hidden states, head.
     cross: CrossTokenizerInputs | None = None
     # The batch is the student's own samples (training/on_policy.py): only teacher terms apply.
@@ -67,6 +73,7 @@ class Term(nn.Module):
     needs_hidden_states: bool = False
     needs_attentions: bool = False
     cross_tokenizer: bool = False  # reads TermInputs.cross: works when the teacher's tokenizer differs
+    needs_teacher_logits: bool = False  # reads the teacher's full (B, T, V) logits
 
     def setup(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Called once the models exist: build layer maps, projections, switch attention kernels."""
@@ -98,16 +105,34 @@ class SoftLabelKD(Term):
 
     needs_teacher = True
 
-    def __init__(self, temperature: float = 1.0, divergence: str = "forward_kl", **divergence_kwargs: float):
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        divergence: str = "forward_kl",
+        chunk_tokens: int = 256,
+        **divergence_kwargs: float,
+    ):
         super().__init__()
         if temperature is None or float(temperature) <= 0:
             raise DistillabError(f"objective: temperature must be > 0, got {temperature}")
+        if int(chunk_tokens) < 1:
+            raise DistillabError(f"objective: chunk_tokens must be >= 1, got {chunk_tokens}")
         self.temperature = float(temperature)
+        self.chunk_tokens = int(chunk_tokens)  # positions whose teacher logits exist at once
         self.divergence_name = divergence
         self.divergence = get_divergence(divergence, **divergence_kwargs)
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        assert inputs.teacher_logits is not None, "SoftLabelKD needs teacher logits"
+        if inputs.teacher_logits is None:  # the teacher's head runs a chunk of positions at a time
+            return chunked_soft_label_kd(
+                inputs.student_logits,
+                inputs.teacher_final_hidden,
+                inputs.teacher_head,
+                inputs.mask,
+                self.temperature,
+                self.divergence,
+                self.chunk_tokens,
+            )
         return soft_label_kd(
             inputs.teacher_logits, inputs.student_logits, inputs.mask, self.temperature, self.divergence
         )

@@ -114,6 +114,10 @@ class DistillModule(L.LightningModule):
         student_qk = take_captured_qk(self.student) if capture else None
         teacher_out, teacher_qk, cross = None, None, None
         if aligned is not None and self.objective.needs_teacher:
+            if is_sharded(self.teacher):
+                raise DistillabError(
+                    "trainer: FSDP with a teacher of another tokenizer is not supported yet; use trainer=ddp"
+                )
             with torch.no_grad(), current_precision().autocast(module_device_type(self.teacher)):
                 hidden = self.teacher.base_model(
                     input_ids=aligned.teacher_ids, attention_mask=aligned.teacher_mask
@@ -123,15 +127,22 @@ class DistillModule(L.LightningModule):
             # The frozen teacher runs in the run's precision even when the student trains in float32
             # (precision=auto with trainer.precision=32-true): its bf16 forward moved one KD step's
             # gradient by a cosine of 1e-5 (bench/bf16_numerics.py), the student's own by far more.
+            # Without a term that reads its full logits, the teacher stops at its final hidden states:
+            # kd forms the logits a chunk of positions at a time (a 262k vocabulary never exists whole).
+            # (FSDP: the sharded root module's forward gathers the weights, so the whole model runs.)
+            whole = self.objective.needs_teacher_logits or is_sharded(self.teacher)
+            teacher = self.teacher if whole else self.teacher.base_model
             with torch.no_grad(), current_precision().autocast(module_device_type(self.teacher)):
-                teacher_out = self.teacher(**model_inputs)
+                teacher_out = teacher(**model_inputs)
             teacher_qk = take_captured_qk(self.teacher) if capture else None
         student_logits = student_out.logits
         inputs = TermInputs(
             student_logits=student_logits,
             targets=targets,
             mask=mask,
-            teacher_logits=teacher_out.logits if teacher_out is not None else None,
+            teacher_logits=getattr(teacher_out, "logits", None),
+            teacher_final_hidden=getattr(teacher_out, "last_hidden_state", None),
+            teacher_head=teacher_head(self.teacher) if teacher_out is not None else None,
             student_hidden=student_out.hidden_states,
             teacher_hidden=teacher_out.hidden_states if teacher_out is not None else None,
             student_qk=student_qk,

@@ -1,0 +1,96 @@
+"""Soft-label KD without the teacher's full logits: its head runs over a few positions at a time.
+
+With a 262k vocabulary (Gemma) one (4 × 256 × V) float32 tensor is 1 GB, and plain KD holds several:
+the teacher's logits, its log-probabilities and probabilities, the student's tempered logits
+saved for backward. Here the teacher hands over its final hidden states (``H`` wide, not ``V``),
+and for each chunk of ``chunk_tokens`` positions the teacher's logits are formed, the divergence
+is evaluated and its gradient with respect to the student's logits is written straight into one
+buffer (the loss is a scalar, so the gradient can be finished while the chunk is in hand, as in
+Liger-Kernel's fused losses and :mod:`head_divergence`). Backward only scales that buffer. Peak:
+the student's logits, one gradient buffer of their size, one chunk of teacher work.
+
+Forward KL has an analytic gradient, ``T² · ∂KL/∂z = T · (q − p)`` with ``q = softmax(z/T)``;
+other divergences are differentiated by autograd one chunk at a time. Values and gradients equal
+:func:`terms.soft_label_kd` on full logits (``tests/test_chunked_kd.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from distillab.objectives.divergences import Divergence, _forward_kl_from_logits, forward_kl
+from distillab.precision import float32_math
+
+
+class _ChunkedKD(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, student_logits, teacher_hidden, mask, head, temperature, divergence, chunk_tokens):
+        vocab = student_logits.shape[-1]
+        flat_s = student_logits.reshape(-1, vocab)
+        flat_t = teacher_hidden.reshape(-1, teacher_hidden.shape[-1])
+        rows = mask.reshape(-1).nonzero().squeeze(1)
+        count = max(int(rows.numel()), 1)
+        need_grad = ctx.needs_input_grad[0]
+        grad = torch.zeros(flat_s.shape, dtype=torch.float32, device=flat_s.device) if need_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=flat_s.device)
+        scale = temperature**2 / count
+        for start in range(0, rows.numel(), chunk_tokens):
+            idx = rows[start : start + chunk_tokens]
+            with torch.no_grad():
+                t_logits = head(flat_t[idx])
+            s_logits = flat_s[idx].detach()
+            with float32_math(s_logits):
+                value, chunk_grad = _value_and_grad(t_logits, s_logits, temperature, divergence, need_grad)
+            total += value.sum() * scale
+            if need_grad:
+                grad[idx] = chunk_grad * scale
+        # an intermediate, not an input or output: kept on ctx (save_for_backward is for those)
+        ctx.grad, ctx.shape, ctx.dtype = grad, student_logits.shape, student_logits.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:
+            return (None,) * 7
+        grad = grad.mul_(grad_output)  # the buffer is ours alone: scale it in place, no second copy
+        return grad.view(ctx.shape).to(ctx.dtype), None, None, None, None, None, None
+
+
+def _value_and_grad(t_logits, s_logits, temperature, divergence, need_grad):
+    """Per-row divergence of the tempered distributions and its gradient w.r.t. the student logits."""
+    if divergence is forward_kl:
+        values = _forward_kl_from_logits(t_logits, s_logits, temperature)
+        if not need_grad:
+            return values, None
+        with torch.no_grad():
+            q = F.softmax(s_logits.float() / temperature, dim=-1)
+            p = F.softmax(t_logits.float() / temperature, dim=-1)
+            return values, q.sub_(p).div_(temperature)
+    with torch.enable_grad():
+        leaf = s_logits.float().requires_grad_(need_grad)
+        t_logp = F.log_softmax(t_logits.float() / temperature, dim=-1)
+        values = divergence(t_logp, F.log_softmax(leaf / temperature, dim=-1))
+        if not need_grad:
+            return values.detach(), None
+        (chunk_grad,) = torch.autograd.grad(values.sum(), leaf)
+    return values.detach(), chunk_grad
+
+
+def chunked_soft_label_kd(
+    student_logits: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    teacher_head: Callable[[torch.Tensor], torch.Tensor],
+    mask: torch.Tensor,
+    temperature: float,
+    divergence: Divergence = forward_kl,
+    chunk_tokens: int = 256,
+) -> torch.Tensor:
+    """``T² · mean over masked positions of D(softmax(head(h)/T), softmax(s/T))``, the teacher's
+    logits formed ``chunk_tokens`` positions at a time. ``(B, T, V), (B, T, H), (B, T) -> ()``."""
+    return _ChunkedKD.apply(
+        student_logits, teacher_hidden, mask, teacher_head, float(temperature), divergence, int(chunk_tokens)
+    )
