@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from distillab.objectives.divergences import Divergence, _forward_kl_from_logits, forward_kl
+from distillab.objectives.divergences import _LOG_FLOOR, Divergence, forward_kl, row_dot
 from distillab.precision import float32_math
 
 
@@ -46,7 +46,7 @@ class _ChunkedKD(torch.autograd.Function):
                 value, chunk_grad = _value_and_grad(t_logits, s_logits, temperature, divergence, need_grad)
             total += value.sum() * scale
             if need_grad:
-                grad[idx] = chunk_grad * scale
+                grad.index_copy_(0, idx, chunk_grad.mul_(scale))
         # an intermediate, not an input or output: kept on ctx (save_for_backward is for those)
         ctx.grad, ctx.shape, ctx.dtype = grad, student_logits.shape, student_logits.dtype
         return total
@@ -63,13 +63,7 @@ class _ChunkedKD(torch.autograd.Function):
 def _value_and_grad(t_logits, s_logits, temperature, divergence, need_grad):
     """Per-row divergence of the tempered distributions and its gradient w.r.t. the student logits."""
     if divergence is forward_kl:
-        values = _forward_kl_from_logits(t_logits, s_logits, temperature)
-        if not need_grad:
-            return values, None
-        with torch.no_grad():
-            q = F.softmax(s_logits.float() / temperature, dim=-1)
-            p = F.softmax(t_logits.float() / temperature, dim=-1)
-            return values, q.sub_(p).div_(temperature)
+        return _forward_kl_value_and_grad(t_logits, s_logits, temperature, need_grad)
     with torch.enable_grad():
         leaf = s_logits.float().requires_grad_(need_grad)
         t_logp = F.log_softmax(t_logits.float() / temperature, dim=-1)
@@ -78,6 +72,20 @@ def _value_and_grad(t_logits, s_logits, temperature, divergence, need_grad):
             return values.detach(), None
         (chunk_grad,) = torch.autograd.grad(values.sum(), leaf)
     return values.detach(), chunk_grad
+
+
+def _forward_kl_value_and_grad(t_logits, s_logits, temperature, need_grad):
+    """KL(p ‖ q) per row as ``Σ p log p − Σ p z + logsumexp(z)`` (z = s/T) and ``∂/∂s = (q − p)/T``,
+    in three vocabulary-sized buffers per chunk (log p, p, z -> q − p), the sums as batched products."""
+    log_p = t_logits.float().div(temperature)
+    log_p.sub_(torch.logsumexp(log_p, -1, keepdim=True)).clamp_(min=_LOG_FLOOR)
+    p = log_p.exp()
+    z = s_logits.float().div(temperature)
+    lse = torch.logsumexp(z, -1, keepdim=True)
+    values = row_dot(p, log_p) - row_dot(p, z) + lse.squeeze(-1)
+    if not need_grad:
+        return values, None
+    return values, z.sub_(lse).exp_().sub_(p).div_(temperature)
 
 
 def chunked_soft_label_kd(

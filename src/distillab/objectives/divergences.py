@@ -119,6 +119,11 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_j a_ij b_ij per row of two ``(n, V)`` tensors as a batched product: no (n, V) temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(a.shape[0])
+
+
 def forward_kl_from_logits(
     teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:

@@ -27,17 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillab.objectives.divergences import _LOG_FLOOR, Divergence
+from distillab.objectives.divergences import _LOG_FLOOR, Divergence, row_dot
 
 # (teacher log-probs (n, V), student logits (n, V), temperature, scratch, need_grad)
 #   -> (values (n,), dL/dlogits (n, V) or None when not need_grad).
 # Both inputs are scratch the function may overwrite; ``scratch(name)`` lends an extra (n, V) buffer.
 ValueAndGrad = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
-
-
-def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Σ_j a_ij b_ij per row as a batched product: no (n, V) temporary."""
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(a.shape[0])
 
 
 def jsd_value_and_grad(beta: float) -> ValueAndGrad:
@@ -57,11 +52,11 @@ def jsd_value_and_grad(beta: float) -> ValueAndGrad:
         log_q.sub_(torch.logsumexp(log_q, -1, keepdim=True)).clamp_min_(_LOG_FLOOR)
         t_logp.clamp_min_(_LOG_FLOOR)
         q, p = torch.exp(log_q, out=scratch("q")), torch.exp(t_logp, out=scratch("p"))
-        teacher_part = _row_dot(p, t_logp)  # Σ p log p, before t_logp's buffer becomes log m
+        teacher_part = row_dot(p, t_logp)  # Σ p log p, before t_logp's buffer becomes log m
         log_m = torch.mul(p, beta, out=t_logp).add_(q, alpha=1.0 - beta).clamp_min_(tiny).log_()
-        teacher_part -= _row_dot(p, log_m)  # KL(p ‖ m)
+        teacher_part -= row_dot(p, log_m)  # KL(p ‖ m)
         g = log_q.sub_(log_m).mul_(1.0 - beta)  # (1−β)·log(q/m), in place of log_q
-        student_part = _row_dot(q, g)  # (1−β)·KL(q ‖ m)
+        student_part = row_dot(q, g)  # (1−β)·KL(q ‖ m)
         if not need_grad:
             return beta * teacher_part + student_part, None
         grad = g.sub_(student_part.unsqueeze(-1)).mul_(q).div_(temperature)
