@@ -1,0 +1,229 @@
+"""Peak memory and step time of KD variants, each in a fresh process, against a baseline of the same run.
+
+Groups (``--groups``):
+
+- ``vocab262k``: Gemma-3-270m teacher (resident in every variant) and its 12-layer cut as the
+  student, vocabulary 262,144: CE-only vs KD with the teacher's logits a chunk at a time (distillab
+  now) vs KD on full logits (before: ``kd_full``). Goal: chunked KD peak ≤ 1.25× CE-only.
+- ``vocab49k``: the same at SmolLM2-135M (30 -> 24 layers, vocabulary 49,152): chunked KD must be no
+  slower than full-logit KD.
+- ``cross``: SmolLM2 30 -> 24 with ``kd`` vs ``cross_kd`` (hybrid, uld) against the same teacher, so the
+  difference is alignment + the cross-vocabulary loss; then Gemma-3-270m -> SmolLM2-135M ``cross_kd``.
+- ``on_policy``: SmolLM2 30 -> 24, kd at fraction 0 vs 1 (every step samples ``--new-tokens``).
+
+    python bench/teacher_kinds.py --groups vocab49k cross on_policy      # needs make models
+    python bench/teacher_kinds.py --groups vocab262k                      # also make models-gemma
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kd_step import timed_fit  # noqa: E402
+
+CACHE = Path(os.environ.get("DISTILLAB_CACHE_DIR", Path.home() / ".cache" / "distillab")) / "models"
+SMOLLM2, GEMMA = CACHE / "SmolLM2-135M-Instruct", CACHE / "gemma-3-270m"
+# SmolLM2 30 -> 24: the demo's Block Influence cut; Gemma 18 -> 12: six interior layers, evenly spaced
+SMOLLM2_CUT, GEMMA_CUT = [13, 14, 15, 17, 25, 26], [3, 5, 8, 10, 13, 15]
+
+# variant -> (teacher, student source, student layers removed, objective terms, on-policy fraction)
+KD = {"kd": {"weight": 0.5, "temperature": 2.0}, "ce": {"weight": 0.5}}
+VARIANTS = {
+    "vocab262k": {
+        "ce": ("gemma", "gemma", "cut", {"ce": {"weight": 1.0}}, 0.0),
+        "kd_chunked": ("gemma", "gemma", "cut", KD, 0.0),
+        "kd_full": ("gemma", "gemma", "cut", KD, 0.0),
+    },
+    "vocab49k": {
+        "ce": ("smollm2", "smollm2", "cut", {"ce": {"weight": 1.0}}, 0.0),
+        "kd_chunked": ("smollm2", "smollm2", "cut", KD, 0.0),
+        "kd_full": ("smollm2", "smollm2", "cut", KD, 0.0),
+    },
+    "cross": {
+        "kd": ("smollm2", "smollm2", "cut", KD, 0.0),
+        "cross_kd_hybrid": (
+            "smollm2",
+            "smollm2",
+            "cut",
+            {"cross_kd": {"weight": 0.5}, "ce": {"weight": 0.5}},
+            0.0,
+        ),
+        "cross_kd_uld": (
+            "smollm2",
+            "smollm2",
+            "cut",
+            {"cross_kd": {"weight": 0.5, "loss": "uld"}, "ce": {"weight": 0.5}},
+            0.0,
+        ),
+        "gemma_cross_kd_hybrid": (
+            "gemma",
+            "smollm2",
+            "whole",
+            {"cross_kd": {"weight": 0.5}, "ce": {"weight": 0.5}},
+            0.0,
+        ),
+    },
+    "on_policy": {
+        "kd_off_policy": ("smollm2", "smollm2", "cut", KD, 0.0),
+        "kd_on_policy": ("smollm2", "smollm2", "cut", KD, 1.0),
+    },
+}
+
+
+def child(args) -> None:
+    import functools
+
+    import torch
+
+    from distillab.config import set_malloc_mmap_threshold
+    from distillab.data.token_alignment import TokenAligner
+    from distillab.models.loading import load_model
+    from distillab.models.spec import ModelSpec
+    from distillab.models.surgery import remove_layers
+    from distillab.objectives.objective import build_objective
+    from distillab.objectives.terms import SoftLabelKD
+    from distillab.training.distill_module import DistillModule
+    from distillab.training.on_policy import OnPolicy
+
+    group, name = args.child.split(":")
+    teacher_name, student_name, student_cut, terms, fraction = VARIANTS[group][name]
+    torch.set_num_threads(args.threads)
+    set_malloc_mmap_threshold(4)
+    torch.manual_seed(0)
+    paths = {"smollm2": SMOLLM2, "gemma": GEMMA}
+    teacher, teacher_tok = load_model(ModelSpec(name_or_path=str(paths[teacher_name])))
+    teacher.requires_grad_(False)
+    if student_name == teacher_name:
+        student, student_tok = teacher, teacher_tok
+    else:
+        student, student_tok = load_model(ModelSpec(name_or_path=str(paths[student_name])))
+    if student_cut == "cut":
+        cut = SMOLLM2_CUT if student_name == "smollm2" else GEMMA_CUT
+        student = remove_layers(student, cut)
+    student.requires_grad_(True).train()
+    if name == "kd_full":  # before this change: the teacher's whole (B, T, V) logits every step
+        SoftLabelKD.needs_teacher_logits = True
+    objective = build_objective(terms)
+    aligner = None
+    if objective.cross_tokenizer:
+        objective.attach_tokenizers(student_tok, teacher_tok)
+        aligner = TokenAligner(student_tok, teacher_tok)
+    on_policy = OnPolicy(
+        fraction=fraction, prompt_tokens=args.seq - args.new_tokens, new_tokens=args.new_tokens
+    )
+    module = DistillModule(
+        student,
+        objective,
+        teacher,
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-4),
+        aligner=aligner,
+        on_policy=on_policy,
+        student_tokenizer=student_tok,
+    )
+    vocab = student.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    if aligner is None:  # random tokens are fine when both read the same ids
+        batches = [
+            torch.randint(0, vocab, (args.batch, args.seq), generator=g)
+            for _ in range(args.warmup + args.steps)
+        ]
+    else:  # real text, so that the teacher's tokenizer has words to align with
+        batches = _text_batches(student_tok, args)
+    reset_peak_rss()  # from here on the peak is training's alone (loading and cutting models peak higher)
+    times = timed_fit(module, batches)
+    print(
+        json.dumps(
+            {
+                "step_s": statistics.median(times[args.warmup :]),
+                "peak_rss_mb": peak_rss_mb(),
+                "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to /proc/self/clear_refs resets the process's peak RSS (VmHWM)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _text_batches(tokenizer, args):
+    import glob
+
+    import torch
+
+    data = Path(
+        os.environ.get("DISTILLAB_DATA_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+    )
+    ids: list[int] = []
+    for path in sorted(glob.glob(str(data / "corpus" / "redpajama_sample" / "*.jsonl"))):
+        for line in open(path).readlines()[:20]:
+            ids += tokenizer(json.loads(line)["text"])["input_ids"] + [tokenizer.eos_token_id]
+    need = (args.warmup + args.steps) * args.batch * args.seq
+    rows = torch.tensor(ids[:need]).view(-1, args.batch, args.seq)
+    return list(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--groups", nargs="+", default=["vocab49k", "cross", "on_policy"], choices=list(VARIANTS)
+    )
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    from machine import describe, header
+
+    print(header(describe(args.threads)))
+    print(
+        f"batch {args.batch} x seq {args.seq}, {args.threads} threads, median of {args.steps} steps after "
+        f"{args.warmup} warm-up, float32; teacher resident in every variant; peak RSS from the first step on "
+        "(VmHWM reset after loading); ratios against each group's first row"
+    )
+    for group in args.groups:
+        results = {}
+        for name in VARIANTS[group]:
+            out = subprocess.run(
+                [sys.executable, __file__, *sys.argv[1:], "--child", f"{group}:{name}"],
+                capture_output=True,
+                text=True,
+            )
+            if out.returncode != 0:
+                print(f"{group}:{name}: failed\n{out.stderr[-1500:]}", file=sys.stderr)
+                continue
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        base = next(iter(results.values()), None)
+        print(
+            f"\n{group}\n  {'variant':24s} {'step s':>8s} {'peak RSS MB':>12s} {'x memory':>9s} {'x time':>8s}"
+        )
+        for name, r in results.items():
+            print(
+                f"  {name:24s} {r['step_s']:8.2f} {r['peak_rss_mb']:12.1f} "
+                f"{r['peak_rss_mb'] / base['peak_rss_mb']:9.3f} {r['step_s'] / base['step_s']:8.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
