@@ -162,6 +162,51 @@ CATALOGUE = [
         ["prune.method=width", "prune.score=block_influence", "prune.width.intermediate_size=64"],
         "prune.score: 'block_influence' is not a weight score",
     ),
+    # options that contradict each other
+    (
+        "prune",
+        ["prune.layers.contiguous=true", "prune.score=block_influence", "prune.layers.num_remove=2"],
+        "prune.layers.contiguous: true needs prune.score=angular",
+    ),
+    (
+        "prune",
+        [
+            "prune.score=angular",
+            "prune.layers.contiguous=true",
+            "prune.layers.num_remove=2",
+            "prune.layers.protect=[1,2]",
+        ],
+        "prune.layers.protect: [1, 2] leaves no block of 2 contiguous layers",
+    ),
+    # a teacher with another tokenizer, on-policy
+    (
+        "distill",
+        ["teacher.name_or_path=tiny:llama+sp", "student=pretrained", "student.model.name_or_path=tiny:llama"],
+        "student: vocabulary size 384 differs from the teacher's",
+    ),
+    (
+        "distill",
+        [
+            "teacher.name_or_path=tiny:llama+sp",
+            "student=pretrained",
+            "student.model.name_or_path=tiny:llama",
+            "objective=cross_kd",
+            "+objective.terms.hidden={weight:0.5}",
+        ],
+        "objective.terms.hidden: HiddenStateAlignment compares teacher and student position by position",
+    ),
+    (
+        "distill",
+        ["objective=cross_kd", "objective.terms.cross_kd.loss=kl"],
+        "objective.terms.cross_kd: loss: 'kl'",
+    ),
+    ("distill", ["on_policy.fraction=1.5"], "on_policy.fraction: must be in [0, 1]"),
+    ("distill", ["objective=ce", "on_policy.fraction=0.5"], "on_policy.fraction: > 0 needs a teacher term"),
+    (
+        "distill",
+        ["on_policy.fraction=0.5", "on_policy.prompt_tokens=32"],
+        "on_policy.prompt_tokens: 32 leaves no room",
+    ),
     # quantization
     ("quantize", ["quantize.backend=bitsandbytes"], "quantize.backend: unknown 'bitsandbytes'"),
     ("quantize", ["quantize.gguf_type=q3_bogus"], "quantize.gguf_type: unknown 'q3_bogus'"),

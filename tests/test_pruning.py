@@ -80,10 +80,19 @@ def test_perplexity_drop_is_zero_for_an_identity_layer():
     assert min(abs(d) for i, d in enumerate(drops) if i != 1) > 1e-3 * base  # removing others does
 
 
+def test_a_contiguous_block_never_contains_a_protected_layer():
+    # block starts 0..3 of a 5-layer model, n = 2: the best start (0) would remove protected layer 1
+    scores = [0.1, 0.2, 0.3, 0.4]
+    assert least_important(scores, 2, protect=[0, 1], contiguous_block=True) == [2, 3]
+    assert least_important(scores, 2, protect=[1], contiguous_block=True) == [2, 3]
+    with pytest.raises(DistillabError, match=r"prune.layers.protect: \[1, 3\] leaves no block of 2"):
+        least_important([0.1, 0.2, 0.3], 2, protect=[1, 3], contiguous_block=True)
+
+
 def test_least_important_protects_and_refuses_too_many():
     assert least_important([0.5, 0.1, 0.2, 0.9], 2, protect=[1]) == [0, 2]
     assert least_important([0.3, 0.1, 0.2], 2, contiguous_block=True) == [1, 2]
-    with pytest.raises(DistillabError, match="prune.num_remove: 3 layers requested, only 2"):
+    with pytest.raises(DistillabError, match="prune.layers.num_remove: 3 layers requested, only 2"):
         least_important([1, 2, 3], 3, protect=[0])
 
 

@@ -66,6 +66,11 @@ def check_config(cfg: DictConfig, model_cfg) -> None:
             )
         per_step = p.layers.num_remove if p.layers.schedule == "one_shot" else p.layers.per_step
         check_plan(model_cfg.num_hidden_layers, int(p.layers.num_remove), int(per_step))
+        if p.layers.get("contiguous") and p.score != "angular":  # was ignored without a word
+            raise DistillabError(
+                f"prune.layers.contiguous: true needs prune.score=angular (the block score), got {p.score!r}; "
+                "set prune.score=angular or prune.layers.contiguous=false"
+            )
     elif p.score not in WEIGHT_SCORES:
         raise DistillabError(
             f"prune.score: {p.score!r} is not a weight score; valid for {p.method}: {', '.join(WEIGHT_SCORES)}"

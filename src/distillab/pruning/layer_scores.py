@@ -107,7 +107,10 @@ def activation_layer_scores(
     """
     num_layers = len(decoder_layers(model))
     if not 1 <= angular_block <= num_layers:
-        raise DistillabError(f"prune.angular_block: must be in 1..{num_layers}, got {angular_block}")
+        raise DistillabError(
+            f"prune.layers.num_remove: a contiguous angular block of {angular_block} layers must be in "
+            f"1..{num_layers}"
+        )
     head = lens_head(model, lens_apply_norm)
     sums = {name: torch.zeros(num_layers, dtype=torch.float64) for name in scores}
     if "angular" in sums:
@@ -186,15 +189,23 @@ def least_important(
 ) -> list[int]:
     """Indices of the ``k`` lowest-scoring layers (never those in ``protect``).
 
-    ``contiguous_block``: ``scores`` are per block start (angular with n = k); remove the best block.
+    ``contiguous_block``: ``scores`` are per block start (angular with n = k); remove the best
+    block that contains no protected layer.
     """
+    protected = set(protect)
     if contiguous_block:
-        start = min(range(len(scores)), key=lambda i: scores[i])
+        starts = [i for i in range(len(scores)) if protected.isdisjoint(range(i, i + k))]
+        if not starts:
+            raise DistillabError(
+                f"prune.layers.protect: {sorted(protected)} leaves no block of {k} contiguous layers to remove; "
+                "protect fewer layers or set prune.layers.contiguous=false"
+            )
+        start = min(starts, key=lambda i: (scores[i], i))
         return list(range(start, start + k))
-    candidates = [i for i in range(len(scores)) if i not in set(protect)]
+    candidates = [i for i in range(len(scores)) if i not in protected]
     if k > len(candidates):
         raise DistillabError(
-            f"prune.num_remove: {k} layers requested, only {len(candidates)} can be removed "
-            f"(protected: {list(protect)})"
+            f"prune.layers.num_remove: {k} layers requested, only {len(candidates)} can be removed "
+            f"(prune.layers.protect: {list(protect)})"
         )
     return sorted(sorted(candidates, key=lambda i: (scores[i], i))[:k])

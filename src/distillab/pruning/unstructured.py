@@ -31,7 +31,7 @@ def sparsity_masks(
     """
     sparsity = check_sparsity(sparsity)
     if scope not in SCOPES:
-        raise DistillabError(f"prune.scope: unknown {scope!r}; valid: {', '.join(SCOPES)}")
+        raise DistillabError(f"prune.unstructured.scope: unknown {scope!r}; valid: {', '.join(SCOPES)}")
     if scope == "global":
         flat = torch.cat([s.reshape(-1) for s in scores.values()])
         k = int(sparsity * flat.numel())
@@ -54,7 +54,9 @@ def two_four_masks(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     masks = {}
     for name, s in scores.items():
         if s.shape[-1] % 4:
-            raise DistillabError(f"prune.pattern 2:4: {name} has {s.shape[-1]} inputs, not a multiple of 4")
+            raise DistillabError(
+                f"prune.unstructured.pattern: 2:4 needs inputs in multiples of 4; {name} has {s.shape[-1]}"
+            )
         groups = s.reshape(*s.shape[:-1], -1, 4)
         top2 = groups.topk(2, dim=-1).indices
         keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top2, True)
