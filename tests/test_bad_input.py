@@ -19,7 +19,10 @@ CASES = [
         ["student.remove=[0,9]", "student.num_remove=null"],
         "student.remove: layer 9 out of range for a 4-layer model; valid: 0..3",
     ),
-    (["objective.terms.kd.temperature=0"], "objective.terms.kd: temperature must be > 0, got 0"),
+    (
+        ["objective.terms.kd.temperature=0"],
+        "objective.terms.kd.temperature: 0 is not valid; expected a number > 0",
+    ),
     (["data.source.files=corpus/empty.jsonl"], "data.source: no non-empty documents"),
     (["model@teacher=tiny_llama", "teacher.dtype=float8"], "teacher.dtype: 'float8' is not one of"),
 ]

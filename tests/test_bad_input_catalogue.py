@@ -92,15 +92,23 @@ CATALOGUE = [
         "objective.terms.hidden: layer_map: pair (0, 9) out of range",
     ),
     # temperatures, weights, divergences, terms
-    ("distill", ["objective.terms.kd.temperature=0"], "objective.terms.kd: temperature must be > 0, got 0"),
-    ("distill", ["precision=fp8"], "precision: 'fp8' is not one of auto, bf16, float32"),
+    (
+        "distill",
+        ["objective.terms.kd.temperature=0"],
+        "objective.terms.kd.temperature: 0 is not valid; expected a number > 0",
+    ),
+    ("distill", ["precision=fp8"], "precision: 'fp8' is not valid; expected one of auto, bf16, float32"),
     (
         "distill",
         ["precision=float32", "trainer.precision=bf16-mixed"],
         "trainer.precision: 'bf16-mixed' contradicts precision=float32",
     ),
     ("distill", ["student.score=ppl_drop"], "student.score: 'ppl_drop' is not one of block_influence"),
-    ("distill", ["objective.terms.kd.temperature=-1"], "objective.terms.kd: temperature must be > 0"),
+    (
+        "distill",
+        ["objective.terms.kd.temperature=-1"],
+        "objective.terms.kd.temperature: -1 is not valid; expected a number > 0",
+    ),
     ("distill", ["objective.terms.kd.weight=-0.5"], "objective.terms.kd"),
     ("distill", ["objective.terms.kd.divergence=wasserstein"], "divergence"),
     ("distill", ["+objective.terms.magic={weight: 1.0}"], "objective.terms.magic"),
@@ -114,7 +122,7 @@ CATALOGUE = [
     ("distill", ["data.source.files=corpus/empty.jsonl"], "data.source: no non-empty documents"),
     ("distill", ["data.source.files=corpus/broken.jsonl"], "corpus/broken.jsonl"),
     ("distill", ["data.source.files=corpus/notext.jsonl"], "text"),
-    ("distill", ["data.batch_size=0"], "data.batch_size: must be >= 1, got 0"),
+    ("distill", ["data.batch_size=0"], "data.batch_size: 0 is not valid; expected an integer >= 1"),
     ("distill", ["data.block_size=100000"], "data.block_size"),
     # evaluation
     ("distill", ["+eval.tasks.no_such_task.limit=2"], "no_such_task"),
@@ -162,6 +170,51 @@ CATALOGUE = [
         ["prune.method=width", "prune.score=block_influence", "prune.width.intermediate_size=64"],
         "prune.score: 'block_influence' is not a weight score",
     ),
+    # wrong types and ranges anywhere (config_schema.py, before any model loads)
+    (
+        "distill",
+        ["optimizer.lr=fast"],
+        "optimizer.lr: 'fast' is not valid; expected a number > 0 (learning rate)",
+    ),
+    (
+        "distill",
+        ["trainer.max_steps=0"],
+        "trainer.max_steps: 0 is not valid; expected an integer >= 1 (training steps",
+    ),
+    ("distill", ["threads=0"], "threads: 0 is not valid; expected an integer >= 1 or null"),
+    (
+        "distill",
+        ["eval=demo", "eval.tasks.gsm8k_bpb.limit=-5"],
+        "eval.tasks.gsm8k_bpb.limit: -5 is not valid",
+    ),
+    (
+        "distill",
+        ["eval=demo", "eval.tasks.gsm8k_bpb.num_fewshot=two"],
+        "eval.tasks.gsm8k_bpb.num_fewshot: 'two'",
+    ),
+    (
+        "distill",
+        ["data.val_fraction=1.0"],
+        "data.val_fraction: 1.0 is not valid; expected a number >= 0 and < 1",
+    ),
+    ("distill", ["objective.terms.kd.weight=lots"], "objective.terms.kd.weight: 'lots' is not valid"),
+    (
+        "prune",
+        ["prune.layers.num_remove=two"],
+        "prune.layers.num_remove: 'two' is not valid; expected an integer >= 1",
+    ),
+    (
+        "prune",
+        ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=nan"],
+        "prune.unstructured.sparsity: nan",
+    ),
+    (
+        "prune",
+        ["prune.layers.contiguous=maybe"],
+        "prune.layers.contiguous: 'maybe' is not valid; expected true or false",
+    ),
+    ("evaluate", ["eval=demo", "eval.batch_size=0"], "eval.batch_size: 0 is not valid"),
+    ("quantize", ["threads=-2"], "threads: -2 is not valid"),
     # options that contradict each other
     (
         "prune",
@@ -200,7 +253,11 @@ CATALOGUE = [
         ["objective=cross_kd", "objective.terms.cross_kd.loss=kl"],
         "objective.terms.cross_kd: loss: 'kl'",
     ),
-    ("distill", ["on_policy.fraction=1.5"], "on_policy.fraction: must be in [0, 1]"),
+    (
+        "distill",
+        ["on_policy.fraction=1.5"],
+        "on_policy.fraction: 1.5 is not valid; expected a number >= 0 and <= 1",
+    ),
     ("distill", ["objective=ce", "on_policy.fraction=0.5"], "on_policy.fraction: > 0 needs a teacher term"),
     (
         "distill",

@@ -107,8 +107,10 @@ def redact_saved_configs(run_dir: Path) -> None:
 def start_run(cfg: DictConfig) -> Path:
     """Create the run directory, scrub secrets from Hydra's saved configs, configure the process
     (threads, allocator, precision). Settings that would only fail at the end fail here."""
+    from distillab.config_schema import check_schema
     from distillab.evaluation.retention import primary_metrics  # late: config is imported everywhere
 
+    check_schema(cfg)  # types and ranges of every key the schema names, before anything else
     primary_metrics(cfg.get("eval"))
     configure_precision(cfg)
     run_dir = Path(cfg.paths.run_dir).resolve()

@@ -1,0 +1,151 @@
+"""One typed schema for every app's config: types and ranges checked before any model loads.
+
+Per-key checks scattered through the code cannot keep up with the keys (``optimizer.lr=fast`` used to
+end in a ``TypeError`` deep inside the optimizer; ``trainer.max_steps=0`` trained nothing and then
+exported the untouched student as healed). Each rule below names a key (``*`` stands for any one
+key part: every task, term or perplexity set) with its type and range; :func:`check_schema` walks
+the composed config and fails with one line naming the key, the value and what would be valid.
+Keys a rule does not name pass through (groups built by ``_target_`` are checked when built).
+
+Why a table and not Hydra structured configs: the configs are plain YAML groups that users copy and
+override with ``+key=...``; a dataclass per group would duplicate every default and make an unknown
+``+key`` an OmegaConf error far from its meaning. The table holds only what can be wrong.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from distillab.errors import DistillabError
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: type  # int, float (ints accepted), bool or str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low < value instead of low <= value
+    high_open: bool = False
+    nullable: bool = False
+    choices: tuple[str, ...] = ()
+    meaning: str = ""  # what the key is, for the message
+
+    def expected(self) -> str:
+        if self.choices:
+            text = "one of " + ", ".join(self.choices)
+        else:
+            text = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
+            if self.low is not None:
+                text += f" {'>' if self.low_open else '>='} {self.low:g}"
+            if self.high is not None:
+                text += f"{' and' if self.low is not None else ''} {'<' if self.high_open else '<='} {self.high:g}"
+        return text + (" or null" if self.nullable else "")
+
+    def violation(self, value: Any) -> bool:
+        if value is None:
+            return not self.nullable
+        if self.kind is bool:
+            return not isinstance(value, bool)
+        if self.kind is str:
+            return not isinstance(value, str) or bool(self.choices and value not in self.choices)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return True
+        if self.kind is int and not isinstance(value, int):
+            return True
+        if isinstance(value, float) and not math.isfinite(value):
+            return True
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return True
+        return self.high is not None and (value >= self.high if self.high_open else value > self.high)
+
+
+def _positive_int(meaning: str = "", nullable: bool = False) -> Rule:
+    return Rule(int, low=1, nullable=nullable, meaning=meaning)
+
+
+_STEPS = "training steps (0 would train nothing and report the untouched student as trained)"
+RULES: dict[str, Rule] = {
+    # the process
+    "seed": Rule(int),
+    "threads": _positive_int("torch intra-op threads; null: torch's default (all cores)", nullable=True),
+    "malloc_mmap_threshold_mb": Rule(float, low=0, nullable=True),
+    "precision": Rule(str, choices=("auto", "bf16", "float32")),
+    # training
+    "trainer.max_steps": _positive_int(_STEPS),
+    "heal.trainer.max_steps": _positive_int(_STEPS),
+    "*.accumulate_grad_batches": _positive_int(),
+    "trainer.gradient_clip_val": Rule(float, low=0, nullable=True),
+    "trainer.limit_val_batches": Rule(float, low=0, nullable=True),
+    "trainer.log_every_n_steps": _positive_int(),
+    "optimizer.lr": Rule(float, low=0, low_open=True, meaning="learning rate"),
+    "optimizer.weight_decay": Rule(float, low=0),
+    "heal.optimizer.lr": Rule(float, low=0, low_open=True, meaning="learning rate"),
+    # data
+    "data.block_size": Rule(int, low=2, meaning="tokens per training block"),
+    "*.data.block_size": Rule(int, low=2, meaning="tokens per block"),
+    "data.batch_size": _positive_int(),
+    "data.val_fraction": Rule(float, low=0, high=1, high_open=True),
+    "data.max_documents": _positive_int(nullable=True),
+    "data.max_train_blocks": _positive_int(nullable=True),
+    "data.max_val_blocks": _positive_int(nullable=True),
+    "calibration.num_blocks": _positive_int(),
+    # the objective
+    "objective.terms.*.weight": Rule(float, low=0),
+    "objective.terms.*.temperature": Rule(float, low=0, low_open=True),
+    "objective.terms.*.chunk_tokens": _positive_int(),
+    "objective.alpha": Rule(float, low=0, high=1),
+    "on_policy.fraction": Rule(float, low=0, high=1, meaning="GKD's lambda"),
+    "on_policy.prompt_tokens": _positive_int(),
+    "on_policy.new_tokens": _positive_int(),
+    "on_policy.temperature": Rule(float, low=0, low_open=True),
+    "teacher_cache.k": _positive_int(),
+    "student.num_remove": _positive_int(nullable=True),
+    "student.calibration_blocks": _positive_int(),
+    # evaluation
+    "eval.batch_size": _positive_int(),
+    "eval.max_length": _positive_int(),
+    "eval.tasks.*.limit": _positive_int("items scored (null: the whole split)", nullable=True),
+    "eval.tasks.*.num_fewshot": Rule(int, low=0),
+    "eval.perplexity.*.block_size": Rule(int, low=2),
+    "eval.perplexity.*.max_tokens": _positive_int(nullable=True),
+    # pruning
+    "prune.layers.num_remove": _positive_int(),
+    "prune.layers.per_step": _positive_int(),
+    "prune.layers.contiguous": Rule(bool),
+    "prune.layers.lens_stride": _positive_int(),
+    "prune.unstructured.sparsity": Rule(float, low=0, high=1, high_open=True),
+}
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    elif not isinstance(node, list):
+        yield prefix, node
+
+
+def check_schema(cfg: DictConfig) -> None:
+    """Raise :class:`DistillabError` for the first value that breaks a rule (hydra's own block aside)."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation that cannot resolve here is reported where it is read
+        plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    for key, value in _leaves(plain):
+        for pattern, rule in RULES.items():
+            if fnmatch.fnmatchcase(key, pattern) and _same_depth(key, pattern) and rule.violation(value):
+                meaning = f" ({rule.meaning})" if rule.meaning else ""
+                raise DistillabError(f"{key}: {value!r} is not valid; expected {rule.expected()}{meaning}")
+
+
+def _same_depth(key: str, pattern: str) -> bool:
+    """``*`` stands for one key part only (fnmatch's ``*`` would also cross dots)."""
+    return key.count(".") == pattern.count(".")
+
