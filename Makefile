@@ -24,7 +24,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 clean
+.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 exp-006 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -130,6 +130,34 @@ exp-003: models install-gguf-runtime ## experiments/003: distill vs prune vs qua
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-quantize -m quantize.backend=torchao quantize.bits=8,4 eval=suite experiment_name=quant_alone_torchao
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.layers.num_remove=9 heal.trainer.max_steps=48 heal.trainer.val_check_interval=48 eval=suite experiment_name=prune_alone
 	$(VENV)/bin/distillab-report outputs/pipeline/pipeline_study outputs/pipeline/pipeline_quantize_first outputs/pipeline/pipeline_q4_k_m $(call LATEST,quantize/quant_alone) $(call LATEST,quantize/quant_alone_torchao) $$(ls -td outputs/prune/prune_alone/*/ | head -1) --metrics $(SUITE_METRICS) --out experiments/003-compression-pipeline --wandb compression_study
+
+# exp-006: a larger teacher with another tokenizer. Every arm trains SmolLM2-135M (whole, or its
+# 24-layer cut) on the same data for STUDY_STEPS steps of 1,024 tokens; the first arm of each
+# student also evaluates it before training (where it started). A finished arm is skipped.
+# An arm is name:override@override@...
+STUDY_STEPS ?= 200
+STUDY_EVAL ?= decision_cpu
+SMOLLM2_DIR = $${DISTILLAB_CACHE_DIR:-$$HOME/.cache/distillab}/models/SmolLM2-135M-Instruct
+BI_CUT = [13,14,15,17,25,26]
+STUDY_ARMS = \
+  gemma_whole:experiment=gemma_teacher@eval_before_training=true \
+  self_whole:student=pretrained@student.model.name_or_path=$(SMOLLM2_DIR)@objective=kd \
+  ce_whole:student=pretrained@student.model.name_or_path=$(SMOLLM2_DIR)@objective=ce \
+  gemma_on_policy_whole:experiment=gemma_teacher@on_policy.fraction=0.5 \
+  gemma_cut:experiment=gemma_teacher@student.remove=$(BI_CUT)@eval_before_training=true \
+  self_cut:student.remove=$(BI_CUT)@student.num_remove=null@objective=kd \
+  ce_cut:student.remove=$(BI_CUT)@student.num_remove=null@objective=ce
+
+exp-006: models models-gemma ## experiments/006: Gemma-3-270m vs self-distillation vs CE for SmolLM2 (whole and cut); on-policy (resumable; hours in float32)
+	@for arm in $(STUDY_ARMS); do \
+	  name=$${arm%%:*}; args=$$(echo $${arm#*:} | tr '@' ' '); dir=outputs/distill/larger_teacher/$$name; \
+	  if [ -f $$dir/results.json ]; then continue; fi; \
+	  resume=; if [ -f $$dir/checkpoints/last.ckpt ]; then resume=ckpt_path=last; fi; \
+	  echo "arm $$name: $$args $$resume"; \
+	  OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill $$args experiment_name=larger_teacher eval=$(STUDY_EVAL) \
+	    trainer.max_steps=$(STUDY_STEPS) trainer.val_check_interval=$(STUDY_STEPS) hydra.run.dir=$$dir $$resume $(ARGS) || exit 1; \
+	done
+	$(SUMMARIZE) outputs/distill/larger_teacher/* --metrics $(DECISION_METRICS)
 
 # One constant-LR healing run, stopped and evaluated (eval=decision, per-item results) at each budget:
 # point N resumes point N-1's last checkpoint, so the curve is one run's trajectory. A finished point
