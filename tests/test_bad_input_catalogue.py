@@ -215,6 +215,39 @@ CATALOGUE = [
     ),
     ("evaluate", ["eval=demo", "eval.batch_size=0"], "eval.batch_size: 0 is not valid"),
     ("quantize", ["threads=-2"], "threads: -2 is not valid"),
+    # files and folders that are not what they claim
+    (
+        "distill",
+        ["teacher.name_or_path={gguf_dir}", "+teacher.gguf_file=truncated.gguf"],
+        "teacher.gguf_file: {gguf_dir}/truncated.gguf is not a complete GGUF file",
+    ),
+    (
+        "distill",
+        ["teacher.name_or_path={gguf_dir}", "+teacher.gguf_file=not_gguf.gguf"],
+        "teacher.gguf_file: {gguf_dir}/not_gguf.gguf is not a GGUF file",
+    ),
+    (
+        "evaluate",
+        ["model.name_or_path={gguf_dir}", "+model.gguf_file=truncated.gguf"],
+        "model.gguf_file: {gguf_dir}/truncated.gguf is not a complete GGUF file",
+    ),
+    (
+        "distill",
+        ["teacher.name_or_path={no_weights}"],
+        "teacher.name_or_path: '{no_weights}' has config.json but no weights",
+    ),
+    (
+        "distill",
+        ["teacher.name_or_path={no_tokenizer}"],
+        "teacher.name_or_path: '{no_tokenizer}' has no tokenizer",
+    ),
+    (
+        "distill",
+        ["student=pretrained", "student.model.name_or_path={no_tokenizer}"],
+        "student.model.name_or_path: '{no_tokenizer}' has no tokenizer",
+    ),
+    ("distill", ["data.source.files=corpus/latin1.jsonl"], "latin1.jsonl:2: not UTF-8 text"),
+    ("distill", ["ckpt_path={corrupt_ckpt}"], "ckpt_path: {corrupt_ckpt} is not a readable checkpoint"),
     # options that contradict each other
     (
         "prune",
@@ -296,7 +329,30 @@ def bad_files(tiny_corpus, tmp_path_factory):
         model, tok = build_tiny("llama", vocab_size=300)
         model.save_pretrained(vocab300)
         tok.save_pretrained(vocab300)
-    return {"empty_folder": str(root / "empty"), "vocab300": str(vocab300)}
+    (corpus / "latin1.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')  # not UTF-8
+    gguf_dir = root / "gguf"
+    gguf_dir.mkdir(exist_ok=True)
+    (gguf_dir / "truncated.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x05" * 9)  # header cut short
+    (gguf_dir / "not_gguf.gguf").write_bytes(b"PK\x03\x04 a zip, not a GGUF file")
+    parts = root / "parts"
+    for name, keep in (
+        ("no_weights", ("config.json", "tokenizer.json")),
+        ("no_tokenizer", ("config.json", "model.safetensors")),
+    ):
+        (parts / name).mkdir(parents=True, exist_ok=True)
+        for f in keep:
+            if (vocab300 / f).is_file():
+                (parts / name / f).write_bytes((vocab300 / f).read_bytes())
+    corrupt = root / "corrupt.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04" + b"\x00" * 64)  # a zip cut before its central directory
+    return {
+        "empty_folder": str(root / "empty"),
+        "vocab300": str(vocab300),
+        "gguf_dir": str(gguf_dir),
+        "no_weights": str(parts / "no_weights"),
+        "no_tokenizer": str(parts / "no_tokenizer"),
+        "corrupt_ckpt": str(corrupt),
+    }
 
 
 @pytest.mark.parametrize(
@@ -313,6 +369,7 @@ def test_bad_input_is_one_line_exit_2_and_earlier_outputs_stay(
         (run_dir / name).write_text(text)
     for key, value in bad_files.items():
         overrides = [o.replace(f"{{{key}}}", value) for o in overrides]
+        message = message.replace(f"{{{key}}}", value)
     if app == "pipeline":
         from hydra import initialize_config_dir
 

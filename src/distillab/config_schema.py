@@ -148,4 +148,3 @@ def check_schema(cfg: DictConfig) -> None:
 def _same_depth(key: str, pattern: str) -> bool:
     """``*`` stands for one key part only (fnmatch's ``*`` would also cross dots)."""
     return key.count(".") == pattern.count(".")
-

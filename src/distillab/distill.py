@@ -241,6 +241,23 @@ def check_resume(cfg: DictConfig, run_dir: Path) -> None:
         )
     if ckpt not in (None, "last") and not Path(ckpt).is_file():
         raise DistillabError(f"ckpt_path: {ckpt!r} is not a file; valid: last or a path to a .ckpt")
+    if ckpt is not None:
+        check_checkpoint(run_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt))
+
+
+def check_checkpoint(path: Path) -> None:
+    """A checkpoint is a zip archive (torch.save): a truncated one has no central directory at its
+    end, found here in one line instead of torch's PytorchStreamReader error mid-resume."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path):
+            pass
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DistillabError(
+            f"ckpt_path: {path} is not a readable checkpoint ({err}); it may be truncated: resume from an "
+            "earlier one or drop ckpt_path to start fresh"
+        ) from None
 
 
 def _checkpoint_final_state(trainer: L.Trainer) -> None:

@@ -61,8 +61,14 @@ def _render(record: Mapping[str, Any], source: Mapping[str, Any], where: str) ->
 
 def _jsonl_documents(path: Path, source: Mapping[str, Any]) -> list[str]:
     docs = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DistillabError(
+                    f"{path}:{lineno}: not UTF-8 text (byte {err.start} of the line); data.source files must be UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:

@@ -78,6 +78,46 @@ def _check_local_source(spec: ModelSpec, key: str) -> None:
             f"{key}.name_or_path: {spec.name_or_path!r} has no config.json; give an HF model folder "
             "or set gguf_file"
         )
+    if looks_local and not spec.gguf_file:
+        _check_folder_parts(path, spec.name_or_path, key)
+    if spec.gguf_file and looks_local:
+        check_gguf_file(path / spec.gguf_file, f"{key}.gguf_file")
+
+
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def _check_folder_parts(path: Path, name: str, key: str) -> None:
+    """An HF folder needs weights and a tokenizer besides config.json (else transformers fails late
+    with a message about sentencepiece or a missing file)."""
+    if not any(any(path.glob(pattern)) for pattern in WEIGHT_FILES):
+        raise DistillabError(
+            f"{key}.name_or_path: {name!r} has config.json but no weights; expected model.safetensors "
+            "(or pytorch_model.bin, or a sharded index)"
+        )
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise DistillabError(
+            f"{key}.name_or_path: {name!r} has no tokenizer; expected tokenizer.json (or tokenizer.model, "
+            "or vocab.json + merges.txt)"
+        )
+
+
+def check_gguf_file(path: Path, key: str) -> None:
+    """A GGUF file must start with its magic and parse to the end (a truncated download does not)."""
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise DistillabError(f"{key}: {path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+    import gguf
+
+    try:
+        gguf.GGUFReader(path)
+    except Exception as err:  # struct.error, ValueError, ...: the file ends before its tensors do
+        raise DistillabError(
+            f"{key}: {path} is not a complete GGUF file ({type(err).__name__}: {str(err)[:80]}); "
+            "download or export it again"
+        ) from None
 
 
 def count_parameters(model: torch.nn.Module) -> int:
