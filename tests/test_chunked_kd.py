@@ -54,8 +54,34 @@ def test_a_kd_step_never_forms_the_teachers_full_logits():
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     module.log = lambda *a, **k: None
     student.train()
-    loss = module.training_step(batch, 0)
+    module.training_step(batch, 0)  # the first step also checks once that head(hidden) gives the logits
+    assert module._head_checked is True
+    rows_seen.clear()
+    loss = module.training_step(batch, 1)
     loss.backward()
     assert rows_seen and all(shape == torch.Size([8]) or shape[0] <= 8 for shape in rows_seen)
     assert sum(shape[0] for shape in rows_seen) == 2 * 15  # each trained position once, 8 at a time
     assert student.lm_head.weight.grad.abs().sum() > 0
+
+
+def test_a_teacher_that_rescales_its_logits_runs_whole():
+    # Granite / Cohere multiply logits after the head: head(hidden) would not be the teacher's distribution
+    student, tok = build_tiny("llama")
+    teacher, _ = build_tiny("llama", seed=1)
+    forward = teacher.forward
+
+    def rescaled(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits = out.logits * 0.5
+        return out
+
+    teacher.forward = rescaled
+    module = DistillModule(student, build_objective({"kd": {"weight": 1.0}}), teacher)
+    module.log = lambda *a, **k: None
+    ids = torch.randint(0, len(tok), (2, 16))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    seen = []
+    teacher.lm_head.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[:-1]))
+    module.training_step(batch, 0)
+    assert module._head_checked is False
+    assert seen[-1] == torch.Size([2, 16])  # the step ran the whole teacher (all positions at once)

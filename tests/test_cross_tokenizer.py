@@ -157,12 +157,13 @@ def test_cross_kd_equals_the_unchunked_loss_and_trains_the_student(loss):
     term = CrossTokenizerKD(loss=loss, temperature=2.0, top_k=None, chunk_tokens=3)
     term.attach_tokenizers(student_tok, teacher_tok)
     inputs, aligned, hidden = _cross_inputs(student, teacher, student_tok, teacher_tok)
+    leaf = inputs.student_logits.detach().requires_grad_(True)  # compare gradients w.r.t. the logits
+    inputs.student_logits = leaf
     value = term(inputs)
-    value.backward()
-    assert student.lm_head.weight.grad is not None and student.lm_head.weight.grad.abs().sum() > 0
-    # reference: every pair at once, straight from full logits
+    (grad,) = torch.autograd.grad(value, leaf)
+    # reference: every pair at once, straight from full logits, differentiated by autograd
     b, j, k = aligned.pairs.unbind(-1)
-    s_logp = F.log_softmax(inputs.student_logits.detach()[b, j] / 2.0, -1)
+    s_logp = F.log_softmax(leaf[b, j] / 2.0, -1)
     t_logp = F.log_softmax(teacher.lm_head(hidden[b, k]) / 2.0, -1)
     if loss == "uld":
         s_sorted = s_logp.exp().sort(-1, descending=True).values
@@ -192,6 +193,51 @@ def test_cross_kd_equals_the_unchunked_loss_and_trains_the_student(loss):
             F.pad(s_un, (0, width - s_un.shape[-1])) - F.pad(t_un, (0, width - t_un.shape[-1]))
         ).abs().sum(-1)
     assert value.item() == pytest.approx(ref.mean().item(), rel=1e-4)
+    (ref_grad,) = torch.autograd.grad(ref.mean(), leaf)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-3, atol=1e-7)
+    assert grad.abs().sum() > 0
+
+
+def test_masked_positions_are_not_distilled():
+    student, student_tok = build_tiny("llama")
+    teacher, teacher_tok = build_tiny("llama+sp", seed=1)
+    term = CrossTokenizerKD(loss="uld", top_k=None)
+    term.attach_tokenizers(student_tok, teacher_tok)
+    inputs, aligned, _ = _cross_inputs(student, teacher, student_tok, teacher_tok)
+    leaf = inputs.student_logits.detach().requires_grad_(True)
+    inputs.student_logits = leaf
+    inputs.mask[0, :5] = False  # e.g. a prompt
+    (grad,) = torch.autograd.grad(term(inputs), leaf)
+    assert grad[0, :5].abs().sum() == 0 and grad[0, 5:].abs().sum() > 0
+
+
+def test_no_pair_left_still_gives_a_differentiable_zero():
+    student, tok = build_tiny("llama")
+    term = CrossTokenizerKD(loss="uld")
+    term.attach_tokenizers(tok, tok)
+    inputs, _, _ = _cross_inputs(student, student, tok, tok)
+    inputs.mask[:] = False
+    value = term(inputs)
+    value.backward()  # an on-policy batch whose only term this is must not fail here
+    assert value.item() == 0.0
+
+
+def test_a_students_bos_becomes_the_teachers_bos_and_same_tokenizers_pair_everything():
+    tok = tiny_tokenizer(bos=True)
+    row = torch.tensor([tok(TEXT)["input_ids"]])
+    assert row[0, 0] == tok.bos_token_id
+    aligned = TokenAligner(tok, tok)(row, torch.ones_like(row))
+    assert torch.equal(aligned.teacher_ids, row)  # BOS is not turned into EOS, nor doubled
+    assert aligned.pairs.tolist() == [[0, j, j] for j in range(row.shape[1] - 1)]
+
+
+def test_left_padding_is_refused():
+    tok = tiny_tokenizer()
+    row = torch.tensor([tok(TEXT)["input_ids"]])
+    mask = torch.ones_like(row)
+    mask[0, 0] = 0
+    with pytest.raises(DistillabError, match="right padding"):
+        TokenAligner(tok, tiny_metaspace_tokenizer())(row, mask)
 
 
 def test_uld_of_a_model_with_itself_is_zero():

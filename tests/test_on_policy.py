@@ -105,7 +105,7 @@ def test_the_teacher_scores_the_students_own_samples(teacher_arch):
         return out
 
     module.on_policy.sample = recording_sample
-    target = teacher if teacher_arch == "llama" else teacher.base_model
+    target = teacher.base_model  # kd and cross_kd both run the teacher up to its final hidden states
     target.register_forward_pre_hook(
         lambda m, args, kwargs: seen.update(ids=kwargs["input_ids"]), with_kwargs=True
     )

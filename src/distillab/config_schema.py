@@ -99,6 +99,7 @@ RULES: dict[str, Rule] = {
     "objective.terms.*.weight": Rule(float, low=0),
     "objective.terms.*.temperature": Rule(float, low=0, low_open=True),
     "objective.terms.*.chunk_tokens": _positive_int(),
+    "objective.terms.*.top_k": _positive_int("ranks compared exactly; null: all", nullable=True),
     "objective.alpha": Rule(float, low=0, high=1),
     "on_policy.fraction": Rule(float, low=0, high=1, meaning="GKD's lambda"),
     "on_policy.prompt_tokens": _positive_int(),

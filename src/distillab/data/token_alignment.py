@@ -10,9 +10,10 @@ a distribution over how the text continues from ``c``, which cross-tokenizer los
 arXiv 2402.12030; TRL's GOLD aligns the same way and merges the spans between boundaries instead
 of skipping them).
 
-Special tokens (the student's EOS between packed documents) are not text: they split a row into
-segments, become the teacher's EOS and pair with it. A teacher whose tokenizer adds BOS (Gemma)
-gets BOS in front.
+Special tokens are not text. A teacher whose tokenizer adds BOS (Gemma) gets BOS in front, paired
+with the student's BOS when the student's row starts with one. Every other special token of the
+student (the EOS between packed documents; UNK, chat markers) splits the row into segments, becomes
+the teacher's EOS and pairs with it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from distillab.data.packing import bos_token_id
+from distillab.errors import DistillabError
 
 
 @dataclass
@@ -90,6 +92,7 @@ class TokenAligner:
         self.same_tokenizer = student_tok.get_vocab() == teacher_tok.get_vocab()
         self.student_bytes = token_bytes(student_tok)
         self.student_specials = set(student_tok.all_special_ids)
+        self.student_bos = student_tok.bos_token_id
         self.teacher_bos = bos_token_id(teacher_tok)
         self.teacher_eos = teacher_tok.eos_token_id
         self.teacher_pad = (
@@ -103,6 +106,9 @@ class TokenAligner:
         teacher_ends: list[int | None] = [] if self.teacher_bos is None else [0]
         student_ends: list[int | None] = []
         position = 0  # characters so far
+        if ids and ids[0] == self.student_bos:  # the student's BOS is the teacher's (both end at 0)
+            student_ends.append(0)
+            ids = ids[1:]
 
         def add_text(segment: list[int]) -> None:
             nonlocal position
@@ -132,8 +138,15 @@ class TokenAligner:
         return teacher_ids, aligned_positions(student_ends, teacher_ends)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> AlignedBatch:
-        """Rows are read up to their attention mask (right padding keeps the positions)."""
-        rows = [self.encode_row(r[m.bool()].tolist()) for r, m in zip(input_ids, attention_mask, strict=True)]
+        """Rows are read up to their attention mask, which must be right padding (positions kept)."""
+        lengths = attention_mask.sum(-1)
+        for mask, length in zip(attention_mask, lengths, strict=True):
+            if not bool(mask[: int(length)].all()):
+                raise DistillabError(
+                    "data: cross-tokenizer batches need right padding (attention mask ones, then zeros); "
+                    "left or interior padding would pair the wrong positions"
+                )
+        rows = [self.encode_row(r[: int(n)].tolist()) for r, n in zip(input_ids, lengths, strict=True)]
         teacher_len = max(len(t) for t, _ in rows)
         teacher_ids = torch.full((len(rows), teacher_len), self.teacher_pad, dtype=torch.long)
         teacher_mask = torch.zeros((len(rows), teacher_len), dtype=torch.long)

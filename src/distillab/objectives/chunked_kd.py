@@ -9,7 +9,8 @@ buffer (the loss is a scalar, so the gradient can be finished while the chunk is
 Liger-Kernel's fused losses and :mod:`head_divergence`). Backward only scales that buffer. Peak:
 the student's logits, one gradient buffer of their size, one chunk of teacher work.
 
-Forward KL has an analytic gradient, ``T² · ∂KL/∂z = T · (q − p)`` with ``q = softmax(z/T)``;
+Forward KL has an analytic gradient with respect to the student's logits ``s``:
+``T² · ∂KL/∂s = T · (q − p)`` with ``q = softmax(s/T)``;
 other divergences are differentiated by autograd one chunk at a time. Values and gradients equal
 :func:`terms.soft_label_kd` on full logits (``tests/test_chunked_kd.py``).
 """
@@ -20,44 +21,55 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from distillab.objectives.divergences import _LOG_FLOOR, Divergence, forward_kl, row_dot
 from distillab.precision import float32_math
 
+# (student rows (n, V) detached, their flat indices (n,), offset of the chunk) -> (scaled values (n,),
+# scaled dL/drows (n, V) or None). The caller's scale (1 / rows, T², weights) is folded in.
+RowValueAndGrad = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor | None]]
 
-class _ChunkedKD(torch.autograd.Function):
+
+class _RowLoss(torch.autograd.Function):
+    """``Σ`` of a per-row loss over some rows of ``(…, V)`` logits, each chunk's gradient written into
+    one buffer during forward; backward scales that buffer (shared by kd and cross_kd)."""
+
     @staticmethod
-    def forward(ctx, student_logits, teacher_hidden, mask, head, temperature, divergence, chunk_tokens):
-        vocab = student_logits.shape[-1]
-        flat_s = student_logits.reshape(-1, vocab)
-        flat_t = teacher_hidden.reshape(-1, teacher_hidden.shape[-1])
-        rows = mask.reshape(-1).nonzero().squeeze(1)
-        count = max(int(rows.numel()), 1)
-        need_grad = ctx.needs_input_grad[0]
-        grad = torch.zeros(flat_s.shape, dtype=torch.float32, device=flat_s.device) if need_grad else None
-        total = torch.zeros((), dtype=torch.float32, device=flat_s.device)
-        scale = temperature**2 / count
+    def forward(ctx, logits, rows, value_and_grad, chunk_tokens, need_grad):
+        flat = logits.reshape(-1, logits.shape[-1])
+        grad = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device) if need_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=flat.device)
         for start in range(0, rows.numel(), chunk_tokens):
             idx = rows[start : start + chunk_tokens]
-            with torch.no_grad():
-                t_logits = head(flat_t[idx])
-            s_logits = flat_s[idx].detach()
-            with float32_math(s_logits):
-                value, chunk_grad = _value_and_grad(t_logits, s_logits, temperature, divergence, need_grad)
-            total += value.sum() * scale
+            values, chunk_grad = value_and_grad(flat[idx].detach(), idx, start)
+            total += values.sum()
             if need_grad:
-                grad.index_copy_(0, idx, chunk_grad.mul_(scale))
+                grad.index_copy_(0, idx, chunk_grad)
         # an intermediate, not an input or output: kept on ctx (save_for_backward is for those)
-        ctx.grad, ctx.shape, ctx.dtype = grad, student_logits.shape, student_logits.dtype
+        ctx.grad, ctx.shape, ctx.dtype, ctx.need_grad = grad, logits.shape, logits.dtype, need_grad
         return total
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
         if grad is None:
-            return (None,) * 7
+            if ctx.need_grad:
+                raise RuntimeError(
+                    "a chunked loss's gradient was used already (backward runs once per forward)"
+                )
+            return None, None, None, None, None
         grad = grad.mul_(grad_output)  # the buffer is ours alone: scale it in place, no second copy
-        return grad.view(ctx.shape).to(ctx.dtype), None, None, None, None, None, None
+        return grad.view(ctx.shape).to(ctx.dtype), None, None, None, None
+
+
+def row_loss(
+    logits: torch.Tensor, rows: torch.Tensor, value_and_grad: RowValueAndGrad, chunk_tokens: int
+) -> torch.Tensor:
+    """Differentiable ``Σ`` of ``value_and_grad``'s values over ``rows`` of ``logits`` (flat indices)."""
+    need_grad = torch.is_grad_enabled() and logits.requires_grad
+    return _RowLoss.apply(logits, rows, value_and_grad, int(chunk_tokens), need_grad)
 
 
 def _value_and_grad(t_logits, s_logits, temperature, divergence, need_grad):
@@ -99,6 +111,16 @@ def chunked_soft_label_kd(
 ) -> torch.Tensor:
     """``T² · mean over masked positions of D(softmax(head(h)/T), softmax(s/T))``, the teacher's
     logits formed ``chunk_tokens`` positions at a time. ``(B, T, V), (B, T, H), (B, T) -> ()``."""
-    return _ChunkedKD.apply(
-        student_logits, teacher_hidden, mask, teacher_head, float(temperature), divergence, int(chunk_tokens)
-    )
+    flat_t = teacher_hidden.reshape(-1, teacher_hidden.shape[-1])
+    rows = mask.reshape(-1).nonzero().squeeze(1)
+    scale = float(temperature) ** 2 / max(int(rows.numel()), 1)
+    need_grad = torch.is_grad_enabled() and student_logits.requires_grad
+
+    def kd_rows(s_logits, idx, start):
+        with torch.no_grad():
+            t_logits = teacher_head(flat_t[idx])
+        with float32_math(s_logits):
+            values, grad = _value_and_grad(t_logits, s_logits, float(temperature), divergence, need_grad)
+        return values * scale, None if grad is None else grad.mul_(scale)
+
+    return row_loss(student_logits, rows, kd_rows, chunk_tokens)

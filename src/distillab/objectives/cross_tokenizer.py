@@ -1,10 +1,11 @@
 """``cross_kd``: logit distillation from a teacher with another tokenizer (ULD or hybrid).
 
-The training step (``training/distill_module.py``) re-tokenizes each batch for the teacher
+The training step (``training/distill_module.py``) encodes each batch for the teacher too
 (``data/token_alignment.py``) and hands this term the aligned position pairs and the teacher's
-final hidden states; the teacher's vocabulary work happens here, ``chunk_tokens`` pairs at a time
-and without gradients, so a (pairs × 262k) teacher tensor never exists whole. The math is in
-:mod:`cross_vocab`.
+final hidden states. The work happens ``chunk_tokens`` pairs at a time: the teacher's logits and
+summary (no gradients), the loss, and its gradient with respect to those student rows, written into
+one buffer (:func:`chunked_kd.row_loss`), so neither a (pairs × 262k) teacher tensor nor a
+per-chunk copy of the student's gradient exists. The math is in :mod:`cross_vocab`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from distillab.errors import DistillabError
+from distillab.objectives.chunked_kd import row_loss
 from distillab.objectives.cross_vocab import TeacherSummary, hybrid_distance, summarize_teacher, uld_distance
 from distillab.objectives.divergences import get_divergence
 from distillab.objectives.terms import Term, TermInputs
@@ -98,21 +99,18 @@ class CrossTokenizerKD(Term):
         pairs = cross.pairs
         # only positions whose next token is trained on (not padding, not a masked prompt)
         pairs = pairs[inputs.mask[pairs[:, 0], pairs[:, 1]]] if pairs.shape[0] else pairs
-        if pairs.shape[0] == 0:
-            return inputs.student_logits.new_zeros((), dtype=torch.float32)
-        total = inputs.student_logits.new_zeros((), dtype=torch.float32)
-        for start in range(0, pairs.shape[0], self.chunk_tokens):
-            chunk = pairs[start : start + self.chunk_tokens]
-            summary = self._teacher_summary(cross, chunk)
-            args = (inputs.student_logits, chunk[:, 0], chunk[:, 1], summary.sorted_probs)
-            args += () if summary.shared_logp is None else (summary.shared_logp, summary.rest_logp)
-            use_checkpoint = torch.is_grad_enabled() and inputs.student_logits.requires_grad
-            total = total + (
-                checkpoint(self._chunk_sum, *args, use_reentrant=False)
-                if use_checkpoint
-                else self._chunk_sum(*args)
-            )
-        return total / pairs.shape[0]
+        logits = inputs.student_logits
+        rows = pairs[:, 0] * logits.shape[1] + pairs[:, 1]  # flat (b, j) indices into (B·T, V)
+        scale = 1.0 / max(int(pairs.shape[0]), 1)
+        need_grad = torch.is_grad_enabled() and logits.requires_grad
+
+        def cross_rows(s_logits, idx, start):
+            summary = self._teacher_summary(cross, pairs[start : start + idx.numel()])
+            with float32_math(s_logits):
+                values, grad = self._value_and_grad(s_logits, summary, need_grad)
+            return values * scale, None if grad is None else grad.mul_(scale)
+
+        return row_loss(logits, rows, cross_rows, self.chunk_tokens)
 
     @torch.no_grad()
     def _teacher_summary(self, cross: CrossTokenizerInputs, chunk: torch.Tensor):
@@ -122,19 +120,22 @@ class CrossTokenizerKD(Term):
         with float32_math(logits):
             return summarize_teacher(logits, self.temperature, self.top_k, shared)
 
-    def _chunk_sum(self, student_logits, b, j, teacher_sorted, teacher_shared=None, teacher_rest=None):
-        with float32_math(student_logits):
-            logp = F.log_softmax(student_logits[b, j].float() / self.temperature, dim=-1)
-            if teacher_shared is None:
-                return uld_distance(logp.exp(), teacher_sorted, self.top_k).sum()
-            exact, rest = hybrid_distance(
-                logp,
-                TeacherSummary(teacher_sorted, teacher_shared, teacher_rest),
-                self.student_shared.to(logp.device),
-                self.divergence,
-                self.top_k,
-            )
-            return (self.shared_weight * self.temperature**2 * exact + self.unshared_weight * rest).sum()
+    def _value_and_grad(self, s_logits, teacher: TeacherSummary, need_grad: bool):
+        """Per-row loss of a chunk of student rows and (autograd, one chunk at a time) its gradient."""
+        with torch.enable_grad():
+            leaf = s_logits.float().requires_grad_(need_grad)
+            logp = F.log_softmax(leaf / self.temperature, dim=-1)
+            if teacher.shared_logp is None:
+                values = uld_distance(logp.exp(), teacher.sorted_probs, self.top_k)
+            else:
+                exact, rest = hybrid_distance(
+                    logp, teacher, self.student_shared.to(logp.device), self.divergence, self.top_k
+                )
+                values = self.shared_weight * self.temperature**2 * exact + self.unshared_weight * rest
+            if not need_grad:
+                return values.detach(), None
+            (grad,) = torch.autograd.grad(values.sum(), leaf)
+        return values.detach(), grad
 
 
 def teacher_head(model) -> Callable[[torch.Tensor], torch.Tensor]:

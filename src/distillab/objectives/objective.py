@@ -141,7 +141,7 @@ def build_objective(terms_cfg: Mapping[str, Any]) -> Objective:
             terms[name] = TERM_TYPES[kind](**spec)
         except DistillabError as err:
             raise DistillabError(f"objective.terms.{name}: {err}".replace(": objective:", ":")) from None
-        except TypeError as err:
+        except (TypeError, ValueError) as err:  # a wrong keyword, or a value of the wrong type
             raise DistillabError(f"objective.terms.{name}: {err}") from None
         weights[name] = float(weight)
     if not any(weights.values()):

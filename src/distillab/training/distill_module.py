@@ -50,6 +50,7 @@ class DistillModule(L.LightningModule):
         ``on_policy``: some training batches are the student's own samples (needs ``student_tokenizer``)."""
         super().__init__()
         self.aligner = aligner
+        self._head_checked: bool | None = None  # see _head_reproduces_logits
         self.on_policy = on_policy if on_policy is not None and on_policy.enabled else None
         if self.on_policy is not None:
             pad = student_tokenizer.pad_token_id
@@ -118,6 +119,11 @@ class DistillModule(L.LightningModule):
                 raise DistillabError(
                     "trainer: FSDP with a teacher of another tokenizer is not supported yet; use trainer=ddp"
                 )
+            if not self._head_reproduces_logits(aligned.teacher_ids):
+                raise DistillabError(
+                    f"teacher: {type(self.teacher).__name__} rescales its logits after the LM head; cross_kd "
+                    "reads head(final hidden state) and would distil wrong values from it"
+                )
             with torch.no_grad(), current_precision().autocast(module_device_type(self.teacher)):
                 hidden = self.teacher.base_model(
                     input_ids=aligned.teacher_ids, attention_mask=aligned.teacher_mask
@@ -130,7 +136,11 @@ class DistillModule(L.LightningModule):
             # Without a term that reads its full logits, the teacher stops at its final hidden states:
             # kd forms the logits a chunk of positions at a time (a 262k vocabulary never exists whole).
             # (FSDP: the sharded root module's forward gathers the weights, so the whole model runs.)
-            whole = self.objective.needs_teacher_logits or is_sharded(self.teacher)
+            whole = (
+                self.objective.needs_teacher_logits
+                or is_sharded(self.teacher)
+                or not self._head_reproduces_logits(batch["input_ids"])
+            )
             teacher = self.teacher if whole else self.teacher.base_model
             with torch.no_grad(), current_precision().autocast(module_device_type(self.teacher)):
                 teacher_out = teacher(**model_inputs)
@@ -171,6 +181,22 @@ class DistillModule(L.LightningModule):
             tokens = int(mask.sum())
             self._val_nll, self._val_tokens = self._val_nll + float(ce) * tokens, self._val_tokens + tokens
         return loss
+
+    def _head_reproduces_logits(self, input_ids: torch.Tensor) -> bool:
+        """Once per run: the teacher's head applied to its final hidden states (what kd and cross_kd
+        read) gives its own logits. Not so for models whose forward rescales them afterwards (Granite's
+        ``logits_scaling``, Cohere's ``logit_scale``): kd then runs the whole model instead."""
+        if self._head_checked is None:
+            ids = input_ids[:1, :8]
+            with torch.no_grad(), current_precision().autocast(module_device_type(self.teacher)):
+                full = self.teacher(input_ids=ids).logits.float()
+                part = teacher_head(self.teacher)(
+                    self.teacher.base_model(input_ids=ids).last_hidden_state
+                ).float()
+            self._head_checked = bool(torch.allclose(full, part, rtol=1e-3, atol=1e-3))
+            if not self._head_checked:
+                log.warning("teacher: logits are not head(final hidden state); kd runs the whole teacher")
+        return self._head_checked
 
     def _non_finite_message(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> str:
         bad = [f"train/loss_{k} = {float(v.detach())}" for k, v in terms.items() if not torch.isfinite(v)]

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from transformers import GenerationConfig
 
 from distillab.errors import DistillabError
 
@@ -61,14 +62,18 @@ class OnPolicy:
             ids = student.generate(
                 input_ids=prompts,
                 attention_mask=prompt_mask,
-                do_sample=True,
-                temperature=float(self.temperature),
-                top_k=0,  # sample the student's whole distribution: on-policy means its own policy
-                top_p=1.0,
-                max_new_tokens=int(self.new_tokens),
-                pad_token_id=pad_id,
-                eos_token_id=eos_id,
-                use_cache=True,
+                # a whole config, so nothing of the model's own generation_config (top-k, repetition
+                # penalty, ...) reshapes the student's distribution: on-policy means its own policy
+                generation_config=GenerationConfig(
+                    do_sample=True,
+                    temperature=float(self.temperature),
+                    top_k=0,
+                    top_p=1.0,
+                    max_new_tokens=int(self.new_tokens),
+                    pad_token_id=pad_id,
+                    eos_token_id=eos_id,
+                    use_cache=True,
+                ),
             )
         finally:
             student.train(was_training)
