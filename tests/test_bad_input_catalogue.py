@@ -394,3 +394,26 @@ def test_bad_input_is_one_line_exit_2_and_earlier_outputs_stay(
     assert "Traceback" not in err
     for name, text in earlier.items():
         assert (run_dir / name).read_text() == text
+    assert_names_a_real_key(lines[0], cfg)
+
+
+OPTIONAL_KEYS = ("primary",)  # eval.tasks.<task>.primary: defaulted for known tasks, else required
+
+
+def assert_names_a_real_key(line: str, cfg) -> None:
+    """The key an error starts with exists in the app's composed config (or names a file): a message
+    must never send the user to a key that does not exist."""
+    from omegaconf import OmegaConf
+
+    named = line.removeprefix("error: ").split(":", 1)[0].split(" ", 1)[0]
+    if "/" in named or "." in named and named.rsplit(".", 1)[1] in ("jsonl", "json", "txt", "gguf", "ckpt"):
+        return  # a file (path or name:line), not a key
+    if (
+        named in ("data", "objective", "student", "teacher", "trainer", "model")
+        or OmegaConf.select(cfg, named, default="<missing>") != "<missing>"
+    ):
+        return
+    parent, _, last = named.rpartition(".")
+    if last in OPTIONAL_KEYS and OmegaConf.select(cfg, parent, default="<missing>") != "<missing>":
+        return  # a documented key that may be left out (the message says to set it)
+    raise AssertionError(f"the error names {named!r}, which is not a key of the composed config: {line}")

@@ -47,7 +47,7 @@ def test_identical_teacher_and_student_give_zero_kd():
         ({"kd": {"temperature": 0}}, "temperature must be > 0"),
         ({"kd": {"temperature": -1.0}}, "temperature must be > 0"),
         ({"kd": {"divergence": "kl_forward"}}, "unknown divergence 'kl_forward'"),
-        ({"bogus": {}}, "objective.terms.bogus.type: unknown term 'bogus'"),
+        ({"bogus": {}}, "objective.terms.bogus: unknown term type 'bogus'"),
         ({"ce": {"weight": -1}}, "objective.terms.ce.weight: must be >= 0"),
         ({}, "objective.terms: empty"),
     ],

@@ -26,7 +26,7 @@ def run(cfg: DictConfig) -> Path:
     configure_precision(cfg)
     settings = GenerationSettings(**to_plain(cfg.generation))
     settings.validate()
-    prompts = read_documents(to_plain(cfg.prompts), resolve_data_dir(cfg.paths.data_dir))
+    prompts = read_documents(to_plain(cfg.prompts), resolve_data_dir(cfg.paths.data_dir), "prompts")
     if cfg.get("max_prompts"):
         prompts = prompts[: int(cfg.max_prompts)]
     model, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")

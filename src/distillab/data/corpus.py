@@ -18,36 +18,37 @@ from distillab.errors import DistillabError
 FORMATS = ("jsonl", "text", "hub")
 
 
-def source_files(source: Mapping[str, Any], data_dir: Path) -> list[Path]:
-    """Files matched by ``source.files`` (globs relative to the data directory), sorted."""
+def source_files(source: Mapping[str, Any], data_dir: Path, key: str = "data.source") -> list[Path]:
+    """Files matched by ``source.files`` (globs relative to the data directory), sorted. ``key``:
+    where the source sits in the config, for messages."""
     patterns = source.get("files")
     if not patterns:
-        raise DistillabError("data.source.files: missing; give a glob relative to paths.data_dir")
+        raise DistillabError(f"{key}.files: missing; give a glob relative to paths.data_dir")
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     files = sorted({Path(p) for pat in patterns for p in glob.glob(str(data_dir / pat))})
     if not files:
-        raise DistillabError(f"data.source.files: {patterns} matched no file under {data_dir}")
+        raise DistillabError(f"{key}.files: {patterns} matched no file under {data_dir}")
     return files
 
 
-def read_documents(source: Mapping[str, Any], data_dir: Path) -> list[str]:
-    """All non-empty documents of a source, in file order."""
+def read_documents(source: Mapping[str, Any], data_dir: Path, key: str = "data.source") -> list[str]:
+    """All non-empty documents of a source, in file order (``key``: its place in the config)."""
     fmt = source.get("format", "jsonl")
     if fmt == "jsonl":
-        docs = [d for f in source_files(source, data_dir) for d in _jsonl_documents(f, source)]
+        docs = [d for f in source_files(source, data_dir, key) for d in _jsonl_documents(f, source)]
     elif fmt == "text":
         docs = [
-            d for f in source_files(source, data_dir) for d in _text_documents(f, source.get("separator"))
+            d
+            for f in source_files(source, data_dir, key)
+            for d in _text_documents(f, source.get("separator"))
         ]
     elif fmt == "hub":
         docs = _hub_documents(source)
     else:
-        raise DistillabError(f"data.source.format: unknown {fmt!r}; valid: {', '.join(FORMATS)}")
+        raise DistillabError(f"{key}.format: unknown {fmt!r}; valid: {', '.join(FORMATS)}")
     docs = [d for d in docs if d.strip()]
     if not docs:
-        raise DistillabError(
-            f"data.source: no non-empty documents in {source.get('files') or source.get('path')}"
-        )
+        raise DistillabError(f"{key}: no non-empty documents in {source.get('files') or source.get('path')}")
     return docs
 
 

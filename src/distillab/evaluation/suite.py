@@ -65,7 +65,7 @@ def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> Evaluatio
         max_length=eval_cfg.get("max_length"),
     )
     for name, ppl_cfg in (eval_cfg.get("perplexity") or {}).items():
-        docs = read_documents(ppl_cfg["source"], resolve_data_dir(data_dir))
+        docs = read_documents(ppl_cfg["source"], resolve_data_dir(data_dir), f"eval.perplexity.{name}.source")
         nll_sums, tokens = block_nll(
             model,
             tokenizer,

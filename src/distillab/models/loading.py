@@ -23,7 +23,10 @@ def load_model(spec: ModelSpec, key: str = "model") -> tuple[PreTrainedModel, Pr
     ``quantization_config`` is dropped so the model saves as an ordinary HF folder.
     """
     if spec.name_or_path.startswith("tiny:"):
-        return build_tiny(spec.name_or_path.split(":", 1)[1], seed=spec.seed, dtype=spec.torch_dtype)
+        try:
+            return build_tiny(spec.name_or_path.split(":", 1)[1], seed=spec.seed, dtype=spec.torch_dtype)
+        except DistillabError as err:  # name the key this spec came from
+            raise DistillabError(str(err).replace("model.name_or_path", f"{key}.name_or_path", 1)) from None
     _check_local_source(spec, key)
     kwargs = dict(trust_remote_code=spec.trust_remote_code)
     if spec.gguf_file:

@@ -132,7 +132,8 @@ def build_objective(terms_cfg: Mapping[str, Any]) -> Objective:
         kind = spec.pop("type", name)
         if kind not in TERM_TYPES:
             raise DistillabError(
-                f"objective.terms.{name}.type: unknown term {kind!r}; valid: {', '.join(TERM_TYPES)}"
+                f"objective.terms.{name}: unknown term type {kind!r} (type defaults to the term's name); "
+                f"valid: {', '.join(TERM_TYPES)}"
             )
         weight = spec.pop("weight", 1.0)
         if weight is None or float(weight) < 0:
