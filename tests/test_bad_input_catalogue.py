@@ -215,6 +215,18 @@ CATALOGUE = [
     ),
     ("evaluate", ["eval=demo", "eval.batch_size=0"], "eval.batch_size: 0 is not valid"),
     ("quantize", ["threads=-2"], "threads: -2 is not valid"),
+    ("prune", ["heal.enabled=true", "heal.trainer.max_steps=0"], "heal.trainer.max_steps: 0 is not valid"),
+    (
+        "prune",
+        ["calibration.num_blocks=0"],
+        "calibration.num_blocks: 0 is not valid; expected an integer >= 1",
+    ),
+    ("distill", ["data.block_size=1"], "data.block_size: 1 is not valid; expected an integer >= 2"),
+    (
+        "evaluate",
+        ["eval=demo", "eval.tasks.arc_challenge_margin.num_fewshot=-1"],
+        "eval.tasks.arc_challenge_margin.num_fewshot: -1 is not valid; expected an integer >= 0",
+    ),
     # files and folders that are not what they claim
     (
         "distill",

@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from distillab.config import CONFIG_DIR, configure_precision, configure_process, to_plain, user_errors_exit
+from distillab.config_schema import check_schema
 from distillab.data.corpus import read_documents
 from distillab.data.paths import resolve_data_dir
 from distillab.data.teacher_generated import GenerationSettings, generate_corpus
@@ -22,6 +23,7 @@ from distillab.precision import cache_tag
 
 
 def run(cfg: DictConfig) -> Path:
+    check_schema(cfg)  # types and ranges first, as every app's start_run does
     configure_process(cfg)
     configure_precision(cfg)
     settings = GenerationSettings(**to_plain(cfg.generation))
