@@ -259,6 +259,11 @@ CATALOGUE = [
         "student.model.name_or_path: '{no_tokenizer}' has no tokenizer",
     ),
     ("distill", ["data.source.files=corpus/latin1.jsonl"], "latin1.jsonl:2: not UTF-8 text"),
+    (
+        "distill",
+        ["data.source.format=text", "data.source.files=corpus/binary.bin"],
+        "binary.bin: not UTF-8 text (byte 2)",
+    ),
     ("distill", ["ckpt_path={corrupt_ckpt}"], "ckpt_path: {corrupt_ckpt} is not a readable checkpoint"),
     # options that contradict each other
     (
@@ -341,6 +346,7 @@ def bad_files(tiny_corpus, tmp_path_factory):
         model, tok = build_tiny("llama", vocab_size=300)
         model.save_pretrained(vocab300)
         tok.save_pretrained(vocab300)
+    (corpus / "binary.bin").write_bytes(b"\x00\x01\xff\xfe binary")
     (corpus / "latin1.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')  # not UTF-8
     gguf_dir = root / "gguf"
     gguf_dir.mkdir(exist_ok=True)

@@ -81,7 +81,12 @@ def _jsonl_documents(path: Path, source: Mapping[str, Any]) -> list[str]:
 
 
 def _text_documents(path: Path, separator: str | None) -> list[str]:
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DistillabError(
+            f"{path}: not UTF-8 text (byte {err.start}); data.source files must be UTF-8"
+        ) from None
     return text.split(separator) if separator else [text]
 
 
