@@ -196,3 +196,13 @@ def test_runs_keep_per_item_results_and_two_runs_compare_on_the_same_items(tmp_p
     report(["--a", str(runs["a"]), "--b", str(runs["b"]), "--out", str(tmp_path / "report")])
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| tiny/ppl | 16 |"))
     assert any(v in line for v in ("within noise", "B better", "A better"))
+
+
+def test_a_constant_schedule_trains(tmp_path, tiny_corpus):
+    # schedules that decay to the end take num_training_steps; constant ones (experiments/004) take none
+    from distillab.distill import run
+
+    results = run(
+        compose_config(tiny_overrides(tmp_path / "run", tiny_corpus, "scheduler=constant", "export=false"))
+    )
+    assert results["train_tokens"] > 0

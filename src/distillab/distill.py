@@ -114,8 +114,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not hit:  # wall time of each model's evaluation: what a suite costs on this machine
             results["eval_seconds"] = {"teacher": time.time() - eval_start}
         log.info("teacher evaluated%s", " (from cache)" if hit else "")
-        if cfg.get("eval_before_training"):
-            before = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
+        if cfg.get("eval_before_training"):  # cached too: the same cut is the start of many runs
+            before, _ = cached_evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir, cache)
             results["student_before"], items["student_before"] = before.metrics, before.items
     if objective.needs_cache:
         results["teacher_cache"] = str(

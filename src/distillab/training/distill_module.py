@@ -7,6 +7,7 @@ Lightning's ``train()`` calls cannot flip it out of eval mode.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable
@@ -256,8 +257,10 @@ class DistillModule(L.LightningModule):
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
-        total = self.trainer.estimated_stepping_batches
-        scheduler = self.scheduler_factory(optimizer, num_training_steps=int(total))
+        # Schedules that decay to the end of training take its length; constant ones take none.
+        accepts = inspect.signature(self.scheduler_factory).parameters
+        length = {"num_training_steps": int(self.trainer.estimated_stepping_batches)}
+        scheduler = self.scheduler_factory(optimizer, **(length if "num_training_steps" in accepts else {}))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
