@@ -146,7 +146,7 @@ def test_a_student_cut_by_a_layer_score_removes_the_lowest_scoring_layers(tmp_pa
         ),
         (
             ["student.score=angular", "student.calibration_blocks=0"],
-            "student.calibration_blocks: must be >= 1",
+            "student.calibration_blocks: 0 is not valid; expected an integer >= 1",
         ),
         (
             ["student.score=angular", "student.calibration_blocks=100000"],

@@ -101,7 +101,7 @@ def test_width_and_sparse_pruning_heal_and_export(tmp_path, tiny_corpus, extra):
         (["prune.score=fisher"], "prune.score: unknown layer score 'fisher'"),
         (
             ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=1.0"],
-            "prune.unstructured.sparsity: must be in [0, 1)",
+            "prune.unstructured.sparsity: 1.0 is not valid; expected a number >= 0 and < 1",
         ),
         (
             ["prune.method=width", "prune.score=magnitude", "prune.width.num_attention_heads=3"],
