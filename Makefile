@@ -15,7 +15,7 @@ SUITE_TASKS := arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai
 SUITE_METRICS := wikitext2/ppl $(SUITE_TASKS)
 # exp-004: training steps at which the healing-budget curve is evaluated (1,024 tokens per step), and
 # its suite (decision_cpu: 500 items per task, sized for 2 float32 cores; decision: whole splits)
-BUDGET_STEPS ?= 24 96 384 768 1536
+BUDGET_STEPS ?= 24 96 400 800 1600
 BUDGET_EVAL ?= decision_cpu
 DECISION_METRICS := wikitext2/ppl arc_challenge_margin/choice_nll arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai/acc gsm8k_bpb/bpb
 export WANDB_MODE ?= offline
@@ -162,7 +162,7 @@ exp-006: models models-gemma ## experiments/006: Gemma-3-270m vs self-distillati
 # One constant-LR healing run, stopped and evaluated (eval=decision, per-item results) at each budget:
 # point N resumes point N-1's last checkpoint, so the curve is one run's trajectory. A finished point
 # (results.json) is skipped; an interrupted one resumes from its own last checkpoint (every 50 steps).
-exp-004: models ## experiments/004: retention vs healing budget, 24.6k -> 1.57M tokens (resumable; float32 on 2 cores: many hours)
+exp-004: models ## experiments/004: retention vs healing budget, 24.6k -> 1.64M tokens (resumable; float32 on 2 cores: many hours)
 	@prev=""; for steps in $(BUDGET_STEPS); do \
 	  dir=outputs/distill/budget_curve/steps_$$steps; \
 	  if [ -f $$dir/results.json ]; then prev=$$dir; continue; fi; \

@@ -52,7 +52,17 @@ def test_one_shot_layer_removal_heals_and_reloads(tmp_path, tiny_corpus):
     assert len(saved[0]["scores"]) == 4
 
 
-def test_iterative_removal_resumes_after_the_last_finished_step(tmp_path, tiny_corpus):
+def test_iterative_removal_resumes_after_the_last_finished_step(tmp_path, tiny_corpus, monkeypatch):
+    import distillab.prune as prune_app
+
+    starts = []  # each healing phase continues the data stream where the previous phase stopped
+
+    def recording_heal(*args, **kwargs):
+        starts.append(args[-1])
+        return heal(*args, **kwargs)
+
+    heal = prune_app.heal
+    monkeypatch.setattr(prune_app, "heal", recording_heal)
     extra = [
         "prune.layers.num_remove=2",
         "prune.layers.schedule=iterative",
@@ -61,6 +71,7 @@ def test_iterative_removal_resumes_after_the_last_finished_step(tmp_path, tiny_c
     ]
     first = run(compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune"))
     assert [len(s["scores"]) for s in first["steps"]] == [4, 3]  # rescored after each cut
+    assert starts == [0, 2]  # heal.trainer.max_steps=2 batches per phase
     # simulate a crash during step 2: its completion marker is gone
     (tmp_path / "steps" / "step_02" / "step.json").unlink()
     step1 = (tmp_path / "steps" / "step_01" / "step.json").stat().st_mtime_ns

@@ -42,7 +42,28 @@ def test_epoch_order_depends_only_on_seed_and_epoch_and_can_start_midway():
     assert list(sampler) != full and sorted(sampler) == list(range(10))
 
 
-class CrashAtStep:
+def test_a_loader_started_at_batch_b_reads_what_an_uninterrupted_loader_reads_after_b_batches():
+    from torch.utils.data import TensorDataset
+
+    from distillab.data.resumable import ResumableDataLoader
+
+    data = TensorDataset(torch.arange(10))
+
+    def stream(loader, epochs: int) -> list[list[int]]:
+        out = []
+        for epoch in range(epochs):  # as Lightning does: set_epoch at every epoch start
+            loader.epoch_sampler.set_epoch(epoch)
+            out += [batch[0].tolist() for batch in loader]
+        return out
+
+    whole = stream(ResumableDataLoader(data, batch_size=2, seed=5), 3)  # 5 batches per epoch
+    for start in (3, 5, 7):  # inside the first epoch, on a boundary, inside the second
+        later = ResumableDataLoader(data, batch_size=2, seed=5)
+        later.start_at(start)
+        assert stream(later, 2)[: 15 - start - 5] == whole[start : 15 - 5]
+
+
+
     """A Lightning callback that kills the run (an exception) before training step ``step``."""
 
     def __new__(cls, step: int):

@@ -124,8 +124,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         items["student"] = evaluation.items
         return evaluation.metrics
 
-    def healing(model, work_dir: Path, callbacks=()) -> dict[str, float]:
-        return heal(model, teacher, cfg.heal, tokenizer, work_dir, data_dir, cache, callbacks)
+    def healing(model, work_dir: Path, phase: int = 0, callbacks=()) -> dict[str, float]:
+        # Phase k of iterative removal starts where phase k-1 stopped in the data stream, so ILD
+        # and one-shot healing read the same batches at the same total budget.
+        start = phase * _heal_batches(cfg.heal.trainer) if phase else 0
+        return heal(model, teacher, cfg.heal, tokenizer, work_dir, data_dir, cache, callbacks, start)
 
     do_heal = bool(cfg.heal.get("enabled"))
     if p.method == "layers":
@@ -167,6 +170,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results["wandb_dir"] = wandb_run.finish(loggers)
     print(f"run directory: {run_dir}\npruned model: {results.get('student_dir')}")
     return results
+
+
+def _heal_batches(trainer_cfg) -> int:
+    """Training batches one healing phase reads (max_steps optimizer steps x accumulation)."""
+    return int(trainer_cfg.max_steps) * int(trainer_cfg.get("accumulate_grad_batches") or 1)
 
 
 def _layer_score_fn(cfg: DictConfig, tokenizer, calib, run_dir: Path):
@@ -251,7 +259,7 @@ def _prune_weights(cfg, teacher, calib, run_dir, healing):
         record["sparsity"] = achieved_sparsity(student, list(masks))
         log.info("achieved sparsity: %s", record["sparsity"])
     if healing is not None:
-        record["heal"] = healing(student, run_dir / "heal", callbacks)
+        record["heal"] = healing(student, run_dir / "heal", callbacks=callbacks)
         if p.method == "unstructured":
             record["sparsity_after_heal"] = achieved_sparsity(student, list(masks))
     return student, record

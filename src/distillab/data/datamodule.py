@@ -45,6 +45,7 @@ class CorpusDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         name: str = "corpus",
+        start_batch: int = 0,
     ):
         super().__init__()
         self.tokenizer, self.source, self.name = tokenizer, dict(source), name
@@ -52,6 +53,7 @@ class CorpusDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) / "tokenized" if cache_dir else None
         self.block_size, self.batch_size, self.num_workers = int(block_size), int(batch_size), num_workers
         self.val_fraction, self.seed = val_fraction, seed
+        self.start_batch = int(start_batch)  # training begins this many batches into the stream
         self.max_documents, self.max_train_blocks, self.max_val_blocks = (
             max_documents,
             max_train_blocks,
@@ -96,7 +98,7 @@ class CorpusDataModule(L.LightningDataModule):
         # Resumable: the shuffle depends only on (seed, epoch), the position is checkpointed.
         dataset = getattr(self, "train_dataset", None) or TensorDataset(self.train_blocks)
         trainer = getattr(self, "trainer", None)
-        return ResumableDataLoader(
+        loader = ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
             seed=self.seed,
@@ -106,6 +108,9 @@ class CorpusDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             drop_last=len(self.train_blocks) >= self.batch_size,
         )
+        if self.start_batch:
+            loader.start_at(self.start_batch)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(

@@ -27,12 +27,13 @@ class EpochSeededSampler(Sampler[int]):
     def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
         self.epoch, self.skip = 0, 0
+        self.epoch_offset = 0  # > 0 when a run starts later in the stream (see ResumableDataLoader.start_at)
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch_offset + self.epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
         mine = (
             order[: len(self)]
@@ -69,6 +70,16 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch_sampler.epoch, "batches": self._fetched}
+
+    def start_at(self, batch: int) -> None:
+        """Begin at batch ``batch`` of the stream (epoch after epoch) rather than at its start.
+
+        Iterative layer removal heals in phases; each phase continues where the previous one
+        stopped, so the phases together read what one uninterrupted healing run would read.
+        """
+        per_epoch = len(self)
+        self.epoch_sampler.epoch_offset = batch // per_epoch
+        self.epoch_sampler.skip = batch % per_epoch * int(self.batch_size)
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         batches = int(state["batches"])

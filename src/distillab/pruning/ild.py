@@ -28,7 +28,8 @@ from distillab.tracking.report import write_json_atomic
 log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[Any, int], list[float]]  # (model, step) -> per-layer (or per-block) importance
-StepFn = Callable[[Any, Path], dict[str, Any]]  # (model, step_dir) -> metrics (heal / evaluate)
+StepFn = Callable[[Any, Path], dict[str, Any]]  # (model, step_dir) -> metrics (evaluate)
+HealFn = Callable[[Any, Path, int], dict[str, Any]]  # (model, step_dir, phases healed before) -> metrics
 
 
 @dataclass
@@ -56,7 +57,7 @@ def remove_layers_iteratively(
     model,
     plan: RemovalPlan,
     score: ScoreFn,
-    heal: StepFn | None,
+    heal: HealFn | None,
     evaluate: StepFn | None,
     root: Path,
     score_name: str,
@@ -94,7 +95,7 @@ def remove_layers_iteratively(
         model = remove_layers(model, remove)
         record["kept_teacher_layers"] = teacher_layer_indices(model)
         if heal is not None:
-            record["heal"] = heal(model, step_dir)
+            record["heal"] = heal(model, step_dir, step - 1)
         if evaluate is not None:
             record["metrics"] = evaluate(model, step_dir)
         save_model_atomic(model, step_dir / "model")

@@ -48,15 +48,20 @@ def heal(
     data_dir: str | None,
     cache_dir: str | None,
     callbacks: Sequence[L.Callback] = (),
+    start_batch: int = 0,
 ) -> dict[str, float]:
-    """Train ``student`` in place for ``heal.trainer.max_steps``; returns the final logged metrics."""
+    """Train ``student`` in place for ``heal.trainer.max_steps``; returns the final logged metrics.
+
+    ``start_batch``: where in the training stream to begin (a later phase of iterative removal
+    continues where the previous phase stopped instead of re-reading the same batches).
+    """
     objective = build_objective(to_plain(heal_cfg.objective.terms))
     if objective.needs_cache:
         raise DistillabError(
             "heal.objective: cached-teacher terms are not supported for healing; use kd or ild"
         )
     datamodule = CorpusDataModule(
-        tokenizer, **to_plain(heal_cfg.data), data_dir=data_dir, cache_dir=cache_dir
+        tokenizer, **to_plain(heal_cfg.data), data_dir=data_dir, cache_dir=cache_dir, start_batch=start_batch
     )
     datamodule.setup("fit")
     attach_prompt_pools(objective, tokenizer, data_dir)
