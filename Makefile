@@ -24,7 +24,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 exp-006 clean
+.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 exp-006 exp-007 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -133,31 +133,56 @@ exp-003: models install-gguf-runtime ## experiments/003: distill vs prune vs qua
 
 # exp-006: a larger teacher with another tokenizer. Every arm trains SmolLM2-135M (whole, or its
 # 24-layer cut) on the same data for STUDY_STEPS steps of 1,024 tokens; the first arm of each
-# student also evaluates it before training (where it started). A finished arm is skipped.
-# An arm is name:override@override@...
+# student also evaluates it before training (where it started). Arms run through
+# experiments/run_arms.sh: 'name:app override ...', a finished arm is skipped, a stopped one resumes.
 STUDY_STEPS ?= 200
 STUDY_EVAL ?= decision_cpu
 SMOLLM2_DIR = $${DISTILLAB_CACHE_DIR:-$$HOME/.cache/distillab}/models/SmolLM2-135M-Instruct
 BI_CUT = [13,14,15,17,25,26]
 STUDY_ARMS = \
-  gemma_whole:experiment=gemma_teacher@eval_before_training=true \
-  self_whole:student=pretrained@student.model.name_or_path=$(SMOLLM2_DIR)@objective=kd \
-  ce_whole:student=pretrained@student.model.name_or_path=$(SMOLLM2_DIR)@objective=ce \
-  gemma_on_policy_whole:experiment=gemma_teacher@on_policy.fraction=0.5 \
-  gemma_cut:experiment=gemma_teacher@student.remove=$(BI_CUT)@eval_before_training=true \
-  self_cut:student.remove=$(BI_CUT)@student.num_remove=null@objective=kd \
-  ce_cut:student.remove=$(BI_CUT)@student.num_remove=null@objective=ce
+  'gemma_whole:distill experiment=gemma_teacher eval_before_training=true' \
+  "self_whole:distill student=pretrained student.model.name_or_path=$(SMOLLM2_DIR) objective=kd" \
+  "ce_whole:distill student=pretrained student.model.name_or_path=$(SMOLLM2_DIR) objective=ce" \
+  'gemma_on_policy_whole:distill experiment=gemma_teacher on_policy.fraction=0.5' \
+  'gemma_cut:distill experiment=gemma_teacher student.remove=$(BI_CUT) eval_before_training=true' \
+  'self_cut:distill student.remove=$(BI_CUT) student.num_remove=null objective=kd' \
+  'ce_cut:distill student.remove=$(BI_CUT) student.num_remove=null objective=ce'
 
 exp-006: models models-gemma ## experiments/006: Gemma-3-270m vs self-distillation vs CE for SmolLM2 (whole and cut); on-policy (resumable; hours in float32)
-	@for arm in $(STUDY_ARMS); do \
-	  name=$${arm%%:*}; args=$$(echo $${arm#*:} | tr '@' ' '); dir=outputs/distill/larger_teacher/$$name; \
-	  if [ -f $$dir/results.json ]; then continue; fi; \
-	  resume=; if [ -f $$dir/checkpoints/last.ckpt ]; then resume=ckpt_path=last; fi; \
-	  echo "arm $$name: $$args $$resume"; \
-	  OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill $$args experiment_name=larger_teacher eval=$(STUDY_EVAL) \
-	    trainer.max_steps=$(STUDY_STEPS) trainer.val_check_interval=$(STUDY_STEPS) hydra.run.dir=$$dir $$resume $(ARGS) || exit 1; \
-	done
+	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh outputs/distill/larger_teacher \
+	  "experiment_name=larger_teacher eval=$(STUDY_EVAL) trainer.max_steps=$(STUDY_STEPS) trainer.val_check_interval=$(STUDY_STEPS)" \
+	  $(STUDY_ARMS)
 	$(SUMMARIZE) outputs/distill/larger_teacher/* --metrics $(DECISION_METRICS)
+
+# exp-007: the seed's three claims (S1-S3) re-answered at CLAIMS_STEPS steps of 1,024 tokens per arm
+# (400: 409.6k tokens), every arm on the demo's Block Influence cut where it cuts 30 -> 24, constant
+# LR (so experiments/004's 400-step point is the one-shot ild arm), evaluated on CLAIMS_EVAL.
+# Ordered so each claim gets a first answer early; the extra seeds and objectives come last.
+CLAIMS_STEPS ?= 400
+CLAIMS_EVAL ?= decision_cpu
+HALF_STEPS = $(shell expr $(CLAIMS_STEPS) / 2)
+AT_BUDGET = scheduler=constant trainer.max_steps=$(CLAIMS_STEPS) trainer.val_check_interval=$(CLAIMS_STEPS)
+HEAL_AT = scheduler@heal.scheduler=constant heal.trainer.val_check_interval
+STAGE_AT = "scheduler=constant","trainer.max_steps=$(HALF_STEPS)","trainer.val_check_interval=$(HALF_STEPS)","eval_before_training=false"
+CLAIMS_ARMS = \
+  'kd_s0:distill objective=kd seed=0 $(AT_BUDGET)' \
+  'ce_s0:distill objective=ce seed=0 $(AT_BUDGET)' \
+  'ild_iterative_s0:prune prune.layers.schedule=iterative prune.layers.per_step=3 prune.layers.eval_each_step=false $(HEAL_AT)=$(HALF_STEPS) heal.trainer.max_steps=$(HALF_STEPS)' \
+  'quantize_alone:quantize quantize.gguf_type=q4_1' \
+  'pipeline:pipeline stages.distill.overrides=["student.num_remove=6","objective=kd",$(STAGE_AT)] stages.heal.overrides=["objective=ild",$(STAGE_AT)]' \
+  'prune_alone:prune prune.layers.num_remove=9 $(HEAL_AT)=$(CLAIMS_STEPS) heal.trainer.max_steps=$(CLAIMS_STEPS)' \
+  'distill_alone:distill student.num_remove=9 objective=kd $(AT_BUDGET)' \
+  'kd_s1:distill objective=kd seed=1 $(AT_BUDGET)' \
+  'ce_s1:distill objective=ce seed=1 $(AT_BUDGET)' \
+  'kd_s2:distill objective=kd seed=2 $(AT_BUDGET)' \
+  'ce_s2:distill objective=ce seed=2 $(AT_BUDGET)' \
+  'distill_lens_s0:distill objective=distill_lens seed=0 $(AT_BUDGET)' \
+  'multi_signal_s0:distill objective=multi_signal seed=0 $(AT_BUDGET)' \
+  'ild_one_shot_s0:prune $(HEAL_AT)=$(CLAIMS_STEPS) heal.trainer.max_steps=$(CLAIMS_STEPS)'
+
+exp-007: models install-gguf-runtime ## experiments/007: S1-S3 re-answered with paired intervals at 409.6k tokens per arm (resumable; ~18 h in float32 on 2 cores)
+	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh outputs/claims \
+	  "experiment_name=claims eval=$(CLAIMS_EVAL)" $(CLAIMS_ARMS)
 
 # One constant-LR healing run, stopped and evaluated (eval=decision, per-item results) at each budget:
 # point N resumes point N-1's last checkpoint, so the curve is one run's trajectory. A finished point
