@@ -74,6 +74,11 @@ CATALOGUE = [
         ["student.remove=[0,9]", "student.num_remove=null"],
         "student.remove: layer 9 out of range for a 4-layer model",
     ),
+    (
+        "distill",
+        ["student.remove=3", "student.num_remove=null"],
+        "student.remove: 3 is not valid; expected a list of integers",
+    ),
     ("distill", ["student.num_remove=4"], "student.num_remove"),
     ("distill", ["student.kind=distil"], "student.kind: unknown 'distil'"),
     (

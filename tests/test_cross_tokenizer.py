@@ -61,10 +61,28 @@ def test_each_pair_predicts_the_same_next_text():
         assert b == 0
         # the text each model has read so far is the same
         assert _texts_before(student_tok, s_ids, j) == _texts_before(teacher_tok, t_ids, k)
-    eos_j = ids.index(student_tok.eos_token_id)
-    assert [p for p in aligned.pairs.tolist() if p[1] == eos_j] == [
-        [0, eos_j, t_ids.index(teacher_tok.eos_token_id)]
+    eos_j, eos_k = ids.index(student_tok.eos_token_id), t_ids.index(teacher_tok.eos_token_id)
+    # the next document starts for the teacher with its BOS, as every text it was trained on did;
+    # the student's EOS pairs with that BOS (both predict the next document's first token)
+    assert t_ids[eos_k + 1] == teacher_tok.bos_token_id
+    assert [p for p in aligned.pairs.tolist() if p[1] == eos_j] == [[0, eos_j, eos_k + 1]]
+
+
+def test_an_id_outside_the_students_vocabulary_is_a_boundary_not_an_empty_token():
+    student_tok, teacher_tok = tiny_tokenizer(), tiny_metaspace_tokenizer()
+    first, second = student_tok("the teacher")["input_ids"], student_tok(" was wise")["input_ids"]
+    unknown = len(student_tok) + 5  # a padded embedding table can sample it on-policy
+    row = torch.tensor([first + [unknown] + second])
+    aligned = TokenAligner(student_tok, teacher_tok)(row, torch.ones_like(row))
+    t_ids = aligned.teacher_ids[0].tolist()
+    assert t_ids.count(teacher_tok.eos_token_id) == 1
+    j = len(first)
+    assert [k for _, jj, k in aligned.pairs.tolist() if jj == j] == [
+        t_ids.index(teacher_tok.eos_token_id) + 1
     ]
+    assert len({k for _, _, k in aligned.pairs.tolist()}) == len(
+        aligned.pairs
+    )  # one student position per pair
 
 
 def test_a_non_canonical_student_sequence_keeps_its_tokens_and_aligns():
@@ -317,3 +335,17 @@ def test_same_position_terms_next_to_a_teacher_of_another_tokenizer_are_refused(
     )
     with pytest.raises(DistillabError, match=f"objective.terms.{term}: .* needs one tokenizer"):
         run(cfg)
+
+
+def test_what_cross_kd_cannot_do_is_refused_before_any_evaluation():
+    from distillab.distill import check_cross_tokenizer_teacher
+
+    teacher, tok = build_tiny("llama")
+    check_cross_tokenizer_teacher(teacher, tok, {"strategy": "auto"})  # the plain case passes
+    with pytest.raises(DistillabError, match="trainer: FSDP with a teacher of another tokenizer"):
+        check_cross_tokenizer_teacher(
+            teacher, tok, {"strategy": {"_target_": "lightning.pytorch.strategies.FSDPStrategy"}}
+        )
+    teacher.config.final_logit_softcapping = 0.5  # head(hidden) now differs from the forward's logits
+    with pytest.raises(DistillabError, match="teacher: LlamaForCausalLM rescales its logits"):
+        check_cross_tokenizer_teacher(teacher, tok, {"strategy": "auto"})

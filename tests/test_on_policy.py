@@ -46,6 +46,19 @@ def test_sample_continues_the_prompt_and_masks_it():
     assert student.training  # sampled in eval mode, handed back in training mode
 
 
+def test_the_models_own_generation_config_does_not_reshape_its_samples():
+    student, tok = build_tiny("llama")
+    own = student.generation_config
+    own.suppress_tokens = [t for t in range(len(tok)) if t != 7]  # would make every sample token 7
+    own.repetition_penalty = 5.0
+    torch.manual_seed(0)
+    sampled, _ = OnPolicy(fraction=1.0, prompt_tokens=8, new_tokens=12).sample(
+        student, _batch(tok), tok.pad_token_id, None
+    )
+    assert (sampled["input_ids"][:, 8:] != 7).any()
+    assert student.generation_config is own and own.repetition_penalty == 5.0  # handed back
+
+
 def test_tokens_after_a_sampled_eos_are_masked():
     student, tok = build_tiny("llama")
     # row 0 samples EOS at once; row 1 samples freely
@@ -150,6 +163,9 @@ def test_an_on_policy_run_trains_and_logs_generation(tiny_corpus, tmp_path):
     results = run(cfg)
     assert results["train_metrics"]["train/on_policy"] == 1.0
     assert results["train_metrics"]["train/generated_tokens"] > 0
+    steps, rows = cfg.trainer.max_steps, cfg.data.batch_size
+    # the budget counts the sampled tokens trained on (<= 8 per row), not whole blocks
+    assert 0 < results["train_tokens"] <= steps * rows * 8 < steps * rows * cfg.data.block_size
 
 
 def test_on_policy_needs_a_teacher_term_and_room_for_the_prompt(tiny_corpus, tmp_path):

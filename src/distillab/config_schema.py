@@ -27,7 +27,7 @@ from distillab.errors import DistillabError
 
 @dataclass(frozen=True)
 class Rule:
-    kind: type  # int, float (ints accepted), bool or str
+    kind: type  # int, float (ints accepted), bool, str, or list (of integers)
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # low < value instead of low <= value
@@ -40,7 +40,13 @@ class Rule:
         if self.choices:
             text = "one of " + ", ".join(self.choices)
         else:
-            text = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
+            text = {
+                int: "an integer",
+                float: "a number",
+                bool: "true or false",
+                str: "a string",
+                list: "a list of integers, e.g. [13,14]",
+            }[self.kind]
             if self.low is not None:
                 text += f" {'>' if self.low_open else '>='} {self.low:g}"
             if self.high is not None:
@@ -50,6 +56,10 @@ class Rule:
     def violation(self, value: Any) -> bool:
         if value is None:
             return not self.nullable
+        if self.kind is list:
+            return not isinstance(value, list) or any(
+                isinstance(v, bool) or not isinstance(v, int) for v in value
+            )
         if self.kind is bool:
             return not isinstance(value, bool)
         if self.kind is str:
@@ -100,6 +110,8 @@ RULES: dict[str, Rule] = {
     "objective.terms.*.temperature": Rule(float, low=0, low_open=True),
     "objective.terms.*.chunk_tokens": _positive_int(),
     "objective.terms.*.top_k": _positive_int("ranks compared exactly; null: all", nullable=True),
+    "objective.terms.*.shared_weight": Rule(float, low=0),
+    "objective.terms.*.unshared_weight": Rule(float, low=0),
     "objective.alpha": Rule(float, low=0, high=1),
     "on_policy.fraction": Rule(float, low=0, high=1, meaning="GKD's lambda"),
     "on_policy.prompt_tokens": _positive_int(),
@@ -107,6 +119,7 @@ RULES: dict[str, Rule] = {
     "on_policy.temperature": Rule(float, low=0, low_open=True),
     "teacher_cache.k": _positive_int(),
     "student.num_remove": _positive_int(nullable=True),
+    "student.remove": Rule(list, nullable=True, meaning="teacher layer indices to remove"),
     "student.calibration_blocks": _positive_int(),
     # evaluation
     "eval.batch_size": _positive_int(),
@@ -119,6 +132,7 @@ RULES: dict[str, Rule] = {
     "prune.layers.num_remove": _positive_int(),
     "prune.layers.per_step": _positive_int(),
     "prune.layers.contiguous": Rule(bool),
+    "prune.layers.protect": Rule(list, meaning="original layer indices never removed"),
     "prune.layers.lens_stride": _positive_int(),
     "prune.unstructured.sparsity": Rule(float, low=0, high=1, high_open=True),
 }
@@ -128,7 +142,7 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     if isinstance(node, dict):
         for key, value in node.items():
             yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key))
-    elif not isinstance(node, list):
+    else:  # a list is one value (its rule, if any, checks the elements)
         yield prefix, node
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -33,6 +34,7 @@ from distillab.models.spec import ModelSpec
 from distillab.models.student import build_student, check_vocab_match
 from distillab.models.surgery import teacher_layer_indices
 from distillab.objectives.contrastive import attach_prompt_pools
+from distillab.objectives.cross_tokenizer import head_reproduces_logits
 from distillab.objectives.objective import build_objective
 from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.tracking import wandb_run
@@ -70,6 +72,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if objective.cross_tokenizer:  # the teacher reads its own tokenization of the student's text
         objective.attach_tokenizers(student_tok, tokenizer)
         aligner = TokenAligner(student_tok, tokenizer)
+        check_cross_tokenizer_teacher(teacher, tokenizer, to_plain(cfg.trainer))
     elif objective.needs_teacher or objective.needs_cache:
         check_vocab_match(teacher, student, tokenizer, student_tok)
     teacher_layers, teacher_params = teacher.config.num_hidden_layers, count_parameters(teacher)
@@ -137,14 +140,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     results["train_seconds"] = time.time() - train_start
     results["world_size"] = trainer.world_size
-    # tokens the student trained on (across ranks and accumulation): the healing budget of budget curves
-    results["train_tokens"] = (
-        trainer.global_step
-        * int(cfg.data.batch_size)
-        * int(cfg.data.block_size)
-        * trainer.accumulate_grad_batches
-        * trainer.world_size
-    )
+    results["train_tokens"] = trained_tokens(trainer, module, cfg)
     _checkpoint_final_state(trainer)
     if is_sharded(student):  # FSDP: gather the full student (every rank joins), rank 0 goes on with it
         student = unsharded_copy(student)
@@ -216,6 +212,39 @@ def on_policy_config(cfg: DictConfig, objective) -> OnPolicy | None:
             f"{cfg.data.block_size}; valid: 1..{int(cfg.data.block_size) - 1}"
         )
     return on_policy
+
+
+def trained_tokens(trainer: L.Trainer, module: DistillModule, cfg: DictConfig) -> int:
+    """Tokens the student trained on (all ranks, accumulation included): a budget curve's x axis.
+    Off-policy: steps x batch x block (also right for runs resumed from checkpoints older than the
+    module's count); on-policy: the module's count (a sampled batch trains on its samples only)."""
+    if module.on_policy is None:
+        return (
+            trainer.global_step
+            * int(cfg.data.batch_size)
+            * int(cfg.data.block_size)
+            * trainer.accumulate_grad_batches
+            * trainer.world_size
+        )
+    count = torch.tensor(float(module.trained_tokens))
+    if trainer.world_size > 1:
+        count = trainer.strategy.reduce(count.to(module.device), reduce_op="sum")
+    return int(count)
+
+
+def check_cross_tokenizer_teacher(teacher, tokenizer, trainer_cfg: dict[str, Any]) -> None:
+    """What cross_kd cannot do, refused before the teacher's evaluation spends any minute."""
+    strategy = trainer_cfg.get("strategy")
+    target = strategy.get("_target_", "") if isinstance(strategy, dict) else str(strategy or "")
+    if "fsdp" in target.lower():
+        raise DistillabError(
+            "trainer: FSDP with a teacher of another tokenizer is not supported yet; use trainer=ddp"
+        )
+    if not head_reproduces_logits(teacher, tokenizer("a b c", return_tensors="pt").input_ids):
+        raise DistillabError(
+            f"teacher: {type(teacher).__name__} rescales its logits after the LM head; cross_kd reads "
+            "head(final hidden state) and would distil wrong values from it"
+        )
 
 
 def per_token_tasks(eval_cfg, aligner: TokenAligner | None) -> frozenset[str]:

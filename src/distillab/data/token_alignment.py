@@ -11,9 +11,13 @@ arXiv 2402.12030; TRL's GOLD aligns the same way and merges the spans between bo
 of skipping them).
 
 Special tokens are not text. A teacher whose tokenizer adds BOS (Gemma) gets BOS in front, paired
-with the student's BOS when the student's row starts with one. Every other special token of the
-student (the EOS between packed documents; UNK, chat markers) splits the row into segments, becomes
-the teacher's EOS and pairs with it.
+with the student's BOS when the student's tokenizer adds one too. Every other special token of the
+student (the EOS between packed documents; UNK, chat markers; an id outside its vocabulary) splits
+the row into segments and becomes the teacher's EOS, followed by the teacher's BOS when its
+tokenizer adds one: the next document then starts for the teacher as every document it was trained
+on does (Gemma without BOS reads text far worse: bench/bos_perplexity.py). The student's special
+token pairs with the teacher's last token there (BOS, else EOS): both then predict how the next
+document starts.
 """
 
 from __future__ import annotations
@@ -91,8 +95,7 @@ class TokenAligner:
         self.teacher_tok = teacher_tok
         self.same_tokenizer = student_tok.get_vocab() == teacher_tok.get_vocab()
         self.student_bytes = token_bytes(student_tok)
-        self.student_specials = set(student_tok.all_special_ids)
-        self.student_bos = student_tok.bos_token_id
+        self.student_bos = bos_token_id(student_tok)  # only a BOS the tokenizer itself adds
         self.teacher_bos = bos_token_id(teacher_tok)
         self.teacher_eos = teacher_tok.eos_token_id
         self.teacher_pad = (
@@ -112,7 +115,7 @@ class TokenAligner:
 
         def add_text(segment: list[int]) -> None:
             nonlocal position
-            text, ends = decode_with_ends([self.student_bytes.get(t, b"") for t in segment])
+            text, ends = decode_with_ends([self.student_bytes[t] for t in segment])
             student_ends.extend(None if e is None else position + e for e in ends)
             enc = self.teacher_tok(text, add_special_tokens=False, return_offsets_mapping=True)
             teacher_ids.extend(enc["input_ids"])
@@ -123,16 +126,21 @@ class TokenAligner:
 
         segment: list[int] = []
         for token in ids:
-            if token not in self.student_specials:
+            if token in self.student_bytes:  # text; special tokens and unknown ids have no bytes
                 segment.append(token)
                 continue
             if segment:
                 add_text(segment)
                 segment = []
             position += 1
-            teacher_ids.append(self.teacher_eos)
             student_ends.append(position)
-            teacher_ends.append(position)
+            teacher_ids.append(self.teacher_eos)
+            if self.teacher_bos is None:
+                teacher_ends.append(position)
+            else:  # EOS is no cut of its own: the BOS after it ends at the same virtual character
+                teacher_ends.append(None)
+                teacher_ids.append(self.teacher_bos)
+                teacher_ends.append(position)
         if segment:
             add_text(segment)
         return teacher_ids, aligned_positions(student_ends, teacher_ends)

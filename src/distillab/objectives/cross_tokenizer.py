@@ -21,7 +21,8 @@ from distillab.objectives.chunked_kd import row_loss
 from distillab.objectives.cross_vocab import TeacherSummary, hybrid_distance, summarize_teacher, uld_distance
 from distillab.objectives.divergences import get_divergence
 from distillab.objectives.terms import Term, TermInputs
-from distillab.precision import float32_math
+from distillab.precision import current as current_precision
+from distillab.precision import float32_math, module_device_type
 
 LOSSES = ("uld", "hybrid")
 
@@ -148,3 +149,14 @@ def teacher_head(model) -> Callable[[torch.Tensor], torch.Tensor]:
         return out if not cap else torch.tanh(out / cap) * cap
 
     return logits
+
+
+def head_reproduces_logits(model, input_ids: torch.Tensor) -> bool:
+    """Whether ``teacher_head(model)`` applied to the final hidden states gives the model's own
+    logits (what kd's chunked path and cross_kd read). Not so for models whose forward rescales
+    them afterwards (Granite's ``logits_scaling``, Cohere's ``logit_scale``)."""
+    ids = input_ids[:1, :8]
+    with torch.no_grad(), current_precision().autocast(module_device_type(model)):
+        full = model(input_ids=ids).logits.float()
+        part = teacher_head(model)(model.base_model(input_ids=ids).last_hidden_state).float()
+    return bool(torch.allclose(full, part, rtol=1e-3, atol=1e-3))

@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 from distillab.data.token_alignment import TokenAligner
 from distillab.errors import DistillabError
 from distillab.objectives.attention import take_captured_qk
-from distillab.objectives.cross_tokenizer import CrossTokenizerInputs, teacher_head
+from distillab.objectives.cross_tokenizer import CrossTokenizerInputs, head_reproduces_logits, teacher_head
 from distillab.objectives.objective import Objective
 from distillab.objectives.terms import TermInputs, hard_label_ce
 from distillab.precision import current as current_precision
@@ -53,6 +53,9 @@ class DistillModule(L.LightningModule):
         self.aligner = aligner
         self._head_checked: bool | None = None  # see _head_reproduces_logits
         self.on_policy = on_policy if on_policy is not None and on_policy.enabled else None
+        # tokens trained on by this rank (checkpointed): an on-policy batch trains on its sampled
+        # tokens only, not on a whole block, so steps x block size would overstate the budget
+        self.trained_tokens = 0
         if self.on_policy is not None:
             pad = student_tokenizer.pad_token_id
             self._sample_ids = (
@@ -115,16 +118,7 @@ class DistillModule(L.LightningModule):
         student_out = self.student(**model_inputs)
         student_qk = take_captured_qk(self.student) if capture else None
         teacher_out, teacher_qk, cross = None, None, None
-        if aligned is not None and self.objective.needs_teacher:
-            if is_sharded(self.teacher):
-                raise DistillabError(
-                    "trainer: FSDP with a teacher of another tokenizer is not supported yet; use trainer=ddp"
-                )
-            if not self._head_reproduces_logits(aligned.teacher_ids):
-                raise DistillabError(
-                    f"teacher: {type(self.teacher).__name__} rescales its logits after the LM head; cross_kd "
-                    "reads head(final hidden state) and would distil wrong values from it"
-                )
+        if aligned is not None and self.objective.needs_teacher:  # distill.check_cross_tokenizer_teacher
             with torch.no_grad(), current_precision().autocast(module_device_type(self.teacher)):
                 hidden = self.teacher.base_model(
                     input_ids=aligned.teacher_ids, attention_mask=aligned.teacher_mask
@@ -184,17 +178,9 @@ class DistillModule(L.LightningModule):
         return loss
 
     def _head_reproduces_logits(self, input_ids: torch.Tensor) -> bool:
-        """Once per run: the teacher's head applied to its final hidden states (what kd and cross_kd
-        read) gives its own logits. Not so for models whose forward rescales them afterwards (Granite's
-        ``logits_scaling``, Cohere's ``logit_scale``): kd then runs the whole model instead."""
+        """Checked once per run (see ``head_reproduces_logits``): if not, kd runs the whole teacher."""
         if self._head_checked is None:
-            ids = input_ids[:1, :8]
-            with torch.no_grad(), current_precision().autocast(module_device_type(self.teacher)):
-                full = self.teacher(input_ids=ids).logits.float()
-                part = teacher_head(self.teacher)(
-                    self.teacher.base_model(input_ids=ids).last_hidden_state
-                ).float()
-            self._head_checked = bool(torch.allclose(full, part, rtol=1e-3, atol=1e-3))
+            self._head_checked = head_reproduces_logits(self.teacher, input_ids)
             if not self._head_checked:
                 log.warning("teacher: logits are not head(final hidden state); kd runs the whole teacher")
         return self._head_checked
@@ -210,10 +196,14 @@ class DistillModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.on_policy is None:
+            self.trained_tokens += batch["input_ids"].numel()
             return self._step(batch, "train")
         sampled = self.on_policy.chosen(self.global_step)
+        if not sampled:
+            self.trained_tokens += batch["input_ids"].numel()
         if sampled:  # GKD: this batch is the student's own continuations of prompts cut from it
             batch, stats = self.on_policy.sample(self.student, batch, *self._sample_ids)
+            self.trained_tokens += int(stats["generated_tokens"])
             for name, value in stats.items():
                 self.log(
                     f"train/{name}",
@@ -233,6 +223,12 @@ class DistillModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["distillab_trained_tokens"] = self.trained_tokens
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.trained_tokens = int(checkpoint.get("distillab_trained_tokens", 0))
 
     def on_fit_end(self) -> None:
         self.objective.teardown(self.student, self.teacher)  # e.g. restore the attention kernel

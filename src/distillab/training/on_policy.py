@@ -55,15 +55,17 @@ class OnPolicy:
         after a row's EOS. The student is put back in training mode afterwards."""
         prompts = batch["input_ids"][:, : self.prompt_tokens]
         prompt_mask = batch["attention_mask"][:, : self.prompt_tokens]
-        was_training = student.training
+        was_training, own_config = student.training, student.generation_config
         student.eval()
+        # generate() fills every field the passed config leaves unset from the model's own
+        # generation_config (top-k, repetition penalty, suppressed tokens, ...): swap in a blank one
+        # for the call, so nothing reshapes the student's distribution; on-policy means its own policy
+        student.generation_config = GenerationConfig()
         start = time.perf_counter()
         try:
             ids = student.generate(
                 input_ids=prompts,
                 attention_mask=prompt_mask,
-                # a whole config, so nothing of the model's own generation_config (top-k, repetition
-                # penalty, ...) reshapes the student's distribution: on-policy means its own policy
                 generation_config=GenerationConfig(
                     do_sample=True,
                     temperature=float(self.temperature),
@@ -77,6 +79,7 @@ class OnPolicy:
             )
         finally:
             student.train(was_training)
+            student.generation_config = own_config
         seconds = time.perf_counter() - start
         new = ids[:, prompts.shape[1] :]
         # keep a row's tokens up to and including its first EOS; generate pads the rest
