@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distillab.errors import DistillabError
+from distillab.files import write_json_atomic, write_text_atomic
 from distillab.precision import Precision, device_type_for, resolve_precision, use
 
 # Third-party deprecation chatter that the user cannot act on.
@@ -98,10 +99,7 @@ def redact_saved_configs(run_dir: Path) -> None:
 
     for path in (run_dir / ".hydra").glob("*.yaml"):
         text = path.read_text()
-        clean = redact(yaml.safe_load(text))
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(clean, sort_keys=False))
-        tmp.replace(path)
+        write_text_atomic(path, yaml.safe_dump(redact(yaml.safe_load(text)), sort_keys=False))
 
 
 def start_run(cfg: DictConfig) -> Path:
@@ -208,7 +206,6 @@ def _job_dir_in_multirun() -> Path | None:
 
 def record_failure(job_dir: Path, err: BaseException) -> None:
     """``failure.json`` in the job's directory: what the sweep summary reports for a failed job."""
-    from distillab.tracking.report import write_json_atomic
 
     message = (str(err).strip().splitlines() or [""])[0]
     write_json_atomic(job_dir / "failure.json", {"error": type(err).__name__, "message": message})

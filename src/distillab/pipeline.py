@@ -28,6 +28,7 @@ from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_seco
 from distillab.evaluation.items import write_suite
 from distillab.evaluation.retention import primary_metrics
 from distillab.evaluation.suite import cached_evaluate_suite
+from distillab.files import write_text_atomic
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
 from distillab.precision import current as current_precision
@@ -40,7 +41,6 @@ from distillab.stage_cache import (
     model_identity,
     version_drift,
 )
-from distillab.tracking.report import write_text_atomic
 from distillab.tracking.stage_table import log_stage_table, stage_items, stage_row, write_stage_table
 
 log = logging.getLogger("distillab")

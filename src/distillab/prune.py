@@ -28,6 +28,7 @@ from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.harness import run_tasks
 from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
+from distillab.files import write_json_atomic
 from distillab.models.export import save_model_atomic
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
@@ -45,7 +46,7 @@ from distillab.pruning.unstructured import (
 from distillab.pruning.weight_scores import WEIGHT_SCORES, weight_scores
 from distillab.pruning.width import check_head_counts, prune_heads, prune_neurons, structure_scores
 from distillab.tracking import wandb_run
-from distillab.tracking.report import write_json_atomic, write_results
+from distillab.tracking.report import write_results
 from distillab.training.heal import heal
 
 log = logging.getLogger("distillab")

@@ -13,7 +13,6 @@ transformers' GGUF loader and run through the same lm-eval suite as every other 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_second
 from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
+from distillab.files import atomic_path
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
 from distillab.quantization import llama_cpp
@@ -143,9 +143,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         quantized = quantize_weights(model, int(q.bits), int(q.group_size))
         artifact = run_dir / f"model-int{q.bits}.pt"
-        tmp = artifact.with_name(artifact.name + ".partial")
-        torch.save(quantized.state_dict(), tmp)
-        os.replace(tmp, artifact)  # atomic: never a truncated file that looks complete
+        with atomic_path(artifact) as tmp:  # never a truncated file that looks complete
+            torch.save(quantized.state_dict(), tmp)
         student_bytes = bytes_on_disk(artifact)
         speed = decode_tokens_per_second(quantized, prompt_ids, int(cfg.speed.new_tokens))
         results["runtime"] = "transformers + torchao (CPU)"

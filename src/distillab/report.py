@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 
 from distillab.errors import DistillabError
+from distillab.files import write_text_atomic
 from distillab.tracking import run_diff
 from distillab.tracking.compare import collect, default_metrics, markdown_report, pareto_front
 from distillab.tracking.plots import pareto_plot, per_task_bars, percent_or_gap
-from distillab.tracking.report import write_text_atomic
 
 
 def write_report(paths: list[Path], metrics: list[str] | None, out: Path) -> tuple[str, list[Path]]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from distillab.tracking.report import write_json_atomic
+from distillab.files import json_digest, write_json_atomic
 
 STAGE_FILE = "stage.json"
 # Keys that say where or how verbosely a stage runs, not what it computes.
@@ -24,8 +24,7 @@ PLACEMENT_KEYS = ("paths", "logger", "threads", "experiment_name", "task_name", 
 def fingerprint(stage_cfg: dict[str, Any], upstream: str) -> str:
     what = {k: v for k, v in stage_cfg.items() if k not in PLACEMENT_KEYS}
     what["data_dir"] = str(stage_cfg.get("paths", {}).get("data_dir"))  # the data itself does matter
-    payload = json.dumps({"config": what, "upstream": upstream}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return json_digest({"config": what, "upstream": upstream}, 12, sort_keys=True)
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")

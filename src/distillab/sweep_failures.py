@@ -11,7 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from distillab.tracking.report import write_json_atomic
+from distillab.files import write_json_atomic
 
 
 def sweep_failures(sweep_dir: Path) -> list[dict[str, Any]]:

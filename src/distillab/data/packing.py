@@ -15,9 +15,7 @@ always did.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 from pathlib import Path
 
@@ -26,13 +24,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from distillab.errors import DistillabError
+from distillab.files import atomic_path, digest, json_digest
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
-    return hashlib.sha256(f"{type(tokenizer).__name__}{vocab}{tokenizer.eos_token_id}".encode()).hexdigest()[
-        :16
-    ]
+    return digest(f"{type(tokenizer).__name__}{vocab}{tokenizer.eos_token_id}", 16)
 
 
 def split_documents(docs: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -89,11 +86,11 @@ def packed_blocks(
     parts = [
         tokenizer_fingerprint(tokenizer),
         block_size,
-        hashlib.sha256("\x00".join(docs).encode()).hexdigest(),
+        digest("\x00".join(docs)),
     ]
     if bos_id is not None:  # only then: BOS-less caches written before keep their keys
         parts.append(f"bos={bos_id}")
-    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
+    key = json_digest(parts, 20)
     path = cache_dir / f"{name}-{key}.safetensors" if cache_dir else None
     if path and path.is_file():
         return load_file(path)["blocks"]
@@ -104,8 +101,6 @@ def packed_blocks(
         bos_id,
     )
     if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"blocks": blocks.contiguous()}, tmp)
-        os.replace(tmp, path)  # atomic: never a half-written cache entry
+        with atomic_path(path) as tmp:  # never a half-written cache entry
+            save_file({"blocks": blocks.contiguous()}, tmp)
     return blocks

@@ -10,9 +10,7 @@ then train with no teacher in memory.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -23,6 +21,7 @@ from tqdm.auto import tqdm
 
 from distillab.data.packing import tokenizer_fingerprint
 from distillab.errors import DistillabError
+from distillab.files import digest, json_digest, write_json_atomic
 from distillab.models.fingerprint import model_fingerprint
 from distillab.precision import cache_tag, in_run_precision
 
@@ -40,11 +39,10 @@ def topk_with_tail(logits: torch.Tensor, k: int, temperature: float = 1.0):
 def cache_key(
     teacher_fingerprint: str, tokenizer_fingerprint: str, blocks: torch.Tensor, k: int, temperature: float
 ) -> str:
-    blocks_hash = hashlib.sha256(blocks.contiguous().numpy().tobytes()).hexdigest()
-    payload = json.dumps(
-        [teacher_fingerprint, tokenizer_fingerprint, blocks_hash, int(k), float(temperature)]
+    blocks_hash = digest(blocks.contiguous().numpy().tobytes())
+    return json_digest(
+        [teacher_fingerprint, tokenizer_fingerprint, blocks_hash, int(k), float(temperature)], 20
     )
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 @torch.no_grad()
@@ -87,9 +85,7 @@ def build_topk_cache(
         save_file(tensors, out / name)
         shards.append({"file": name, "blocks": len(ids)})
     manifest = {"k": k, "temperature": temperature, "shards": shards, "blocks": len(blocks)}
-    tmp = out / f"manifest.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / "manifest.json")  # the cache counts as finished only now
+    write_json_atomic(out / "manifest.json", manifest)  # the cache counts as finished only now
     return out
 
 

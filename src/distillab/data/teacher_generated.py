@@ -9,9 +9,7 @@ corpus (``data.source.files=<path>``).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distillab.errors import DistillabError
+from distillab.files import atomic_path, digest, json_digest, write_json_atomic
 from distillab.precision import in_run_precision
 
 
@@ -41,11 +40,7 @@ class GenerationSettings:
 def corpus_path(
     out_dir: Path, model_fingerprint: str, prompts: list[str], settings: GenerationSettings
 ) -> Path:
-    key = hashlib.sha256(
-        json.dumps(
-            [model_fingerprint, hashlib.sha256("\x00".join(prompts).encode()).hexdigest(), asdict(settings)]
-        ).encode()
-    ).hexdigest()[:16]
+    key = json_digest([model_fingerprint, digest("\x00".join(prompts)), asdict(settings)], 16)
     return out_dir / f"teacher-{key}.jsonl"
 
 
@@ -89,12 +84,9 @@ def generate_corpus(
     if path.is_file():
         return path, True
     responses = generate_responses(model, tokenizer, prompts, settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    settings_doc = {"teacher_fingerprint": model_fingerprint, "num_prompts": len(prompts), **asdict(settings)}
+    write_json_atomic(path.with_suffix(".settings.json"), settings_doc)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:  # appears only when complete
         for prompt, response in zip(prompts, responses, strict=True):
             fh.write(json.dumps({"prompt": prompt, "response": response, "text": prompt + response}) + "\n")
-    settings_doc = {"teacher_fingerprint": model_fingerprint, "num_prompts": len(prompts), **asdict(settings)}
-    path.with_suffix(".settings.json").write_text(json.dumps(settings_doc, indent=2))
-    os.replace(tmp, path)  # the corpus appears only when complete
     return path, False

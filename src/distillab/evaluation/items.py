@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from distillab.evaluation import paired
+from distillab.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,6 @@ def from_csv(text: str) -> Items:
 
 def write_suite(folder: Path, suite: SuiteItems) -> None:
     """``folder/<task>.csv`` for every task, each written atomically."""
-    from distillab.tracking.report import write_text_atomic
-
     for task, items in suite.items():
         write_text_atomic(folder / f"{task}.csv", to_csv(items))
 

@@ -4,10 +4,8 @@ its per-item results (:mod:`distillab.evaluation.items`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from distillab.evaluation import items
 from distillab.evaluation.harness import run_tasks_with_items
 from distillab.evaluation.local_tasks import derived_definition
 from distillab.evaluation.perplexity import block_nll, perplexity_from_blocks
+from distillab.files import digest, write_json_atomic
 from distillab.models.fingerprint import model_fingerprint
 from distillab.precision import Precision, module_device_type
 from distillab.precision import current as current_precision
@@ -111,18 +110,15 @@ def cached_evaluate_suite(
         settings["bos"] = True
     derived = derived_definition(list(to_plain(eval_cfg).get("tasks") or {}))
     if derived is not None:  # distillab's own scoring code is part of what the score means
-        settings["derived_tasks"] = hashlib.sha256(derived.encode()).hexdigest()[:16]
+        settings["derived_tasks"] = digest(derived, 16)
     settings = json.dumps(settings, sort_keys=True, default=str)
-    key = hashlib.sha256(f"{model_fingerprint(model)}{settings}".encode()).hexdigest()[:24]
+    key = digest(f"{model_fingerprint(model)}{settings}", 24)
     path = Path(cache_dir) / "eval" / f"{key}.json"
     if path.is_file():
         log.info("evaluation cache hit: %s", path)
         cached = json.loads(path.read_text())
         return Evaluation(cached["metrics"], cached.get("items", {})), True
     evaluation = evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir, precision)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
     payload = {"settings": json.loads(settings), "metrics": evaluation.metrics, "items": evaluation.items}
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
+    write_json_atomic(path, payload, indent=None)
     return evaluation, False

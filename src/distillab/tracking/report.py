@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from distillab import precision
 from distillab.evaluation.items import SuiteItems, write_suite
 from distillab.evaluation.retention import RetentionRow, markdown_table
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so an interrupted write never looks complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, default=str))
+from distillab.files import write_json_atomic, write_text_atomic
 
 
 def write_results(

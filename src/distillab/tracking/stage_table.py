@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +9,8 @@ from omegaconf import DictConfig
 
 from distillab.evaluation.items import read_suite
 from distillab.evaluation.retention import retention_results, retention_rows
+from distillab.files import write_json_atomic, write_text_atomic
 from distillab.tracking import wandb_run
-from distillab.tracking.report import write_json_atomic
 
 
 def stage_items(record: dict[str, Any]):
@@ -82,9 +81,7 @@ def write_stage_table(run_dir: Path, rows: list[dict[str, Any]], header: str) ->
     """``pipeline.json`` + ``pipeline.md`` in ``run_dir`` (atomic); returns the markdown."""
     write_json_atomic(run_dir / "pipeline.json", rows)
     text = f"{header}\n\n{markdown(rows)}"
-    tmp = run_dir / f"pipeline.md.tmp{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, run_dir / "pipeline.md")
+    write_text_atomic(run_dir / "pipeline.md", text)
     return text
 
 

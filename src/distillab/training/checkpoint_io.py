@@ -3,16 +3,15 @@ complete but is not (Lightning's own writer truncates the file in place)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from distillab.files import atomic_path
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        with atomic_path(Path(path)) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
