@@ -75,7 +75,7 @@ def test_resume_from_last_checkpoint_continues_the_step_count(finished_run, tiny
     )
     results = run(cfg)
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
-    assert ckpt["global_step"] == 3 and results["train_seconds"] >= 0
+    assert ckpt["global_step"] == 3 and results["train_tokens"] == 3 * 2 * 32  # steps x batch x block
 
 
 def test_ce_only_objective_runs_without_teacher_forward(tmp_path, tiny_corpus):

@@ -63,12 +63,18 @@ def test_fingerprint_changes_with_any_weight():
     assert model_fingerprint(model) != before
 
 
-def test_perplexity_equals_exp_of_mean_nll():
+def test_perplexity_matches_the_models_own_loss_on_the_same_blocks():
     model, tok = build_tiny("llama")
-    result = perplexity(
-        model, tok, ["the student learned from the teacher. " * 20], block_size=16, batch_size=2
-    )
-    assert result["tokens"] > 0 and result["ppl"] == pytest.approx(math.exp(result["nll"]))
+    text = ["the student learned from the teacher. " * 20]
+    result = perplexity(model, tok, text, block_size=16, batch_size=2)
+    # independent reference: transformers' own loss (labels=) on every 16-token block, token-weighted
+    stream = torch.tensor(tok(text[0])["input_ids"] + [tok.eos_token_id])
+    blocks = stream[: len(stream) // 16 * 16].reshape(-1, 16)
+    with torch.no_grad():
+        losses = [model(input_ids=b[None], labels=b[None]).loss.item() for b in blocks]
+    assert result["tokens"] == 15 * len(blocks)
+    assert result["nll"] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+    assert result["ppl"] == pytest.approx(math.exp(sum(losses) / len(losses)), rel=1e-5)
     assert 1.0 < result["ppl"] < 2 * len(tok)  # a random model is near uniform over its vocabulary
     nll_sums, tokens = block_nll(model, tok, ["the student learned from the teacher. " * 20], block_size=16)
     assert sum(tokens) == result["tokens"] and len(nll_sums) == len(tokens)
