@@ -33,10 +33,10 @@ ALPHA, TEMPERATURE, LR, CLIP = 0.5, 2.0, 1e-4, 1.0
 def _setup(args):
     import torch
 
-    from distillab.config import set_malloc_mmap_threshold
     from distillab.models.loading import load_model
     from distillab.models.spec import ModelSpec
     from distillab.models.student import drop_layers_student
+    from distillab.process import set_malloc_mmap_threshold
 
     torch.set_num_threads(args.threads)
     set_malloc_mmap_threshold(4)  # as the entry points do (conf: malloc_mmap_threshold_mb), every variant

@@ -48,10 +48,10 @@ def main() -> None:
 
     print(header(describe(args.threads)))  # the machine next to every ratio below
 
-    from distillab.config import set_malloc_mmap_threshold
     from distillab.models.loading import load_model
     from distillab.models.spec import ModelSpec
     from distillab.models.surgery import remove_layers
+    from distillab.process import set_malloc_mmap_threshold
     from distillab.pruning.layer_scores import activation_layer_scores, least_important
     from distillab.pruning.unstructured import apply_masks, two_four_masks
     from distillab.pruning.weight_scores import weight_scores

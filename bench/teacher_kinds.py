@@ -83,13 +83,13 @@ def child(args) -> None:
 
     import torch
 
-    from distillab.config import set_malloc_mmap_threshold
     from distillab.data.token_alignment import TokenAligner
     from distillab.models.loading import load_model
     from distillab.models.spec import ModelSpec
     from distillab.models.surgery import remove_layers
     from distillab.objectives.objective import build_objective
     from distillab.objectives.terms import SoftLabelKD
+    from distillab.process import set_malloc_mmap_threshold
     from distillab.training.distill_module import DistillModule
     from distillab.training.on_policy import OnPolicy
 

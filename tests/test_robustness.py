@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import compose_config, tiny_overrides
 
-from distillab.config import redact
 from distillab.distill import run
+from distillab.redaction import redact
 from distillab.training.distill_module import NonFiniteLoss
 
 
@@ -50,7 +50,7 @@ def test_wandb_that_cannot_go_online_falls_back_to_offline(tmp_path, tiny_corpus
 
 
 def test_secret_keys_are_whole_key_parts_not_substrings():
-    from distillab.config import is_secret_key
+    from distillab.redaction import is_secret_key
 
     assert all(is_secret_key(k) for k in ("hub_token", "+HF_TOKEN", "logger.wandb.api_key", "db_password"))
     assert not any(is_secret_key(k) for k in ("speed.new_tokens", "quantize.pre_tokenizer", "max_tokens"))

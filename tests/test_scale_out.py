@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import tiny_overrides
 
-from distillab.config import sweep_value
 from distillab.errors import DistillabError
+from distillab.sweeps import sweep_value
 
 PPL = [
     "+eval.perplexity.tiny.source.files=corpus/tiny.jsonl",

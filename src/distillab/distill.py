@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
@@ -20,10 +19,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, start_run, sweep_value, to_plain, user_errors_exit
+from distillab.config import to_plain
 from distillab.data.datamodule import CorpusDataModule
 from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cache
 from distillab.data.token_alignment import TokenAligner
+from distillab.entry import hydra_app, start_run
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
@@ -299,10 +299,7 @@ def _checkpoint_final_state(trainer: L.Trainer) -> None:
         )
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="distill")
-@user_errors_exit
-def main(cfg: DictConfig) -> float | None:
-    return sweep_value(run(cfg), cfg.get("sweep_metric"))  # what a Hydra sweeper (Optuna) optimises
+main = hydra_app("distill", run)
 
 
 if __name__ == "__main__":

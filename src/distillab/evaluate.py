@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
+from distillab.config import to_plain
+from distillab.entry import hydra_app, start_run
 from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.models.loading import count_parameters, load_model
@@ -62,10 +62,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
-@user_errors_exit
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+main = hydra_app("evaluate", run)
 
 
 if __name__ == "__main__":

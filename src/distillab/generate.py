@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, configure_precision, configure_process, to_plain, user_errors_exit
+from distillab.config import configure_precision, to_plain
 from distillab.config_schema import check_schema
 from distillab.data.corpus import read_documents
 from distillab.data.paths import resolve_data_dir
 from distillab.data.teacher_generated import GenerationSettings, generate_corpus
+from distillab.entry import hydra_app
 from distillab.evaluation.suite import model_fingerprint
 from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
 from distillab.precision import cache_tag
+from distillab.process import configure_process
 
 
 def run(cfg: DictConfig) -> Path:
@@ -40,10 +41,7 @@ def run(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
-@user_errors_exit
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+main = hydra_app("generate", run)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from distillab import distill, prune, quantize
-from distillab.config import CONFIG_DIR, redact, resolve_run_precision, start_run, to_plain, user_errors_exit
+from distillab.config import resolve_run_precision, to_plain
+from distillab.entry import hydra_app, start_run
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_second
 from distillab.evaluation.items import write_suite
@@ -32,6 +33,7 @@ from distillab.files import write_text_atomic
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
 from distillab.precision import current as current_precision
+from distillab.redaction import redact
 from distillab.stage_cache import (
     fingerprint,
     finished_record,
@@ -315,10 +317,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {"run_dir": str(run_dir), "rows": rows}
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline")
-@user_errors_exit
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+main = hydra_app("pipeline", run)
 
 
 if __name__ == "__main__":

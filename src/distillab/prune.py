@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, start_run, sweep_value, to_plain, user_errors_exit
+from distillab.config import to_plain
 from distillab.data.paths import resolve_data_dir
+from distillab.entry import hydra_app, start_run
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.harness import run_tasks
@@ -276,10 +276,7 @@ class KeepMasks(L.Callback):
         apply_masks(pl_module.student, self.masks)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prune")
-@user_errors_exit
-def main(cfg: DictConfig) -> float | None:
-    return sweep_value(run(cfg), cfg.get("sweep_metric"))  # what a Hydra sweeper (Optuna) optimises
+main = hydra_app("prune", run)
 
 
 if __name__ == "__main__":

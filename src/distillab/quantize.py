@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from distillab.config import CONFIG_DIR, start_run, to_plain, user_errors_exit
+from distillab.config import to_plain
+from distillab.entry import hydra_app, start_run
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_second
 from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
@@ -176,10 +176,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="quantize")
-@user_errors_exit
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+main = hydra_app("quantize", run)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import OmegaConf
 
-from distillab.config import redact
 from distillab.evaluation.retention import RetentionRow
 from distillab.precision import current as current_precision
+from distillab.redaction import redact
 
 log = logging.getLogger(__name__)
 

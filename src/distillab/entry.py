@@ -1,0 +1,77 @@
+"""What every app does around its ``run``: start it (checks, run folder, process settings) and turn
+a user's mistake into one line and exit status 2. ``hydra_app`` builds each console script's main."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from distillab.config import CONFIG_DIR, configure_precision
+from distillab.config_schema import check_schema
+from distillab.errors import DistillabError
+from distillab.evaluation.retention import primary_metrics
+from distillab.process import configure_process
+from distillab.redaction import redact_saved_configs
+from distillab.sweeps import job_dir_in_multirun, record_failure, sweep_value
+
+
+def start_run(cfg: DictConfig) -> Path:
+    """Create the run directory, scrub secrets from Hydra's saved configs, configure the process
+    (threads, allocator, precision). Settings that would only fail at the end fail here."""
+    check_schema(cfg)  # types and ranges of every key the schema names, before anything else
+    primary_metrics(cfg.get("eval"))
+    configure_precision(cfg)
+    run_dir = Path(cfg.paths.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    redact_saved_configs(run_dir)
+    configure_process(cfg)
+    return run_dir
+
+
+def user_errors_exit(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn a :class:`DistillabError` into one line on stderr and exit status 2 — no traceback.
+
+    In a multirun, a failing job (any exception) is recorded in its ``failure.json`` and the sweep
+    goes on; :class:`distillab.sweeps.FailureReport` lists the failures and exits non-zero
+    once every job has run.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(cfg: DictConfig) -> Any:
+        job_dir = job_dir_in_multirun()
+        if job_dir is not None:  # a re-run of the same sweep directory: forget the earlier failure
+            (job_dir / "failure.json").unlink(missing_ok=True)
+        try:
+            return fn(cfg)
+        except Exception as err:
+            if job_dir is not None:
+                logging.getLogger("distillab").error("job failed: %s", err, exc_info=True)
+                record_failure(job_dir, err)
+                return None
+            if not isinstance(err, DistillabError):
+                raise
+            logging.getLogger("distillab").debug("user error", exc_info=True)
+            print(f"error: {err}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.exit(2)
+
+    return wrapper
+
+
+def hydra_app(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+    """The console script of an app: Hydra composes ``conf/<config_name>.yaml`` and the command
+    line, ``run`` runs, and a Hydra sweeper (Optuna) gets the config's ``sweep_metric``."""
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
+    @user_errors_exit
+    def main(cfg: DictConfig) -> float | None:
+        return sweep_value(run(cfg), cfg.get("sweep_metric"))
+
+    return main
