@@ -100,13 +100,13 @@ bench-trl: models ## distillab vs TRL's GKDTrainer: off-policy KD tokens/s and p
 experiments: ## list the experiments and the make target that reproduces each
 	@for d in experiments/[0-9]*/; do n=$$(basename $$d); echo "  make exp-$${n%%-*}   $$n: $$(head -1 $$d/README.md | sed 's/^# //')"; done
 
-SUMMARIZE := $(PY) -m distillab.tracking.summarize
+REPORT := $(VENV)/bin/distillab-report
 LATEST = $$(ls -td outputs/$(1)/multirun-* | head -1)
 
 exp-001: models ## experiments/001: heal the evenly cut student with each objective preset at one budget (~90 min)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=ce,kd,ild,distill_lens,multi_signal student.score=null experiment_name=objectives_study eval_before_training=false
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=kd,kd_cached student.score=null teacher_cache.enabled=true data.max_train_blocks=96 experiment_name=objectives_study_cached eval_before_training=false
-	$(SUMMARIZE) $(call LATEST,distill/objectives_study) $(call LATEST,distill/objectives_study_cached) --metrics wikitext2/ppl arc_challenge/acc_norm --plot experiments/001-objectives-study/retention.png --wandb objectives_study
+	$(REPORT) $(call LATEST,distill/objectives_study) $(call LATEST,distill/objectives_study_cached) --metrics wikitext2/ppl arc_challenge/acc_norm --plot experiments/001-objectives-study/retention.png --wandb objectives_study
 
 exp-002: models ## experiments/002: which layers to remove (each score, healed or not, ILD), how many, other cuts (~4 h on 2 cores)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.score=block_influence,angular,lens_kl,ppl_drop,random heal.enabled=false eval=suite experiment_name=layer_scores_study
@@ -117,10 +117,10 @@ exp-002: models ## experiments/002: which layers to remove (each score, healed o
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.method=width prune.score=wanda prune.width.num_attention_heads=6 prune.width.intermediate_size=1024 heal.enabled=false eval=suite experiment_name=width_study
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.method=unstructured prune.score=magnitude,wanda prune.unstructured.sparsity=0.5 heal.enabled=false eval=suite experiment_name=unstructured_study
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.method=unstructured prune.score=wanda prune.unstructured.pattern=2:4 heal.enabled=false eval=suite experiment_name=unstructured_study_24
-	$(SUMMARIZE) $(call LATEST,prune/layer_scores_study) $$(ls -td outputs/prune/layer_scores_study_bdrop/*/ | head -1) --metrics $(SUITE_METRICS)
-	$(SUMMARIZE) $(call LATEST,prune/layer_heal_study) $$(ls -td outputs/prune/layer_ild_study/*/ | head -1) --metrics $(SUITE_METRICS) --plot experiments/002-layer-pruning/retention.png --wandb layer_pruning_study
-	$(SUMMARIZE) $(call LATEST,prune/layer_depth_sweep) $$(ls -td outputs/prune/width_study/*/ | head -1) --metrics $(SUITE_TASKS) --plot-params experiments/002-layer-pruning/retention_vs_params.png
-	$(SUMMARIZE) $(call LATEST,prune/unstructured_study) $$(ls -td outputs/prune/unstructured_study_24/*/ | head -1) --metrics $(SUITE_METRICS)
+	$(REPORT) $(call LATEST,prune/layer_scores_study) $$(ls -td outputs/prune/layer_scores_study_bdrop/*/ | head -1) --metrics $(SUITE_METRICS)
+	$(REPORT) $(call LATEST,prune/layer_heal_study) $$(ls -td outputs/prune/layer_ild_study/*/ | head -1) --metrics $(SUITE_METRICS) --plot experiments/002-layer-pruning/retention.png --wandb layer_pruning_study
+	$(REPORT) $(call LATEST,prune/layer_depth_sweep) $$(ls -td outputs/prune/width_study/*/ | head -1) --metrics $(SUITE_TASKS) --plot-params experiments/002-layer-pruning/retention_vs_params.png
+	$(REPORT) $(call LATEST,prune/unstructured_study) $$(ls -td outputs/prune/unstructured_study_24/*/ | head -1) --metrics $(SUITE_METRICS)
 
 exp-003: models install-gguf-runtime ## experiments/003: distill vs prune vs quantize alone vs the pipeline; quantize-first vs quantize-last (~2 h on 2 cores)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-pipeline eval=suite experiment_name=pipeline_study
@@ -129,7 +129,7 @@ exp-003: models install-gguf-runtime ## experiments/003: distill vs prune vs qua
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-quantize -m quantize.gguf_type=q8_0,q4_k_m,q4_1,q4_0 eval=suite experiment_name=quant_alone
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-quantize -m quantize.backend=torchao quantize.bits=8,4 eval=suite experiment_name=quant_alone_torchao
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.layers.num_remove=9 heal.trainer.max_steps=48 heal.trainer.val_check_interval=48 eval=suite experiment_name=prune_alone
-	$(VENV)/bin/distillab-report outputs/pipeline/pipeline_study outputs/pipeline/pipeline_quantize_first outputs/pipeline/pipeline_q4_k_m $(call LATEST,quantize/quant_alone) $(call LATEST,quantize/quant_alone_torchao) $$(ls -td outputs/prune/prune_alone/*/ | head -1) --metrics $(SUITE_METRICS) --out experiments/003-compression-pipeline --wandb compression_study
+	$(REPORT) outputs/pipeline/pipeline_study outputs/pipeline/pipeline_quantize_first outputs/pipeline/pipeline_q4_k_m $(call LATEST,quantize/quant_alone) $(call LATEST,quantize/quant_alone_torchao) $$(ls -td outputs/prune/prune_alone/*/ | head -1) --metrics $(SUITE_METRICS) --out experiments/003-compression-pipeline --wandb compression_study
 
 # exp-006: a larger teacher with another tokenizer. Every arm trains SmolLM2-135M (whole, or its
 # 24-layer cut) on the same data for STUDY_STEPS steps of 1,024 tokens; the first arm of each
@@ -152,7 +152,7 @@ exp-006: models models-gemma ## experiments/006: Gemma-3-270m vs self-distillati
 	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh outputs/distill/larger_teacher \
 	  "experiment_name=larger_teacher eval=$(STUDY_EVAL) trainer.max_steps=$(STUDY_STEPS) trainer.val_check_interval=$(STUDY_STEPS)" \
 	  $(STUDY_ARMS)
-	$(SUMMARIZE) outputs/distill/larger_teacher/* --metrics $(DECISION_METRICS)
+	$(REPORT) outputs/distill/larger_teacher/* --metrics $(DECISION_METRICS)
 
 # exp-007: the seed's three claims (S1-S3) re-answered at CLAIMS_STEPS steps of 1,024 tokens per arm
 # (400: 409.6k tokens), every arm on the demo's Block Influence cut where it cuts 30 -> 24, constant
@@ -199,7 +199,7 @@ exp-004: models ## experiments/004: retention vs healing budget, 24.6k -> 1.64M 
 	    trainer.max_steps=$$steps hydra.run.dir=$$dir $$resume $$before $(ARGS) || exit 1; \
 	  prev=$$dir; \
 	done
-	$(SUMMARIZE) outputs/distill/budget_curve/steps_* --metrics $(DECISION_METRICS) --plot-tokens experiments/004-healing-budget/retention_vs_tokens.png
+	$(REPORT) outputs/distill/budget_curve/steps_* --metrics $(DECISION_METRICS) --plot-tokens experiments/004-healing-budget/retention_vs_tokens.png
 
 clean: ## remove run outputs (not the venv or the model cache)
 	rm -rf outputs multirun .pytest_cache

@@ -13,7 +13,7 @@ METRICS = ["a/acc", "b/ppl"]
 
 
 def entry(label, megabytes, retention):
-    return Entry(label, 1, int(megabytes * 1e6), {}, {m: retention for m in METRICS})
+    return Entry(label, 1, int(megabytes * 1e6), {}, dict.fromkeys(METRICS, retention), mean=retention)
 
 
 def test_pareto_front_keeps_only_undominated_models_smallest_first():
@@ -26,16 +26,15 @@ def test_pareto_front_keeps_only_undominated_models_smallest_first():
         entry("q4-twin", 80, 0.80),  # same size as q4, worse
         entry("q4-less-metadata", 79.9999, 0.84),  # 100 bytes smaller, worse: no band of its own
     ]
-    assert [e.label for e in pareto_front(entries, METRICS)] == ["q2", "q4", "q8", "big"]
-    advice = budget_advice(pareto_front(entries, METRICS), METRICS)
-    assert advice[1].startswith("- budget 80 MB to 140 MB: **q4** (80.0 MB, mean retention 85.0%)")
+    assert [e.label for e in pareto_front(entries)] == ["q2", "q4", "q8", "big"]
+    advice = budget_advice(pareto_front(entries))
+    assert advice[1].startswith("- budget 80 MB to 140 MB: **q4** (80.0 MB, retention/mean 85.0%)")
     assert advice[-1].startswith("- budget 500 MB and more: **big**")
 
 
-def test_entries_missing_a_metric_are_not_ranked():
-    partial = Entry("partial", 1, 10, {}, {"a/acc": 1.0})
-    assert partial.mean_retention(METRICS) is None
-    assert pareto_front([partial], METRICS) == []
+def test_entries_without_a_recorded_retention_mean_are_not_ranked():
+    partial = Entry("partial", 1, 10, {}, {"a/acc": 1.0})  # results written before retention/mean
+    assert partial.mean is None and pareto_front([partial]) == []
 
 
 def write_run(path, student_bytes, retention, **extra):
@@ -43,8 +42,9 @@ def write_run(path, student_bytes, retention, **extra):
     results = {
         "params": {"teacher": 10, "student": 5},
         "bytes": {"student": student_bytes},
-        "student": {m: 0.5 for m in METRICS},
-        "retention": {m: retention for m in METRICS},
+        "student": dict.fromkeys(METRICS, 0.5),
+        "retention": dict.fromkeys(METRICS, retention),
+        "retention_mean": {"value": retention, "low": None, "high": None, "metrics": METRICS},
         **extra,
     }
     (path / "results.json").write_text(json.dumps(results))
@@ -65,6 +65,7 @@ def test_report_collects_runs_and_pipelines_and_writes_plots(tmp_path):
         "bytes": 4_000_000,
         "metrics": {},
         "retention": dict.fromkeys(METRICS, 1.0),
+        "mean_retention": 1.0,
     }
     (pipe / "pipeline.json").write_text(json.dumps([row]))
     labels = [e.label for e in collect([tmp_path / "sweep", pipe])]
@@ -79,6 +80,68 @@ def test_report_collects_runs_and_pipelines_and_writes_plots(tmp_path):
     assert "| quant_alone/quantize.gguf_type=q8_0 | 0.0M | 2.0 MB |" in text  # dominated: no star
     assert "**quant_alone/quantize.gguf_type=q4_0**" in text and "**pipe/teacher**" in text
     assert (out / "pareto.png").stat().st_size > 0 and (out / "per_task.png").stat().st_size > 0
+
+
+def _sweep_job(root, name, ppl, overrides, tokens=None):
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("\n".join(f"- {o}" for o in overrides) + "\n")
+    retention = 36.0 / ppl
+    (run / "results.json").write_text(
+        json.dumps(
+            {
+                "teacher": {"wikitext2/ppl": 36.0},
+                "student": {"wikitext2/ppl": ppl},
+                "retention": {"wikitext2/ppl": retention},
+                "retention_interval": {"wikitext2/ppl": [retention - 0.05, retention + 0.05]},
+                "primary": ["wikitext2/ppl"],
+                "retention_mean": {"value": retention, "low": retention - 0.05, "high": retention + 0.05},
+                "params": {"teacher": 100, "student": 80},
+                "train_tokens": tokens,
+            }
+        )
+    )
+    return run
+
+
+def test_a_sweep_is_one_row_per_job_labelled_by_its_overrides_with_intervals(tmp_path, capsys):
+    _sweep_job(tmp_path / "sweep", "0", 72.0, ["objective=ce", "experiment_name=s"])
+    _sweep_job(tmp_path / "sweep", "1", 48.0, ["objective=kd", "experiment_name=s"])
+    (tmp_path / "sweep" / "2").mkdir()
+    (tmp_path / "sweep" / "2" / "failure.json").write_text(
+        json.dumps({"error": "ValueError", "message": "boom"})
+    )
+    main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")])
+    printed = capsys.readouterr().out
+    assert printed.index("| 2: FAILED | ValueError: boom |") < printed.index("| model |")  # failures first
+    assert "| objective=ce | 0.0M | n/a | 72 (50.0% [45.0, 55.0]) | 50.0% [45.0, 55.0] |" in printed
+    assert "| objective=kd | 0.0M | n/a | 48 (75.0% [70.0, 80.0]) | 75.0% [70.0, 80.0] |" in printed
+
+
+def test_report_plots_and_wandb_run_are_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for step, ppl in ((24, 72.0), (96, 54.0)):
+        _sweep_job(
+            tmp_path / "curve", f"steps_{step}", ppl, [f"trainer.max_steps={step}"], tokens=step * 1024
+        )
+    plots = {flag: tmp_path / "plots" / f"{flag}.png" for flag in ("plot", "plot-params", "plot-tokens")}
+    out = tmp_path / "report"
+    args = [str(p) for p in sorted((tmp_path / "curve").iterdir())]
+    main(
+        [
+            *args,
+            "--out",
+            str(out),
+            "--wandb",
+            "study",
+            *[a for f, p in plots.items() for a in (f"--{f}", str(p))],
+        ]
+    )
+    for png in plots.values():
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert printed.count("plot:") == 5 and "W&B files:" in printed
+    assert list((out / "wandb").glob("offline-run-*"))
 
 
 def test_report_on_a_missing_path_is_one_line(tmp_path):

@@ -1,45 +1,51 @@
-"""``distillab-report``: runs, sweeps and pipelines -> one markdown table, a Pareto plot, per-task bars;
-or, with ``--a``/``--b``, whether run B is better than run A on the same items.
+"""``distillab-report``: runs, sweeps and pipelines -> one markdown table with intervals, a Pareto
+plot and per-task bars; or, with ``--a``/``--b``, whether run B is better than run A on the same items.
 
     distillab-report outputs/pipeline/default outputs/quantize/default/* --metrics wikitext2/ppl \\
         arc_easy/acc_norm --out reports/compression [--wandb compression_report]
+    distillab-report outputs/distill/objectives_study/multirun-<time> --plot study.png
+    distillab-report outputs/distill/budget_curve/steps_* --plot-tokens curve.png
     distillab-report --a outputs/distill/ce/<run> --b outputs/distill/kd/<run> [--metrics ...]
     distillab-report --a <seed runs of arm A ...> --b <seed runs of arm B ...>
 
-Writes ``report.md`` (table + "which model for this size budget?"), ``pareto.png`` (mean
-retention vs bytes on disk) and ``per_task.png`` into ``--out``; ``--wandb`` logs them as one run.
-``--metrics`` defaults to the runs' primary metrics (one per task, see evaluation/retention.py).
-With ``--a``/``--b`` it prints B − A per metric with a 95% paired-bootstrap interval and p-value
-(tracking/run_diff.py) and writes ``compare.md``.
+Writes ``report.md`` (table + "which model for this size budget?"), ``pareto.png`` (retention/mean
+vs bytes on disk) and ``per_task.png`` into ``--out``; ``--plot``, ``--plot-params`` and
+``--plot-tokens`` also save the per-task bars, retention/mean vs parameters and retention vs
+training tokens where given; ``--wandb`` logs them as one run. Jobs of a sweep that failed are
+listed first. ``--metrics`` (the columns) defaults to the runs' primary metrics; "retention/mean"
+is always the mean each run recorded over its primary metrics. With ``--a``/``--b`` it prints
+B − A per metric with a 95% paired-bootstrap interval and p-value (tracking/run_diff.py) and writes
+``compare.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import sys
 from pathlib import Path
 
 from distillab.errors import DistillabError
 from distillab.files import write_text_atomic
 from distillab.tracking import run_diff
-from distillab.tracking.compare import collect, default_metrics, markdown_report, pareto_front
-from distillab.tracking.plots import pareto_plot, per_task_bars, percent_or_gap
+from distillab.tracking.compare import Entry, collect, default_metrics, markdown_report, pareto_front
+from distillab.tracking.plots import (
+    pareto_plot,
+    per_task_bars,
+    percent_or_gap,
+    retention_vs_params,
+    retention_vs_tokens,
+)
+from distillab.tracking.runs import failure_table, find_failures
 
 
-def write_report(paths: list[Path], metrics: list[str] | None, out: Path) -> tuple[str, list[Path]]:
-    entries = collect(paths)
-    if not entries:
-        raise SystemExit(f"error: no results.json or pipeline.json under {', '.join(map(str, paths))}")
-    metrics = metrics or default_metrics(entries)
+def write_report(entries: list[Entry], metrics: list[str], out: Path) -> tuple[str, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
     text = markdown_report(entries, metrics)
     write_text_atomic(out / "report.md", text)
-    front = [e.label for e in pareto_front(entries, metrics)]
+    front = [e.label for e in pareto_front(entries)]
     points = [
-        (e.label, e.bytes / 1e6, 100 * e.mean_retention(metrics))
-        for e in entries
-        if e.bytes is not None and e.mean_retention(metrics) is not None
+        (e.label, e.bytes / 1e6, 100 * e.mean) for e in entries if e.bytes is not None and e.mean is not None
     ]
     images = [pareto_plot(points, front, out / "pareto.png")]
     retention = {m: [percent_or_gap(e.retention.get(m)) for e in entries] for m in metrics}
@@ -48,32 +54,61 @@ def write_report(paths: list[Path], metrics: list[str] | None, out: Path) -> tup
     return text, images
 
 
-def log_to_wandb(text: str, images: list[Path], group: str, out: Path) -> str:
-    import wandb
-
-    run = wandb.init(
-        dir=str(out),
-        project="distillab",
-        group=group,
-        job_type="report",
-        name=f"{group}-report",
-        mode=os.environ.get("WANDB_MODE", "offline"),
-    )
-    run.log(
-        {
-            "report": wandb.Html(f"<pre>{text}</pre>"),
-            **{f"plots/{i.stem}": wandb.Image(str(i)) for i in images},
+def extra_plots(entries: list[Entry], metrics: list[str], args, per_task: Path) -> list[Path]:
+    """The plots asked for by path: the per-task bars again, retention/mean vs parameters, and
+    retention per metric vs training tokens (a budget curve), each with its 95% intervals."""
+    images = []
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        images.append(Path(shutil.copyfile(per_task, args.plot)))
+    if args.plot_params:
+        points = [
+            (e.label, e.params / 1e6, 100 * e.mean, e.mean_interval)
+            for e in entries
+            if e.params is not None and e.mean is not None
+        ]
+        images.append(retention_vs_params(points, args.plot_params))
+    if args.plot_tokens:
+        series = {
+            m: [
+                (e.tokens, 100 * e.retention[m], e.interval.get(m))
+                for e in entries
+                if e.tokens and e.retention.get(m) is not None
+            ]
+            for m in metrics
         }
-    )
-    directory = run.dir
-    run.finish()
-    return directory
+        images.append(retention_vs_tokens({m: p for m, p in series.items() if p}, args.plot_tokens))
+    return images
+
+
+def table_rows(entries: list[Entry], metrics: list[str]) -> tuple[list[str], list[list]]:
+    """The report as a W&B table: one row per model."""
+    columns = ["model", "params", "bytes", *metrics, *[f"retention {m}" for m in metrics], "retention/mean"]
+    rows = [
+        [
+            e.label,
+            e.params,
+            e.bytes,
+            *[e.metrics.get(m) for m in metrics],
+            *[e.retention.get(m) for m in metrics],
+            e.mean,
+        ]
+        for e in entries
+    ]
+    return columns, rows
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", type=Path, help="run, sweep or pipeline directories")
-    parser.add_argument("--metrics", nargs="+", help="task/metric keys (default: the runs' primary metrics)")
+    parser.add_argument(
+        "--metrics", nargs="+", help="task/metric columns (default: the runs' primary metrics)"
+    )
     parser.add_argument(
         "--a",
         nargs="+",
@@ -83,48 +118,48 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--b", nargs="+", type=Path, metavar="RUN", help="run B (several: seeds of one arm)")
     parser.add_argument("--out", type=Path, default=Path("outputs/reports/latest"))
+    parser.add_argument("--plot", type=Path, help="also save the per-task retention bars (PNG) here")
+    parser.add_argument("--plot-params", type=Path, help="also save retention/mean vs parameters (PNG) here")
+    parser.add_argument("--plot-tokens", type=Path, help="also save retention vs training tokens (PNG) here")
     parser.add_argument(
         "--wandb", metavar="GROUP", help="log the report and plots as a W&B run in this group"
     )
     args = parser.parse_args(argv)
     if bool(args.a) != bool(args.b) or not (args.paths or args.a) or (args.a and args.paths):
-        print(
-            "error: give run directories to tabulate, or --a RUN... and --b RUN... to compare (not both)",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
+        fail("give run directories to tabulate, or --a RUN... and --b RUN... to compare (not both)")
     for side, runs in (("--a", args.a or []), ("--b", args.b or [])):
         bad = run_diff.check_arm(runs)
         if bad:
-            print(f"error: {side}: {bad}", file=sys.stderr)
-            raise SystemExit(2)
+            fail(f"{side}: {bad}")
     runs = [*args.paths, *[run_diff.split_model(p)[0] for p in [*(args.a or []), *(args.b or [])]]]
     missing = [str(p) for p in runs if not p.exists()]
     if missing:
-        print(
-            f"error: paths: {', '.join(missing)} do not exist; give run, sweep or pipeline directories",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
+        fail(f"paths: {', '.join(missing)} do not exist; give run, sweep or pipeline directories")
     if args.a:
         return compare(args.a, args.b, args.metrics, args.out)
-    try:
-        text, images = write_report(args.paths, args.metrics, args.out)
-    except SystemExit as err:
-        print(err, file=sys.stderr)
-        raise SystemExit(2) from None
+    failures = find_failures(args.paths)
+    if failures:
+        print(failure_table(failures) + "\n")
+    entries = collect(args.paths)
+    if not entries:
+        fail(f"no results.json or pipeline.json under {', '.join(map(str, args.paths))}")
+    metrics = args.metrics or default_metrics(entries)
+    text, images = write_report(entries, metrics, args.out)
+    images += extra_plots(entries, metrics, args, images[1])
     print(text)
     print("\n".join(f"plot: {i}" for i in images))
     if args.wandb:
-        print(f"W&B files: {log_to_wandb(text, images, args.wandb, args.out)}")
+        from distillab.tracking.wandb_run import log_report
+
+        directory = log_report(args.wandb, args.out, text, images, table_rows(entries, metrics))
+        print(f"W&B files: {directory}")
 
 
 def compare(a_runs: list[Path], b_runs: list[Path], metrics: list[str] | None, out: Path) -> None:
     try:
         text = run_diff.markdown(run_diff.compare_runs(a_runs, b_runs, metrics), a_runs, b_runs)
     except DistillabError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(err))
     write_text_atomic(out / "compare.md", text)
     print(text + f"written: {out / 'compare.md'}")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.retention import format_retention
-from distillab.tracking.summarize import run_labels
+from distillab.tracking.runs import find_runs, run_labels
 
 
 @dataclass
@@ -25,11 +25,18 @@ class Entry:
     reference: dict[str, float] = field(default_factory=dict)  # what retention divides by (teacher / input)
     primary: list[str] = field(default_factory=list)  # the run's primary metrics (one per task)
     interval: dict[str, list[float]] = field(default_factory=dict)  # 95% interval of each retention
+    # retention/mean as the run recorded it (evaluation/retention.mean_retention: over its primary
+    # metrics) with its interval; the one meaning of "mean retention" in every table and plot
+    mean: float | None = None
+    mean_interval: list[float | None] | None = None
+    tokens: int | None = None  # train_tokens of a training run (a budget curve's x axis)
 
-    def mean_retention(self, metrics: list[str]) -> float | None:
-        values = [self.retention.get(m) for m in metrics]
-        values = [v for v in values if v is not None]
-        return sum(values) / len(values) if len(values) == len(metrics) else None
+
+def _recorded_mean(record: dict) -> tuple[float | None, list[float | None] | None]:
+    mean = record.get("retention_mean")
+    if isinstance(mean, dict):  # results.json
+        return mean.get("value"), [mean.get("low"), mean.get("high")]
+    return record.get("mean_retention"), record.get("mean_retention_interval")  # a pipeline.json row
 
 
 def _run_bytes(results: dict) -> int | None:
@@ -62,14 +69,11 @@ def collect(paths: list[Path]) -> list[Entry]:
                         teacher,
                         row.get("primary") or [],
                         row.get("retention_interval") or {},
+                        *_recorded_mean(row),
                     )
                 )
             continue
-        runs = (
-            [path]
-            if (path / "results.json").is_file()
-            else sorted(p.parent for p in path.glob("*/results.json"))
-        )
+        runs = find_runs([path])
         for run, label in zip(runs, run_labels(runs), strict=True):
             results = json.loads((run / "results.json").read_text())
             params = results.get("params")
@@ -83,6 +87,8 @@ def collect(paths: list[Path]) -> list[Entry]:
                     results.get("teacher", {}),
                     results.get("primary") or [],
                     results.get("retention_interval") or {},
+                    *_recorded_mean(results),
+                    results.get("train_tokens"),
                 )
             )
     return entries
@@ -110,16 +116,16 @@ def _label(label: str, run: Path, results: dict, sweep: bool) -> str:
 SAME_SIZE = 0.005
 
 
-def pareto_front(entries: list[Entry], metrics: list[str], same_size: float = SAME_SIZE) -> list[Entry]:
-    """Entries no other entry beats on both size (smaller) and mean retention (higher), smallest first.
+def pareto_front(entries: list[Entry], same_size: float = SAME_SIZE) -> list[Entry]:
+    """Entries no other entry beats on both size (smaller) and retention/mean (higher), smallest first.
 
     A model within ``same_size`` (relative) of a better one is dominated by it.
     """
-    scored = [e for e in entries if e.bytes is not None and e.mean_retention(metrics) is not None]
-    scored.sort(key=lambda e: (e.bytes, -e.mean_retention(metrics)))
+    scored = [e for e in entries if e.bytes is not None and e.mean is not None]
+    scored.sort(key=lambda e: (e.bytes, -e.mean))
     front, best = [], float("-inf")
     for entry in scored:
-        quality = entry.mean_retention(metrics)
+        quality = entry.mean
         if quality > best:
             front.append(entry)
             best = quality
@@ -130,7 +136,7 @@ def pareto_front(entries: list[Entry], metrics: list[str], same_size: float = SA
     ]
 
 
-def budget_advice(front: list[Entry], metrics: list[str]) -> list[str]:
+def budget_advice(front: list[Entry]) -> list[str]:
     """One line per Pareto model: from which size budget it is the best choice."""
     lines = []
     for i, entry in enumerate(front):
@@ -138,7 +144,7 @@ def budget_advice(front: list[Entry], metrics: list[str]) -> list[str]:
         budget = f"{entry.bytes / 1e6:.0f} MB" + (f" to {upper / 1e6:.0f} MB" if upper else " and more")
         lines.append(
             f"- budget {budget}: **{entry.label}** ({entry.bytes / 1e6:.1f} MB, "
-            f"mean retention {100 * entry.mean_retention(metrics):.1f}%)"
+            f"retention/mean {format_retention(entry.mean, *(entry.mean_interval or (None, None)))})"
         )
     return lines
 
@@ -172,10 +178,16 @@ def reference_warning(entries: list[Entry], metrics: list[str]) -> str:
     )
 
 
+MEAN_NOTE = (
+    "\n\nretention/mean: each run's mean over its tasks' primary metrics (the suite's declared ones),"
+    " with its 95% paired interval; the columns are the metrics asked for."
+)
+
+
 def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
-    pareto = pareto_front(entries, metrics)
+    pareto = pareto_front(entries)
     front = {id(e) for e in pareto}
-    head = ["model", "params", "bytes on disk", *metrics, "mean retention", "Pareto"]
+    head = ["model", "params", "bytes on disk", *metrics, "retention/mean", "Pareto"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in entries:
         cells = [
@@ -191,11 +203,11 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
                 if value is None
                 else f"{value:.4g}" + ("" if ret is None else f" ({format_retention(ret, low, high)})")
             )
-        mean = e.mean_retention(metrics)
-        cells += ["n/a" if mean is None else f"{100 * mean:.1f}%", "★" if id(e) in front else ""]
+        mean = "n/a" if e.mean is None else format_retention(e.mean, *(e.mean_interval or (None, None)))
+        cells += [mean, "★" if id(e) in front else ""]
         lines.append("| " + " | ".join(cells) + " |")
-    advice = budget_advice(pareto, metrics)
-    text = "\n".join(lines) + reference_warning(entries, metrics)
+    advice = budget_advice(pareto)
+    text = "\n".join(lines) + MEAN_NOTE + reference_warning(entries, metrics)
     if advice:
         text += "\n\n### Which model for this size budget?\n\n" + "\n".join(advice)
     return text + "\n"

@@ -139,3 +139,24 @@ def per_task_bars(
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
+
+
+def retention_vs_params(
+    points: Sequence[tuple[str, float, float, Sequence[float | None] | None]], out: Path
+) -> Path:
+    """retention/mean (%) against parameters (M), one labelled point per model ``(label, params M,
+    retention %, [low, high] as fractions or None)``, with its 95% interval as an error bar."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, params, value, interval in points:
+        below, above = error_bar(value, interval)
+        ax.errorbar([params], [value], yerr=[[below], [above]], marker="o", capsize=3)
+        ax.annotate(
+            tick_label(label, 40), (params, value), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
+    ax.set_xlabel("student parameters (M)")
+    ax.set_ylabel("retention/mean vs teacher (%)")
+    ax.grid(alpha=0.3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")  # room for long run labels
+    plt.close(fig)
+    return out

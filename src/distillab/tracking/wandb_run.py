@@ -156,3 +156,36 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, float]:
     if results.get("tokens_per_s") is not None:
         flat["speed/decode_tokens_per_s"] = results["tokens_per_s"]
     return flat
+
+
+def log_report(
+    group: str, out: Path, text: str, images: list[Path], table: tuple[list, list] | None = None
+) -> str:
+    """One W&B run (job_type ``report``) in ``group`` holding a report: its markdown, its plots and
+    optionally a table ``(columns, rows)``. Offline unless ``WANDB_MODE`` says otherwise; the
+    command line it records is redacted like every run's. Returns the run's local directory."""
+    import wandb
+
+    argv = sys.argv
+    sys.argv = [redact(a) for a in argv]
+    try:
+        run = wandb.init(
+            dir=str(out),
+            project="distillab",
+            group=group,
+            job_type="report",
+            name=f"{group}-report",
+            mode=os.environ.get("WANDB_MODE", "offline"),
+        )
+    finally:
+        sys.argv = argv
+    payload: dict[str, Any] = {
+        "report": wandb.Html(f"<pre>{text}</pre>"),
+        **{f"plots/{i.stem}": wandb.Image(str(i)) for i in images},
+    }
+    if table is not None:
+        payload["report_table"] = wandb.Table(columns=table[0], data=table[1])
+    run.log(payload)
+    directory = run.dir
+    run.finish()
+    return directory

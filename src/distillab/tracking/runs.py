@@ -1,0 +1,59 @@
+"""Finished runs on disk: which folders hold one, which jobs of a sweep failed, and the label that
+tells each run apart (its Hydra overrides, minus those every run shares)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run folders (with ``results.json``) among ``paths`` and their direct subfolders (sweep jobs)."""
+    found = []
+    for path in paths:
+        found += (
+            [path]
+            if (path / "results.json").is_file()
+            else sorted(p.parent for p in path.glob("*/results.json"))
+        )
+    return found
+
+
+def find_failures(paths: list[Path]) -> list[tuple[Path, dict]]:
+    """Jobs that failed (their ``failure.json``, written by a multirun job that raised)."""
+    found = []
+    for path in paths:
+        for marker in (
+            [path / "failure.json"]
+            if (path / "failure.json").is_file()
+            else sorted(path.glob("*/failure.json"))
+        ):
+            found.append((marker.parent, json.loads(marker.read_text())))
+    return found
+
+
+def failure_table(failures: list[tuple[Path, dict]]) -> str:
+    lines = ["| failed job | error |", "|---|---|"]
+    lines += [f"| {job.name}: FAILED | {f['error']}: {f['message']} |" for job, f in failures]
+    return "\n".join(lines)
+
+
+def _overrides(run: Path) -> list[str]:
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    return list(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
+
+
+# Overrides that name or place a run rather than change what it computes: never part of a label.
+_BOOKKEEPING = ("experiment_name=", "eval_before_training=", "paths.", "hydra.", "threads=")
+
+
+def run_labels(runs: list[Path]) -> list[str]:
+    """Per run, the Hydra overrides that tell it apart (those shared by every run are dropped)."""
+    overrides = [[o for o in _overrides(run) if not o.startswith(_BOOKKEEPING)] for run in runs]
+    shared = set.intersection(*(set(o) for o in overrides)) if len(runs) > 1 else set()
+    return [
+        " ".join(o for o in own if o not in shared) or run.name
+        for run, own in zip(runs, overrides, strict=True)
+    ]
