@@ -34,9 +34,9 @@ def child(args) -> None:
     from omegaconf import OmegaConf
 
     from distillab.config import CONFIG_DIR
-    from distillab.objectives.contrastive import attach_prompt_pools
     from distillab.objectives.objective import build_objective
     from distillab.training.distill_module import DistillModule
+    from distillab.training.fit import attach_prompt_pools
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         preset, *overrides = args.child.split(",")  # "preset,key=value,..." for ablations

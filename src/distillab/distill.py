@@ -12,35 +12,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from distillab.app_run import AppRun
 from distillab.config import to_plain
-from distillab.data.datamodule import CorpusDataModule
 from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cache
 from distillab.data.token_alignment import TokenAligner
-from distillab.entry import hydra_app, start_run
+from distillab.entry import hydra_app
 from distillab.errors import DistillabError
-from distillab.evaluation.footprint import bytes_on_disk
-from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
-from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
-from distillab.models.export import save_model_atomic
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
 from distillab.models.student import build_student, check_vocab_match
 from distillab.models.surgery import teacher_layer_indices
-from distillab.objectives.contrastive import attach_prompt_pools
 from distillab.objectives.cross_tokenizer import head_reproduces_logits
 from distillab.objectives.objective import build_objective
 from distillab.pruning.calibration import batches, calibration_blocks
-from distillab.tracking import wandb_run
-from distillab.tracking.report import write_results
-from distillab.training.checkpoint_io import AtomicCheckpointIO
-from distillab.training.distill_module import DistillModule
+from distillab.training.fit import check_resume, fit, trained_tokens, training_parts
 from distillab.training.on_policy import OnPolicy
 from distillab.training.sharding import is_sharded, unsharded_copy
 
@@ -48,146 +37,103 @@ log = logging.getLogger("distillab")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    start = time.time()
-    run_dir = start_run(cfg)
-    check_resume(cfg, run_dir)
-    L.seed_everything(cfg.seed, workers=True)
-
+    app = AppRun(cfg)
+    check_resume(cfg.get("ckpt_path"), app.run_dir)
     # Everything that can be wrong with the config fails here, before any minute is spent.
     objective = build_objective(to_plain(cfg.objective.terms))
     teacher, tokenizer = load_model(
         ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher"
     )
-    data_dir, cache_dir = cfg.paths.data_dir, cfg.paths.cache_dir
+    student, student_tok = build_student(
+        teacher, to_plain(cfg.student), tokenizer, calibration_for(cfg, tokenizer)
+    )
+    cache_cfg = check_cache_config(objective, to_plain(cfg.get("teacher_cache") or {}))
+    aligner = pair_tokenizers(cfg, objective, teacher, student, tokenizer, student_tok)
+    options = {
+        "aligner": aligner,
+        "on_policy": on_policy_config(cfg, objective),
+        "student_tokenizer": student_tok,
+    }
+    module, data = training_parts(cfg, student, teacher, objective, student_tok, cfg.paths, **options)
+    shapes = log_shapes(teacher, student)
+    app.open_loggers(objective_summary=module.objective_summary)
+    app.results["objective_summary"] = module.objective_summary
+    if rank_zero_only.rank == 0:  # Lightning re-runs this script for ranks > 0 (DDP/FSDP): rank 0 evaluates
+        app.evaluate(teacher, tokenizer, "teacher", cached=True, timed=True)
+        if cfg.get("eval_before_training"):  # cached too: the same cut is the start of many runs
+            app.evaluate(student, student_tok, "student_before", cached=True)
+    if objective.needs_cache:
+        cache = prepare_teacher_cache(teacher, tokenizer, data, Path(cfg.paths.cache_dir), **cache_cfg)
+        app.results["teacher_cache"] = str(cache)
+    del teacher  # the module holds it if a term needs it: CE-only or cached-teacher runs free it here
+    gc.collect()
+    callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
+    trainer, seconds = fit(
+        module, data, cfg.trainer, app.run_dir, app.loggers, callbacks, cfg.get("ckpt_path")
+    )
+    app.results |= {"train_seconds": seconds, "world_size": trainer.world_size}
+    app.results["train_tokens"] = trained_tokens(trainer, module, cfg.data)
+    if is_sharded(student):  # FSDP: gather the full student (every rank joins), rank 0 goes on with it
+        student = unsharded_copy(student)
+    if not trainer.is_global_zero:  # DDP: rank 0 alone evaluates, exports and writes results
+        return {"run_dir": str(app.run_dir), "rank": trainer.global_rank}
+    app.results["train_metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    app.export(student, student_tok)
+    app.results["params"] = {"teacher": shapes[0], "student": count_parameters(student)}
+    app.evaluate(student, student_tok, "student", timed=True)
+    header = describe(cfg, shapes, student, trainer.global_step, app.start)
+    skip = per_token_tasks(cfg.get("eval"), aligner)
+    return app.finish(header, trainer.global_step, skip, {"exported student": app.results.get("student_dir")})
 
-    def calibration(num_blocks: int) -> list:  # for a student cut by a layer score
+
+def describe(cfg: DictConfig, teacher_shape: tuple[int, int], student, steps: int, start: float) -> str:
+    params, layers = teacher_shape
+    return (
+        f"## {cfg.experiment_name}: teacher {layers} layers ({params / 1e6:.1f}M) vs student "
+        f"{student.config.num_hidden_layers} layers ({count_parameters(student) / 1e6:.1f}M), "
+        f"{steps} steps, wall {(time.time() - start) / 60:.1f} min"
+    )
+
+
+def calibration_for(cfg: DictConfig, tokenizer):
+    """Calibration batches for a student cut by a layer score, read from the training data."""
+
+    def calibration(num_blocks: int) -> list:
         blocks = calibration_blocks(
-            tokenizer, to_plain(cfg.data), num_blocks, data_dir, cache_dir, key="student.calibration_blocks"
-        )
+            tokenizer, to_plain(cfg.data), num_blocks, cfg.paths.data_dir, cfg.paths.cache_dir,
+            key="student.calibration_blocks",
+        )  # fmt: skip
         return batches(blocks, 4)
 
-    student, student_tok = build_student(teacher, to_plain(cfg.student), tokenizer, calibration)
-    cache_cfg = check_cache_config(objective, to_plain(cfg.get("teacher_cache") or {}))
-    aligner = None
-    if objective.cross_tokenizer:  # the teacher reads its own tokenization of the student's text
+    return calibration
+
+
+def pair_tokenizers(
+    cfg: DictConfig, objective, teacher, student, tokenizer, student_tok
+) -> TokenAligner | None:
+    """A teacher of another tokenizer reads its own tokenization of the student's text (cross_kd);
+    same-position terms need one vocabulary."""
+    if objective.cross_tokenizer:
         objective.attach_tokenizers(student_tok, tokenizer)
-        aligner = TokenAligner(student_tok, tokenizer)
         check_cross_tokenizer_teacher(teacher, tokenizer, to_plain(cfg.trainer))
-    elif objective.needs_teacher or objective.needs_cache:
+        return TokenAligner(student_tok, tokenizer)
+    if objective.needs_teacher or objective.needs_cache:
         check_vocab_match(teacher, student, tokenizer, student_tok)
-    teacher_layers, teacher_params = teacher.config.num_hidden_layers, count_parameters(teacher)
-    datamodule = CorpusDataModule(
-        student_tok, **to_plain(cfg.data), data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir
-    )
-    datamodule.setup("fit")
-    attach_prompt_pools(objective, student_tok, cfg.paths.data_dir)
+    return None
+
+
+def log_shapes(teacher, student) -> tuple[int, int]:
+    """Logs teacher and student sizes; returns the teacher's (parameters, layers)."""
+    params, layers = count_parameters(teacher), teacher.config.num_hidden_layers
     log.info(
         "teacher %d layers, %.1fM params -> student %d layers (teacher layers %s), %.1fM params",
-        teacher_layers,
-        teacher_params / 1e6,
+        layers,
+        params / 1e6,
         student.config.num_hidden_layers,
         teacher_layer_indices(student),
         count_parameters(student) / 1e6,
     )
-
-    module = DistillModule(
-        student,
-        objective,
-        teacher if objective.needs_teacher else None,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        aligner=aligner,
-        on_policy=on_policy_config(cfg, objective),
-        student_tokenizer=student_tok,
-    )
-    loggers = wandb_run.make_loggers(cfg.get("logger"))
-    wandb_run.log_config(loggers, {**to_plain(cfg), "objective_summary": module.objective_summary})
-    results: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "experiment": cfg.experiment_name,
-        "objective_summary": module.objective_summary,
-    }
-    eval_cfg, data_dir, cache = cfg.get("eval"), cfg.paths.data_dir, Path(cfg.paths.cache_dir)
-    items = {}  # per-item results of each evaluated model, saved under run_dir/items/
-    # Lightning re-runs this script for ranks > 0 (DDP/FSDP): only rank 0 evaluates.
-    if eval_cfg and rank_zero_only.rank == 0:
-        eval_start = time.time()
-        teacher_eval, hit = cached_evaluate_suite(teacher, tokenizer, eval_cfg, run_dir, data_dir, cache)
-        results["teacher"], items["teacher"] = teacher_eval.metrics, teacher_eval.items
-        if not hit:  # wall time of each model's evaluation: what a suite costs on this machine
-            results["eval_seconds"] = {"teacher": time.time() - eval_start}
-        log.info("teacher evaluated%s", " (from cache)" if hit else "")
-        if cfg.get("eval_before_training"):  # cached too: the same cut is the start of many runs
-            before, _ = cached_evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir, cache)
-            results["student_before"], items["student_before"] = before.metrics, before.items
-    if objective.needs_cache:
-        results["teacher_cache"] = str(
-            prepare_teacher_cache(teacher, tokenizer, datamodule, cache, **cache_cfg)
-        )
-    if not objective.needs_teacher:
-        del teacher  # CE-only or cached-teacher objectives train with no teacher in memory
-        gc.collect()
-
-    callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        logger=loggers or False,
-        callbacks=callbacks,
-        default_root_dir=str(run_dir),
-        plugins=[AtomicCheckpointIO()],
-    )
-    train_start = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    results["train_seconds"] = time.time() - train_start
-    results["world_size"] = trainer.world_size
-    results["train_tokens"] = trained_tokens(trainer, module, cfg)
-    _checkpoint_final_state(trainer)
-    if is_sharded(student):  # FSDP: gather the full student (every rank joins), rank 0 goes on with it
-        student = unsharded_copy(student)
-    if not trainer.is_global_zero:  # DDP: rank 0 alone evaluates, exports and writes results
-        return {"run_dir": str(run_dir), "rank": trainer.global_rank}
-    results["train_metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
-
-    if cfg.get("export", True):
-        export_dir = run_dir / "student"
-        save_model_atomic(student, export_dir, student_tok)
-        results["student_dir"] = str(export_dir)
-        results["bytes"] = {"student": bytes_on_disk(export_dir)}
-    results["params"] = {"teacher": teacher_params, "student": count_parameters(student)}
-
-    rows = []
-    if eval_cfg:
-        eval_start = time.time()
-        student_eval = evaluate_suite(student, student_tok, eval_cfg, run_dir, data_dir)
-        results["student"], items["student"] = student_eval.metrics, student_eval.items
-        results.setdefault("eval_seconds", {})["student"] = time.time() - eval_start
-        rows = retention_rows(
-            results["teacher"],
-            results["student"],
-            results.get("student_before"),
-            items["teacher"],
-            items["student"],
-            primary_metrics(eval_cfg),
-            skip_tasks=per_token_tasks(eval_cfg, aligner),
-        )
-        results |= retention_results(rows)
-        flat = wandb_run.summary_metrics(results)
-        flat |= {f"before/{k}": v for k, v in (results.get("student_before") or {}).items()}
-        wandb_run.log_evaluation(loggers, flat, rows, step=trainer.global_step)
-    results["wall_seconds"] = time.time() - start
-    header = (
-        f"## {cfg.experiment_name}: teacher {teacher_layers} layers "
-        f"({results['params']['teacher'] / 1e6:.1f}M) vs student {student.config.num_hidden_layers} layers "
-        f"({results['params']['student'] / 1e6:.1f}M), {trainer.global_step} steps, "
-        f"wall {results['wall_seconds'] / 60:.1f} min"
-    )
-    print("\n" + write_results(run_dir, results, rows, header, items))
-    results["wandb_dir"] = wandb_run.finish(loggers)
-    print(
-        f"run directory: {run_dir}\nexported student: {results.get('student_dir')}\nW&B files: {results['wandb_dir']}"
-        " (sync with `wandb sync <dir>`)"
-    )
-    return results
+    return params, layers
 
 
 def on_policy_config(cfg: DictConfig, objective) -> OnPolicy | None:
@@ -212,24 +158,6 @@ def on_policy_config(cfg: DictConfig, objective) -> OnPolicy | None:
             f"{cfg.data.block_size}; valid: 1..{int(cfg.data.block_size) - 1}"
         )
     return on_policy
-
-
-def trained_tokens(trainer: L.Trainer, module: DistillModule, cfg: DictConfig) -> int:
-    """Tokens the student trained on (all ranks, accumulation included): a budget curve's x axis.
-    Off-policy: steps x batch x block (also right for runs resumed from checkpoints older than the
-    module's count); on-policy: the module's count (a sampled batch trains on its samples only)."""
-    if module.on_policy is None:
-        return (
-            trainer.global_step
-            * int(cfg.data.batch_size)
-            * int(cfg.data.block_size)
-            * trainer.accumulate_grad_batches
-            * trainer.world_size
-        )
-    count = torch.tensor(float(module.trained_tokens))
-    if trainer.world_size > 1:
-        count = trainer.strategy.reduce(count.to(module.device), reduce_op="sum")
-    return int(count)
 
 
 def check_cross_tokenizer_teacher(teacher, tokenizer, trainer_cfg: dict[str, Any]) -> None:
@@ -258,45 +186,6 @@ def per_token_tasks(eval_cfg, aligner: TokenAligner | None) -> frozenset[str]:
             "no retention for %s: teacher and student perplexities count different tokens", sorted(skipped)
         )
     return skipped
-
-
-def check_resume(cfg: DictConfig, run_dir: Path) -> None:
-    """``ckpt_path=last`` must find a checkpoint: a silent fresh start would overwrite the run's outputs."""
-    ckpt = cfg.get("ckpt_path")
-    if ckpt == "last" and not (run_dir / "checkpoints" / "last.ckpt").is_file():
-        raise DistillabError(
-            f"ckpt_path: 'last' but no checkpoint in {run_dir / 'checkpoints'}; pass hydra.run.dir=<the run "
-            "to resume> (or paths.run_dir), or drop ckpt_path to start fresh"
-        )
-    if ckpt not in (None, "last") and not Path(ckpt).is_file():
-        raise DistillabError(f"ckpt_path: {ckpt!r} is not a file; valid: last or a path to a .ckpt")
-    if ckpt is not None:
-        check_checkpoint(run_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt))
-
-
-def check_checkpoint(path: Path) -> None:
-    """A checkpoint is a zip archive (torch.save): a truncated one has no central directory at its
-    end, found here in one line instead of torch's PytorchStreamReader error mid-resume."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path):
-            pass
-    except (zipfile.BadZipFile, OSError) as err:
-        raise DistillabError(
-            f"ckpt_path: {path} is not a readable checkpoint ({err}); it may be truncated: resume from an "
-            "earlier one or drop ckpt_path to start fresh"
-        ) from None
-
-
-def _checkpoint_final_state(trainer: L.Trainer) -> None:
-    """Always leave last.ckpt at the final step (periodic saves may have stopped short of it)."""
-    callback = trainer.checkpoint_callback
-    if isinstance(callback, ModelCheckpoint) and callback.dirpath and trainer.global_step > 0:
-        trainer.save_checkpoint(
-            Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}",
-            weights_only=False,  # optimizer + loop state too: this file is for resuming
-        )
 
 
 main = hydra_app("distill", run)

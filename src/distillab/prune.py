@@ -20,16 +20,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from distillab.app_run import AppRun
 from distillab.config import to_plain
 from distillab.data.paths import resolve_data_dir
-from distillab.entry import hydra_app, start_run
+from distillab.entry import hydra_app
 from distillab.errors import DistillabError
-from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.harness import run_tasks
-from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
-from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
 from distillab.files import write_json_atomic
-from distillab.models.export import save_model_atomic
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
 from distillab.models.surgery import teacher_layer_indices
@@ -46,7 +43,6 @@ from distillab.pruning.unstructured import (
 from distillab.pruning.weight_scores import WEIGHT_SCORES, weight_scores
 from distillab.pruning.width import check_head_counts, prune_heads, prune_neurons, structure_scores
 from distillab.tracking import wandb_run
-from distillab.tracking.report import write_results
 from distillab.training.heal import heal
 
 log = logging.getLogger("distillab")
@@ -95,82 +91,54 @@ def check_config(cfg: DictConfig, model_cfg) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    start = time.time()
-    run_dir = start_run(cfg)
-
+    app = AppRun(cfg)
     teacher, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.model), key="model"), key="model")
     teacher.requires_grad_(False)
     check_config(cfg, teacher.config)
-    L.seed_everything(cfg.seed, workers=True)
-    p, data_dir, cache = cfg.prune, cfg.paths.data_dir, cfg.paths.cache_dir
+    p = cfg.prune
     calib = batches(
-        calibration_blocks(
-            tokenizer, to_plain(cfg.calibration.data), int(cfg.calibration.num_blocks), data_dir, cache
-        ),
+        calibration_blocks(tokenizer, to_plain(cfg.calibration.data), int(cfg.calibration.num_blocks), *paths_of(cfg)),
         int(cfg.calibration.batch_size),
-    )
-    loggers = wandb_run.make_loggers(cfg.get("logger"))
-    wandb_run.log_config(loggers, to_plain(cfg))
-    eval_cfg = cfg.get("eval")
-    results: dict[str, Any] = {"run_dir": str(run_dir), "experiment": cfg.experiment_name, "method": p.method}
-    items = {}  # per-item results: the teacher's, and the last evaluated student's
-    if eval_cfg:
-        teacher_eval, _ = cached_evaluate_suite(teacher, tokenizer, eval_cfg, run_dir, data_dir, Path(cache))
-        results["teacher"], items["teacher"] = teacher_eval.metrics, teacher_eval.items
+    )  # fmt: skip
+    app.open_loggers()
+    app.results["method"] = p.method
+    app.evaluate(teacher, tokenizer, "teacher", cached=True)
 
-    def evaluate(model, work_dir: Path) -> dict[str, float]:
-        if not eval_cfg:
-            return {}
-        evaluation = evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir)
-        items["student"] = evaluation.items
-        return evaluation.metrics
+    def evaluate(model, work_dir: Path) -> dict[str, float]:  # the last one evaluated is the student
+        evaluation = app.evaluate(model, tokenizer, "student", work_dir=work_dir)
+        return evaluation.metrics if evaluation else {}
 
     def healing(model, work_dir: Path, phase: int = 0, callbacks=()) -> dict[str, float]:
         # Phase k of iterative removal starts where phase k-1 stopped in the data stream, so ILD
         # and one-shot healing read the same batches at the same total budget.
         start = phase * _heal_batches(cfg.heal.trainer) if phase else 0
-        return heal(model, teacher, cfg.heal, tokenizer, work_dir, data_dir, cache, callbacks, start)
+        return heal(model, teacher, cfg.heal, tokenizer, work_dir, cfg.paths, callbacks, start)
 
     do_heal = bool(cfg.heal.get("enabled"))
     if p.method == "layers":
         student, record = _prune_layers(
-            cfg, teacher, tokenizer, calib, run_dir, healing if do_heal else None, evaluate
+            cfg, teacher, tokenizer, calib, app.run_dir, healing if do_heal else None, evaluate
         )
     else:
-        student, record = _prune_weights(cfg, teacher, calib, run_dir, healing if do_heal else None)
-    results |= record
-    results["params"] = {"teacher": count_parameters(teacher), "student": count_parameters(student)}
-
-    if cfg.get("export", True):
-        export_dir = run_dir / "student"
-        save_model_atomic(student, export_dir, tokenizer)
-        results["student_dir"] = str(export_dir)
-        results["bytes"] = {"student": bytes_on_disk(export_dir)}
-    rows = []
-    if eval_cfg:
-        results["student"] = results.get("final_metrics") or evaluate(student, run_dir)
-        rows = retention_rows(
-            results["teacher"],
-            results["student"],
-            teacher_items=items["teacher"],
-            student_items=items.get("student"),
-            primary=primary_metrics(eval_cfg),
-        )
-        results |= retention_results(rows)
-        wandb_run.log_evaluation(loggers, wandb_run.summary_metrics(results), rows, step=0)
-    wandb_run.log_images(
-        loggers, {str(f.relative_to(run_dir)): f for f in sorted(run_dir.glob("**/scores.png"))}
-    )
-    results["wall_seconds"] = time.time() - start
+        student, record = _prune_weights(cfg, teacher, calib, app.run_dir, healing if do_heal else None)
+    app.results |= record
+    app.results["params"] = {"teacher": count_parameters(teacher), "student": count_parameters(student)}
+    app.export(student, tokenizer)
+    if not record.get("final_metrics"):
+        evaluate(student, app.run_dir)
+    scores = {str(f.relative_to(app.run_dir)): f for f in sorted(app.run_dir.glob("**/scores.png"))}
+    wandb_run.log_images(app.loggers, scores)
+    params = app.results["params"]
     header = (
-        f"## {cfg.experiment_name}: prune {p.method} by {p.score}, "
-        f"{results['params']['teacher'] / 1e6:.1f}M -> {results['params']['student'] / 1e6:.1f}M params"
-        f"{', healed' if do_heal else ''}, wall {results['wall_seconds'] / 60:.1f} min"
+        f"## {cfg.experiment_name}: prune {p.method} by {p.score}, {params['teacher'] / 1e6:.1f}M -> "
+        f"{params['student'] / 1e6:.1f}M params{', healed' if do_heal else ''}, "
+        f"wall {(time.time() - app.start) / 60:.1f} min"
     )
-    print("\n" + write_results(run_dir, results, rows, header, items))
-    results["wandb_dir"] = wandb_run.finish(loggers)
-    print(f"run directory: {run_dir}\npruned model: {results.get('student_dir')}")
-    return results
+    return app.finish(header, artifacts={"pruned model": app.results.get("student_dir")})
+
+
+def paths_of(cfg: DictConfig) -> tuple[str | None, str | None]:
+    return cfg.paths.data_dir, cfg.paths.cache_dir
 
 
 def _heal_batches(trainer_cfg) -> int:

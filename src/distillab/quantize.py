@@ -13,27 +13,23 @@ transformers' GGUF loader and run through the same lm-eval suite as every other 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
+from distillab.app_run import AppRun
 from distillab.config import to_plain
-from distillab.entry import hydra_app, start_run
+from distillab.entry import hydra_app
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_second
-from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
-from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite
 from distillab.files import atomic_path
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
 from distillab.quantization import llama_cpp
 from distillab.quantization.gguf_export import PYTHON_TYPES, check_architecture, export_gguf
 from distillab.quantization.weight_only import check_bits, quantize_weights, state_dict_bytes
-from distillab.tracking import wandb_run
-from distillab.tracking.report import write_results
 
 log = logging.getLogger("distillab")
 
@@ -97,83 +93,65 @@ def quantize_gguf(cfg: DictConfig, model, tokenizer, run_dir: Path) -> tuple[Pat
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    start = time.time()
-    run_dir = start_run(cfg)
+    app = AppRun(cfg)
     q = cfg.quantize
     check_config(q)
     spec = ModelSpec.from_config(to_plain(cfg.model))
     model, tokenizer = load_model(spec)
-    cache, data_dir = Path(cfg.paths.cache_dir), cfg.paths.data_dir
-    loggers = wandb_run.make_loggers(cfg.get("logger"))
-    wandb_run.log_config(loggers, to_plain(cfg))
-
+    app.open_loggers()
     # The reference is evaluated before anything is quantized (torchao quantizes in place).
     if cfg.get("teacher"):
         ref, ref_tok = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")
-        reference_eval, _ = cached_evaluate_suite(ref, ref_tok, cfg.eval, run_dir, data_dir, cache)
+        app.evaluate(ref, ref_tok, "teacher", cached=True)
         ref_params = count_parameters(ref)
         del ref
     else:
-        reference_eval, _ = cached_evaluate_suite(model, tokenizer, cfg.eval, run_dir, data_dir, cache)
+        app.evaluate(model, tokenizer, "teacher", cached=True)
         ref_params = count_parameters(model)
-    reference = reference_eval.metrics
     params, input_bytes = count_parameters(model), source_bytes(spec, model)
-    prompt_ids = tokenizer(cfg.speed.prompt, return_tensors="pt").input_ids
-    results: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "experiment": cfg.experiment_name,
+    app.results |= {
         "model": spec.name_or_path,
         "backend": q.backend,
         "type": q.gguf_type if q.backend == "gguf" else f"int{q.bits}",
         "params": {"teacher": ref_params, "input": params, "student": params},
-        "teacher": reference,
     }
-    if q.backend == "gguf":
-        artifact, quantized = quantize_gguf(cfg, model, tokenizer, run_dir)
-        del model
-        if llama_cpp.is_available():
-            text, speed = llama_cpp.generate(
-                artifact, cfg.speed.prompt, int(cfg.speed.new_tokens), int(cfg.threads)
-            )
-            results |= {"runtime": "llama.cpp", "sample": text}
-        else:
-            speed = decode_tokens_per_second(quantized, prompt_ids, int(cfg.speed.new_tokens))
-            results["runtime"] = "transformers (de-quantized to float32; install gguf-runtime for llama.cpp)"
-        student_bytes = bytes_on_disk(artifact)
-    else:
-        quantized = quantize_weights(model, int(q.bits), int(q.group_size))
-        artifact = run_dir / f"model-int{q.bits}.pt"
-        with atomic_path(artifact) as tmp:  # never a truncated file that looks complete
-            torch.save(quantized.state_dict(), tmp)
-        student_bytes = bytes_on_disk(artifact)
-        speed = decode_tokens_per_second(quantized, prompt_ids, int(cfg.speed.new_tokens))
-        results["runtime"] = "transformers + torchao (CPU)"
-    results |= {
+    artifact, quantized, app.results["runtime"], speed = quantize_and_time(cfg, model, tokenizer, app)
+    del model
+    student_bytes = bytes_on_disk(artifact)
+    app.results |= {
         "artifact": str(artifact),
         "bytes": {"input": input_bytes, "student": student_bytes},
         "tokens_per_s": speed,
     }
-    student_eval = evaluate_suite(quantized, tokenizer, cfg.eval, run_dir, data_dir)
-    results["student"] = student_eval.metrics
-    items = {"teacher": reference_eval.items, "student": student_eval.items}
-    rows = retention_rows(
-        reference,
-        results["student"],
-        teacher_items=reference_eval.items,
-        student_items=student_eval.items,
-        primary=primary_metrics(cfg.eval),
-    )
-    results |= retention_results(rows)
-    wandb_run.log_evaluation(loggers, wandb_run.summary_metrics(results), rows, step=0)
-    results["wall_seconds"] = time.time() - start
+    app.evaluate(quantized, tokenizer, "student")
     header = (
-        f"## {cfg.experiment_name}: {results['type']} ({q.backend}), {input_bytes / 1e6:.1f} MB -> "
-        f"{student_bytes / 1e6:.1f} MB on disk, decode {speed:.1f} tokens/s ({results['runtime']})"
+        f"## {cfg.experiment_name}: {app.results['type']} ({q.backend}), {input_bytes / 1e6:.1f} MB -> "
+        f"{student_bytes / 1e6:.1f} MB on disk, decode {speed:.1f} tokens/s ({app.results['runtime']})"
     )
-    print("\n" + write_results(run_dir, results, rows, header, items))
-    results["wandb_dir"] = wandb_run.finish(loggers)
-    print(f"run directory: {run_dir}\nquantized model: {artifact}")
-    return results
+    return app.finish(header, artifacts={"quantized model": artifact})
+
+
+def quantize_and_time(cfg: DictConfig, model, tokenizer, app: AppRun) -> tuple[Path, Any, str, float]:
+    """Quantize with the configured backend; ``(artifact, model to evaluate, runtime, decode tokens/s)``."""
+    q = cfg.quantize
+    prompt_ids = tokenizer(cfg.speed.prompt, return_tensors="pt").input_ids
+    if q.backend == "gguf":
+        artifact, quantized = quantize_gguf(cfg, model, tokenizer, app.run_dir)
+        if llama_cpp.is_available():
+            text, speed = llama_cpp.generate(
+                artifact, cfg.speed.prompt, int(cfg.speed.new_tokens), int(cfg.threads)
+            )
+            app.results["sample"] = text
+            return artifact, quantized, "llama.cpp", speed
+        speed = decode_tokens_per_second(quantized, prompt_ids, int(cfg.speed.new_tokens))
+        runtime = "transformers (de-quantized to float32; install gguf-runtime for llama.cpp)"
+        return artifact, quantized, runtime, speed
+    quantized = quantize_weights(model, int(q.bits), int(q.group_size))
+    artifact = app.run_dir / f"model-int{q.bits}.pt"
+    with atomic_path(artifact) as tmp:  # never a truncated file that looks complete
+        torch.save(quantized.state_dict(), tmp)
+    speed = decode_tokens_per_second(quantized, prompt_ids, int(cfg.speed.new_tokens))
+    return artifact, quantized, "transformers + torchao (CPU)", speed
 
 
 main = hydra_app("quantize", run)

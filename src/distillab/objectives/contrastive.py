@@ -191,17 +191,3 @@ class ContrastiveDistillation(Term):
             return divergence(teacher_logp, student_logp, self.alpha)
 
         return rows
-
-
-def attach_prompt_pools(objective: nn.Module, tokenizer, data_dir: str | None, limit: int = 256) -> None:
-    """Read each contrastive term's prompt source (relative to the data directory) and attach it."""
-    from distillab.data.corpus import read_documents
-    from distillab.data.paths import resolve_data_dir
-
-    for name, term in objective.terms.items():
-        if isinstance(term, ContrastiveDistillation) and objective.weights[name] != 0:
-            if not term.prompt_source:
-                raise DistillabError(
-                    f"objective.terms.{name}.prompts: give a prompt source (format, files, template)"
-                )
-            term.attach(tokenizer, read_documents(term.prompt_source, resolve_data_dir(data_dir))[:limit])

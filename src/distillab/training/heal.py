@@ -14,16 +14,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 
 from distillab.config import to_plain
-from distillab.data.datamodule import CorpusDataModule
 from distillab.errors import DistillabError
 from distillab.models.surgery import decoder_layers, teacher_layer_indices
-from distillab.objectives.contrastive import attach_prompt_pools
 from distillab.objectives.objective import build_objective
-from distillab.training.distill_module import DistillModule
+from distillab.training.fit import fit, training_parts
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +42,7 @@ def heal(
     heal_cfg: Any,
     tokenizer,
     work_dir: Path,
-    data_dir: str | None,
-    cache_dir: str | None,
+    paths: Any,
     callbacks: Sequence[L.Callback] = (),
     start_batch: int = 0,
 ) -> dict[str, float]:
@@ -60,11 +56,6 @@ def heal(
         raise DistillabError(
             "heal.objective: cached-teacher terms are not supported for healing; use kd or ild"
         )
-    datamodule = CorpusDataModule(
-        tokenizer, **to_plain(heal_cfg.data), data_dir=data_dir, cache_dir=cache_dir, start_batch=start_batch
-    )
-    datamodule.setup("fit")
-    attach_prompt_pools(objective, tokenizer, data_dir)
     trainable = None
     student.train().requires_grad_(True)  # a copy of the frozen original starts frozen, in eval mode
     if heal_cfg.get("only_layers_next_to_gaps"):
@@ -73,22 +64,12 @@ def heal(
         for i in trainable:
             decoder_layers(student)[i].requires_grad_(True)
         log.info("healing only the layers next to gaps: %s", trainable)
-    module = DistillModule(
-        student,
-        objective,
-        teacher if objective.needs_teacher else None,
-        optimizer=instantiate(heal_cfg.optimizer),
-        scheduler=instantiate(heal_cfg.scheduler) if heal_cfg.get("scheduler") else None,
-    )
-    trainer: L.Trainer = instantiate(
-        heal_cfg.trainer,
-        logger=CSVLogger(str(work_dir), name="csv", version=""),
-        callbacks=list(callbacks),
-        enable_checkpointing=False,
-        default_root_dir=str(work_dir),
-    )
+    module, datamodule = training_parts(heal_cfg, student, teacher, objective, tokenizer, paths, start_batch)
+    logger = CSVLogger(str(work_dir), name="csv", version="")
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer, _ = fit(
+            module, datamodule, heal_cfg.trainer, work_dir, [logger], callbacks, checkpointing=False
+        )
     finally:
         if trainable is not None:
             student.requires_grad_(True)

@@ -1,0 +1,155 @@
+"""One way to train a student against a teacher, used by ``distillab-distill`` and by healing
+(``training/heal.py``): the data, the DistillModule with its optimizer and schedule, and a Lightning
+Trainer that writes checkpoints atomically; plus the checks that make a resume safe.
+
+A ``block`` is a config node with ``data``, ``optimizer``, ``scheduler`` and ``trainer``: the whole
+``distill.yaml`` for a distillation, ``prune.yaml``'s ``heal`` for healing.
+"""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from distillab.config import to_plain
+from distillab.data.corpus import read_documents
+from distillab.data.datamodule import CorpusDataModule
+from distillab.data.paths import resolve_data_dir
+from distillab.errors import DistillabError
+from distillab.objectives.contrastive import ContrastiveDistillation
+from distillab.objectives.objective import Objective
+from distillab.training.checkpoint_io import AtomicCheckpointIO
+from distillab.training.distill_module import DistillModule
+
+
+def attach_prompt_pools(objective: Objective, tokenizer, data_dir: str | None, limit: int = 256) -> None:
+    """Read each contrastive term's prompt source (relative to the data directory) and attach it
+    (here, not in the term: objectives compute, they do not read files)."""
+    for name, term in objective.terms.items():
+        if isinstance(term, ContrastiveDistillation) and objective.weights[name] != 0:
+            if not term.prompt_source:
+                raise DistillabError(
+                    f"objective.terms.{name}.prompts: give a prompt source (format, files, template)"
+                )
+            term.attach(tokenizer, read_documents(term.prompt_source, resolve_data_dir(data_dir))[:limit])
+
+
+def training_parts(
+    block,
+    student,
+    teacher,
+    objective: Objective,
+    tokenizer,
+    paths,
+    start_batch: int = 0,
+    **module_options: Any,
+) -> tuple[DistillModule, CorpusDataModule]:
+    """The data (set up) and the module; the teacher is held only if a term needs it."""
+    datamodule = CorpusDataModule(
+        tokenizer,
+        **to_plain(block.data),
+        data_dir=paths.data_dir,
+        cache_dir=paths.cache_dir,
+        start_batch=start_batch,
+    )
+    datamodule.setup("fit")
+    attach_prompt_pools(objective, tokenizer, paths.data_dir)
+    module = DistillModule(
+        student,
+        objective,
+        teacher if objective.needs_teacher else None,
+        optimizer=instantiate(block.optimizer),
+        scheduler=instantiate(block.scheduler) if block.get("scheduler") else None,
+        **module_options,
+    )
+    return module, datamodule
+
+
+def fit(
+    module: DistillModule,
+    datamodule: CorpusDataModule,
+    trainer_cfg,
+    root_dir: Path,
+    loggers: Sequence = (),
+    callbacks: Sequence[L.Callback] = (),
+    ckpt_path: str | None = None,
+    checkpointing: bool = True,
+) -> tuple[L.Trainer, float]:
+    """Train; returns the trainer and the seconds ``fit`` took. With ``checkpointing``, ``last.ckpt``
+    holds the final step (periodic saves may stop short of it)."""
+    extra = {"plugins": [AtomicCheckpointIO()]} if checkpointing else {"enable_checkpointing": False}
+    trainer: L.Trainer = instantiate(
+        trainer_cfg,
+        logger=list(loggers) or False,
+        callbacks=list(callbacks),
+        default_root_dir=str(root_dir),
+        **extra,
+    )
+    start = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    seconds = time.time() - start
+    if checkpointing:
+        _checkpoint_final_state(trainer)
+    return trainer, seconds
+
+
+def _checkpoint_final_state(trainer: L.Trainer) -> None:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.dirpath and trainer.global_step > 0:
+        trainer.save_checkpoint(
+            Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}",
+            weights_only=False,  # optimizer + loop state too: this file is for resuming
+        )
+
+
+def trained_tokens(trainer: L.Trainer, module: DistillModule, data_cfg) -> int:
+    """Tokens the student trained on (all ranks, accumulation included): a budget curve's x axis.
+    Off-policy: steps x batch x block (also right for runs resumed from checkpoints older than the
+    module's count); on-policy: the module's count (a sampled batch trains on its samples only)."""
+    if module.on_policy is None:
+        return (
+            trainer.global_step
+            * int(data_cfg.batch_size)
+            * int(data_cfg.block_size)
+            * trainer.accumulate_grad_batches
+            * trainer.world_size
+        )
+    import torch
+
+    count = torch.tensor(float(module.trained_tokens))
+    if trainer.world_size > 1:
+        count = trainer.strategy.reduce(count.to(module.device), reduce_op="sum")
+    return int(count)
+
+
+def check_resume(ckpt: str | None, run_dir: Path) -> None:
+    """``ckpt_path=last`` must find a checkpoint: a silent fresh start would overwrite the run's outputs."""
+    if ckpt == "last" and not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        raise DistillabError(
+            f"ckpt_path: 'last' but no checkpoint in {run_dir / 'checkpoints'}; pass hydra.run.dir=<the run "
+            "to resume> (or paths.run_dir), or drop ckpt_path to start fresh"
+        )
+    if ckpt not in (None, "last") and not Path(ckpt).is_file():
+        raise DistillabError(f"ckpt_path: {ckpt!r} is not a file; valid: last or a path to a .ckpt")
+    if ckpt is not None:
+        check_checkpoint(run_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt))
+
+
+def check_checkpoint(path: Path) -> None:
+    """A checkpoint is a zip archive (torch.save): a truncated one has no central directory at its
+    end, found here in one line instead of torch's PytorchStreamReader error mid-resume."""
+    try:
+        with zipfile.ZipFile(path):
+            pass
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DistillabError(
+            f"ckpt_path: {path} is not a readable checkpoint ({err}); it may be truncated: resume from an "
+            "earlier one or drop ckpt_path to start fresh"
+        ) from None
