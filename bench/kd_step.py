@@ -102,7 +102,14 @@ def distillab(args) -> list[float]:
 
     teacher, student, batches, _ = _setup(args)
     objective = build_objective(
-        {"kd": {"weight": ALPHA, "temperature": TEMPERATURE}, "ce": {"weight": 1 - ALPHA}}
+        {
+            "kd": {
+                "_target_": "distillab.objectives.terms.SoftLabelKD",
+                "weight": ALPHA,
+                "temperature": TEMPERATURE,
+            },
+            "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 1 - ALPHA},
+        }
     )
     optimizer = functools.partial(torch.optim.AdamW, lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
     module = DistillModule(student, objective, teacher, optimizer=optimizer)

@@ -35,15 +35,30 @@ SMOLLM2, GEMMA = CACHE / "SmolLM2-135M-Instruct", CACHE / "gemma-3-270m"
 SMOLLM2_CUT, GEMMA_CUT = [13, 14, 15, 17, 25, 26], [3, 5, 8, 10, 13, 15]
 
 # variant -> (teacher, student source, student layers removed, objective terms, on-policy fraction)
-KD = {"kd": {"weight": 0.5, "temperature": 2.0}, "ce": {"weight": 0.5}}
+KD = {
+    "kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "weight": 0.5, "temperature": 2.0},
+    "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 0.5},
+}
 VARIANTS = {
     "vocab262k": {
-        "ce": ("gemma", "gemma", "cut", {"ce": {"weight": 1.0}}, 0.0),
+        "ce": (
+            "gemma",
+            "gemma",
+            "cut",
+            {"ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 1.0}},
+            0.0,
+        ),
         "kd_chunked": ("gemma", "gemma", "cut", KD, 0.0),
         "kd_full": ("gemma", "gemma", "cut", KD, 0.0),
     },
     "vocab49k": {
-        "ce": ("smollm2", "smollm2", "cut", {"ce": {"weight": 1.0}}, 0.0),
+        "ce": (
+            "smollm2",
+            "smollm2",
+            "cut",
+            {"ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 1.0}},
+            0.0,
+        ),
         "kd_chunked": ("smollm2", "smollm2", "cut", KD, 0.0),
         "kd_full": ("smollm2", "smollm2", "cut", KD, 0.0),
     },
@@ -53,21 +68,40 @@ VARIANTS = {
             "smollm2",
             "smollm2",
             "cut",
-            {"cross_kd": {"weight": 0.5}, "ce": {"weight": 0.5}},
+            {
+                "cross_kd": {
+                    "_target_": "distillab.objectives.cross_tokenizer.CrossTokenizerKD",
+                    "weight": 0.5,
+                },
+                "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 0.5},
+            },
             0.0,
         ),
         "cross_kd_uld": (
             "smollm2",
             "smollm2",
             "cut",
-            {"cross_kd": {"weight": 0.5, "loss": "uld"}, "ce": {"weight": 0.5}},
+            {
+                "cross_kd": {
+                    "_target_": "distillab.objectives.cross_tokenizer.CrossTokenizerKD",
+                    "weight": 0.5,
+                    "loss": "uld",
+                },
+                "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 0.5},
+            },
             0.0,
         ),
         "gemma_cross_kd_hybrid": (
             "gemma",
             "smollm2",
             "whole",
-            {"cross_kd": {"weight": 0.5}, "ce": {"weight": 0.5}},
+            {
+                "cross_kd": {
+                    "_target_": "distillab.objectives.cross_tokenizer.CrossTokenizerKD",
+                    "weight": 0.5,
+                },
+                "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 0.5},
+            },
             0.0,
         ),
     },

@@ -41,7 +41,16 @@ def distillab(args) -> list[float]:
     from distillab.training.distill_module import DistillModule
 
     teacher, student, batches, _ = _setup(args)
-    objective = build_objective({"kd": {"weight": 1.0, "temperature": 1.0, "divergence": "forward_kl"}})
+    objective = build_objective(
+        {
+            "kd": {
+                "_target_": "distillab.objectives.terms.SoftLabelKD",
+                "weight": 1.0,
+                "temperature": 1.0,
+                "divergence": "forward_kl",
+            }
+        }
+    )
     module = DistillModule(student, objective, teacher, optimizer=functools.partial(torch.optim.AdamW, lr=LR))
     return timed_fit(module, batches, gradient_clip_val=CLIP)
 

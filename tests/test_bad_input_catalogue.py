@@ -116,7 +116,12 @@ CATALOGUE = [
     ),
     ("distill", ["objective.terms.kd.weight=-0.5"], "objective.terms.kd"),
     ("distill", ["objective.terms.kd.divergence=wasserstein"], "divergence"),
-    ("distill", ["+objective.terms.magic={weight: 1.0}"], "objective.terms.magic"),
+    ("distill", ["+objective.terms.magic={weight: 1.0}"], "objective.terms.magic: no _target_"),
+    (
+        "distill",
+        ["+objective.terms.magic={_target_: distillab.objectives.terms.Magic}"],
+        "objective.terms.magic._target_: ",
+    ),
     (
         "distill",
         ["objective.terms.kd.weight=0", "objective.terms.ce.weight=0"],
@@ -299,7 +304,7 @@ CATALOGUE = [
             "student=pretrained",
             "student.model.name_or_path=tiny:llama",
             "objective=cross_kd",
-            "+objective.terms.hidden={weight:0.5}",
+            "+objective.terms.hidden={_target_:distillab.objectives.hidden.HiddenStateAlignment,weight:0.5}",
         ],
         "objective.terms.hidden: HiddenStateAlignment compares teacher and student position by position",
     ),

@@ -45,7 +45,15 @@ def test_a_kd_step_never_forms_the_teachers_full_logits():
     student, tok = build_tiny("llama")
     teacher, _ = build_tiny("llama", seed=1)
     objective = build_objective(
-        {"kd": {"weight": 0.5, "temperature": 2.0, "chunk_tokens": 8}, "ce": {"weight": 0.5}}
+        {
+            "kd": {
+                "_target_": "distillab.objectives.terms.SoftLabelKD",
+                "weight": 0.5,
+                "temperature": 2.0,
+                "chunk_tokens": 8,
+            },
+            "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 0.5},
+        }
     )
     module = DistillModule(student, objective, teacher)
     rows_seen = []
@@ -76,7 +84,11 @@ def test_a_teacher_that_rescales_its_logits_runs_whole():
         return out
 
     teacher.forward = rescaled
-    module = DistillModule(student, build_objective({"kd": {"weight": 1.0}}), teacher)
+    module = DistillModule(
+        student,
+        build_objective({"kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "weight": 1.0}}),
+        teacher,
+    )
     module.log = lambda *a, **k: None
     ids = torch.randint(0, len(tok), (2, 16))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}

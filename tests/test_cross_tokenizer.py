@@ -338,8 +338,8 @@ def test_same_position_terms_next_to_a_teacher_of_another_tokenizer_are_refused(
     from tests.conftest import compose_config, tiny_overrides
 
     extra = {
-        "kd": "+objective.terms.kd={weight:0.5,temperature:2.0}",
-        "hidden": "+objective.terms.hidden={weight:0.5}",
+        "kd": "+objective.terms.kd={_target_:distillab.objectives.terms.SoftLabelKD,weight:0.5,temperature:2.0}",
+        "hidden": "+objective.terms.hidden={_target_:distillab.objectives.hidden.HiddenStateAlignment,weight:0.5}",
     }
     cfg = compose_config(
         tiny_overrides(

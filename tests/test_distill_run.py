@@ -57,7 +57,11 @@ def test_wandb_offline_files_are_written_once_per_job(finished_run):
 def test_teacher_is_frozen_in_eval_mode_and_not_a_submodule(tiny_corpus):
     teacher, _ = build_tiny("llama")
     student, _ = build_tiny("llama", seed=1)
-    module = DistillModule(student, build_objective({"kd": {"weight": 1.0}}), teacher)
+    module = DistillModule(
+        student,
+        build_objective({"kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "weight": 1.0}}),
+        teacher,
+    )
     module.train()  # what Lightning does at fit start
     assert not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())

@@ -76,16 +76,28 @@ def test_hidden_alignment_is_zero_for_the_teachers_own_layers_and_projects_when_
     teacher, _ = build_tiny("llama", num_hidden_layers=6)
     student = remove_layers(teacher, [1, 4])
     ids = torch.randint(0, 300, (2, 12))
-    objective = build_objective({"hidden": {"layer_map": "original"}})
+    objective = build_objective(
+        {"hidden": {"_target_": "distillab.objectives.hidden.HiddenStateAlignment", "layer_map": "original"}}
+    )
     objective.setup(student, teacher)
     _, terms = objective(_inputs(student, teacher, ids))
     assert terms["hidden"].item() > 0  # layer 1 was removed, so later layers see other inputs
-    first = build_objective({"hidden": {"layer_map": "explicit", "pairs": [[0, 0]]}})
+    first = build_objective(
+        {
+            "hidden": {
+                "_target_": "distillab.objectives.hidden.HiddenStateAlignment",
+                "layer_map": "explicit",
+                "pairs": [[0, 0]],
+            }
+        }
+    )
     first.setup(student, teacher)
     assert first(_inputs(student, teacher, ids))[1]["hidden"].item() < 1e-10  # identical first layer
 
     narrow, _ = build_tiny("llama", hidden_size=32, num_hidden_layers=2, seed=3)
-    projected = build_objective({"hidden": {"layer_map": "uniform"}})
+    projected = build_objective(
+        {"hidden": {"_target_": "distillab.objectives.hidden.HiddenStateAlignment", "layer_map": "uniform"}}
+    )
     projected.setup(narrow, teacher)
     params = list(projected.parameters())
     assert len(params) == 2 and params[0].shape == (64, 32)  # one Linear(32 -> 64) per pair
@@ -102,7 +114,15 @@ def test_attention_transfer_matches_eager_weights_and_is_zero_for_identical_mode
     with torch.no_grad():
         eager = teacher(input_ids=ids, output_attentions=True).attentions
     teacher.set_attn_implementation("sdpa")
-    objective = build_objective({"attention": {"layer_map": "explicit", "pairs": [[0, 0], [1, 1]]}})
+    objective = build_objective(
+        {
+            "attention": {
+                "_target_": "distillab.objectives.attention.AttentionTransfer",
+                "layer_map": "explicit",
+                "pairs": [[0, 0], [1, 1]],
+            }
+        }
+    )
     objective.setup(student, teacher)
     assert teacher.config._attn_implementation == CAPTURE_KERNEL
     inputs = _inputs(student, teacher, ids)
@@ -123,7 +143,14 @@ def test_attention_transfer_matches_eager_weights_and_is_zero_for_identical_mode
 def test_attention_transfer_trains_the_student_with_padding():
     teacher, _ = build_tiny("llama")
     student, _ = build_tiny("llama", seed=4)
-    objective = build_objective({"attention": {"layer_map": "uniform"}})
+    objective = build_objective(
+        {
+            "attention": {
+                "_target_": "distillab.objectives.attention.AttentionTransfer",
+                "layer_map": "uniform",
+            }
+        }
+    )
     objective.setup(student, teacher)
     ids = torch.randint(0, 300, (2, 9))
     attention_mask = torch.ones_like(ids)
@@ -244,7 +271,15 @@ def test_lens_term_samples_tokens_only_while_training():
     ids = torch.randint(0, 300, (2, 8), generator=torch.Generator().manual_seed(0))
     values = {}
     for fraction in (1.0, 0.25):
-        objective = build_objective({"lens": {"num_pairs": 2, "token_fraction": fraction}})
+        objective = build_objective(
+            {
+                "lens": {
+                    "_target_": "distillab.objectives.lens.DistillLensTerm",
+                    "num_pairs": 2,
+                    "token_fraction": fraction,
+                }
+            }
+        )
         objective.setup(student, teacher)
         with torch.no_grad():
             values[fraction, "eval"] = objective(_inputs(student, teacher, ids))[1]["lens"]
@@ -254,13 +289,17 @@ def test_lens_term_samples_tokens_only_while_training():
     assert values[0.25, "train"] != values[1.0, "train"]
     assert "0.25 of the tokens" in objective.terms["lens"].describe()
     with pytest.raises(DistillabError, match="token_fraction must be in \\(0, 1\\], got 0"):
-        build_objective({"lens": {"token_fraction": 0}})
+        build_objective(
+            {"lens": {"_target_": "distillab.objectives.lens.DistillLensTerm", "token_fraction": 0}}
+        )
 
 
 def test_lens_pairs_default_to_evenly_spaced_interior():
     teacher, _ = build_tiny("llama", num_hidden_layers=8)
     student = remove_layers(teacher, [2, 5])
-    objective = build_objective({"lens": {"num_pairs": 2}})
+    objective = build_objective(
+        {"lens": {"_target_": "distillab.objectives.lens.DistillLensTerm", "num_pairs": 2}}
+    )
     objective.setup(student, teacher)
     pairs = objective.terms["lens"].layer_map
     assert len(pairs) == 2 and all(s < student.config.num_hidden_layers - 1 for s, _ in pairs)
@@ -273,7 +312,16 @@ def test_contrastive_term_samples_every_n_steps_and_trains_both_halves():
 
     teacher, tok = build_tiny("llama")
     student = remove_layers(teacher, [1])
-    term = build_objective({"contrastive": {"regenerate_every": 2, "num_prompts": 2, "max_new_tokens": 3}})
+    term = build_objective(
+        {
+            "contrastive": {
+                "_target_": "distillab.objectives.contrastive.ContrastiveDistillation",
+                "regenerate_every": 2,
+                "num_prompts": 2,
+                "max_new_tokens": 3,
+            }
+        }
+    )
     term.setup(student, teacher)
     contrastive: ContrastiveDistillation = term.terms["contrastive"]
     contrastive.attach(tok, ["Question: 1 + 1?\nAnswer:", "Once upon a time", "The teacher said"])
@@ -292,13 +340,27 @@ def test_contrastive_term_samples_every_n_steps_and_trains_both_halves():
     only_pull, _ = term(_inputs(student, teacher, ids))  # validation: no sampling
     assert torch.isfinite(only_pull)
     with pytest.raises(DistillabError, match="contrastive alpha must be in"):
-        build_objective({"contrastive": {"alpha": 1.5}})
+        build_objective(
+            {
+                "contrastive": {
+                    "_target_": "distillab.objectives.contrastive.ContrastiveDistillation",
+                    "alpha": 1.5,
+                }
+            }
+        )
 
 
 def test_contrastive_can_pull_up_on_teacher_generated_responses():
     teacher, tok = build_tiny("llama")
     student = remove_layers(teacher, [1])
-    spec = {"contrastive": {"num_prompts": 2, "max_new_tokens": 3, "teacher_responses": "generate"}}
+    spec = {
+        "contrastive": {
+            "_target_": "distillab.objectives.contrastive.ContrastiveDistillation",
+            "num_prompts": 2,
+            "max_new_tokens": 3,
+            "teacher_responses": "generate",
+        }
+    }
     term = build_objective(spec)
     term.setup(student, teacher)
     contrastive = term.terms["contrastive"]
@@ -311,7 +373,14 @@ def test_contrastive_can_pull_up_on_teacher_generated_responses():
     ].shape[1]
     assert teacher_ids.shape[1] > prompt_len and contrastive._samples["teacher"]["response_mask"].any()
     with pytest.raises(DistillabError, match="teacher_responses must be batch or generate"):
-        build_objective({"contrastive": {"teacher_responses": "data"}})
+        build_objective(
+            {
+                "contrastive": {
+                    "_target_": "distillab.objectives.contrastive.ContrastiveDistillation",
+                    "teacher_responses": "data",
+                }
+            }
+        )
 
 
 def test_contrastive_push_down_per_sample_equals_the_batched_formula():

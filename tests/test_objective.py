@@ -25,7 +25,12 @@ def _inputs(seed=0):
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
 def test_alpha_mixes_soft_and_hard_labels(alpha):
     x = _inputs()
-    objective = build_objective({"kd": {"weight": alpha, "temperature": 2.0}, "ce": {"weight": 1 - alpha}})
+    objective = build_objective(
+        {
+            "kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "weight": alpha, "temperature": 2.0},
+            "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 1 - alpha},
+        }
+    )
     total, terms = objective(x)
     kd = soft_label_kd(x.teacher_logits, x.student_logits, x.mask, 2.0)
     ce = hard_label_ce(x.student_logits, x.targets, x.mask)
@@ -37,18 +42,41 @@ def test_alpha_mixes_soft_and_hard_labels(alpha):
 def test_identical_teacher_and_student_give_zero_kd():
     x = _inputs()
     x.teacher_logits = x.student_logits.clone()
-    total, terms = build_objective({"kd": {"weight": 1.0, "temperature": 3.0}})(x)
+    total, terms = build_objective(
+        {"kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "weight": 1.0, "temperature": 3.0}}
+    )(x)
     assert terms["kd"].abs().item() < 1e-5  # float32 cancellation in the fused forward KL
 
 
 @pytest.mark.parametrize(
     "terms,message",
     [
-        ({"kd": {"temperature": 0}}, "temperature must be > 0"),
-        ({"kd": {"temperature": -1.0}}, "temperature must be > 0"),
-        ({"kd": {"divergence": "kl_forward"}}, "unknown divergence 'kl_forward'"),
-        ({"bogus": {}}, "objective.terms.bogus: unknown term type 'bogus'"),
-        ({"ce": {"weight": -1}}, "objective.terms.ce.weight: must be >= 0"),
+        (
+            {"kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "temperature": 0}},
+            "temperature must be > 0",
+        ),
+        (
+            {"kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "temperature": -1.0}},
+            "temperature must be > 0",
+        ),
+        (
+            {"kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "divergence": "kl_forward"}},
+            "unknown divergence 'kl_forward'",
+        ),
+        (
+            {"bogus": {}},
+            "objective.terms.bogus: no _target_; name the term's class, one of distillab.objectives",
+        ),
+        ({"kd": {"_target_": "distillab.objectives.terms.Nope"}}, "objective.terms.kd._target_: "),
+        (
+            {"ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "temprature": 2}},
+            "objective.terms.ce: .*temprature",
+        ),
+        ({"kd": {"_target_": "distillab.models.spec.ModelSpec", "name_or_path": "x"}}, "is not a loss term"),
+        (
+            {"ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": -1}},
+            "objective.terms.ce.weight: must be >= 0",
+        ),
         ({}, "objective.terms: empty"),
     ],
 )

@@ -90,9 +90,19 @@ def test_the_teacher_scores_the_students_own_samples(teacher_arch):
     student, tok = build_tiny("llama")
     teacher, teacher_tok = build_tiny(teacher_arch, seed=1)
     objective_cfg = (
-        {"kd": {"weight": 0.5}, "ce": {"weight": 0.5}}
+        {
+            "kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "weight": 0.5},
+            "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 0.5},
+        }
         if teacher_arch == "llama"
-        else {"cross_kd": {"weight": 0.5, "loss": "uld"}, "ce": {"weight": 0.5}}
+        else {
+            "cross_kd": {
+                "_target_": "distillab.objectives.cross_tokenizer.CrossTokenizerKD",
+                "weight": 0.5,
+                "loss": "uld",
+            },
+            "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 0.5},
+        }
     )
     objective = build_objective(objective_cfg)
     aligner = None

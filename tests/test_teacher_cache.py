@@ -71,7 +71,9 @@ def test_cache_is_built_once_and_matches_the_online_teacher_on_a_tiny_model(tmp_
         teacher_topk_ids=batch["teacher_topk_ids"],
         teacher_tail_logp=batch["teacher_tail_logp"],
     )
-    cached = build_objective({"kd_cached": {"temperature": 2.0}})(cached_inputs)[1]["kd_cached"]
+    cached = build_objective(
+        {"kd_cached": {"_target_": "distillab.objectives.terms.CachedTopKKD", "temperature": 2.0}}
+    )(cached_inputs)[1]["kd_cached"]
     online = soft_label_kd(t_logits, s_logits, mask, 2.0)
     torch.testing.assert_close(cached, online, rtol=1e-4, atol=1e-5)
 

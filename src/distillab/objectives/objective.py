@@ -6,27 +6,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from torch import nn
 
 from distillab.errors import DistillabError
-from distillab.objectives.attention import AttentionTransfer
-from distillab.objectives.contrastive import ContrastiveDistillation
-from distillab.objectives.cross_tokenizer import CrossTokenizerKD
-from distillab.objectives.hidden import HiddenStateAlignment
-from distillab.objectives.lens import DistillLensTerm
-from distillab.objectives.terms import CachedTopKKD, HardLabelCE, SoftLabelKD, Term, TermInputs
 
-# Config name -> term class. Add a term: write the class, register it here, name it in objective/.
-TERM_TYPES: dict[str, type[Term]] = {
-    "ce": HardLabelCE,
-    "kd": SoftLabelKD,
-    "kd_cached": CachedTopKKD,
-    "hidden": HiddenStateAlignment,
-    "attention": AttentionTransfer,
-    "lens": DistillLensTerm,
-    "contrastive": ContrastiveDistillation,
-    "cross_kd": CrossTokenizerKD,
-}
+# The shipped terms, imported so term_classes() lists them (configs name them by _target_).
+from distillab.objectives import attention, contrastive, cross_tokenizer, hidden, lens  # noqa: F401
+from distillab.objectives.terms import Term, TermInputs
 
 
 class Objective(nn.Module):
@@ -120,33 +108,55 @@ class Objective(nn.Module):
 
 
 def build_objective(terms_cfg: Mapping[str, Any]) -> Objective:
-    """Build from config ``{name: {type?: <TERM_TYPES key>, weight: w, **term_kwargs}}``.
-
-    ``type`` defaults to the term's name, so ``kd: {weight: 0.5, temperature: 2}`` just works.
-    """
+    """Build from config ``{name: {_target_: <term class>, weight: w, **term_kwargs}}``: each term's
+    ``_target_`` names its class (``conf/objective/*.yaml``), built by ``hydra.utils.instantiate``."""
     if not terms_cfg:
         raise DistillabError("objective.terms: empty; give at least one term, e.g. ce: {weight: 1.0}")
     terms, weights = {}, {}
     for name, spec in terms_cfg.items():
         spec = dict(spec or {})
-        kind = spec.pop("type", name)
-        if kind not in TERM_TYPES:
+        if "_target_" not in spec:
             raise DistillabError(
-                f"objective.terms.{name}: unknown term type {kind!r} (type defaults to the term's name); "
-                f"valid: {', '.join(TERM_TYPES)}"
+                f"objective.terms.{name}: no _target_; name the term's class, one of {', '.join(term_classes())} "
+                "(each preset in conf/objective/ shows its terms)"
             )
         weight = spec.pop("weight", 1.0)
         if weight is None or float(weight) < 0:
             raise DistillabError(f"objective.terms.{name}.weight: must be >= 0, got {weight}")
-        try:
-            terms[name] = TERM_TYPES[kind](**spec)
-        except DistillabError as err:
-            raise DistillabError(f"objective.terms.{name}: {err}".replace(": objective:", ":")) from None
-        except (TypeError, ValueError) as err:  # a wrong keyword, or a value of the wrong type
-            raise DistillabError(f"objective.terms.{name}: {err}") from None
+        terms[name] = build_term(name, spec)
         weights[name] = float(weight)
     if not any(weights.values()):
         raise DistillabError(
             "objective.terms: every weight is 0; nothing would train (give one term a weight > 0)"
         )
     return Objective(terms, weights)
+
+
+def build_term(name: str, spec: dict[str, Any]) -> Term:
+    """``instantiate`` one term; a wrong class path, keyword or value is one line naming the term."""
+    try:
+        term = instantiate(spec, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, DistillabError):
+            raise DistillabError(f"objective.terms.{name}: {cause}".replace(": objective:", ":")) from None
+        if isinstance(cause, TypeError | ValueError):  # a wrong keyword, or a value of the wrong type
+            raise DistillabError(f"objective.terms.{name}: {cause}") from None
+        first = str(err).strip().splitlines()[0]
+        raise DistillabError(f"objective.terms.{name}._target_: {first}") from None
+    if not isinstance(term, Term):
+        raise DistillabError(
+            f"objective.terms.{name}._target_: {spec['_target_']} is not a loss term; one of {', '.join(term_classes())}"
+        )
+    return term
+
+
+def term_classes() -> list[str]:
+    """Import paths of the loss terms distillab ships (what ``_target_`` may name)."""
+    found, todo = [], list(Term.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.__module__.startswith("distillab."):
+            found.append(f"{cls.__module__}.{cls.__qualname__}")
+    return sorted(found)

@@ -1,8 +1,8 @@
 """Objective terms: each turns one forward pass of student (and teacher) into a scalar loss.
 
 A term is an ``nn.Module`` (so a later term can own learned parameters, e.g. a projection) whose
-``forward`` takes :class:`TermInputs`. Add a term by writing a class here (or in a sibling module),
-registering it in ``TERM_TYPES`` and naming it in an ``objective/`` config.
+``forward`` takes :class:`TermInputs`. Add a term by writing a class here (or in a sibling module)
+and naming it by ``_target_`` under ``terms:`` in an ``objective/`` config.
 """
 
 from __future__ import annotations
