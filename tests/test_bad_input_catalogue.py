@@ -80,7 +80,12 @@ CATALOGUE = [
         "student.remove: 3 is not valid; expected a list of integers",
     ),
     ("distill", ["student.num_remove=4"], "student.num_remove"),
-    ("distill", ["student.kind=distil"], "student.kind: unknown 'distil'"),
+    ("distill", ["student._target_=distillab.training.students.Distil"], "student._target_: "),
+    (
+        "distill",
+        ["+student.bogus=1"],
+        "student: DropLayers.__init__() got an unexpected keyword argument 'bogus'",
+    ),
     (
         "distill",
         ["student=pretrained", "student.model.name_or_path={vocab300}"],

@@ -24,7 +24,7 @@ from distillab.entry import hydra_app
 from distillab.errors import DistillabError
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
-from distillab.models.student import build_student, check_vocab_match
+from distillab.models.student import check_vocab_match
 from distillab.models.surgery import teacher_layer_indices
 from distillab.objectives.cross_tokenizer import head_reproduces_logits
 from distillab.objectives.objective import build_objective
@@ -32,6 +32,7 @@ from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.training.fit import check_resume, fit, trained_tokens, training_parts
 from distillab.training.on_policy import OnPolicy
 from distillab.training.sharding import is_sharded, unsharded_copy
+from distillab.training.students import build_student
 
 log = logging.getLogger("distillab")
 

@@ -106,7 +106,7 @@ def wire_input(stage_cfg: DictConfig, app: str, source: dict[str, Any], teacher:
         if app == "distill":
             stage_cfg.teacher = teacher
             if source != teacher:  # a later distill stage (healing) trains the previous output
-                stage_cfg.student = {"kind": "pretrained", "model": source}
+                stage_cfg.student = {"_target_": "distillab.training.students.Pretrained", "model": source}
         elif app == "prune":
             stage_cfg.model = source
         else:

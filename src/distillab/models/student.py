@@ -1,24 +1,18 @@
-"""Build the student from the teacher and a ``student/`` config.
-
-Kinds: ``drop_layers`` (teacher copy with layers removed: explicit indices, evenly spaced, or the
-lowest-scoring by a layer score on calibration blocks),
-``smaller_config`` (the teacher's config with overrides, random init or initialised from chosen
-teacher layers) and ``pretrained`` (any model spec).
-"""
+"""Students made from the teacher: a copy with layers removed, or its architecture made smaller
+(random init or initialised from teacher layers); and the vocabulary check logit distillation needs.
+Which student a run builds: ``training/students.py`` (the ``student/`` config group)."""
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from distillab.errors import DistillabError
-from distillab.models.loading import load_model
-from distillab.models.spec import ModelSpec
 from distillab.models.surgery import (
     TEACHER_LAYERS_KEY,
     decoder_layers,
@@ -27,74 +21,7 @@ from distillab.models.surgery import (
     validate_removal,
 )
 
-KINDS = ("drop_layers", "smaller_config", "pretrained")
 log = logging.getLogger(__name__)
-
-
-# Layer scores a student can be cut by: the ones computed from one calibration pass of the teacher.
-# The removal scores (ppl_drop, benchmark_drop) and iterative removal live in distillab-prune.
-STUDENT_SCORES = ("block_influence", "angular", "lens_kl")
-
-
-def build_student(
-    teacher: PreTrainedModel,
-    cfg: Mapping[str, Any],
-    tokenizer=None,
-    calibration: Callable[[int], list[torch.Tensor]] | None = None,
-):
-    """Return ``(student, tokenizer)``; the tokenizer is the teacher's unless ``pretrained``.
-
-    ``calibration(n)``: batches of ``n`` calibration blocks, for a ``drop_layers`` cut by ``score``.
-    """
-    kind = cfg.get("kind")
-    if kind == "drop_layers":
-        remove = cfg.get("remove")
-        if cfg.get("score") is not None and remove is None:  # explicit indices win over a score
-            remove = scored_removal(teacher, cfg, calibration)
-        return drop_layers_student(teacher, remove, cfg.get("num_remove")), tokenizer
-    if kind == "smaller_config":
-        return smaller_student(
-            teacher, cfg.get("overrides") or {}, cfg.get("init_layers"), cfg.get("seed", 0)
-        ), tokenizer
-    if kind == "pretrained":
-        model, model_tok = load_model(
-            ModelSpec.from_config(cfg.get("model") or {}, key="student.model"), key="student.model"
-        )
-        remove = cfg.get("remove")  # e.g. the 24-layer cut of a student taught by another model
-        if remove:
-            model = remove_layers(model, list(remove), inplace=True)
-        return model.requires_grad_(True).train(), model_tok
-    raise DistillabError(f"student.kind: unknown {kind!r}; valid: {', '.join(KINDS)}")
-
-
-def scored_removal(teacher: PreTrainedModel, cfg: Mapping[str, Any], calibration) -> list[int]:
-    """The ``num_remove`` layers with the lowest ``score`` on ``calibration_blocks`` blocks of the
-    run's training data (the same choice ``distillab-prune`` makes one-shot)."""
-    from distillab.pruning.layer_scores import activation_layer_scores, least_important
-
-    score = cfg["score"]
-    if score not in STUDENT_SCORES:
-        raise DistillabError(
-            f"student.score: {score!r} is not one of {', '.join(STUDENT_SCORES)} (null: evenly spaced); "
-            "removal scores and iterative cuts: distillab-prune"
-        )
-    num_layers, num_remove = teacher.config.num_hidden_layers, cfg.get("num_remove")
-    if num_remove is None or not 0 < int(num_remove) < num_layers:
-        raise DistillabError(
-            f"student.num_remove: {num_remove} with student.score={score}; valid: 1..{num_layers - 1} "
-            "(how many layers the score removes)"
-        )
-    num_blocks = int(cfg.get("calibration_blocks", 16))
-    if num_blocks < 1:
-        raise DistillabError(f"student.calibration_blocks: must be >= 1, got {num_blocks}")
-    if calibration is None:
-        raise DistillabError(
-            "student.score: this entry point gives no calibration data; use distillab-distill"
-        )
-    scores = activation_layer_scores(teacher, calibration(num_blocks), [score])[score]
-    remove = least_important(scores, int(num_remove))
-    log.info("student: %s scores %s -> removing layers %s", score, [round(x, 4) for x in scores], remove)
-    return remove
 
 
 def drop_layers_student(teacher: PreTrainedModel, remove=None, num_remove=None) -> PreTrainedModel:

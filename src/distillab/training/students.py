@@ -1,0 +1,124 @@
+"""Student kinds. Each ``conf/student/*.yaml`` names one of these classes by ``_target_``;
+``distillab-distill`` instantiates it and calls ``build(teacher, tokenizer, calibration)``, which
+returns ``(student, its tokenizer)``.
+
+- :class:`DropLayers`: the teacher with whole layers removed (explicit indices, evenly spaced, or the
+  lowest-scoring by a layer score on calibration blocks of the run's training data).
+- :class:`SmallerConfig`: the teacher's architecture with config overrides, random init or
+  initialised from chosen teacher layers.
+- :class:`Pretrained`: any model spec (another tokenizer too: ``objective=cross_kd``).
+
+The surgery itself is in ``models/student.py`` and ``models/surgery.py``; the layer scores in
+``pruning/layer_scores.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from distillab.errors import DistillabError
+from distillab.models.loading import load_model
+from distillab.models.spec import ModelSpec
+from distillab.models.student import drop_layers_student, smaller_student
+from distillab.models.surgery import remove_layers
+from distillab.pruning.layer_scores import activation_layer_scores, least_important
+
+log = logging.getLogger(__name__)
+
+Calibration = Callable[[int], list[torch.Tensor]]  # n -> batches of n calibration blocks
+
+# Layer scores a student can be cut by: the ones computed from one calibration pass of the teacher.
+# The removal scores (ppl_drop, benchmark_drop) and iterative removal live in distillab-prune.
+STUDENT_SCORES = ("block_influence", "angular", "lens_kl")
+
+
+@dataclass
+class DropLayers:
+    remove: list[int] | None = None  # explicit indices win over a score
+    num_remove: int | None = None
+    score: str | None = None  # null: evenly spaced
+    calibration_blocks: int = 16
+
+    def build(self, teacher: PreTrainedModel, tokenizer, calibration: Calibration | None = None):
+        remove = self.remove
+        if self.score is not None and remove is None:
+            remove = self.scored_removal(teacher, calibration)
+        return drop_layers_student(teacher, remove, self.num_remove), tokenizer
+
+    def scored_removal(self, teacher: PreTrainedModel, calibration: Calibration | None) -> list[int]:
+        """The ``num_remove`` layers with the lowest ``score`` on ``calibration_blocks`` blocks of the
+        run's training data (the same choice ``distillab-prune`` makes one-shot)."""
+        if self.score not in STUDENT_SCORES:
+            raise DistillabError(
+                f"student.score: {self.score!r} is not one of {', '.join(STUDENT_SCORES)} (null: evenly "
+                "spaced); removal scores and iterative cuts: distillab-prune"
+            )
+        num_layers = teacher.config.num_hidden_layers
+        if self.num_remove is None or not 0 < int(self.num_remove) < num_layers:
+            raise DistillabError(
+                f"student.num_remove: {self.num_remove} with student.score={self.score}; valid: "
+                f"1..{num_layers - 1} (how many layers the score removes)"
+            )
+        if calibration is None:
+            raise DistillabError(
+                "student.score: this entry point gives no calibration data; use distillab-distill"
+            )
+        scores = activation_layer_scores(teacher, calibration(int(self.calibration_blocks)), [self.score])[
+            self.score
+        ]
+        remove = least_important(scores, int(self.num_remove))
+        log.info(
+            "student: %s scores %s -> removing layers %s", self.score, [round(x, 4) for x in scores], remove
+        )
+        return remove
+
+
+@dataclass
+class SmallerConfig:
+    overrides: dict[str, Any] = field(default_factory=dict)
+    init_layers: list[int] | None = None
+    seed: int = 0
+
+    def build(self, teacher: PreTrainedModel, tokenizer, calibration: Calibration | None = None):
+        return smaller_student(teacher, self.overrides or {}, self.init_layers, self.seed), tokenizer
+
+
+@dataclass
+class Pretrained:
+    model: dict[str, Any] = field(default_factory=dict)  # a model spec (conf/model/*.yaml keys)
+    remove: list[int] | None = None  # decoder layers to cut from it first
+
+    def build(self, teacher: PreTrainedModel, tokenizer, calibration: Calibration | None = None):
+        model, model_tok = load_model(
+            ModelSpec.from_config(self.model, key="student.model"), key="student.model"
+        )
+        if self.remove:
+            model = remove_layers(model, list(self.remove), inplace=True)
+        return model.requires_grad_(True).train(), model_tok
+
+
+def build_student(teacher: PreTrainedModel, cfg, tokenizer=None, calibration: Calibration | None = None):
+    """``(student, tokenizer)`` from a ``student`` config (its ``_target_`` is one of the classes above)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if not isinstance(cfg, dict) or "_target_" not in cfg:
+        raise DistillabError(
+            "student: no _target_; choose a kind: student=drop_layers | smaller_config | pretrained"
+        )
+    try:
+        kind = instantiate(cfg, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, TypeError):  # a key the kind does not take
+            raise DistillabError(f"student: {cause}") from None
+        raise DistillabError(f"student._target_: {str(err).strip().splitlines()[0]}") from None
+    if not hasattr(kind, "build"):
+        raise DistillabError(f"student._target_: {cfg['_target_']} is not a student kind (no build method)")
+    return kind.build(teacher, tokenizer, calibration)
