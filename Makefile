@@ -127,7 +127,7 @@ exp-003: models install-gguf-runtime ## experiments/003: distill vs prune vs qua
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-pipeline experiment=pipeline_quantize_first eval=suite 'reuse_stages_from=[outputs/pipeline/pipeline_study]'
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-pipeline eval=suite experiment_name=pipeline_q4_k_m 'reuse_stages_from=[outputs/pipeline/pipeline_study]' 'stages.quantize.overrides=["quantize.gguf_type=q4_k_m"]'
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-quantize -m quantize.gguf_type=q8_0,q4_k_m,q4_1,q4_0 eval=suite experiment_name=quant_alone
-	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-quantize -m quantize.backend=torchao quantize.bits=8,4 eval=suite experiment_name=quant_alone_torchao
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-quantize -m quantize=torchao quantize.bits=8,4 eval=suite experiment_name=quant_alone_torchao
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.layers.num_remove=9 heal.trainer.max_steps=48 heal.trainer.val_check_interval=48 eval=suite experiment_name=prune_alone
 	$(REPORT) outputs/pipeline/pipeline_study outputs/pipeline/pipeline_quantize_first outputs/pipeline/pipeline_q4_k_m $(call LATEST,quantize/quant_alone) $(call LATEST,quantize/quant_alone_torchao) $$(ls -td outputs/prune/prune_alone/*/ | head -1) --metrics $(SUITE_METRICS) --out experiments/003-compression-pipeline --wandb compression_study
 

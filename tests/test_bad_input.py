@@ -63,3 +63,21 @@ def test_cli_reports_one_line_and_exits_nonzero(case, tmp_path, tiny_corpus):
     assert len(error_lines) == 1 and message in error_lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert (tmp_path / "results.json").read_text() == "earlier results"  # earlier results untouched
+
+
+def test_an_unknown_group_option_is_one_line_naming_the_group_and_its_options(capsys):
+    from distillab.entry import check_group_choices
+
+    check_group_choices(
+        ["objective=kd", "model@teacher=tiny_llama", "hydra/launcher=submitit_local", "x.y=z"]
+    )
+    for overrides, message in (
+        (["objective=nope"], "error: objective: unknown 'nope'; valid: ce, cross_kd, distill_lens, ild, kd,"),
+        (["-m", "objective=kd,nope"], "error: objective: unknown 'nope'"),
+        (["model@teacher=gpt5"], "error: model@teacher: unknown 'gpt5'; valid: gemma3_270m,"),
+        (["+quantize=bitsandbytes"], "error: quantize: unknown 'bitsandbytes'; valid: gguf, torchao"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            check_group_choices(overrides)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().startswith(message)

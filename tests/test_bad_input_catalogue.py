@@ -39,7 +39,8 @@ def base(app: str, run_dir, data_dir, overrides: list[str]) -> list[str]:
             "heal.enabled=false",
         ]
     if app == "quantize":
-        return [*common, "model=tiny_llama", "quantize.pre_tokenizer=default"]
+        gguf = [] if "quantize=torchao" in overrides else ["quantize.pre_tokenizer=default"]
+        return [*common, "model=tiny_llama", *gguf]
     if app == "evaluate":
         return [*common, "model=tiny_llama"]
     return [*common, "model@teacher=tiny_llama"]
@@ -330,12 +331,11 @@ CATALOGUE = [
         "on_policy.prompt_tokens: 32 leaves no room",
     ),
     # quantization
-    ("quantize", ["quantize.backend=bitsandbytes"], "quantize.backend: unknown 'bitsandbytes'"),
     ("quantize", ["quantize.gguf_type=q3_bogus"], "quantize.gguf_type: unknown 'q3_bogus'"),
-    ("quantize", ["quantize.backend=torchao", "quantize.bits=3"], "quantize.bits: 3 is not supported"),
+    ("quantize", ["quantize=torchao", "quantize.bits=3"], "quantize.bits: 3 is not supported"),
     (
         "quantize",
-        ["quantize.backend=torchao", "quantize.bits=4", "quantize.group_size=48"],
+        ["quantize=torchao", "quantize.bits=4", "quantize.group_size=48"],
         "quantize.group_size",
     ),
     # pipeline

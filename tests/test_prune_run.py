@@ -186,7 +186,7 @@ def test_benchmark_drop_scores_layers_with_lm_eval(tmp_path, tiny_corpus):
 
 
 def test_a_prune_sweep_runs_and_summarizes_into_a_table_and_plots(tmp_path, tiny_corpus):
-    from distillab.tracking.summarize import main as summarize
+    from distillab.report import main as report
 
     sweep = tmp_path / "sweep"
     args = [a for a in prune_overrides(tmp_path, tiny_corpus) if not a.startswith("paths.run_dir")]
@@ -205,7 +205,7 @@ def test_a_prune_sweep_runs_and_summarizes_into_a_table_and_plots(tmp_path, tiny
     )
     assert out.returncode == 0, out.stderr[-2000:]
     plot = tmp_path / "params.png"
-    summarize([str(sweep), "--metrics", "wikitext2/ppl", "--plot-params", str(plot)])
+    report([str(sweep), "--metrics", "wikitext2/ppl", "--plot-params", str(plot), "--out", str(tmp_path / "r")])
     assert plot.is_file()
     rows = [json.loads((sweep / str(i) / "results.json").read_text()) for i in (0, 1)]
     assert [len(r["removed_teacher_layers"]) for r in rows] == [1, 2]
@@ -214,7 +214,7 @@ def test_a_prune_sweep_runs_and_summarizes_into_a_table_and_plots(tmp_path, tiny
 
 
 def test_a_failing_sweep_job_is_recorded_and_the_others_finish(tmp_path, tiny_corpus, capsys):
-    from distillab.tracking.summarize import main as summarize
+    from distillab.report import main as report
 
     sweep = tmp_path / "sweep"
     args = [a for a in prune_overrides(tmp_path, tiny_corpus) if not a.startswith("paths.run_dir")]
@@ -230,5 +230,5 @@ def test_a_failing_sweep_job_is_recorded_and_the_others_finish(tmp_path, tiny_co
     assert failure["error"] == "DistillabError" and "prune.layers.num_remove" in failure["message"]
     assert "error: sweep job 1 failed: DistillabError: prune.layers.num_remove" in out.stderr
     assert json.loads((sweep / "failures.json").read_text())[0]["job"] == "1"
-    summarize([str(sweep), "--metrics", "wikitext2/ppl"])
+    report([str(sweep), "--metrics", "wikitext2/ppl", "--out", str(tmp_path / "r")])
     assert "| 1: FAILED | DistillabError: prune.layers.num_remove" in capsys.readouterr().out

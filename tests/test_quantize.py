@@ -164,7 +164,7 @@ def quantize_overrides(run_dir, data_dir, *extra):
         "model=tiny_llama",
         f"paths.run_dir={run_dir}",
         f"paths.data_dir={data_dir}",
-        "quantize.pre_tokenizer=default",
+        *([] if "quantize=torchao" in extra else ["quantize.pre_tokenizer=default"]),  # a GGUF key
         "eval=none",
         "+eval.perplexity.tiny.source.files=corpus/tiny.jsonl",
         "+eval.perplexity.tiny.block_size=32",
@@ -178,7 +178,7 @@ def quantize_overrides(run_dir, data_dir, *extra):
 
 @pytest.mark.parametrize(
     "extra,artifact",
-    [([], "model-q8_0.gguf"), (["quantize.backend=torchao", "quantize.bits=4"], "model-int4.pt")],
+    [([], "model-q8_0.gguf"), (["quantize=torchao", "quantize.bits=4"], "model-int4.pt")],
 )
 def test_quantize_app_reports_size_speed_and_retention(tmp_path, tiny_corpus, extra, artifact):
     results = run(compose_config(quantize_overrides(tmp_path, tiny_corpus, *extra), "quantize"))
@@ -223,13 +223,13 @@ def test_llama_cpp_types_need_the_extra_or_run(tmp_path, tiny_corpus):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("quantize.backend=bitsandbytes", "quantize.backend: unknown 'bitsandbytes'; valid: gguf, torchao"),
+        ("quantize=bitsandbytes", "quantize: unknown 'bitsandbytes'; valid: gguf, torchao"),
         ("quantize.gguf_type=q3_bogus", "quantize.gguf_type: unknown 'q3_bogus'; valid: f32"),
         ("quantize.bits=3", "quantize.bits: 3 is not supported by the torchao backend; valid: 8, 4"),
     ],
 )
 def test_bad_quantize_settings_exit_with_one_line(tmp_path, tiny_corpus, override, message):
-    extra = [override] + (["quantize.backend=torchao"] if override.startswith("quantize.bits") else [])
+    extra = [override] + (["quantize=torchao"] if override.startswith("quantize.bits") else [])
     proc = subprocess.run(
         [sys.executable, "-m", "distillab.quantize", *quantize_overrides(tmp_path, tiny_corpus, *extra)],
         capture_output=True,

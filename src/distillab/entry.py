@@ -65,13 +65,35 @@ def user_errors_exit(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], 
     return wrapper
 
 
+def check_group_choices(overrides: list[str], config_dir: str = CONFIG_DIR) -> None:
+    """``objective=nope``: one line naming the group and its options, exit 2 (Hydra itself prints a
+    multi-line search-path report and exits 1). Sweeps (``a,b``) are checked option by option."""
+    root = Path(config_dir)
+    for override in overrides:
+        key, sep, value = override.lstrip("+").partition("=")
+        group = key.split("@", 1)[0]
+        plugin_group = "/" in group  # hydra/launcher=submitit_local etc. come from installed plugins
+        if not sep or override.startswith("~") or "." in group or plugin_group or not (root / group).is_dir():
+            continue
+        options = sorted(p.stem for p in (root / group).glob("*.yaml") if not p.stem.startswith("_"))
+        for choice in value.split(","):
+            if choice not in ("null", "") and not (root / group / f"{choice}.yaml").is_file():
+                print(f"error: {key}: unknown {choice!r}; valid: {', '.join(options)}", file=sys.stderr)
+                sys.exit(2)
+
+
 def hydra_app(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[[], Any]:
     """The console script of an app: Hydra composes ``conf/<config_name>.yaml`` and the command
     line, ``run`` runs, and a Hydra sweeper (Optuna) gets the config's ``sweep_metric``."""
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
     @user_errors_exit
-    def main(cfg: DictConfig) -> float | None:
+    def hydra_main(cfg: DictConfig) -> float | None:
         return sweep_value(run(cfg), cfg.get("sweep_metric"))
 
+    def main() -> Any:
+        check_group_choices(sys.argv[1:])
+        return hydra_main()
+
+    main.__wrapped__ = hydra_main.__wrapped__  # the app on a composed config (tests; Hydra's passthrough)
     return main

@@ -33,6 +33,7 @@ from distillab.files import write_text_atomic
 from distillab.models.loading import count_parameters, load_model
 from distillab.models.spec import ModelSpec
 from distillab.precision import current as current_precision
+from distillab.quantization.backends import GGUF, build_backend
 from distillab.redaction import redact
 from distillab.stage_cache import (
     fingerprint,
@@ -134,7 +135,7 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
                     f"stages.{name}: comes after quantize; quantization must be the last stage "
                     "(quantize_last=false allows it, for ordering studies)"
                 )
-            if stages[-1].cfg.quantize.backend != "gguf":
+            if not isinstance(build_backend(stages[-1].cfg.quantize), GGUF):
                 raise DistillabError(
                     f"stages.{name}: follows a torchao quantize stage; only a GGUF output can be an input"
                 )
@@ -145,7 +146,7 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
                 f"stages.{name}.overrides: export=false; a stage before quantize must export its model"
             )
         if spec.app == "quantize":
-            quantize.check_config(stage_cfg.quantize)
+            build_backend(stage_cfg.quantize)  # checked now: a mistake costs no compute
         elif spec.app == "prune" and stage_cfg.prune.method not in prune.METHODS:
             raise DistillabError(f"stages.{name}.overrides: prune.method {stage_cfg.prune.method!r} unknown")
         identity = portable(to_plain(stage_cfg), source, teacher, teacher_identity)
@@ -162,7 +163,7 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
         if spec.app == "quantize":
             source = {
                 "name_or_path": str(stage_dir),
-                "gguf_file": f"model-{stage_cfg.quantize.gguf_type}.gguf",
+                "gguf_file": build_backend(stage_cfg.quantize).artifact_name(),
             }
         else:
             source = {"name_or_path": str(stage_dir / "student"), "dtype": "float32"}

@@ -59,7 +59,7 @@ def check_architecture(model: PreTrainedModel) -> gguf.MODEL_ARCH:
         # file could not be measured here (and the rotary permutation would have to cover q/k biases)
         raise DistillabError(
             "quantize: GGUF export of a Llama with attention_bias/mlp_bias is not supported "
-            "(transformers' GGUF loader drops the biases); quantize.backend=torchao works"
+            "(transformers' GGUF loader drops the biases); quantize=torchao works"
         )
     c = model.config
     head_dim = attention_head_dim(c)
@@ -69,7 +69,7 @@ def check_architecture(model: PreTrainedModel) -> gguf.MODEL_ARCH:
         raise DistillabError(
             f"quantize: GGUF export of a Qwen2 with fewer attention heads ({c.num_attention_heads} x "
             f"head_dim {head_dim} != hidden_size {c.hidden_size}, a head-pruned model) would not load in "
-            "llama.cpp or transformers; quantize.backend=torchao works"
+            "llama.cpp or transformers; quantize=torchao works"
         )
     return ARCHITECTURES[model_type]
 

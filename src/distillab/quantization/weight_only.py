@@ -34,7 +34,7 @@ def _config(bits: int, group_size: int):
         from torchao.quantization.granularity import PerGroup
     except ImportError as err:
         raise DistillabError(
-            f"quantize.backend=torchao: torchao is not importable ({err}); pip install torchao"
+            f"quantize=torchao: torchao is not importable ({err}); pip install torchao"
         ) from None
     if bits == 8:
         return Int8WeightOnlyConfig()
