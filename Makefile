@@ -114,9 +114,9 @@ exp-002: models ## experiments/002: which layers to remove (each score, healed o
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.score=$(SCORE),angular,lens_kl,ppl_drop,random eval=suite experiment_name=layer_heal_study
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.score=$(SCORE) prune.layers.schedule=iterative prune.layers.per_step=2 heal.trainer.max_steps=8 heal.trainer.val_check_interval=8 prune.layers.eval_each_step=false eval=suite experiment_name=layer_ild_study
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.layers.num_remove=3,9,12 heal.enabled=false eval=suite experiment_name=layer_depth_sweep
-	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.method=width prune.score=wanda prune.width.num_attention_heads=6 prune.width.intermediate_size=1024 heal.enabled=false eval=suite experiment_name=width_study
-	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.method=unstructured prune.score=magnitude,wanda prune.unstructured.sparsity=0.5 heal.enabled=false eval=suite experiment_name=unstructured_study
-	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.method=unstructured prune.score=wanda prune.unstructured.pattern=2:4 heal.enabled=false eval=suite experiment_name=unstructured_study_24
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune=width prune.score=wanda prune.width.num_attention_heads=6 prune.width.intermediate_size=1024 heal.enabled=false eval=suite experiment_name=width_study
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune=unstructured prune.score=magnitude,wanda prune.unstructured.sparsity=0.5 heal.enabled=false eval=suite experiment_name=unstructured_study
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune=unstructured prune.score=wanda prune.unstructured.pattern=2:4 heal.enabled=false eval=suite experiment_name=unstructured_study_24
 	$(REPORT) $(call LATEST,prune/layer_scores_study) $$(ls -td outputs/prune/layer_scores_study_bdrop/*/ | head -1) --metrics $(SUITE_METRICS)
 	$(REPORT) $(call LATEST,prune/layer_heal_study) $$(ls -td outputs/prune/layer_ild_study/*/ | head -1) --metrics $(SUITE_METRICS) --plot experiments/002-layer-pruning/retention.png --wandb layer_pruning_study
 	$(REPORT) $(call LATEST,prune/layer_depth_sweep) $$(ls -td outputs/prune/width_study/*/ | head -1) --metrics $(SUITE_TASKS) --plot-params experiments/002-layer-pruning/retention_vs_params.png

@@ -153,37 +153,37 @@ CATALOGUE = [
     ("distill", ["ckpt_path=last"], "ckpt_path: 'last' but no checkpoint"),
     # pruning
     ("prune", ["prune.score=importance"], "prune.score"),
-    ("prune", ["prune.method=shrink"], "prune.method: unknown 'shrink'"),
+    ("prune", ["prune._target_=distillab.pruning.methods.Shrink"], "prune._target_: "),
     ("prune", ["prune.layers.num_remove=4"], "prune.layers.num_remove"),
     ("prune", ["prune.layers.schedule=sometimes"], "prune.layers.schedule: unknown 'sometimes'"),
     (
         "prune",
-        ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=1.0"],
+        ["prune=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=1.0"],
         "prune.unstructured.sparsity",
     ),
     (
         "prune",
-        ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=-0.1"],
+        ["prune=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=-0.1"],
         "prune.unstructured.sparsity",
     ),
     (
         "prune",
-        ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.pattern=3:4"],
+        ["prune=unstructured", "prune.score=wanda", "prune.unstructured.pattern=3:4"],
         "prune.unstructured.pattern: unknown '3:4'",
     ),
     (
         "prune",
-        ["prune.method=width", "prune.score=wanda", "prune.width.num_attention_heads=3"],
+        ["prune=width", "prune.score=wanda", "prune.width.num_attention_heads=3"],
         "num_attention_heads",
     ),
     (
         "prune",
-        ["prune.method=width", "prune.score=wanda", "prune.width.intermediate_size=100000"],
+        ["prune=width", "prune.score=wanda", "prune.width.intermediate_size=100000"],
         "prune.width.intermediate_size",
     ),
     (
         "prune",
-        ["prune.method=width", "prune.score=block_influence", "prune.width.intermediate_size=64"],
+        ["prune=width", "prune.score=block_influence", "prune.width.intermediate_size=64"],
         "prune.score: 'block_influence' is not a weight score",
     ),
     # wrong types and ranges anywhere (config_schema.py, before any model loads)
@@ -221,7 +221,7 @@ CATALOGUE = [
     ),
     (
         "prune",
-        ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=nan"],
+        ["prune=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=nan"],
         "prune.unstructured.sparsity: nan",
     ),
     (

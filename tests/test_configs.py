@@ -10,7 +10,8 @@ from conftest import compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from distillab.config import CONFIG_DIR
+from distillab.config import CONFIG_DIR, to_plain
+from distillab.objectives.objective import build_objective
 
 PRIMARY = [p.stem for p in Path(CONFIG_DIR).glob("*.yaml")]
 GROUP_OPTIONS = [
@@ -39,6 +40,11 @@ def _resolve(cfg):
         if cfg.get(key) is not None:
             assert instantiate(cfg[key]) is not None, key
             built += 1
+    for key, method in (("student", "build"), ("prune", "apply"), ("quantize", "quantize")):
+        if cfg.get(key) is not None:  # the group's class, built from its _target_
+            assert hasattr(instantiate(cfg[key], _convert_="all"), method), key
+    if cfg.get("objective") is not None:
+        assert len(build_objective(to_plain(cfg.objective.terms)).terms) >= 1
     return built
 
 
@@ -47,13 +53,18 @@ def test_primary_configs_compose(name):
     _resolve(compose_config([], config_name=name))
 
 
+APP_OF_GROUP = {"prune": "prune", "quantize": "quantize"}  # groups only those apps list
+
+
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS)
 def test_every_group_option_composes(group, option):
     override = f"model@teacher={option}" if group == "model" else f"{group}={option}"
     if group == "student" and option == "pretrained":
         override = [override, "student.model.name_or_path=tiny:llama"]
-    cfg = compose_config(override if isinstance(override, list) else [override])
-    assert _resolve(cfg) == 4  # distill.yaml builds an optimizer, a scheduler, callbacks and a trainer
+    app = APP_OF_GROUP.get(group, "distill")
+    built = _resolve(compose_config(override if isinstance(override, list) else [override], app))
+    if app == "distill":
+        assert built == 4  # distill.yaml builds an optimizer, a scheduler, callbacks and a trainer
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

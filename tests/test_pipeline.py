@@ -96,7 +96,7 @@ def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch, cap
     def must_not_run(cfg):
         raise AssertionError("a finished stage ran again")
 
-    monkeypatch.setattr(pipeline, "APPS", dict.fromkeys(pipeline.APPS, must_not_run))
+    monkeypatch.setattr(pipeline, "app_run", lambda app: must_not_run)
     # (one stage pretends an older torch computed it: reused, and said so)
     distill_record = next(tmp_path.glob("01-distill-*/stage.json"))
     record = json.loads(distill_record.read_text())
@@ -107,8 +107,10 @@ def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch, cap
     assert "stage distill: reusing" in caplog.text and "torch 1.0 ->" in caplog.text
     assert "stage prune: reusing" not in caplog.text  # its versions match: no warning
     # ... and a changed stage re-runs only itself and what follows
+    from distillab import quantize as quantize_app
+
     monkeypatch.setattr(
-        pipeline, "APPS", {"quantize": pipeline.quantize.run, "distill": must_not_run, "prune": must_not_run}
+        pipeline, "app_run", lambda app: quantize_app.run if app == "quantize" else must_not_run
     )
     changed = run_pipeline(pipeline_overrides(tmp_path, tiny_corpus, "q4_0"))
     assert changed["rows"][-1]["bytes"] < rows[-1]["bytes"]
@@ -187,15 +189,16 @@ def test_reuse_stages_from_another_run(tmp_path, tiny_corpus, monkeypatch):
     )
     ran: list[str] = []
 
+    real_app_run = pipeline.app_run
+
     def record_and_run(app):
         def run(cfg):
             ran.append(app)
-            return pipeline.APPS_REAL[app](cfg)
+            return real_app_run(app)(cfg)
 
         return run
 
-    monkeypatch.setattr(pipeline, "APPS_REAL", dict(pipeline.APPS), raising=False)
-    monkeypatch.setattr(pipeline, "APPS", {app: record_and_run(app) for app in pipeline.APPS})
+    monkeypatch.setattr(pipeline, "app_run", record_and_run)
     second = run_pipeline(
         pipeline_overrides(
             tmp_path / "b",

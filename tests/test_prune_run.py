@@ -85,18 +85,18 @@ def test_iterative_removal_resumes_after_the_last_finished_step(tmp_path, tiny_c
     "extra",
     [
         [
-            "prune.method=width",
+            "prune=width",
             "prune.score=wanda",
             "prune.width.num_attention_heads=2",
             "prune.width.intermediate_size=64",
         ],
-        ["prune.method=unstructured", "prune.score=magnitude", "prune.unstructured.pattern=2:4"],
+        ["prune=unstructured", "prune.score=magnitude", "prune.unstructured.pattern=2:4"],
     ],
 )
 def test_width_and_sparse_pruning_heal_and_export(tmp_path, tiny_corpus, extra):
     results = run(compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune"))
     model = AutoModelForCausalLM.from_pretrained(results["student_dir"])
-    if "prune.method=width" in extra:
+    if "prune=width" in extra:
         assert model.config.num_attention_heads == 2 and model.config.intermediate_size == 64
         assert results["params"]["student"] < results["params"]["teacher"]
     else:  # healing kept the 2:4 zeros
@@ -111,14 +111,15 @@ def test_width_and_sparse_pruning_heal_and_export(tmp_path, tiny_corpus, extra):
         (["prune.layers.num_remove=4"], "prune.layers.num_remove: 4 outside 1..3"),
         (["prune.score=fisher"], "prune.score: unknown layer score 'fisher'"),
         (
-            ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=1.0"],
+            ["prune=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=1.0"],
             "prune.unstructured.sparsity: 1.0 is not valid; expected a number >= 0 and < 1",
         ),
         (
-            ["prune.method=width", "prune.score=magnitude", "prune.width.num_attention_heads=3"],
+            ["prune=width", "prune.score=magnitude", "prune.width.num_attention_heads=3"],
             "prune.width.num_attention_heads: 3 does not keep grouped-query groups",
         ),
-        (["prune.method=slices"], "prune.method: unknown 'slices'"),
+        (["prune._target_=distillab.pruning.methods.Slices"], "prune._target_: "),
+        (["+prune.layers.bogus=1", "prune.score=fisher"], "prune.score: unknown layer score 'fisher'"),
     ],
 )
 def test_bad_prune_configs_fail_fast_with_the_key(tmp_path, tiny_corpus, extra, message):
@@ -205,7 +206,9 @@ def test_a_prune_sweep_runs_and_summarizes_into_a_table_and_plots(tmp_path, tiny
     )
     assert out.returncode == 0, out.stderr[-2000:]
     plot = tmp_path / "params.png"
-    report([str(sweep), "--metrics", "wikitext2/ppl", "--plot-params", str(plot), "--out", str(tmp_path / "r")])
+    report(
+        [str(sweep), "--metrics", "wikitext2/ppl", "--plot-params", str(plot), "--out", str(tmp_path / "r")]
+    )
     assert plot.is_file()
     rows = [json.loads((sweep / str(i) / "results.json").read_text()) for i in (0, 1)]
     assert [len(r["removed_teacher_layers"]) for r in rows] == [1, 2]

@@ -122,16 +122,16 @@ def test_demo_healing_in_bf16_ends_at_the_float32_validation_perplexity(tmp_path
     "extra",
     [
         [
-            "prune.method=width",
+            "prune=width",
             "prune.score=wanda",
             "prune.width.num_attention_heads=6",
             "prune.width.intermediate_size=1024",
         ],
-        ["prune.method=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=0.5"],
-        ["prune.method=unstructured", "prune.score=taylor", "prune.unstructured.pattern=2:4"],
-        ["prune.method=unstructured", "prune.score=gradient", "prune.unstructured.sparsity=0.5"],
+        ["prune=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=0.5"],
+        ["prune=unstructured", "prune.score=taylor", "prune.unstructured.pattern=2:4"],
+        ["prune=unstructured", "prune.score=gradient", "prune.unstructured.sparsity=0.5"],
         [
-            "prune.method=width",
+            "prune=width",
             "prune.score=magnitude",
             "prune.width.num_attention_heads=6",
             "prune.width.intermediate_size=1024",
@@ -161,10 +161,10 @@ def test_prune_app_cuts_the_real_model(tmp_path, smollm2, extra):
     tok = smollm2[1]
     ids = tok("The capital of France is", return_tensors="pt")["input_ids"]
     assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == ids.shape[1] + 4
-    if "prune.method=width" in extra:
+    if "prune=width" in extra:
         assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (6, 3)
         assert results["params"]["student"] < 0.85 * results["params"]["teacher"]
-    elif "prune.method=unstructured" in extra:
+    elif "prune=unstructured" in extra:
         assert results["sparsity"]["pruned_matrices"] == pytest.approx(0.5, abs=1e-3)
     else:
         removed = results["removed_teacher_layers"]

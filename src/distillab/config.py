@@ -71,3 +71,27 @@ def configure_precision(cfg: DictConfig) -> Precision:
     use(precision)
     logging.getLogger("distillab").info("precision: %s", precision.describe())
     return precision
+
+
+def build_target(node: Any, key: str, kind: str, needs: str, hint: str = "") -> Any:
+    """``hydra.utils.instantiate`` a config node that names its class by ``_target_`` (a loss term,
+    a student kind, a pruning method, a quantization backend). Every mistake is one line naming
+    ``key``: no ``_target_``, a class that does not import, a keyword it does not take, a value it
+    refuses, or a class of the wrong kind (one without ``needs``)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    hint = f"; {hint}" if hint else ""
+    node = to_plain(node) if isinstance(node, DictConfig) else node
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise DistillabError(f"{key}: no _target_{hint}")
+    try:
+        built = instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, DistillabError | TypeError | ValueError):  # the class refused its settings
+            raise DistillabError(f"{key}: {cause}".replace(": objective:", ":")) from None
+        raise DistillabError(f"{key}._target_: {str(err).strip().splitlines()[0]}") from None
+    if not hasattr(built, needs):
+        raise DistillabError(f"{key}._target_: {node['_target_']} is not {kind}{hint}")
+    return built

@@ -13,15 +13,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.errors import HydraException
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from distillab import distill, prune, quantize
 from distillab.config import resolve_run_precision, to_plain
 from distillab.entry import hydra_app, start_run
 from distillab.errors import DistillabError
@@ -48,11 +49,13 @@ from distillab.tracking.stage_table import log_stage_table, stage_items, stage_r
 
 log = logging.getLogger("distillab")
 
-APPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
-    "distill": distill.run,
-    "prune": prune.run,
-    "quantize": quantize.run,
-}
+# A stage's app names its config (conf/<app>.yaml) and its code (distillab.<app>.run): one name for both.
+STAGE_APPS = ("distill", "prune", "quantize")
+
+
+def app_run(app: str) -> Callable[[DictConfig], dict[str, Any]]:
+    """``distillab.<app>.run``, the function the app's console script runs."""
+    return import_module(f"distillab.{app}").run
 
 
 # Set once for the whole pipeline so every row of the table is measured the same way.
@@ -71,8 +74,8 @@ class Stage:
 def compose_stage(name: str, spec: DictConfig, cfg: DictConfig) -> DictConfig:
     """The app's own config + the stage's overrides + what the pipeline shares (paths, eval, logger)."""
     app = spec.get("app")
-    if app not in APPS:
-        raise DistillabError(f"stages.{name}.app: unknown {app!r}; valid: {', '.join(APPS)}")
+    if app not in STAGE_APPS:
+        raise DistillabError(f"stages.{name}.app: unknown {app!r}; valid: {', '.join(STAGE_APPS)}")
     overrides = list(spec.get("overrides") or [])
     for override in overrides:
         key = str(override).lstrip("+~").split("=", 1)[0].split(".", 1)[0]
@@ -147,8 +150,13 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
             )
         if spec.app == "quantize":
             build_backend(stage_cfg.quantize)  # checked now: a mistake costs no compute
-        elif spec.app == "prune" and stage_cfg.prune.method not in prune.METHODS:
-            raise DistillabError(f"stages.{name}.overrides: prune.method {stage_cfg.prune.method!r} unknown")
+        elif spec.app == "prune":
+            try:  # the method's class exists (its settings are checked against the model when it runs)
+                get_class(stage_cfg.prune._target_)
+            except Exception:
+                raise DistillabError(
+                    f"stages.{name}.overrides: prune._target_ {stage_cfg.prune._target_!r} is not a class"
+                ) from None
         identity = portable(to_plain(stage_cfg), source, teacher, teacher_identity)
         # What `auto` resolves to on this machine enters the fingerprint: a stage computed in float32
         # is never reused as a bf16 one (or back).
@@ -225,7 +233,7 @@ def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
     log.info("stage %s: running %s -> %s", stage.name, stage.app, stage.dir)
     start = time.time()
     save_stage_config(stage)
-    results = APPS[stage.app](stage.cfg)
+    results = app_run(stage.app)(stage.cfg)
     output = stage_output(stage.app, results)
     speed = results.get("tokens_per_s") or measure_speed(output, cfg.speed.prompt, int(cfg.speed.new_tokens))
     path = Path(output["name_or_path"]) / output.get("gguf_file", "")

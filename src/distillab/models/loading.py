@@ -133,8 +133,7 @@ def restore_teacher_layers(model, gguf_path: Path) -> None:
     ``distillab.teacher_layers``; transformers' GGUF loader does not know the key)."""
     import gguf
 
-    from distillab.models.surgery import TEACHER_LAYERS_KEY
-    from distillab.quantization.gguf_export import TEACHER_LAYERS_GGUF_KEY
+    from distillab.models.surgery import TEACHER_LAYERS_GGUF_KEY, TEACHER_LAYERS_KEY
 
     if not gguf_path.is_file():
         return

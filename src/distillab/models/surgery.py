@@ -19,6 +19,8 @@ from distillab.errors import DistillabError
 log = logging.getLogger(__name__)
 
 TEACHER_LAYERS_KEY = "distillab_teacher_layers"
+# the same record as distillab's own GGUF metadata key (llama.cpp ignores keys it does not know)
+TEACHER_LAYERS_GGUF_KEY = "distillab.teacher_layers"
 # Config lists that may happen to have num_hidden_layers entries but are not per-layer.
 _NOT_PER_LAYER = {"architectures", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens"}
 

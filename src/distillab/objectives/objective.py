@@ -6,10 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from torch import nn
 
+from distillab.config import build_target
 from distillab.errors import DistillabError
 
 # The shipped terms, imported so term_classes() lists them (configs name them by _target_).
@@ -115,40 +114,17 @@ def build_objective(terms_cfg: Mapping[str, Any]) -> Objective:
     terms, weights = {}, {}
     for name, spec in terms_cfg.items():
         spec = dict(spec or {})
-        if "_target_" not in spec:
-            raise DistillabError(
-                f"objective.terms.{name}: no _target_; name the term's class, one of {', '.join(term_classes())} "
-                "(each preset in conf/objective/ shows its terms)"
-            )
         weight = spec.pop("weight", 1.0)
         if weight is None or float(weight) < 0:
             raise DistillabError(f"objective.terms.{name}.weight: must be >= 0, got {weight}")
-        terms[name] = build_term(name, spec)
+        hint = f"name the term's class, one of {', '.join(term_classes())} (each preset in conf/objective/ shows its terms)"
+        terms[name] = build_target(spec, f"objective.terms.{name}", "a loss term", "needs_teacher", hint)
         weights[name] = float(weight)
     if not any(weights.values()):
         raise DistillabError(
             "objective.terms: every weight is 0; nothing would train (give one term a weight > 0)"
         )
     return Objective(terms, weights)
-
-
-def build_term(name: str, spec: dict[str, Any]) -> Term:
-    """``instantiate`` one term; a wrong class path, keyword or value is one line naming the term."""
-    try:
-        term = instantiate(spec, _convert_="all")
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, DistillabError):
-            raise DistillabError(f"objective.terms.{name}: {cause}".replace(": objective:", ":")) from None
-        if isinstance(cause, TypeError | ValueError):  # a wrong keyword, or a value of the wrong type
-            raise DistillabError(f"objective.terms.{name}: {cause}") from None
-        first = str(err).strip().splitlines()[0]
-        raise DistillabError(f"objective.terms.{name}._target_: {first}") from None
-    if not isinstance(term, Term):
-        raise DistillabError(
-            f"objective.terms.{name}._target_: {spec['_target_']} is not a loss term; one of {', '.join(term_classes())}"
-        )
-    return term
 
 
 def term_classes() -> list[str]:

@@ -23,7 +23,6 @@ from distillab.files import write_json_atomic
 from distillab.models.export import save_model_atomic
 from distillab.models.surgery import remove_layers, teacher_layer_indices
 from distillab.pruning.layer_scores import least_important
-from distillab.tracking.plots import layer_scores_bar
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,7 @@ def remove_layers_iteratively(
     evaluate: StepFn | None,
     root: Path,
     score_name: str,
+    plot_scores: Callable[[list[float], list[int], str, Path], Any] | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Run (or resume) the loop; returns the final model and one record per step."""
     history: list[dict[str, Any]] = []
@@ -86,12 +86,9 @@ def remove_layers_iteratively(
             "removed": remove,
             "removed_teacher_layers": [origin[i] for i in remove],
         }
-        layer_scores_bar(
-            scores,
-            remove,
-            f"{score_name}, step {step}: remove teacher layers {record['removed_teacher_layers']}",
-            step_dir / "scores.png",
-        )
+        if plot_scores is not None:
+            title = f"{score_name}, step {step}: remove teacher layers {record['removed_teacher_layers']}"
+            plot_scores(scores, remove, title, step_dir / "scores.png")
         model = remove_layers(model, remove)
         record["kept_teacher_layers"] = teacher_layer_indices(model)
         if heal is not None:

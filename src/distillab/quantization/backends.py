@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from distillab.config import build_target
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import decode_tokens_per_second
 from distillab.files import atomic_path
@@ -129,19 +130,8 @@ class TorchAO:
 
 def build_backend(quantize_cfg) -> GGUF | TorchAO:
     """The ``quantize`` config's backend, checked: every mistake fails before a model is loaded."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        backend = instantiate(quantize_cfg, _convert_="all")
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, TypeError):
-            raise DistillabError(
-                f"quantize: {cause}; choose the backend first: quantize=gguf | torchao"
-            ) from None
-        raise DistillabError(f"quantize._target_: {str(err).strip().splitlines()[0]}") from None
-    if not hasattr(backend, "quantize"):
-        raise DistillabError(f"quantize._target_: {quantize_cfg['_target_']} is not a quantization backend")
+    backend = build_target(
+        quantize_cfg, "quantize", "a quantization backend", "quantize", "quantize=gguf | torchao"
+    )
     backend.check()
     return backend

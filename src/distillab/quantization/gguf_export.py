@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distillab.errors import DistillabError
 from distillab.files import atomic_path
-from distillab.models.surgery import TEACHER_LAYERS_KEY, attention_head_dim
+from distillab.models.surgery import TEACHER_LAYERS_GGUF_KEY, TEACHER_LAYERS_KEY, attention_head_dim
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ PYTHON_TYPES: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType]] = 
 }
 
 TOKEN_NORMAL, TOKEN_CONTROL = 1, 3  # gguf.TokenType values
-
-
-# distillab's own GGUF metadata key (llama.cpp ignores keys it does not know)
-TEACHER_LAYERS_GGUF_KEY = "distillab.teacher_layers"
 
 
 def check_architecture(model: PreTrainedModel) -> gguf.MODEL_ARCH:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from distillab.config import build_target
 from distillab.errors import DistillabError
 from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
@@ -105,20 +106,7 @@ class Pretrained:
 
 def build_student(teacher: PreTrainedModel, cfg, tokenizer=None, calibration: Calibration | None = None):
     """``(student, tokenizer)`` from a ``student`` config (its ``_target_`` is one of the classes above)."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    if not isinstance(cfg, dict) or "_target_" not in cfg:
-        raise DistillabError(
-            "student: no _target_; choose a kind: student=drop_layers | smaller_config | pretrained"
-        )
-    try:
-        kind = instantiate(cfg, _convert_="all")
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, TypeError):  # a key the kind does not take
-            raise DistillabError(f"student: {cause}") from None
-        raise DistillabError(f"student._target_: {str(err).strip().splitlines()[0]}") from None
-    if not hasattr(kind, "build"):
-        raise DistillabError(f"student._target_: {cfg['_target_']} is not a student kind (no build method)")
+    kind = build_target(
+        cfg, "student", "a student kind", "build", "student=drop_layers | smaller_config | pretrained"
+    )
     return kind.build(teacher, tokenizer, calibration)

@@ -1,0 +1,261 @@
+"""Pruning methods. Each ``conf/prune/*.yaml`` names one of these classes by ``_target_``;
+``distillab-prune`` checks it against the model's config before the calibration pass, then
+``apply`` cuts (and, given a healing function, heals) a copy of the model.
+
+- :class:`LayerRemoval` (``prune=layers``): whole decoder layers, the lowest-scoring by a layer score
+  (``layer_scores.py``), one-shot or iteratively with healing and rescoring between steps (``ild.py``).
+- :class:`WidthPruning` (``prune=width``): attention heads and MLP neurons by a weight score (``width.py``).
+- :class:`UnstructuredSparsity` (``prune=unstructured``): individual weights, a fraction or 2:4
+  (``unstructured.py``); healing keeps the zeros.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+
+from distillab.config import build_target
+from distillab.errors import DistillabError
+from distillab.evaluation.harness import run_tasks
+from distillab.files import write_json_atomic
+from distillab.models.surgery import teacher_layer_indices
+from distillab.pruning import layer_scores as ls
+from distillab.pruning.ild import RemovalPlan, check_plan, remove_layers_iteratively
+from distillab.pruning.unstructured import (
+    achieved_sparsity,
+    apply_masks,
+    check_sparsity,
+    sparsity_masks,
+    two_four_masks,
+)
+from distillab.pruning.weight_scores import WEIGHT_SCORES, weight_scores
+from distillab.pruning.width import check_head_counts, prune_heads, prune_neurons, structure_scores
+
+log = logging.getLogger("distillab")
+
+
+@dataclass
+class PruneJob:
+    """What a method works with: the model, its calibration batches and the run's callbacks."""
+
+    model: Any
+    tokenizer: Any
+    calibration: list
+    run_dir: Path
+    seed: int = 0
+    data_dir: Path | None = None  # resolved local data (benchmark_drop's lm-eval task)
+    heal: Callable | None = None  # (model, work_dir, phase=0, callbacks=()) -> metrics
+    evaluate: Callable | None = None  # (model, work_dir) -> metrics
+    plot_scores: Callable | None = None  # (scores, removed, title, path): a bar chart per step
+
+
+@dataclass
+class LayerRemoval:
+    score: str = "block_influence"  # block_influence angular lens_kl ppl_drop benchmark_drop random
+    layers: dict[str, Any] = field(default_factory=dict)  # num_remove schedule per_step protect ...
+    name: ClassVar[str] = "layers"
+
+    def __post_init__(self) -> None:
+        defaults = {
+            "num_remove": 6,
+            "schedule": "one_shot",
+            "per_step": 1,
+            "protect": [],
+            "contiguous": False,
+        }
+        defaults["lens_stride"] = 32
+        self.layers = {**defaults, "eval_each_step": True, "removal": {}, **(self.layers or {})}
+
+    def check(self, model_config) -> None:
+        lp = self.layers
+        ls.check_score_names([self.score])
+        if lp["schedule"] not in ("one_shot", "iterative"):
+            raise DistillabError(
+                f"prune.layers.schedule: unknown {lp['schedule']!r}; valid: one_shot, iterative"
+            )
+        check_plan(model_config.num_hidden_layers, int(lp["num_remove"]), self.per_step)
+        if lp.get("contiguous") and self.score != "angular":  # was ignored without a word
+            raise DistillabError(
+                f"prune.layers.contiguous: true needs prune.score=angular (the block score), got {self.score!r}; "
+                "set prune.score=angular or prune.layers.contiguous=false"
+            )
+
+    @property
+    def per_step(self) -> int:
+        lp = self.layers
+        return int(lp["num_remove"] if lp["schedule"] == "one_shot" else lp["per_step"])
+
+    def apply(self, job: PruneJob) -> tuple[Any, dict[str, Any]]:
+        lp = self.layers
+        contiguous = self.score == "angular" and bool(lp.get("contiguous"))
+        plan = RemovalPlan(int(lp["num_remove"]), self.per_step, tuple(lp.get("protect") or ()), contiguous)
+        each_step = lp["schedule"] == "iterative" and bool(lp.get("eval_each_step"))
+
+        def evaluate_step(model, step_dir):
+            last = step_dir.name == f"step_{plan.num_steps:02d}"
+            return job.evaluate(model, step_dir) if job.evaluate and (each_step or last) else {}
+
+        before = teacher_layer_indices(job.model)  # original indices: the input may itself be a cut model
+        student, history = remove_layers_iteratively(
+            job.model,
+            plan,
+            self.score_fn(job, contiguous),
+            job.heal,
+            evaluate_step,
+            job.run_dir / "steps",
+            self.score,
+            job.plot_scores,
+        )
+        removed = sorted(set(before) - set(teacher_layer_indices(student)))  # by this run
+        write_json_atomic(
+            job.run_dir / "scores.json",
+            [{k: h[k] for k in ("step", "scores", "removed_teacher_layers")} for h in history],
+        )
+        return student, {
+            "removed_teacher_layers": removed,
+            "kept_teacher_layers": teacher_layer_indices(student),
+            "steps": history,
+            "final_metrics": history[-1].get("metrics") if history else None,
+        }
+
+    def score_fn(self, job: PruneJob, contiguous: bool) -> Callable[[Any, int], list[float]]:
+        """``(model, step) -> per-layer (or per-block) importance`` for this method's score."""
+        lp, score, calib = self.layers, self.score, job.calibration
+        block = self.per_step if contiguous else 1
+
+        def scores(model, step: int) -> list[float]:
+            if score in ls.ACTIVATION_SCORES:
+                return ls.activation_layer_scores(
+                    model, calib, [score], angular_block=block, lens_stride=int(lp["lens_stride"])
+                )[score]
+            if score == "random":
+                return ls.random_scores(model.config.num_hidden_layers, int(job.seed) * 1000 + step)
+            removal = lp.get("removal") or {}
+            if score == "ppl_drop":
+                subset = calib[: int(removal.get("num_batches", 2))]
+                return ls.removal_drop_scores(model, lambda m: ls.calibration_perplexity(m, subset), False)[0]
+            task, metric = removal.get("task", "arc_easy"), removal.get("metric", "acc_norm")
+            tasks = {task: {"limit": removal.get("limit", 50), "num_fewshot": removal.get("num_fewshot", 0)}}
+
+            def bench(m) -> float:
+                return run_tasks(m, job.tokenizer, tasks, job.run_dir / "removal_eval", job.data_dir)[
+                    f"{task}/{metric}"
+                ]
+
+            return ls.removal_drop_scores(model, bench, higher_is_better=True)[0]
+
+        return scores
+
+
+def _check_weight_score(score: str, method: str) -> None:
+    if score not in WEIGHT_SCORES:
+        raise DistillabError(
+            f"prune.score: {score!r} is not a weight score; valid for {method}: {', '.join(WEIGHT_SCORES)}"
+        )
+
+
+@dataclass
+class WidthPruning:
+    score: str = "wanda"  # magnitude gradient taylor wanda
+    width: dict[str, Any] = field(
+        default_factory=dict
+    )  # num_attention_heads num_key_value_heads intermediate_size
+    name: ClassVar[str] = "width"
+
+    def check(self, model_config) -> None:
+        _check_weight_score(self.score, self.name)
+        w = self.width
+        if not (w.get("num_attention_heads") or w.get("intermediate_size")):
+            raise DistillabError(
+                "prune.width: set num_attention_heads and/or intermediate_size (the new sizes)"
+            )
+        if w.get("num_attention_heads"):
+            kv = w.get("num_key_value_heads") or model_config.num_key_value_heads
+            check_head_counts(model_config, int(w["num_attention_heads"]), int(kv))
+        size = w.get("intermediate_size")
+        if size and not 1 <= int(size) <= model_config.intermediate_size:
+            raise DistillabError(
+                f"prune.width.intermediate_size: {size} outside 1..{model_config.intermediate_size}"
+            )
+
+    def apply(self, job: PruneJob) -> tuple[Any, dict[str, Any]]:
+        student = copy.deepcopy(job.model).requires_grad_(True)
+        structures = structure_scores(weight_scores(student, self.score, job.calibration), student)
+        record: dict[str, Any] = {}
+        w = self.width
+        if w.get("num_attention_heads"):
+            kv = w.get("num_key_value_heads") or student.config.num_key_value_heads
+            record["kept_heads"] = prune_heads(student, structures, int(w["num_attention_heads"]), int(kv))
+        if w.get("intermediate_size"):
+            record["kept_neurons_per_layer"] = int(w["intermediate_size"])
+            prune_neurons(student, structures, int(w["intermediate_size"]))
+        if job.heal is not None:
+            record["heal"] = job.heal(student, job.run_dir / "heal")
+        return student, record
+
+
+@dataclass
+class UnstructuredSparsity:
+    score: str = "wanda"  # magnitude gradient taylor wanda
+    unstructured: dict[str, Any] = field(default_factory=dict)  # sparsity scope pattern
+    name: ClassVar[str] = "unstructured"
+
+    def __post_init__(self) -> None:
+        self.unstructured = {
+            "sparsity": 0.5,
+            "scope": "per_layer",
+            "pattern": None,
+            **(self.unstructured or {}),
+        }
+
+    def check(self, model_config) -> None:
+        _check_weight_score(self.score, self.name)
+        u = self.unstructured
+        check_sparsity(u["sparsity"], "prune.unstructured.sparsity")
+        if u["pattern"] not in (None, "2:4"):
+            raise DistillabError(f"prune.unstructured.pattern: unknown {u['pattern']!r}; valid: null, 2:4")
+
+    def apply(self, job: PruneJob) -> tuple[Any, dict[str, Any]]:
+        student = copy.deepcopy(job.model).requires_grad_(True)
+        scores = weight_scores(student, self.score, job.calibration)
+        u = self.unstructured
+        masks = (
+            two_four_masks(scores)
+            if u["pattern"] == "2:4"
+            else sparsity_masks(scores, u["sparsity"], u["scope"])
+        )
+        apply_masks(student, masks)
+        record: dict[str, Any] = {"sparsity": achieved_sparsity(student, list(masks))}
+        log.info("achieved sparsity: %s", record["sparsity"])
+        if job.heal is not None:
+            record["heal"] = job.heal(student, job.run_dir / "heal", callbacks=[KeepMasks(masks)])
+            record["sparsity_after_heal"] = achieved_sparsity(student, list(masks))
+        return student, record
+
+
+class KeepMasks(L.Callback):
+    """Re-zero pruned weights after every optimizer step, so healing keeps the sparsity."""
+
+    def __init__(self, masks: dict[str, torch.Tensor]):
+        self.masks = masks
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        apply_masks(pl_module.student, self.masks)
+
+
+def build_method(
+    prune_cfg: dict[str, Any], model_config
+) -> LayerRemoval | WidthPruning | UnstructuredSparsity:
+    """The ``prune`` config's method, checked against the model before any compute."""
+    method = build_target(
+        prune_cfg, "prune", "a pruning method", "apply", "prune=layers | width | unstructured"
+    )
+    method.check(model_config)
+    return method
