@@ -62,6 +62,8 @@ def test_a_loader_started_at_batch_b_reads_what_an_uninterrupted_loader_reads_af
         later.start_at(start)
         assert stream(later, 2)[: 15 - start - 5] == whole[start : 15 - 5]
 
+
+class CrashAtStep:
     """A Lightning callback that kills the run (an exception) before training step ``step``."""
 
     def __new__(cls, step: int):
