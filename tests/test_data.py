@@ -68,3 +68,28 @@ def test_bad_corpora_are_one_line_errors(tmp_path, content, source, message):
     (tmp_path / "c.jsonl").write_text(content)
     with pytest.raises(DistillabError, match=message):
         read_documents(source, tmp_path)
+
+
+def test_text_files_read_with_universal_newlines_so_line_ends_do_not_change_the_text(tmp_path):
+    """The offline WikiText-2 copy has CRLF line ends; a model scored on it must see the same text
+    (and tokens) as on the LF original."""
+    (tmp_path / "crlf.txt").write_bytes(b" = Title = \r\n\r\n Body line .\r\n")
+    (tmp_path / "lf.txt").write_bytes(b" = Title = \n\n Body line .\n")
+    (tmp_path / "cr.txt").write_bytes(b" = Title = \r\r Body line .\r")
+    read = {
+        name: read_documents({"format": "text", "files": f"{name}.txt"}, tmp_path)
+        for name in ("crlf", "lf", "cr")
+    }
+    assert read["crlf"] == read["lf"] == read["cr"] == [" = Title = \n\n Body line .\n"]
+
+
+def test_an_evaluation_is_cached_under_the_text_its_perplexity_was_computed_on(tmp_path):
+    from distillab.evaluation.suite import perplexity_text_digests
+
+    eval_cfg = {"perplexity": {"wiki": {"source": {"format": "text", "files": "wiki.txt"}}}}
+    (tmp_path / "wiki.txt").write_text("one text\n")
+    before = perplexity_text_digests(eval_cfg, str(tmp_path))
+    (tmp_path / "wiki.txt").write_bytes(b"one text\r\n")  # the same text: the same key
+    assert perplexity_text_digests(eval_cfg, str(tmp_path)) == before
+    (tmp_path / "wiki.txt").write_text("another text\n")
+    assert perplexity_text_digests(eval_cfg, str(tmp_path)) != before

@@ -87,6 +87,9 @@ def _text_documents(path: Path, separator: str | None) -> list[str]:
         raise DistillabError(
             f"{path}: not UTF-8 text (byte {err.start}); data.source files must be UTF-8"
         ) from None
+    # Universal newlines, as text-mode reading gives: the offline WikiText-2 copy has CRLF line ends,
+    # and the text every model is scored on must not depend on how a file was written.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text.split(separator) if separator else [text]
 
 

@@ -78,6 +78,16 @@ def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> Evaluatio
     return Evaluation(metrics, per_item)
 
 
+def perplexity_text_digests(eval_cfg, data_dir) -> dict[str, str]:
+    """A digest of the documents each perplexity set reads (what its score is computed on)."""
+    sets = to_plain(eval_cfg).get("perplexity") or {}
+    root = resolve_data_dir(data_dir)
+    return {
+        name: digest("\x00".join(read_documents(spec["source"], root, f"eval.perplexity.{name}.source")), 16)
+        for name, spec in sets.items()
+    }
+
+
 def cached_evaluate_suite(
     model,
     tokenizer,
@@ -102,6 +112,9 @@ def cached_evaluate_suite(
         "items": 1,  # entries written before per-item results were kept are not reused
         "data_dir": str(resolve_data_dir(data_dir)),
         "lm_eval": lm_eval.__version__,
+        # the text each perplexity set is scored on: a change in how files are read (2026-11-30:
+        # CRLF kept for some hours, then normalised again) must never reuse a score of other text
+        "perplexity_text": perplexity_text_digests(eval_cfg, data_dir),
     }
     # Added only when they apply, so the keys of float32, BOS-less evaluations cached earlier hold.
     if precision.is_bf16:
