@@ -71,6 +71,7 @@ def test_an_unknown_group_option_is_one_line_naming_the_group_and_its_options(ca
     check_group_choices(
         ["objective=kd", "model@teacher=tiny_llama", "hydra/launcher=submitit_local", "x.y=z"]
     )
+    check_group_choices(["objective=choice(kd,ce)", "objective=glob(*)", "-m", "objective=kd,ce"])  # sweeps
     for overrides, message in (
         (["objective=nope"], "error: objective: unknown 'nope'; valid: ce, cross_kd, distill_lens, ild, kd,"),
         (["-m", "objective=kd,nope"], "error: objective: unknown 'nope'"),

@@ -75,6 +75,8 @@ def check_group_choices(overrides: list[str], config_dir: str = CONFIG_DIR) -> N
         plugin_group = "/" in group  # hydra/launcher=submitit_local etc. come from installed plugins
         if not sep or override.startswith("~") or "." in group or plugin_group or not (root / group).is_dir():
             continue
+        if any(c in value for c in "()[]{}$*"):  # choice(...), glob(...), interpolations: Hydra's to read
+            continue
         options = sorted(p.stem for p in (root / group).glob("*.yaml") if not p.stem.startswith("_"))
         for choice in value.split(","):
             if choice not in ("null", "") and not (root / group / f"{choice}.yaml").is_file():
