@@ -90,7 +90,9 @@ def build_target(node: Any, key: str, kind: str, needs: str, hint: str = "") -> 
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, DistillabError | TypeError | ValueError):  # the class refused its settings
-            raise DistillabError(f"{key}: {cause}".replace(": objective:", ":")) from None
+            # a class may name its group ("objective: temperature must be > 0"): the key replaces it
+            message = str(cause).removeprefix(f"{key.split('.')[0]}: ")
+            raise DistillabError(f"{key}: {message}") from None
         raise DistillabError(f"{key}._target_: {str(err).strip().splitlines()[0]}") from None
     if not hasattr(built, needs):
         raise DistillabError(f"{key}._target_: {node['_target_']} is not {kind}{hint}")

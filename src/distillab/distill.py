@@ -82,16 +82,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     app.export(student, student_tok)
     app.results["params"] = {"teacher": shapes[0], "student": count_parameters(student)}
     app.evaluate(student, student_tok, "student", timed=True)
-    header = describe(cfg, shapes, student, trainer.global_step, app.start)
+    header = describe(cfg, shapes, student, app.results["params"]["student"], trainer.global_step, app.start)
     skip = per_token_tasks(cfg.get("eval"), aligner)
     return app.finish(header, trainer.global_step, skip, {"exported student": app.results.get("student_dir")})
 
 
-def describe(cfg: DictConfig, teacher_shape: tuple[int, int], student, steps: int, start: float) -> str:
+def describe(
+    cfg: DictConfig, teacher_shape: tuple[int, int], student, student_params: int, steps: int, start: float
+) -> str:
     params, layers = teacher_shape
     return (
         f"## {cfg.experiment_name}: teacher {layers} layers ({params / 1e6:.1f}M) vs student "
-        f"{student.config.num_hidden_layers} layers ({count_parameters(student) / 1e6:.1f}M), "
+        f"{student.config.num_hidden_layers} layers ({student_params / 1e6:.1f}M), "
         f"{steps} steps, wall {(time.time() - start) / 60:.1f} min"
     )
 

@@ -138,7 +138,7 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
                     f"stages.{name}: comes after quantize; quantization must be the last stage "
                     "(quantize_last=false allows it, for ordering studies)"
                 )
-            if not isinstance(build_backend(stages[-1].cfg.quantize), GGUF):
+            if source is None:  # the quantize stage before wrote no GGUF file
                 raise DistillabError(
                     f"stages.{name}: follows a torchao quantize stage; only a GGUF output can be an input"
                 )
@@ -149,7 +149,7 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
                 f"stages.{name}.overrides: export=false; a stage before quantize must export its model"
             )
         if spec.app == "quantize":
-            build_backend(stage_cfg.quantize)  # checked now: a mistake costs no compute
+            backend = build_backend(stage_cfg.quantize)  # checked now: a mistake costs no compute
         elif spec.app == "prune":
             try:  # the method's class exists (its settings are checked against the model when it runs)
                 get_class(stage_cfg.prune._target_)
@@ -169,10 +169,8 @@ def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
         # the next stage's input: this stage's exported model (a placeholder path until it has run);
         # after a GGUF quantize stage, its file, de-quantized on load (quantize_last=false only)
         if spec.app == "quantize":
-            source = {
-                "name_or_path": str(stage_dir),
-                "gguf_file": build_backend(stage_cfg.quantize).artifact_name(),
-            }
+            gguf = isinstance(backend, GGUF)
+            source = {"name_or_path": str(stage_dir), "gguf_file": backend.artifact_name()} if gguf else None
         else:
             source = {"name_or_path": str(stage_dir / "student"), "dtype": "float32"}
     return stages

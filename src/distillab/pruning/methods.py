@@ -59,19 +59,8 @@ class PruneJob:
 @dataclass
 class LayerRemoval:
     score: str = "block_influence"  # block_influence angular lens_kl ppl_drop benchmark_drop random
-    layers: dict[str, Any] = field(default_factory=dict)  # num_remove schedule per_step protect ...
+    layers: dict[str, Any] = field(default_factory=dict)  # conf/prune/layers.yaml: num_remove schedule ...
     name: ClassVar[str] = "layers"
-
-    def __post_init__(self) -> None:
-        defaults = {
-            "num_remove": 6,
-            "schedule": "one_shot",
-            "per_step": 1,
-            "protect": [],
-            "contiguous": False,
-        }
-        defaults["lens_stride"] = 32
-        self.layers = {**defaults, "eval_each_step": True, "removal": {}, **(self.layers or {})}
 
     def check(self, model_config) -> None:
         lp = self.layers
@@ -137,12 +126,12 @@ class LayerRemoval:
                 )[score]
             if score == "random":
                 return ls.random_scores(model.config.num_hidden_layers, int(job.seed) * 1000 + step)
-            removal = lp.get("removal") or {}
+            removal = lp["removal"]
             if score == "ppl_drop":
-                subset = calib[: int(removal.get("num_batches", 2))]
+                subset = calib[: int(removal["num_batches"])]
                 return ls.removal_drop_scores(model, lambda m: ls.calibration_perplexity(m, subset), False)[0]
-            task, metric = removal.get("task", "arc_easy"), removal.get("metric", "acc_norm")
-            tasks = {task: {"limit": removal.get("limit", 50), "num_fewshot": removal.get("num_fewshot", 0)}}
+            task, metric = removal["task"], removal["metric"]
+            tasks = {task: {"limit": removal["limit"], "num_fewshot": removal.get("num_fewshot", 0)}}
 
             def bench(m) -> float:
                 return run_tasks(m, job.tokenizer, tasks, job.run_dir / "removal_eval", job.data_dir)[
@@ -204,16 +193,10 @@ class WidthPruning:
 @dataclass
 class UnstructuredSparsity:
     score: str = "wanda"  # magnitude gradient taylor wanda
-    unstructured: dict[str, Any] = field(default_factory=dict)  # sparsity scope pattern
+    unstructured: dict[str, Any] = field(
+        default_factory=dict
+    )  # conf/prune/unstructured.yaml: sparsity scope pattern
     name: ClassVar[str] = "unstructured"
-
-    def __post_init__(self) -> None:
-        self.unstructured = {
-            "sparsity": 0.5,
-            "scope": "per_layer",
-            "pattern": None,
-            **(self.unstructured or {}),
-        }
 
     def check(self, model_config) -> None:
         _check_weight_score(self.score, self.name)

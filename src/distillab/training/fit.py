@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -121,8 +122,6 @@ def trained_tokens(trainer: L.Trainer, module: DistillModule, data_cfg) -> int:
             * trainer.accumulate_grad_batches
             * trainer.world_size
         )
-    import torch
-
     count = torch.tensor(float(module.trained_tokens))
     if trainer.world_size > 1:
         count = trainer.strategy.reduce(count.to(module.device), reduce_op="sum")
