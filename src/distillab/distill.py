@@ -22,7 +22,7 @@ from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cac
 from distillab.data.token_alignment import TokenAligner
 from distillab.entry import hydra_app
 from distillab.errors import DistillabError
-from distillab.models.loading import count_parameters, load_model
+from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
 from distillab.models.student import check_vocab_match
 from distillab.models.surgery import teacher_layer_indices
@@ -80,7 +80,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return {"run_dir": str(app.run_dir), "rank": trainer.global_rank}
     app.results["train_metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
     app.export(student, student_tok)
-    app.results["params"] = {"teacher": shapes[0], "student": count_parameters(student)}
+    app.results["params"] = {"teacher": shapes[0], "student": student.num_parameters()}
     app.evaluate(student, student_tok, "student", timed=True)
     header = describe(cfg, shapes, student, app.results["params"]["student"], trainer.global_step, app.start)
     skip = per_token_tasks(cfg.get("eval"), aligner)
@@ -127,14 +127,14 @@ def pair_tokenizers(
 
 def log_shapes(teacher, student) -> tuple[int, int]:
     """Logs teacher and student sizes; returns the teacher's (parameters, layers)."""
-    params, layers = count_parameters(teacher), teacher.config.num_hidden_layers
+    params, layers = teacher.num_parameters(), teacher.config.num_hidden_layers
     log.info(
         "teacher %d layers, %.1fM params -> student %d layers (teacher layers %s), %.1fM params",
         layers,
         params / 1e6,
         student.config.num_hidden_layers,
         teacher_layer_indices(student),
-        count_parameters(student) / 1e6,
+        student.num_parameters() / 1e6,
     )
     return params, layers
 

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from distillab.app_run import AppRun
 from distillab.config import to_plain
 from distillab.entry import hydra_app
-from distillab.models.loading import count_parameters, load_model
+from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
 
 
@@ -17,7 +17,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     app = AppRun(cfg)
     model, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.model)))
     app.open_loggers()
-    app.results |= {"model": cfg.model.name_or_path, "params": {"student": count_parameters(model)}}
+    app.results |= {"model": cfg.model.name_or_path, "params": {"student": model.num_parameters()}}
     app.evaluate(model, tokenizer, "student", cached=True)
     header = ""
     if cfg.get("teacher"):

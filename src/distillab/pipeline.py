@@ -31,7 +31,7 @@ from distillab.evaluation.items import write_suite
 from distillab.evaluation.retention import primary_metrics
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.files import write_text_atomic
-from distillab.models.loading import count_parameters, load_model
+from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
 from distillab.precision import current as current_precision
 from distillab.quantization.backends import GGUF, build_backend
@@ -298,7 +298,7 @@ def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "bytes": bytes_on_disk(path / spec["gguf_file"] if spec.get("gguf_file") else path)
         if path.exists()
         else None,
-        "params": count_parameters(model),
+        "params": model.num_parameters(),
         "tokens_per_s": decode_tokens_per_second(model, ids, int(cfg.speed.new_tokens)),
         "runtime": f"transformers ({used.name})",
         "metrics": metrics,

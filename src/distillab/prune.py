@@ -21,7 +21,7 @@ from distillab.app_run import AppRun
 from distillab.config import to_plain
 from distillab.data.paths import resolve_data_dir
 from distillab.entry import hydra_app
-from distillab.models.loading import count_parameters, load_model
+from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
 from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.pruning.methods import PruneJob, build_method
@@ -66,7 +66,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )  # fmt: skip
     student, record = method.apply(job)
     app.results |= record
-    app.results["params"] = {"teacher": count_parameters(teacher), "student": count_parameters(student)}
+    app.results["params"] = {"teacher": teacher.num_parameters(), "student": student.num_parameters()}
     app.export(student, tokenizer)
     if not record.get("final_metrics"):
         evaluate(student, app.run_dir)

@@ -22,7 +22,7 @@ from distillab.app_run import AppRun
 from distillab.config import to_plain
 from distillab.entry import hydra_app
 from distillab.evaluation.footprint import bytes_on_disk
-from distillab.models.loading import count_parameters, load_model
+from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
 from distillab.quantization.backends import build_backend
 from distillab.quantization.weight_only import state_dict_bytes
@@ -49,12 +49,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("teacher"):
         ref, ref_tok = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")
         app.evaluate(ref, ref_tok, "teacher", cached=True)
-        ref_params = count_parameters(ref)
+        ref_params = ref.num_parameters()
         del ref
     else:
         app.evaluate(model, tokenizer, "teacher", cached=True)
-        ref_params = count_parameters(model)
-    params, input_bytes = count_parameters(model), source_bytes(spec, model)
+        ref_params = model.num_parameters()
+    params, input_bytes = model.num_parameters(), source_bytes(spec, model)
     app.results |= {
         "model": spec.name_or_path,
         "backend": backend.name,

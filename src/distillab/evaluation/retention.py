@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from distillab import markdown
 from distillab.errors import DistillabError
 from distillab.evaluation import items as item_results
 from distillab.evaluation import paired
@@ -242,25 +243,17 @@ def format_retention(value: float | None, low: float | None = None, high: float 
 def markdown_table(rows: list[RetentionRow]) -> str:
     """Teacher vs student per metric; with before/after columns when ``before`` values exist."""
     with_before = any(r.before is not None for r in rows)
-    if with_before:
-        head = (
-            "| task/metric | teacher | student before | student after | retention before | retention after |"
-        )
-    else:
-        head = "| task/metric | teacher | student | retention |"
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    after = ["student before", "student after", "retention before", "retention after"]
+    head = ["task/metric", "teacher", *(after if with_before else ["student", "retention"])]
+    cells = []
     for r in rows:
-        cells = [f"{r.key} ★" if r.primary else r.key, _fmt(r.teacher, r.stderr_teacher)]
+        row = [f"{r.key} ★" if r.primary else r.key, _fmt(r.teacher, r.stderr_teacher)]
         if with_before:
-            cells += [
-                _fmt(r.before),
-                _fmt(r.student, r.stderr_student),
-                format_retention(r.retention_before),
-                format_retention(r.retention, r.low, r.high),
-            ]
+            row += [_fmt(r.before), _fmt(r.student, r.stderr_student), format_retention(r.retention_before)]
         else:
-            cells += [_fmt(r.student, r.stderr_student), format_retention(r.retention, r.low, r.high)]
-        lines.append("| " + " | ".join(cells) + " |")
+            row += [_fmt(r.student, r.stderr_student)]
+        cells.append(row + [format_retention(r.retention, r.low, r.high)])
+    lines = [markdown.table(head, cells)]
     mean = mean_retention(rows)
     if mean is not None:
         tasks = ", ".join(r.key for r in rows if r.primary and r.retention is not None)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from distillab.errors import DistillabError
@@ -121,11 +120,6 @@ def check_gguf_file(path: Path, key: str) -> None:
             f"{key}: {path} is not a complete GGUF file ({type(err).__name__}: {str(err)[:80]}); "
             "download or export it again"
         ) from None
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Unique parameters (tied embeddings counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
 def restore_teacher_layers(model, gguf_path: Path) -> None:

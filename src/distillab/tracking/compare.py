@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distillab import markdown
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.retention import format_retention
 from distillab.tracking.runs import find_runs, run_labels
@@ -188,7 +189,7 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
     pareto = pareto_front(entries)
     front = {id(e) for e in pareto}
     head = ["model", "params", "bytes on disk", *metrics, "retention/mean", "Pareto"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for e in entries:
         cells = [
             e.label,
@@ -204,10 +205,9 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
                 else f"{value:.4g}" + ("" if ret is None else f" ({format_retention(ret, low, high)})")
             )
         mean = "n/a" if e.mean is None else format_retention(e.mean, *(e.mean_interval or (None, None)))
-        cells += [mean, "★" if id(e) in front else ""]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append([*cells, mean, "★" if id(e) in front else ""])
     advice = budget_advice(pareto)
-    text = "\n".join(lines) + MEAN_NOTE + reference_warning(entries, metrics)
+    text = markdown.table(head, rows) + MEAN_NOTE + reference_warning(entries, metrics)
     if advice:
         text += "\n\n### Which model for this size budget?\n\n" + "\n".join(advice)
     return text + "\n"

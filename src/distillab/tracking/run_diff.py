@@ -20,6 +20,7 @@ from distillab.errors import DistillabError
 from distillab.evaluation import items as item_results
 from distillab.evaluation import paired
 from distillab.evaluation.retention import lower_is_better
+from distillab.markdown import table
 
 
 @dataclass(frozen=True)
@@ -139,16 +140,26 @@ def markdown(diffs: list[MetricDiff], a_runs: list[Path], b_runs: list[Path]) ->
         f"A: {names(a_runs)}",
         f"B: {names(b_runs)}",
         "",
-        "| metric | items | A | B | B − A [95% interval] | p (paired bootstrap) | p (McNemar) | verdict |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    head = [
+        "metric",
+        "items",
+        "A",
+        "B",
+        "B − A [95% interval]",
+        "p (paired bootstrap)",
+        "p (McNemar)",
+        "verdict",
+    ]
+    rows = []
     for d in diffs:
         iv = d.diff.interval
-        lines.append(
-            f"| {d.key} | {d.diff.n_items} | {d.diff.a:.4g} | {d.diff.b:.4g} | "
-            f"{iv.value:+.4g} [{iv.low:+.4g}, {iv.high:+.4g}] | {_p(d.diff.p_value)} | "
-            f"{'n/a' if d.mcnemar_p is None else f'{d.mcnemar_p:.3g}'} | {d.verdict} |"
-        )
+        rows.append([
+            d.key, d.diff.n_items, f"{d.diff.a:.4g}", f"{d.diff.b:.4g}",
+            f"{iv.value:+.4g} [{iv.low:+.4g}, {iv.high:+.4g}]", _p(d.diff.p_value),
+            "n/a" if d.mcnemar_p is None else f"{d.mcnemar_p:.3g}", d.verdict,
+        ])  # fmt: skip
+    lines.append(table(head, rows))
     lines += ["", "One line per metric: " + "; ".join(f"{d.key}: {_one_line(d)}" for d in diffs)]
     return "\n".join(lines) + "\n"
 

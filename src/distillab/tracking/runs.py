@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from distillab.markdown import table
+
 
 def find_runs(paths: list[Path]) -> list[Path]:
     """Run folders (with ``results.json``) among ``paths`` and their direct subfolders (sweep jobs)."""
@@ -35,9 +37,10 @@ def find_failures(paths: list[Path]) -> list[tuple[Path, dict]]:
 
 
 def failure_table(failures: list[tuple[Path, dict]]) -> str:
-    lines = ["| failed job | error |", "|---|---|"]
-    lines += [f"| {job.name}: FAILED | {f['error']}: {f['message']} |" for job, f in failures]
-    return "\n".join(lines)
+    return table(
+        ["failed job", "error"],
+        [[f"{job.name}: FAILED", f"{f['error']}: {f['message']}"] for job, f in failures],
+    )
 
 
 def _overrides(run: Path) -> list[str]:

@@ -8,8 +8,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from distillab.evaluation.items import read_suite
-from distillab.evaluation.retention import retention_results, retention_rows
+from distillab.evaluation.retention import format_retention, retention_results, retention_rows
 from distillab.files import write_json_atomic, write_text_atomic
+from distillab.markdown import table
 from distillab.tracking import wandb_run
 
 
@@ -55,26 +56,33 @@ def _mb(value: int | None) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
+    """Size x quality per stage; retention with its 95% paired interval where per-item results exist."""
     keys = sorted({k for r in rows for k in r["metrics"]})
-    head = ["stage", "params", "bytes on disk", "decode tok/s", *keys, "mean retention"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = ["stage", "params", "bytes on disk", "decode tok/s", *keys, "retention/mean"]
+    cells = []
     for r in rows:
-        cells = [
+        intervals = r.get("retention_interval") or {}
+        cells.append([
             r["stage"],
             f"{r['params'] / 1e6:.1f}M",
             _mb(r["bytes"]),
             f"{r['tokens_per_s']:.1f}",
-            *[
-                f"{r['metrics'][k]:.4g} ({100 * r['retention'][k]:.1f}%)"
-                if r["retention"].get(k) is not None
-                else "n/a"
-                for k in keys
-            ],
-            "n/a" if r["mean_retention"] is None else f"{100 * r['mean_retention']:.1f}%",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+            *[_metric(r["metrics"].get(k), r["retention"].get(k), intervals.get(k)) for k in keys],
+            _metric(None, r["mean_retention"], r.get("mean_retention_interval")),
+        ])  # fmt: skip
     runtimes = sorted({f"{r['stage']}: {r['runtime']}" for r in rows})
-    return "\n".join(lines) + "\n\nSpeed measured in: " + "; ".join(runtimes) + "\n"
+    note = (
+        "\n\nretention/mean: mean over the tasks' primary metrics; [low, high]: 95% paired-bootstrap interval"
+    )
+    return table(head, cells) + note + "\n\nSpeed measured in: " + "; ".join(runtimes) + "\n"
+
+
+def _metric(value: float | None, retention: float | None, interval) -> str:
+    if retention is None:
+        return "n/a" if value is None else f"{value:.4g}"
+    low, high = interval or (None, None)
+    kept = format_retention(retention, low, high)
+    return kept if value is None else f"{value:.4g} ({kept})"
 
 
 def write_stage_table(run_dir: Path, rows: list[dict[str, Any]], header: str) -> str:
