@@ -210,3 +210,34 @@ def test_a_constant_schedule_trains(tmp_path, tiny_corpus):
         compose_config(tiny_overrides(tmp_path / "run", tiny_corpus, "scheduler=constant", "export=false"))
     )
     assert results["train_tokens"] > 0
+
+
+def test_the_untrained_student_gets_its_own_retention_with_intervals(tmp_path, tiny_corpus):
+    """eval_before_training: the cut is scored on the same items, so its retention has a paired
+    interval (results.json ``before_training``), the same as scoring it alone against the teacher."""
+    from distillab.evaluation.items import read_suite
+    from distillab.evaluation.retention import retention_rows
+    from distillab.tracking.compare import collect
+
+    perplexity = "{source: {format: jsonl, files: corpus/tiny.jsonl}, block_size: 16, max_tokens: 512}"
+    cfg = compose_config(
+        tiny_overrides(
+            tmp_path, tiny_corpus, "eval_before_training=true", f"+eval.perplexity.tiny={perplexity}"
+        )
+    )
+    results = run(cfg)
+    before = results["before_training"]
+    low, high = before["retention_interval"]["tiny/ppl"]
+    assert low < before["retention"]["tiny/ppl"] < high
+    alone = retention_rows(
+        results["teacher"],
+        results["student_before"],
+        teacher_items=read_suite(tmp_path / "items" / "teacher"),
+        student_items=read_suite(tmp_path / "items" / "student_before"),
+    )
+    assert [r.retention for r in alone if r.key == "tiny/ppl"] == [before["retention"]["tiny/ppl"]]
+    assert before["retention_mean"]["low"] == pytest.approx(low)  # one task: the mean is its retention
+    assert f"[{100 * low:.1f}, {100 * high:.1f}]" in (tmp_path / "retention.md").read_text()
+    entries = collect([tmp_path])
+    assert [e.tokens for e in entries] == [results["train_tokens"], 0]
+    assert entries[1].label.endswith("(before training)") and entries[1].interval["tiny/ppl"] == [low, high]

@@ -27,4 +27,6 @@ def test_stage_table_prints_retention_with_its_interval():
         "mean_retention": 0.9, "mean_retention_interval": [0.8, 0.97],
     }  # fmt: skip
     line = stage_markdown([row]).splitlines()[2]
-    assert line == "| prune | 100.0M | 200.0 MB | 12.0 | 0.5 (90.0% [85.0, 95.0]) | 0.6 | 90.0% [80.0, 97.0] |"
+    assert (
+        line == "| prune | 100.0M | 200.0 MB | 12.0 | 0.5 (90.0% [85.0, 95.0]) | 0.6 | 90.0% [80.0, 97.0] |"
+    )

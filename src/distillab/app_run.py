@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from distillab.config import to_plain
 from distillab.entry import start_run
 from distillab.evaluation.footprint import bytes_on_disk
-from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows
+from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows, with_before
 from distillab.evaluation.suite import Evaluation, cached_evaluate_suite, evaluate_suite
 from distillab.models.export import save_model_atomic
 from distillab.tracking import wandb_run
@@ -104,6 +104,18 @@ class AppRun:
                 skip_tasks=skip_tasks,
             )
             self.results |= retention_results(rows)
+            if self.results.get("student_before"):  # the un-trained cut: its own retention and intervals
+                before_rows = retention_rows(
+                    self.results["teacher"],
+                    self.results["student_before"],
+                    None,
+                    self.items.get("teacher"),
+                    self.items.get("student_before"),
+                    primary_metrics(self.eval_cfg),
+                    skip_tasks=skip_tasks,
+                )
+                self.results["before_training"] = retention_results(before_rows)
+                rows = with_before(rows, before_rows)
         if self.eval_cfg:
             flat = wandb_run.summary_metrics(self.results)
             flat |= {f"before/{k}": v for k, v in (self.results.get("student_before") or {}).items()}

@@ -73,7 +73,7 @@ def extra_plots(entries: list[Entry], metrics: list[str], args, per_task: Path) 
             m: [
                 (e.tokens, 100 * e.retention[m], e.interval.get(m))
                 for e in entries
-                if e.tokens and e.retention.get(m) is not None
+                if e.tokens is not None and e.retention.get(m) is not None
             ]
             for m in metrics
         }

@@ -13,7 +13,7 @@ paired-bootstrap interval over the shared items (:mod:`distillab.evaluation.pair
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,8 @@ class RetentionRow:
     primary: bool = False  # the task's primary metric: counted in retention/mean
     items: int | None = None  # how many items the interval is over
     replicates: Any = field(default=None, repr=False, compare=False)  # bootstrap draws (not saved)
+    before_low: float | None = None  # 95% paired interval of ``retention_before`` (see with_before)
+    before_high: float | None = None
 
     def saved(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "replicates"}
@@ -206,6 +208,16 @@ def mean_retention(rows: list[RetentionRow]) -> paired.Interval | None:
     return paired.Interval(float(np.mean([r.retention for r in chosen])), None, None)
 
 
+def with_before(rows: list[RetentionRow], before_rows: list[RetentionRow]) -> list[RetentionRow]:
+    """``rows`` with the intervals of ``before_rows`` (the un-trained student vs the same teacher,
+    from :func:`retention_rows`) as their ``before_low``/``before_high``."""
+    by_key = {r.key: r for r in before_rows}
+    return [
+        replace(r, before_low=by_key[r.key].low, before_high=by_key[r.key].high) if r.key in by_key else r
+        for r in rows
+    ]
+
+
 def retention_results(rows: list[RetentionRow]) -> dict[str, Any]:
     """The retention keys every app writes to results.json."""
     mean = mean_retention(rows)
@@ -249,7 +261,11 @@ def markdown_table(rows: list[RetentionRow]) -> str:
     for r in rows:
         row = [f"{r.key} ★" if r.primary else r.key, _fmt(r.teacher, r.stderr_teacher)]
         if with_before:
-            row += [_fmt(r.before), _fmt(r.student, r.stderr_student), format_retention(r.retention_before)]
+            row += [
+                _fmt(r.before),
+                _fmt(r.student, r.stderr_student),
+                format_retention(r.retention_before, r.before_low, r.before_high),
+            ]
         else:
             row += [_fmt(r.student, r.stderr_student)]
         cells.append(row + [format_retention(r.retention, r.low, r.high)])

@@ -92,7 +92,26 @@ def collect(paths: list[Path]) -> list[Entry]:
                     results.get("train_tokens"),
                 )
             )
+            if results.get("before_training"):  # the same student before training: a budget curve's 0
+                entries.append(_before_training(entries[-1], results))
     return entries
+
+
+def _before_training(trained: Entry, results: dict) -> Entry:
+    """The un-trained student a run evaluated (``eval_before_training=true``), as its own entry at 0 tokens."""
+    before = results["before_training"]
+    return Entry(
+        f"{trained.label} (before training)",
+        trained.params,
+        None,  # never exported: no bytes on disk
+        results.get("student_before", {}),
+        before.get("retention", {}),
+        trained.reference,
+        before.get("primary") or [],
+        before.get("retention_interval") or {},
+        *_recorded_mean(before),
+        0,
+    )
 
 
 def default_metrics(entries: list[Entry]) -> list[str]:

@@ -102,8 +102,11 @@ def retention_vs_tokens(
             x, y, yerr=[[b[0] for b in bars], [b[1] for b in bars]], marker="o", capsize=3, label=metric
         )
     ax.axhline(100, color="gray", linewidth=0.8, linestyle="--")
-    ax.set_xscale("log")
-    ax.set_xlabel("healing tokens (log scale)")
+    # symlog: logarithmic above the smallest budget, linear below it, so the un-trained model sits at 0
+    positive = [p[0] for points in series.values() for p in points if p[0] > 0]
+    if positive:
+        ax.set_xscale("symlog", linthresh=min(positive))
+    ax.set_xlabel("healing tokens (log scale above the first budget; 0: before training)")
     ax.set_ylabel("retention vs teacher (%), 95% paired interval")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
