@@ -53,7 +53,7 @@ def test_primary_configs_compose(name):
     _resolve(compose_config([], config_name=name))
 
 
-APP_OF_GROUP = {"prune": "prune", "quantize": "quantize"}  # groups only those apps list
+APP_OF_GROUP = {"prune": "prune", "quantize": "quantize", "speed": "quantize"}  # groups only those apps list
 
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS)
