@@ -164,12 +164,15 @@ def child(args) -> None:
     )
     vocab = student.config.vocab_size
     g = torch.Generator().manual_seed(0)
-    if aligner is None:  # random tokens are fine when both read the same ids
+    # Random tokens are fine when both models read the same ids; a cross_kd variant needs real text
+    # (words for the teacher's tokenizer to align with), so its whole group reads that text: the
+    # same-tokenizer kd baseline of ``cross`` then differs from cross_kd only by the cross-vocab work.
+    if aligner is None and group != "cross":
         batches = [
             torch.randint(0, vocab, (args.batch, args.seq), generator=g)
             for _ in range(args.warmup + args.steps)
         ]
-    else:  # real text, so that the teacher's tokenizer has words to align with
+    else:
         batches = _text_batches(student_tok, args)
     reset_peak_rss()  # from here on the peak is training's alone (loading and cutting models peak higher)
     times = timed_fit(module, batches)
