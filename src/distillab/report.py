@@ -45,7 +45,9 @@ def write_report(entries: list[Entry], metrics: list[str], out: Path) -> tuple[s
     write_text_atomic(out / "report.md", text)
     front = [e.label for e in pareto_front(entries)]
     points = [
-        (e.label, e.bytes / 1e6, 100 * e.mean) for e in entries if e.bytes is not None and e.mean is not None
+        (e.label, e.bytes / 1e6, 100 * e.mean, e.mean_interval)
+        for e in entries
+        if e.bytes is not None and e.mean is not None
     ]
     images = [pareto_plot(points, front, out / "pareto.png")]
     retention = {m: [percent_or_gap(e.retention.get(m)) for e in entries] for m in metrics}

@@ -228,5 +228,10 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
     advice = budget_advice(pareto)
     text = markdown.table(head, rows) + MEAN_NOTE + reference_warning(entries, metrics)
     if advice:
-        text += "\n\n### Which model for this size budget?\n\n" + "\n".join(advice)
+        text += (
+            "\n\n### Which model for this size budget?\n\n"
+            + "\n".join(advice)
+            + "\n\nThe front ranks point estimates: before preferring a model to its neighbour, check the "
+            "difference on the same items (`distillab-report --a RUN_A --b RUN_B`)."
+        )
     return text + "\n"

@@ -27,31 +27,38 @@ def layer_scores_bar(scores: Sequence[float], removed: Sequence[int], title: str
     return out
 
 
-def pareto_plot(points: Sequence[tuple[str, float, float]], front: Sequence[str], out: Path) -> Path:
-    """Mean retention (%) vs bytes on disk (MB, log scale); the Pareto front joined by a line.
+def pareto_plot(
+    points: Sequence[tuple[str, float, float, Sequence[float | None] | None]], front: Sequence[str], out: Path
+) -> Path:
+    """Mean retention (%) vs bytes on disk (MB, log scale); the Pareto front joined by a line. Each
+    point ``(label, MB, retention %, [low, high] as fractions or None)`` carries its 95% interval.
 
     Points carry numbers and the key beside the axes names them: with a dozen models, several at the
     same size, full labels on the points overlap into something unreadable.
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
     key = []
-    for number, (label, megabytes, retention) in enumerate(points, start=1):
+    for number, (label, megabytes, retention, interval) in enumerate(points, start=1):
         on_front = label in front
-        ax.scatter(megabytes, retention, color="tab:red" if on_front else "tab:gray", zorder=3)
+        below, above = error_bar(retention, interval)
+        color = "tab:red" if on_front else "tab:gray"
+        ax.errorbar(
+            megabytes, retention, yerr=[[below], [above]], color=color, marker="o", capsize=3, zorder=3
+        )
         ax.annotate(
             str(number), (megabytes, retention), fontsize=7, xytext=(3, 3), textcoords="offset points"
         )
         key.append(
             f"{number:>2}  {'★ ' if on_front else ''}{tick_label(label, 60)}".replace("\n", "\n      ")
         )
-    line = sorted((mb, r) for label, mb, r in points if label in front)
+    line = sorted((mb, r) for label, mb, r, _ in points if label in front)
     if line:
         ax.plot(*zip(*line, strict=True), color="tab:red", linewidth=1, zorder=2, label="Pareto front")
         ax.legend(fontsize=8)
     ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, fontsize=7, va="top", family="monospace")
     ax.set_xscale("log")
     ax.set_xlabel("bytes on disk (MB, log scale)")
-    ax.set_ylabel("mean retention vs teacher (%)")
+    ax.set_ylabel("retention/mean vs teacher (%), 95% paired interval")
     ax.grid(alpha=0.3)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, bbox_inches="tight")
