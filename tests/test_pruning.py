@@ -10,12 +10,15 @@ from distillab.errors import DistillabError
 from distillab.models.surgery import decoder_layers
 from distillab.models.tiny import build_tiny
 from distillab.pruning.layer_scores import (
+    LAYER_SCORES,
+    ScoreInputs,
     activation_layer_scores,
     block_influence,
     calibration_perplexity,
     least_important,
     removal_drop_scores,
     residual_stream,
+    score_layers,
 )
 from distillab.pruning.unstructured import achieved_sparsity, apply_masks, sparsity_masks, two_four_masks
 from distillab.pruning.weight_scores import prunable_linears, weight_scores
@@ -213,3 +216,28 @@ def test_head_counts_that_break_groups_are_refused():
         prune_heads(model, scores, num_heads=4, num_kv_heads=1)
     with pytest.raises(DistillabError, match="prune.width.intermediate_size: 0 outside"):
         prune_neurons(model, scores, intermediate_size=0)
+
+
+def test_every_named_layer_score_finds_the_silenced_layer():
+    """Each score in the table, called by name, finds the identity layer: least important by the
+    activation scores, a drop of exactly 0 when removed (random: a seeded order)."""
+    model, _ = build_tiny("llama", num_layers=4)
+    _silence_layer(model, 2)
+    batches = _batches()
+    inputs = ScoreInputs(batches, seed=3, benchmark=lambda m: -calibration_perplexity(m, batches))
+    for name in LAYER_SCORES:
+        scores = score_layers(name, model, inputs)
+        assert len(scores) == 4, name
+        if name in ("ppl_drop", "benchmark_drop"):
+            assert scores[2] == pytest.approx(0.0, abs=1e-9), name
+        elif name != "random":
+            assert least_important(scores, 1) == [2], name
+    assert score_layers("random", model, inputs) == score_layers("random", model, ScoreInputs(seed=3))
+    assert (
+        score_layers("angular", model, inputs)
+        == activation_layer_scores(model, batches, ["angular"])["angular"]
+    )
+    with pytest.raises(
+        DistillabError, match="prune.score: unknown layer score 'cosine'; valid: block_influence"
+    ):
+        score_layers("cosine", model, inputs)

@@ -116,29 +116,25 @@ class LayerRemoval:
 
     def score_fn(self, job: PruneJob, contiguous: bool) -> Callable[[Any, int], list[float]]:
         """``(model, step) -> per-layer (or per-block) importance`` for this method's score."""
-        lp, score, calib = self.layers, self.score, job.calibration
-        block = self.per_step if contiguous else 1
+        lp, removal = self.layers, self.layers["removal"]
+        task, metric = removal["task"], removal["metric"]
+        tasks = {task: {"limit": removal["limit"], "num_fewshot": removal.get("num_fewshot", 0)}}
+
+        def benchmark(m) -> float:  # benchmark_drop's metric: the lm-eval task on the local data
+            return run_tasks(m, job.tokenizer, tasks, job.run_dir / "removal_eval", job.data_dir)[
+                f"{task}/{metric}"
+            ]
 
         def scores(model, step: int) -> list[float]:
-            if score in ls.ACTIVATION_SCORES:
-                return ls.activation_layer_scores(
-                    model, calib, [score], angular_block=block, lens_stride=int(lp["lens_stride"])
-                )[score]
-            if score == "random":
-                return ls.random_scores(model.config.num_hidden_layers, int(job.seed) * 1000 + step)
-            removal = lp["removal"]
-            if score == "ppl_drop":
-                subset = calib[: int(removal["num_batches"])]
-                return ls.removal_drop_scores(model, lambda m: ls.calibration_perplexity(m, subset), False)[0]
-            task, metric = removal["task"], removal["metric"]
-            tasks = {task: {"limit": removal["limit"], "num_fewshot": removal.get("num_fewshot", 0)}}
-
-            def bench(m) -> float:
-                return run_tasks(m, job.tokenizer, tasks, job.run_dir / "removal_eval", job.data_dir)[
-                    f"{task}/{metric}"
-                ]
-
-            return ls.removal_drop_scores(model, bench, higher_is_better=True)[0]
+            inputs = ls.ScoreInputs(
+                calibration=job.calibration,
+                seed=int(job.seed) * 1000 + step,
+                angular_block=self.per_step if contiguous else 1,
+                lens_stride=int(lp["lens_stride"]),
+                ppl_batches=int(removal["num_batches"]),
+                benchmark=benchmark,
+            )
+            return ls.score_layers(self.score, model, inputs)
 
         return scores
 

@@ -21,8 +21,6 @@ from distillab.errors import DistillabError
 from distillab.models.surgery import decoder_layers
 from distillab.precision import in_run_precision
 
-WEIGHT_SCORES = ("magnitude", "gradient", "taylor", "wanda")
-
 
 def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """The ``nn.Linear`` modules inside decoder layers, by their full module name."""
@@ -38,24 +36,16 @@ def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
 def weight_scores(
     model: nn.Module, method: str, batches: Sequence[torch.Tensor] = ()
 ) -> dict[str, torch.Tensor]:
+    """``method``'s score of every prunable weight (``WEIGHT_SCORES``, the end of this file)."""
     if method not in WEIGHT_SCORES:
         raise DistillabError(
             f"prune.score: unknown weight score {method!r}; valid: {', '.join(WEIGHT_SCORES)}"
         )
-    linears = prunable_linears(model)
-    if method == "magnitude":
-        return {name: m.weight.detach().abs().float() for name, m in linears.items()}
-    if not batches:
+    if method != "magnitude" and not batches:
         raise DistillabError(
             f"prune.score: {method!r} needs calibration data (prune.calibration.num_blocks >= 1)"
         )
-    if method == "wanda":
-        norms = input_feature_norms(model, linears, batches)
-        return {name: m.weight.detach().abs().float() * norms[name][None, :] for name, m in linears.items()}
-    grads = accumulated_gradients(model, linears, batches)
-    if method == "gradient":
-        return {name: g.abs() for name, g in grads.items()}
-    return {name: (linears[name].weight.detach().float() * g).abs() for name, g in grads.items()}
+    return WEIGHT_SCORES[method](model, prunable_linears(model), batches)
 
 
 @torch.no_grad()
@@ -105,3 +95,27 @@ def accumulated_gradients(
             m.weight.grad = None
         for p, flag in flags.items():
             p.requires_grad_(flag)
+
+
+# -- the scores by name: (model, its prunable linears, calibration batches) -> {name: score} ------------
+
+
+def _magnitude(model, linears, batches):
+    return {name: m.weight.detach().abs().float() for name, m in linears.items()}
+
+
+def _wanda(model, linears, batches):
+    norms = input_feature_norms(model, linears, batches)
+    return {name: m.weight.detach().abs().float() * norms[name][None, :] for name, m in linears.items()}
+
+
+def _gradient(model, linears, batches):
+    return {name: g.abs() for name, g in accumulated_gradients(model, linears, batches).items()}
+
+
+def _taylor(model, linears, batches):
+    grads = accumulated_gradients(model, linears, batches)
+    return {name: (linears[name].weight.detach().float() * g).abs() for name, g in grads.items()}
+
+
+WEIGHT_SCORES = {"magnitude": _magnitude, "gradient": _gradient, "taylor": _taylor, "wanda": _wanda}

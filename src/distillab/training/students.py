@@ -28,7 +28,7 @@ from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
 from distillab.models.student import drop_layers_student, smaller_student
 from distillab.models.surgery import remove_layers
-from distillab.pruning.layer_scores import activation_layer_scores, least_important
+from distillab.pruning.layer_scores import ACTIVATION_SCORES, ScoreInputs, least_important, score_layers
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ Calibration = Callable[[int], list[torch.Tensor]]  # n -> batches of n calibrati
 
 # Layer scores a student can be cut by: the ones computed from one calibration pass of the teacher.
 # The removal scores (ppl_drop, benchmark_drop) and iterative removal live in distillab-prune.
-STUDENT_SCORES = ("block_influence", "angular", "lens_kl")
+STUDENT_SCORES = ACTIVATION_SCORES
 
 
 @dataclass
@@ -70,9 +70,7 @@ class DropLayers:
             raise DistillabError(
                 "student.score: this entry point gives no calibration data; use distillab-distill"
             )
-        scores = activation_layer_scores(teacher, calibration(int(self.calibration_blocks)), [self.score])[
-            self.score
-        ]
+        scores = score_layers(self.score, teacher, ScoreInputs(calibration(int(self.calibration_blocks))))
         remove = least_important(scores, int(self.num_remove))
         log.info(
             "student: %s scores %s -> removing layers %s", self.score, [round(x, 4) for x in scores], remove
