@@ -4,7 +4,7 @@ Every result, cache entry and export is written under a temporary sibling name a
 place, so a reader (or a rerun after ``kill -9``) sees the old file or the complete new one, never a
 half-written one (``tests/test_kill_during_writes.py``). Cache entries are named by a sha256 of what
 they depend on; each caller keeps the exact serialisation it has always used, so entries written by
-earlier versions keep their names.
+earlier versions keep their names. Model files are keyed by their bytes (:func:`files_digest`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,3 +76,15 @@ def digest(data: str | bytes, length: int | None = None) -> str:
 def json_digest(payload: Any, length: int, sort_keys: bool = False) -> str:
     """A cache key: the digest of ``payload`` as JSON (``default=str`` for paths and the like)."""
     return digest(json.dumps(payload, sort_keys=sort_keys, default=str), length)
+
+
+def files_digest(files: Iterable[Path], digest_size: int = 8) -> str:
+    """A content key of several files: each file's name and bytes, read in 16 MiB chunks (model
+    weights), blake2b. Stage fingerprints carry it: the algorithm and size must not change."""
+    content = hashlib.blake2b(digest_size=digest_size)
+    for file in files:
+        content.update(file.name.encode())
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 24):
+                content.update(chunk)
+    return content.hexdigest()

@@ -7,14 +7,13 @@ finished when its ``stage.json`` exists (written last, atomically); a re-run reu
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from distillab.files import json_digest, write_json_atomic
+from distillab.files import files_digest, json_digest, write_json_atomic
 
 STAGE_FILE = "stage.json"
 # Keys that say where or how verbosely a stage runs, not what it computes.
@@ -42,13 +41,7 @@ def model_identity(spec: dict[str, Any]) -> dict[str, Any]:
         files = [path / spec["gguf_file"]]
     else:
         files = sorted(f for f in path.iterdir() if f.suffix in WEIGHT_SUFFIXES or f.name == "config.json")
-    digest = hashlib.blake2b(digest_size=8)
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 24):
-                digest.update(chunk)
-    return {**spec, "name_or_path": f"{path.name}@{digest.hexdigest()}"}
+    return {**spec, "name_or_path": f"{path.name}@{files_digest(files)}"}
 
 
 # Libraries whose upgrade can change what a stage computes. They are recorded, not fingerprinted: a
