@@ -83,6 +83,18 @@ class AppRun:
             self.results.setdefault("eval_seconds", {})[key] = time.time() - start
         return evaluation
 
+    def _against_teacher(self, key: str, skip_tasks: frozenset[str]) -> list:
+        """Retention rows of the model evaluated as ``key`` against the teacher, on the same items."""
+        return retention_rows(
+            self.results["teacher"],
+            self.results[key],
+            self.results.get("student_before") if key == "student" else None,
+            self.items.get("teacher"),
+            self.items.get(key),
+            primary_metrics(self.eval_cfg),
+            skip_tasks=skip_tasks,
+        )
+
     def finish(
         self,
         header: str,
@@ -94,31 +106,17 @@ class AppRun:
         written and printed; closes the W&B run; returns the results."""
         rows = []
         if "teacher" in self.results and "student" in self.results:
-            rows = retention_rows(
-                self.results["teacher"],
-                self.results["student"],
-                self.results.get("student_before"),
-                self.items.get("teacher"),
-                self.items.get("student"),
-                primary_metrics(self.eval_cfg),
-                skip_tasks=skip_tasks,
-            )
+            rows = self._against_teacher("student", skip_tasks)
             self.results |= retention_results(rows)
             if self.results.get("student_before"):  # the un-trained cut: its own retention and intervals
-                before_rows = retention_rows(
-                    self.results["teacher"],
-                    self.results["student_before"],
-                    None,
-                    self.items.get("teacher"),
-                    self.items.get("student_before"),
-                    primary_metrics(self.eval_cfg),
-                    skip_tasks=skip_tasks,
-                )
+                before_rows = self._against_teacher("student_before", skip_tasks)
                 self.results["before_training"] = retention_results(before_rows)
                 rows = with_before(rows, before_rows)
         if self.eval_cfg:
             flat = wandb_run.summary_metrics(self.results)
             flat |= {f"before/{k}": v for k, v in (self.results.get("student_before") or {}).items()}
+            before = wandb_run.summary_metrics(self.results.get("before_training") or {})
+            flat |= {f"before/{k}": v for k, v in before.items()}  # before/retention/mean and intervals
             wandb_run.log_evaluation(self.loggers, flat, rows, step=step)
         self.results["wall_seconds"] = time.time() - self.start
         text = write_results(self.run_dir, self.results, rows, header, self.items)
