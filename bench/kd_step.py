@@ -155,10 +155,8 @@ def timed_fit(
 
 def model_flops_per_token(args) -> float:
     """Teacher forward (2 FLOPs per parameter per token) + student forward and backward (6)."""
-    from distillab.models.loading import count_parameters
-
     teacher, student, _, _ = _setup(args)
-    return 2 * count_parameters(teacher) + 6 * count_parameters(student)
+    return 2 * teacher.num_parameters() + 6 * student.num_parameters()
 
 
 def child(args) -> None:

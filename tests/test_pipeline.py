@@ -71,9 +71,10 @@ def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch, cap
     assert sizes[0] > sizes[1] == sizes[2] > sizes[3]  # q8_0 file smaller than the f32 folder
     assert rows[0]["mean_retention"] == pytest.approx(1.0)
     assert all(r["tokens_per_s"] > 0 and r["retention"]["tiny/ppl"] > 0 for r in rows)
-    # every stage is scored on the teacher's items: retention with a paired interval (quantize: the
+    # every other stage is scored on the teacher's items: retention with a paired interval (quantize: the
     # GGUF de-quantized through transformers, evaluated like the others)
-    for r in rows:
+    assert rows[0]["retention_interval"] == {}  # the teacher is the reference: no interval to draw
+    for r in rows[1:]:
         low, high = r["retention_interval"]["tiny/ppl"]
         assert low <= r["retention"]["tiny/ppl"] <= high and r["primary"] == ["tiny/ppl"]
     saved = json.loads((tmp_path / "pipeline.json").read_text())

@@ -16,6 +16,7 @@ from distillab.pruning.layer_scores import (
     block_influence,
     calibration_perplexity,
     least_important,
+    random_scores,
     removal_drop_scores,
     residual_stream,
     score_layers,
@@ -241,3 +242,22 @@ def test_every_named_layer_score_finds_the_silenced_layer():
         DistillabError, match="prune.score: unknown layer score 'cosine'; valid: block_influence"
     ):
         score_layers("cosine", model, inputs)
+
+
+def test_layer_removal_scores_with_its_settings(tmp_path):
+    """distillab-prune's score function passes each score its settings: a contiguous angular block of
+    per_step layers, the lens stride, and a random order seeded per (seed, removal step)."""
+    from distillab.pruning.methods import LayerRemoval, PruneJob
+
+    model, tok = build_tiny("llama", num_layers=4)
+    batches = _batches()
+    job = PruneJob(model, tok, batches, tmp_path, seed=2)
+    layers = {"num_remove": 2, "schedule": "one_shot", "per_step": 1, "lens_stride": 4}  # no removal block
+
+    def scores(score, contiguous=False, step=0):
+        return LayerRemoval(score, dict(layers)).score_fn(job, contiguous)(model, step)
+
+    angular = activation_layer_scores(model, batches, ["angular"], angular_block=2)["angular"]
+    assert len(angular) == 3 and scores("angular", contiguous=True) == angular
+    assert scores("lens_kl") == activation_layer_scores(model, batches, ["lens_kl"], lens_stride=4)["lens_kl"]
+    assert scores("random", step=5) == random_scores(4, 2005) != scores("random", step=6)

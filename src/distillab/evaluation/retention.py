@@ -254,13 +254,13 @@ def format_retention(value: float | None, low: float | None = None, high: float 
 
 def markdown_table(rows: list[RetentionRow]) -> str:
     """Teacher vs student per metric; with before/after columns when ``before`` values exist."""
-    with_before = any(r.before is not None for r in rows)
+    has_before = any(r.before is not None for r in rows)
     after = ["student before", "student after", "retention before", "retention after"]
-    head = ["task/metric", "teacher", *(after if with_before else ["student", "retention"])]
+    head = ["task/metric", "teacher", *(after if has_before else ["student", "retention"])]
     cells = []
     for r in rows:
         row = [f"{r.key} ★" if r.primary else r.key, _fmt(r.teacher, r.stderr_teacher)]
-        if with_before:
+        if has_before:
             row += [
                 _fmt(r.before),
                 _fmt(r.student, r.stderr_student),

@@ -116,14 +116,13 @@ class LayerRemoval:
 
     def score_fn(self, job: PruneJob, contiguous: bool) -> Callable[[Any, int], list[float]]:
         """``(model, step) -> per-layer (or per-block) importance`` for this method's score."""
-        lp, removal = self.layers, self.layers["removal"]
-        task, metric = removal["task"], removal["metric"]
-        tasks = {task: {"limit": removal["limit"], "num_fewshot": removal.get("num_fewshot", 0)}}
+        lp, removal = self.layers, self.layers.get("removal") or {}  # removal: read by the drop scores only
 
         def benchmark(m) -> float:  # benchmark_drop's metric: the lm-eval task on the local data
-            return run_tasks(m, job.tokenizer, tasks, job.run_dir / "removal_eval", job.data_dir)[
-                f"{task}/{metric}"
-            ]
+            task, metric = removal["task"], removal["metric"]
+            tasks = {task: {"limit": removal["limit"], "num_fewshot": removal.get("num_fewshot", 0)}}
+            out = job.run_dir / "removal_eval"
+            return run_tasks(m, job.tokenizer, tasks, out, job.data_dir)[f"{task}/{metric}"]
 
         def scores(model, step: int) -> list[float]:
             inputs = ls.ScoreInputs(
@@ -131,7 +130,7 @@ class LayerRemoval:
                 seed=int(job.seed) * 1000 + step,
                 angular_block=self.per_step if contiguous else 1,
                 lens_stride=int(lp["lens_stride"]),
-                ppl_batches=int(removal["num_batches"]),
+                ppl_batches=int(removal.get("num_batches", 2)),
                 benchmark=benchmark,
             )
             return ls.score_layers(self.score, model, inputs)

@@ -101,7 +101,7 @@ def retention_vs_tokens(
     ``(tokens, retention %, [low, high] as fractions or None)`` carries its 95% interval as an error bar."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for metric, points in series.items():
-        points = sorted(points)
+        points = sorted(points, key=lambda p: p[0])
         x = [p[0] for p in points]
         y = [p[1] for p in points]
         bars = [error_bar(p[1], p[2]) for p in points]

@@ -25,12 +25,13 @@ def stage_row(
 ) -> dict[str, Any]:
     """One stage against the original teacher; ``mean_retention`` over ``primary`` (task -> metric),
     with intervals where both the stage's and the teacher's per-item results are on disk."""
+    is_teacher = record is teacher  # the reference row: 100% by definition, no interval to draw
     rows = retention_rows(
         teacher["metrics"],
         record["metrics"],
         None,
         stage_items(teacher) if teacher_items is None else teacher_items,
-        stage_items(record),
+        None if is_teacher else stage_items(record),
         primary,
     )
     summary = retention_results(rows)
