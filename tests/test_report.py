@@ -106,7 +106,7 @@ def _sweep_job(root, name, ppl, overrides, tokens=None):
 
 def test_a_sweep_is_one_row_per_job_labelled_by_its_overrides_with_intervals(tmp_path, capsys):
     _sweep_job(tmp_path / "sweep", "0", 72.0, ["objective=ce", "experiment_name=s"])
-    _sweep_job(tmp_path / "sweep", "1", 48.0, ["objective=kd", "experiment_name=s"])
+    _sweep_job(tmp_path / "sweep", "1", 48.0, ["objective=kd", "experiment_name=s", "ckpt_path=last"])
     (tmp_path / "sweep" / "2").mkdir()
     (tmp_path / "sweep" / "2" / "failure.json").write_text(
         json.dumps({"error": "ValueError", "message": "boom"})

@@ -48,8 +48,8 @@ def _overrides(run: Path) -> list[str]:
     return list(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
 
 
-# Overrides that name or place a run rather than change what it computes: never part of a label.
-_BOOKKEEPING = ("experiment_name=", "eval_before_training=", "paths.", "hydra.", "threads=")
+# Overrides that name, place or resume a run rather than change what it computes: never part of a label.
+_BOOKKEEPING = ("experiment_name=", "eval_before_training=", "paths.", "hydra.", "threads=", "ckpt_path=")
 
 
 def run_labels(runs: list[Path]) -> list[str]:
