@@ -252,6 +252,15 @@ def format_retention(value: float | None, low: float | None = None, high: float 
     return f"{100 * value:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
 
+def format_cell(value: float | None, retention: float | None, interval=None) -> str:
+    """A report cell: ``51.03 (58.8% [57.9, 59.8])``; the retention alone when there is no value (a
+    mean), the value alone when there is no retention, ``n/a`` when neither."""
+    if retention is None:
+        return "n/a" if value is None else f"{value:.4g}"
+    kept = format_retention(retention, *(interval or (None, None)))
+    return kept if value is None else f"{value:.4g} ({kept})"
+
+
 def markdown_table(rows: list[RetentionRow]) -> str:
     """Teacher vs student per metric; with before/after columns when ``before`` values exist."""
     has_before = any(r.before is not None for r in rows)

@@ -130,7 +130,7 @@ class LayerRemoval:
                 seed=int(job.seed) * 1000 + step,
                 angular_block=self.per_step if contiguous else 1,
                 lens_stride=int(lp["lens_stride"]),
-                ppl_batches=int(removal.get("num_batches", 2)),
+                ppl_batches=int(removal.get("num_batches", ls.ScoreInputs.ppl_batches)),
                 benchmark=benchmark,
             )
             return ls.score_layers(self.score, model, inputs)

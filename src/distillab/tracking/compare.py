@@ -12,7 +12,7 @@ from pathlib import Path
 
 from distillab import markdown
 from distillab.evaluation.footprint import bytes_on_disk
-from distillab.evaluation.retention import format_retention
+from distillab.evaluation.retention import format_cell
 from distillab.tracking.runs import find_runs, run_labels
 
 
@@ -164,7 +164,7 @@ def budget_advice(front: list[Entry]) -> list[str]:
         budget = f"{entry.bytes / 1e6:.0f} MB" + (f" to {upper / 1e6:.0f} MB" if upper else " and more")
         lines.append(
             f"- budget {budget}: **{entry.label}** ({entry.bytes / 1e6:.1f} MB, "
-            f"retention/mean {format_retention(entry.mean, *(entry.mean_interval or (None, None)))})"
+            f"retention/mean {format_cell(None, entry.mean, entry.mean_interval)})"
         )
     return lines
 
@@ -215,15 +215,8 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
             "n/a" if e.params is None else f"{e.params / 1e6:.1f}M",
             "n/a" if e.bytes is None else f"{e.bytes / 1e6:.1f} MB",
         ]
-        for m in metrics:
-            value, ret = e.metrics.get(m), e.retention.get(m)
-            low, high = e.interval.get(m, (None, None))
-            cells.append(
-                "n/a"
-                if value is None
-                else f"{value:.4g}" + ("" if ret is None else f" ({format_retention(ret, low, high)})")
-            )
-        mean = "n/a" if e.mean is None else format_retention(e.mean, *(e.mean_interval or (None, None)))
+        cells += [format_cell(e.metrics.get(m), e.retention.get(m), e.interval.get(m)) for m in metrics]
+        mean = format_cell(None, e.mean, e.mean_interval)
         rows.append([*cells, mean, "★" if id(e) in front else ""])
     advice = budget_advice(pareto)
     text = markdown.table(head, rows) + MEAN_NOTE + reference_warning(entries, metrics)

@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from distillab.evaluation.items import read_suite
-from distillab.evaluation.retention import format_retention, retention_results, retention_rows
+from distillab.evaluation.retention import format_cell, retention_results, retention_rows
 from distillab.files import write_json_atomic, write_text_atomic
 from distillab.markdown import table
 from distillab.tracking import wandb_run
@@ -68,22 +68,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{r['params'] / 1e6:.1f}M",
             _mb(r["bytes"]),
             f"{r['tokens_per_s']:.1f}",
-            *[_metric(r["metrics"].get(k), r["retention"].get(k), intervals.get(k)) for k in keys],
-            _metric(None, r["mean_retention"], r.get("mean_retention_interval")),
+            *[format_cell(r["metrics"].get(k), r["retention"].get(k), intervals.get(k)) for k in keys],
+            format_cell(None, r["mean_retention"], r.get("mean_retention_interval")),
         ])  # fmt: skip
     runtimes = sorted({f"{r['stage']}: {r['runtime']}" for r in rows})
     note = (
         "\n\nretention/mean: mean over the tasks' primary metrics; [low, high]: 95% paired-bootstrap interval"
     )
     return table(head, cells) + note + "\n\nSpeed measured in: " + "; ".join(runtimes) + "\n"
-
-
-def _metric(value: float | None, retention: float | None, interval) -> str:
-    if retention is None:
-        return "n/a" if value is None else f"{value:.4g}"
-    low, high = interval or (None, None)
-    kept = format_retention(retention, low, high)
-    return kept if value is None else f"{value:.4g} ({kept})"
 
 
 def write_stage_table(run_dir: Path, rows: list[dict[str, Any]], header: str) -> str:

@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 
 Calibration = Callable[[int], list[torch.Tensor]]  # n -> batches of n calibration blocks
 
-# Layer scores a student can be cut by: the ones computed from one calibration pass of the teacher.
-# The removal scores (ppl_drop, benchmark_drop) and iterative removal live in distillab-prune.
-STUDENT_SCORES = ACTIVATION_SCORES
-
 
 @dataclass
 class DropLayers:
@@ -55,9 +51,11 @@ class DropLayers:
     def scored_removal(self, teacher: PreTrainedModel, calibration: Calibration | None) -> list[int]:
         """The ``num_remove`` layers with the lowest ``score`` on ``calibration_blocks`` blocks of the
         run's training data (the same choice ``distillab-prune`` makes one-shot)."""
-        if self.score not in STUDENT_SCORES:
+        # a student is cut by the scores of one calibration pass of the teacher; the removal scores
+        # (ppl_drop, benchmark_drop) and iterative removal live in distillab-prune
+        if self.score not in ACTIVATION_SCORES:
             raise DistillabError(
-                f"student.score: {self.score!r} is not one of {', '.join(STUDENT_SCORES)} (null: evenly "
+                f"student.score: {self.score!r} is not one of {', '.join(ACTIVATION_SCORES)} (null: evenly "
                 "spaced); removal scores and iterative cuts: distillab-prune"
             )
         num_layers = teacher.config.num_hidden_layers
