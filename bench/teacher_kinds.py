@@ -13,6 +13,7 @@ Groups (``--groups``):
 
     python bench/teacher_kinds.py --groups vocab49k cross on_policy      # needs make models
     python bench/teacher_kinds.py --groups vocab262k                      # also make models-gemma
+    python bench/teacher_kinds.py --groups cross --repeats 3              # round-robin: time ratios with their spread
 """
 
 from __future__ import annotations
@@ -227,6 +228,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="rounds of every variant, each in a fresh process"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -236,30 +240,41 @@ def main() -> None:
     print(header(describe(args.threads)))
     print(
         f"batch {args.batch} x seq {args.seq}, {args.threads} threads, median of {args.steps} steps after "
-        f"{args.warmup} warm-up, float32; teacher resident in every variant; peak RSS from the first step on "
+        f"{args.warmup} warm-up, medians over {args.repeats} round(s) of fresh processes, float32; teacher resident in every variant; peak RSS from the first step on "
         "(VmHWM reset after loading); ratios against each group's first row"
     )
     for group in args.groups:
-        results = {}
-        for name in VARIANTS[group]:
-            out = subprocess.run(
-                [sys.executable, __file__, *sys.argv[1:], "--child", f"{group}:{name}"],
-                capture_output=True,
-                text=True,
-            )
-            if out.returncode != 0:
-                print(f"{group}:{name}: failed\n{out.stderr[-1500:]}", file=sys.stderr)
-                continue
-            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        base = next(iter(results.values()), None)
+        # --repeats: the variants run round-robin, each round in fresh processes, so a slow spell of
+        # the machine hits every variant alike; per-round time ratios show the process-to-process spread
+        runs = {name: [] for name in VARIANTS[group]}
+        for _ in range(args.repeats):
+            for name in VARIANTS[group]:
+                out = subprocess.run(
+                    [sys.executable, __file__, *sys.argv[1:], "--child", f"{group}:{name}"],
+                    capture_output=True,
+                    text=True,
+                )
+                if out.returncode != 0:
+                    print(f"{group}:{name}: failed\n{out.stderr[-1500:]}", file=sys.stderr)
+                    runs[name].append(None)  # keeps the rounds aligned for the per-round ratios
+                    continue
+                runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        runs = {name: r for name, r in runs.items() if any(r)}
+        base = next(iter(runs.values()), None)
         print(
             f"\n{group}\n  {'variant':24s} {'step s':>8s} {'peak RSS MB':>12s} {'x memory':>9s} {'x time':>8s}"
+            + ("  per-round x time" if args.repeats > 1 else "")
         )
-        for name, r in results.items():
-            print(
-                f"  {name:24s} {r['step_s']:8.2f} {r['peak_rss_mb']:12.1f} "
-                f"{r['peak_rss_mb'] / base['peak_rss_mb']:9.3f} {r['step_s'] / base['step_s']:8.3f}"
-            )
+        for name, r in runs.items():
+            step = statistics.median(x["step_s"] for x in r if x)
+            rss = statistics.median(x["peak_rss_mb"] for x in r if x)
+            base_step = statistics.median(x["step_s"] for x in base if x)
+            base_rss = statistics.median(x["peak_rss_mb"] for x in base if x)
+            line = f"  {name:24s} {step:8.2f} {rss:12.1f} {rss / base_rss:9.3f} {step / base_step:8.3f}"
+            if args.repeats > 1:
+                ratios = [x["step_s"] / b["step_s"] for x, b in zip(r, base, strict=True) if x and b]
+                line += f"  {min(ratios):.3f} .. {max(ratios):.3f}"
+            print(line)
 
 
 if __name__ == "__main__":
