@@ -271,8 +271,8 @@ def main() -> None:
             base_step = statistics.median(x["step_s"] for x in base if x)
             base_rss = statistics.median(x["peak_rss_mb"] for x in base if x)
             line = f"  {name:24s} {step:8.2f} {rss:12.1f} {rss / base_rss:9.3f} {step / base_step:8.3f}"
-            if args.repeats > 1:
-                ratios = [x["step_s"] / b["step_s"] for x, b in zip(r, base, strict=True) if x and b]
+            ratios = [x["step_s"] / b["step_s"] for x, b in zip(r, base, strict=True) if x and b]
+            if args.repeats > 1 and ratios:
                 line += f"  {min(ratios):.3f} .. {max(ratios):.3f}"
             print(line)
 
