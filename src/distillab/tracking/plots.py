@@ -113,7 +113,8 @@ def retention_vs_tokens(
     positive = [p[0] for points in series.values() for p in points if p[0] > 0]
     if positive:
         ax.set_xscale("symlog", linthresh=min(positive))
-        ax.set_xlim(right=max(positive) * 1.6)  # room for the last point's error bar (autoscale clips it)
+        # room for the last point's error bar (autoscale clips it); no negative-token ticks on the left
+        ax.set_xlim(left=-0.5 * min(positive), right=max(positive) * 1.6)
     ax.set_xlabel("healing tokens (log scale above the first budget; 0: before training)")
     ax.set_ylabel("retention vs teacher (%), 95% paired interval")
     ax.grid(alpha=0.3)
