@@ -2,7 +2,8 @@
 forward + backward, interleaved, at vocabularies 49,152 (SmolLM2) and 262,144 (Gemma-3).
 
 A whole training step (``bench/teacher_kinds.py``) runs the models too, and on a shared 2-core
-machine its step time varies by about ±20% between processes, which hides a few percent. The two
+machine the same step's time varies from one process to the next (12.5-16.9 s for one kd step in
+three processes on 2026-11-30), which hides a few percent. The two
 paths differ only in the loss and in how the teacher's LM head is applied, so this bench times just
 that: the teacher's head on its final hidden states and the divergence's value and gradient with
 respect to the student's logits, the variants alternating within one process, round after round,
@@ -56,7 +57,7 @@ def loss_runners(vocab: int, args):
     def full():
         s = student.clone().requires_grad_(True)
         with torch.no_grad():
-            t_logits = head(teacher_hidden)  # what the teacher's forward hands over before this change
+            t_logits = head(teacher_hidden)  # the whole (B, T, V) teacher logits, as kd_full forms them
         soft_label_kd(t_logits, s, mask, args.temperature, divergence).backward()
 
     def chunked(chunk):

@@ -240,8 +240,9 @@ def main() -> None:
     print(header(describe(args.threads)))
     print(
         f"batch {args.batch} x seq {args.seq}, {args.threads} threads, median of {args.steps} steps after "
-        f"{args.warmup} warm-up, medians over {args.repeats} round(s) of fresh processes, float32; teacher resident in every variant; peak RSS from the first step on "
-        "(VmHWM reset after loading); ratios against each group's first row"
+        f"{args.warmup} warm-up, medians over {args.repeats} round(s) of fresh processes, float32; "
+        "teacher resident in every variant; peak RSS from the first step on (VmHWM reset after "
+        "loading); ratios against each group's first row"
     )
     for group in args.groups:
         # --repeats: the variants run round-robin, each round in fresh processes, so a slow spell of
@@ -265,11 +266,13 @@ def main() -> None:
             f"\n{group}\n  {'variant':24s} {'step s':>8s} {'peak RSS MB':>12s} {'x memory':>9s} {'x time':>8s}"
             + ("  per-round x time" if args.repeats > 1 else "")
         )
+        if base is None:
+            continue
+        base_step = statistics.median(x["step_s"] for x in base if x)
+        base_rss = statistics.median(x["peak_rss_mb"] for x in base if x)
         for name, r in runs.items():
             step = statistics.median(x["step_s"] for x in r if x)
             rss = statistics.median(x["peak_rss_mb"] for x in r if x)
-            base_step = statistics.median(x["step_s"] for x in base if x)
-            base_rss = statistics.median(x["peak_rss_mb"] for x in base if x)
             line = f"  {name:24s} {step:8.2f} {rss:12.1f} {rss / base_rss:9.3f} {step / base_step:8.3f}"
             ratios = [x["step_s"] / b["step_s"] for x, b in zip(r, base, strict=True) if x and b]
             if args.repeats > 1 and ratios:
