@@ -306,3 +306,34 @@ def test_compare_cli_one_line_errors_for_bad_arms(tmp_path):
             [sys.executable, "-m", "distillab.report", *args], capture_output=True, text=True
         )
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.strip().count("\n") == 0
+
+
+def test_runs_of_other_recipes_are_separate_curves_in_the_tokens_plot(tmp_path, monkeypatch):
+    """A GPU run at batch 64 is not the next point of a CPU curve at batch 4: each (metric, recipe)
+    is its own line, and the recipe comes from results.json's precision and Hydra's saved config."""
+    for name, device, batch, tokens in [
+        ("cpu_a", "cpu", 4, 1024),
+        ("cpu_b", "cpu", 4, 4096),
+        ("gpu", "cuda", 64, 65536),
+    ]:
+        precision = {"name": "float32" if device == "cpu" else "bf16", "device_type": device}
+        write_run(tmp_path / name, 10, 0.8, train_tokens=tokens, precision=precision)
+        (tmp_path / name / ".hydra").mkdir()
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(
+            f"data:\n  batch_size: {batch}\n  block_size: 256\n"
+        )
+    entries = collect([tmp_path / n for n in ("cpu_a", "cpu_b", "gpu")])
+    assert [e.recipe for e in entries] == ["cpu float32 batch 4×256"] * 2 + ["cuda bf16 batch 64×256"]
+
+    drawn = {}
+    monkeypatch.setattr(
+        "distillab.report.retention_vs_tokens", lambda series, out: drawn.update(series) or out
+    )
+    main(
+        [str(tmp_path / n) for n in ("cpu_a", "cpu_b", "gpu")]
+        + ["--out", str(tmp_path / "r"), "--metrics", *METRICS, "--plot-tokens", str(tmp_path / "t.png")]
+    )
+    assert sorted(drawn) == sorted(
+        (m, r) for m in METRICS for r in ("cpu float32 batch 4×256", "cuda bf16 batch 64×256")
+    )
+    assert [p[0] for p in drawn[("a/acc", "cpu float32 batch 4×256")]] == [1024, 4096]

@@ -71,15 +71,17 @@ def extra_plots(entries: list[Entry], metrics: list[str], args, per_task: Path) 
         ]
         images.append(retention_vs_params(points, args.plot_params))
     if args.plot_tokens:
+        recipes = list(dict.fromkeys(e.recipe or "" for e in entries if e.tokens is not None))
         series = {
-            m: [
+            (m, recipe): [
                 (e.tokens, 100 * e.retention[m], e.interval.get(m))
                 for e in entries
-                if e.tokens is not None and e.retention.get(m) is not None
+                if e.tokens is not None and e.retention.get(m) is not None and (e.recipe or "") == recipe
             ]
             for m in metrics
+            for recipe in recipes
         }
-        images.append(retention_vs_tokens({m: p for m, p in series.items() if p}, args.plot_tokens))
+        images.append(retention_vs_tokens({k: p for k, p in series.items() if p}, args.plot_tokens))
     return images
 
 

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from distillab import markdown
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.retention import format_cell
@@ -31,6 +33,7 @@ class Entry:
     mean: float | None = None
     mean_interval: list[float | None] | None = None
     tokens: int | None = None  # train_tokens of a training run (a budget curve's x axis)
+    recipe: str | None = None  # how it trained (device, precision, batch): curves never join two
 
 
 def _recorded_mean(record: dict) -> tuple[float | None, list[float | None] | None]:
@@ -90,6 +93,7 @@ def collect(paths: list[Path]) -> list[Entry]:
                     results.get("retention_interval") or {},
                     *_recorded_mean(results),
                     results.get("train_tokens"),
+                    _recipe(run, results),
                 )
             )
             if results.get("before_training"):  # the same student before training: a budget curve's 0
@@ -111,7 +115,23 @@ def _before_training(trained: Entry, results: dict) -> Entry:
         before.get("retention_interval") or {},
         *_recorded_mean(before),
         0,
+        trained.recipe,  # the start of the trained run's curve
     )
+
+
+def _recipe(run: Path, results: dict) -> str | None:
+    """``cpu float32 batch 4×256``: where and how a training run trained, from its results.json
+    and Hydra's saved config (None for runs that did not train)."""
+    if results.get("train_tokens") is None:
+        return None
+    precision = results.get("precision") or {}
+    parts = [precision.get("device_type"), precision.get("name")]
+    config = run / ".hydra" / "config.yaml"
+    if config.is_file():
+        data = OmegaConf.load(config).get("data") or {}
+        if data.get("batch_size") is not None:
+            parts.append(f"batch {data.get('batch_size')}×{data.get('block_size')}")
+    return " ".join(str(p) for p in parts if p) or None
 
 
 def default_metrics(entries: list[Entry]) -> list[str]:

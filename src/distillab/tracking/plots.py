@@ -95,18 +95,31 @@ def error_bar(value: float, interval: Sequence[float | None] | None) -> tuple[fl
 
 
 def retention_vs_tokens(
-    series: dict[str, Sequence[tuple[float, float, Sequence[float | None] | None]]], out: Path
+    series: dict[tuple[str, str], Sequence[tuple[float, float, Sequence[float | None] | None]]], out: Path
 ) -> Path:
-    """Retention (%) against training tokens (log scale), one line per metric; each point
-    ``(tokens, retention %, [low, high] as fractions or None)`` carries its 95% interval as an error bar."""
+    """Retention (%) against training tokens (log scale), one line per ``(metric, recipe)``: a colour
+    per metric, a line style per recipe (how the runs trained: device, precision, batch), so points
+    of different recipes are never joined into one curve. Each point ``(tokens, retention %, [low,
+    high] as fractions or None)`` carries its 95% interval as an error bar."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for metric, points in series.items():
+    metrics = list(dict.fromkeys(metric for metric, _ in series))
+    recipes = list(dict.fromkeys(recipe for _, recipe in series))
+    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")]
+    for (metric, recipe), points in series.items():
         points = sorted(points, key=lambda p: p[0])
         x = [p[0] for p in points]
         y = [p[1] for p in points]
         bars = [error_bar(p[1], p[2]) for p in points]
+        marker, line = styles[recipes.index(recipe) % len(styles)]
         ax.errorbar(
-            x, y, yerr=[[b[0] for b in bars], [b[1] for b in bars]], marker="o", capsize=3, label=metric
+            x,
+            y,
+            yerr=[[b[0] for b in bars], [b[1] for b in bars]],
+            marker=marker,
+            linestyle=line,
+            capsize=3,
+            color=f"C{metrics.index(metric) % 10}",
+            label=metric if len(recipes) == 1 else f"{metric} ({recipe})",
         )
     ax.axhline(100, color="gray", linewidth=0.8, linestyle="--")
     # symlog: logarithmic above the smallest budget, linear below it, so the un-trained model sits at 0
