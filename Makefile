@@ -24,7 +24,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 exp-006 exp-007 clean
+.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -199,7 +199,10 @@ exp-004: models ## experiments/004: retention vs healing budget, 24.6k -> 1.64M 
 	    trainer.max_steps=$$steps hydra.run.dir=$$dir $$resume $$before $(ARGS) || exit 1; \
 	  prev=$$dir; \
 	done
-	$(REPORT) outputs/distill/budget_curve/steps_* --metrics $(DECISION_METRICS) --plot-tokens experiments/004-healing-budget/retention_vs_tokens.png
+	$(REPORT) outputs/distill/budget_curve/steps_* $$(ls -d outputs/distill/budget_curve_gpu/b*/steps_* 2>/dev/null) --metrics $(DECISION_METRICS) --plot-tokens experiments/004-healing-budget/retention_vs_tokens.png
+
+exp-004-gpu: models ## experiments/004's GPU arms (one bf16 CUDA GPU): batch 64 x 256 to --max-steps (default 6,400: 105M tokens), inside --budget-s
+	OMP_NUM_THREADS=$(THREADS) $(PY) experiments/004-healing-budget/gpu_points.py --out outputs/distill/budget_curve_gpu $(ARGS)
 
 clean: ## remove run outputs (not the venv or the model cache)
 	rm -rf outputs multirun .pytest_cache

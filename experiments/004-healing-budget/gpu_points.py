@@ -102,7 +102,9 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=3600.0, help="wall-clock budget for all arms")
     parser.add_argument("--batch", type=int, default=64, help="blocks of 256 tokens per step, long arm")
     parser.add_argument("--first-steps", type=int, default=100, help="arm 1's steps; arm 2 is a multiple")
-    parser.add_argument("--max-steps", type=int, default=1600, help="the long arm's ceiling")
+    parser.add_argument(
+        "--max-steps", type=int, default=6400, help="the long arm's ceiling (6,400 x 16,384 = 105M tokens)"
+    )
     parser.add_argument("--small-steps", type=int, default=96, help="arm 3: steps at batch 4 (0: skip)")
     parser.add_argument("--trainer", default="gpu", help="trainer config (cpu: a rehearsal of this script)")
     parser.add_argument(
