@@ -67,7 +67,7 @@ class Precision:
 
     def on(self, device_type: str) -> Precision:
         """This precision for work on ``device_type``: bf16 only where that device runs it natively
-        (a GPU run's models are evaluated on the CPU after training, which may not)."""
+        (a GPU run scores layers and calibrates its cut on the CPU, which may not)."""
         if not self.is_bf16 or device_type == self.device_type:
             return self
         native, evidence = native_bf16(device_type)
