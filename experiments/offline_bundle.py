@@ -11,7 +11,7 @@ that can:
 - the data directory as one tar.xz (``--skip`` leaves folders out);
 
 and splits all of it into folders ``<out>/p0``, ``p1``, ... of at most ``--part-mib`` each (a large
-file in ``NAME.chunkNN`` pieces), for transfers with a size limit. On the target, for each part:
+file in ``NAME.chunkNNN`` pieces), for transfers with a size limit. On the target, for each part:
 ``bash experiments/offline_setup.sh stash <out>/pK``; then ``bash experiments/offline_setup.sh finish``
 reassembles, installs into /tmp/site, de-quantizes, unpacks the data and writes
 /tmp/distillab_env.sh (``source`` it, then ``VENV=/tmp experiments/run_arms.sh ...`` or
@@ -53,9 +53,12 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def requirements_closure(roots: list[str], have: set[str], python_version: str) -> dict[str, str]:
+def requirements_closure(
+    roots: list[str], have: set[str], python_version: str, also: tuple[str, ...] = ()
+) -> dict[str, str]:
     """``{name: version}`` installed here that ``roots`` need (transitively, for a Linux x86-64
-    CPython of ``python_version``), minus what the target has (``ALWAYS`` always in) and ``NEVER``."""
+    CPython of ``python_version``), minus what the target has (``ALWAYS`` and ``also`` always in:
+    the target's own versions of those are not trusted) and ``NEVER``."""
     env = {
         "python_version": python_version,
         "python_full_version": f"{python_version}.0",
@@ -67,12 +70,15 @@ def requirements_closure(roots: list[str], have: set[str], python_version: str) 
         "platform_python_implementation": "CPython",
     }
     found: dict[str, str] = {}
+    visited: set[tuple[str, frozenset]] = set()  # by extras too: a later [extra] adds its needs
+    trusted = {normalise(n) for n in (*ALWAYS, *also)}
     stack = [(name, frozenset()) for name in roots]
     while stack:
         name, extras = stack.pop()
         key = normalise(name)
-        if key in found or NEVER.match(key) or (key in have and key not in map(normalise, ALWAYS)):
+        if (key, extras) in visited or NEVER.match(key) or (key in have and key not in trusted):
             continue
+        visited.add((key, extras))
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
@@ -105,7 +111,7 @@ def gguf_files(names: list[str], into: Path) -> None:
     from distillab.models.fetch import OFFLINE_MODELS, assemble_gguf
 
     for name in names:
-        with tempfile.TemporaryDirectory() as work:
+        with tempfile.TemporaryDirectory(dir=into) as work:  # same filesystem: the rename is a move
             gguf = assemble_gguf(OFFLINE_MODELS[name], Path(work))
             gguf.rename(into / gguf.name)
 
@@ -122,7 +128,7 @@ def pack_data(data_dir: Path, skip: list[str], into: Path) -> None:
 def split_into_parts(files: list[Path], out: Path, part_bytes: int) -> list[Path]:
     """Move ``files`` into folders ``out/p0``, ``p1``, ... of at most ``part_bytes`` each. A file
     that fits in a part goes whole into the first part with room for it (first fit); a larger one
-    is cut into ``NAME.chunkNN`` pieces that fill the last part and then new ones (their sorted
+    is cut into ``NAME.chunkNNN`` pieces that fill the last part and then new ones (their sorted
     concatenation is the file). Returns the part folders."""
     parts: list[Path] = []
     room: list[int] = []
@@ -142,13 +148,13 @@ def split_into_parts(files: list[Path], out: Path, part_bytes: int) -> list[Path
             room[index] -= size
             continue
         with open(path, "rb") as src:
-            for piece in range((size + part_bytes - 1) // part_bytes + 1):
+            done, piece = 0, 0
+            while done < size:  # a part is opened only for bytes that remain: never an empty one
                 index = len(parts) - 1 if parts and room[-1] > 0 else new_part()
                 data = src.read(room[index])
-                if not data:
-                    break
-                (parts[index] / f"{path.name}.chunk{piece:02d}").write_bytes(data)
+                (parts[index] / f"{path.name}.chunk{piece:03d}").write_bytes(data)
                 room[index] -= len(data)
+                done, piece = done + len(data), piece + 1
         path.unlink()
     return parts
 
@@ -160,6 +166,9 @@ def main() -> None:
         "--have", type=Path, help="names of the Python packages the target has (any separators)"
     )
     parser.add_argument("--python-version", default="3.12")
+    parser.add_argument(
+        "--also", nargs="*", default=[], help="packages to bring even if the target has them (older versions)"
+    )
     parser.add_argument("--models", nargs="*", default=["smollm2-135m-instruct"])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--skip", nargs="*", default=["corpus/tinystories"], help="data folders left out")
@@ -167,10 +176,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.out.exists() and any(args.out.iterdir()):
         raise SystemExit(f"error: --out: {args.out} is not empty; give an empty or new folder")
-    have = {normalise(n) for n in re.split(r"[\s,]+", args.have.read_text()) if n} if args.have else set()
+    # names in any list form, `pip freeze` too (name==version, name @ url)
+    words = re.split(r"[\s,]+", args.have.read_text()) if args.have else []
+    have = {normalise(re.split(r"[=<>!~@\[;]", w)[0]) for w in words if w and not w.startswith("@")}
     staging = args.out / "staging"
     staging.mkdir(parents=True)
-    pins = requirements_closure(["distillab"], have, args.python_version)
+    pins = requirements_closure(["distillab"], have, args.python_version, tuple(args.also))
     pins.pop("distillab", None)  # the checkout itself travels as the working tree
     download_wheels(pins, args.python_version, staging)
     gguf_files(args.models, staging)

@@ -20,14 +20,15 @@ case ${1:-} in
     ;;
   finish)
     cd "$stash"
-    for first in *.chunk00; do  # NAME.chunk00, NAME.chunk01, ... -> NAME
+    for first in *.chunk000; do  # NAME.chunk000, NAME.chunk001, ... -> NAME
       [[ -e $first ]] || continue
-      name=${first%.chunk00}
+      name=${first%.chunk000}
       cat "$name".chunk* >"$name" && rm "$name".chunk*
     done
     cd - >/dev/null
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target "$root/site" "$stash"/*.whl 2>&1 | grep -v -e '^WARNING' -e '^$' || true
+      --target "$root/site" "$stash"/*.whl >"$root/pip.log" 2>&1 \
+      || { grep -v '^WARNING' "$root/pip.log" >&2; echo "error: pip could not install the bundle's wheels" >&2; exit 1; }
     mkdir -p "$root/data" "$root/bin" "$root/cache"
     [[ -f $stash/data.tar.xz ]] && tar xJf "$stash/data.tar.xz" -C "$root/data"
     cat >"$root/distillab_env.sh" <<EOF
@@ -36,7 +37,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARA
 EOF
     # shellcheck disable=SC1091
     source "$root/distillab_env.sh"
-    for app in distill evaluate prune quantize pipeline report models; do  # run_arms.sh's VENV/bin
+    for app in distill evaluate prune quantize pipeline generate report models; do  # run_arms.sh's VENV/bin
       module=distillab.$app
       [[ $app == models ]] && module=distillab.models.fetch
       printf '#!/bin/sh\nexec python3 -m %s "$@"\n' "$module" >"$root/bin/distillab-$app"

@@ -1,6 +1,7 @@
 """A GPU run evaluates on the GPU: ``app_run.on_run_device`` moves a model that sits on the CPU (the
 teacher as loaded, the student as Lightning hands it back) to the run's CUDA device for the
-evaluation and back afterwards, also when the evaluation fails; a CPU run moves nothing."""
+evaluation and back afterwards, also when the evaluation fails; a CPU run, or an app that does not
+train (evaluate, quantize), moves nothing."""
 
 from __future__ import annotations
 
@@ -26,10 +27,9 @@ class RecordingModel(torch.nn.Module):
         return self
 
 
-def _run_on(monkeypatch, device_type: str, cuda: bool) -> None:
-    monkeypatch.setattr(
-        app_run, "current_precision", lambda: dataclasses.replace(Precision(), device_type=device_type)
-    )
+def _run_on(monkeypatch, device_type: str, cuda: bool, train: str | None = "bf16-mixed") -> None:
+    run = dataclasses.replace(Precision(), device_type=device_type, train=train)
+    monkeypatch.setattr(app_run, "current_precision", lambda: run)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
 
@@ -43,9 +43,15 @@ def test_a_gpu_run_evaluates_a_cpu_model_on_the_gpu_and_returns_it(monkeypatch):
     assert model.moves == ["cuda:0", "cpu"]
 
 
-@pytest.mark.parametrize(("device_type", "cuda"), [("cpu", True), ("cuda", False)])
-def test_a_cpu_run_or_a_machine_without_cuda_moves_nothing(monkeypatch, device_type, cuda):
-    _run_on(monkeypatch, device_type, cuda)
+@pytest.mark.parametrize(
+    ("device_type", "cuda", "train"),
+    [("cpu", True, "32-true"), ("cuda", False, "bf16-mixed"), ("cuda", True, None)],
+    ids=["cpu-run", "no-cuda", "app-without-trainer"],
+)
+def test_a_cpu_run_a_machine_without_cuda_or_an_app_that_does_not_train_moves_nothing(
+    monkeypatch, device_type, cuda, train
+):
+    _run_on(monkeypatch, device_type, cuda, train)
     model = RecordingModel()
     with app_run.on_run_device(model):
         pass

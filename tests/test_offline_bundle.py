@@ -36,7 +36,18 @@ def test_parts_stay_under_the_limit_and_chunks_reassemble(tmp_path):
     assert not any(source.iterdir())  # moved, not copied: the staging folder empties
 
 
+def test_a_file_that_exactly_fills_its_parts_leaves_no_empty_part(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "model.gguf").write_bytes(os.urandom(2000))
+    parts = bundle.split_into_parts([tmp_path / "in" / "model.gguf"], tmp_path / "out", part_bytes=1000)
+    assert [sorted(f.name for f in p.iterdir()) for p in parts] == [
+        ["model.gguf.chunk000"],
+        ["model.gguf.chunk001"],
+    ]
+
+
 def test_the_wheel_list_leaves_torch_out_and_keeps_distillab_pins_the_target_has():
-    pins = bundle.requirements_closure(["distillab"], {"transformers", "numpy", "lightning"}, "3.12")
+    have = {"transformers", "numpy", "lightning", "pyyaml"}
+    pins = bundle.requirements_closure(["distillab"], have, "3.12", also=("pyyaml",))
     assert "torch" not in pins and "numpy" not in pins and "wandb" not in pins
-    assert {"transformers", "lightning", "hydra-core", "lm-eval"} <= set(pins)
+    assert {"transformers", "lightning", "hydra-core", "lm-eval", "pyyaml"} <= set(pins)

@@ -16,6 +16,8 @@ Arms, in this order, inside one wall-clock budget (``--budget-s``):
 Each arm is one ``distillab-distill`` run (the checkpoint/resume path of ``make exp-004``); its
 results, per-item files, logs and metrics.csv are packed into ``<out>/<arm>.tar.gz`` as soon as it
 ends (``--pack`` copies them elsewhere too), so a budget that runs out keeps every finished arm.
+A rerun with the same ``--out`` skips finished arms and continues arm 2 from the longest batch-64
+run that left a checkpoint.
 
     python experiments/004-healing-budget/gpu_points.py --out outputs/distill/budget_curve_gpu
 """
@@ -66,6 +68,10 @@ def run_arm(out: Path, arm: str, steps: int, batch: int, resume: Path | None, op
     ]
     if resume is not None:
         args.append(f"ckpt_path={resume.resolve()}")
+    if (run_dir / "results.json").is_file():  # finished earlier: kept, never overwritten
+        results = json.loads((run_dir / "results.json").read_text())
+        print(f"{arm}: finished earlier ({run_dir / 'results.json'}), skipped", flush=True)
+        return results, float(results.get("wall_seconds") or 0.0)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
     print(f"[{time.strftime('%H:%M:%S')}] {arm}: {' '.join(args)}", flush=True)
@@ -117,6 +123,8 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every arm")
     opts = parser.parse_args()
     start, first_steps = time.time(), opts.first_steps
+    if opts.batch == 4 and opts.small_steps == first_steps:
+        parser.error("--batch 4 with --small-steps equal to --first-steps: arms 1 and 3 would be one run")
     opts.out.mkdir(parents=True, exist_ok=True)
 
     first_arm = f"b{opts.batch}/steps_{first_steps}"
@@ -126,13 +134,21 @@ def main() -> None:
     per_run = first_wall - first["train_seconds"] - teacher_eval  # start, load, cut, student eval
     reserve = per_run + 30 if opts.small_steps else 0  # arm 3 (a few small steps) after arm 2
     left = opts.budget_s - (time.time() - start) - reserve - per_run
-    steps = min(opts.max_steps, first_steps + int(left / step_s) // first_steps * first_steps)
+    # continue the longest batch arm that left a checkpoint (a rerun goes on where the last stopped)
+    done = [int(d.name.split("_")[1]) for d in (opts.out / f"b{opts.batch}").glob("steps_*")]
+    done = [
+        n
+        for n in done
+        if (opts.out / f"b{opts.batch}" / f"steps_{n}" / "checkpoints" / "last.ckpt").is_file()
+    ]
+    since = max(done, default=first_steps)
+    steps = max(since, min(opts.max_steps, since + int(left / step_s) // first_steps * first_steps))
     print(
         f"step {step_s:.3f} s, per-run overhead {per_run:.0f} s, {left:.0f} s left -> {steps} steps",
         flush=True,
     )
-    if steps >= 2 * first_steps:
-        resume = opts.out / first_arm / "checkpoints" / "last.ckpt"
+    if steps >= since + first_steps:
+        resume = opts.out / f"b{opts.batch}" / f"steps_{since}" / "checkpoints" / "last.ckpt"
         run_arm(opts.out, f"b{opts.batch}/steps_{steps}", steps, opts.batch, resume, opts)
     if opts.small_steps and opts.budget_s - (time.time() - start) > per_run + 20:
         run_arm(opts.out, f"b4/steps_{opts.small_steps}", opts.small_steps, 4, None, opts)

@@ -29,7 +29,6 @@ from distillab.evaluation.retention import primary_metrics, retention_results, r
 from distillab.evaluation.suite import Evaluation, cached_evaluate_suite, evaluate_suite
 from distillab.models.export import save_model_atomic
 from distillab.precision import current as current_precision
-from distillab.precision import module_device_type
 from distillab.tracking import wandb_run
 from distillab.tracking.report import write_results
 
@@ -139,12 +138,16 @@ class AppRun:
 
 @contextlib.contextmanager
 def on_run_device(model) -> Iterator[None]:
-    """Evaluate where the run computes: a GPU run's teacher is loaded on the CPU and Lightning hands
-    the student back there after fit, so both move to the GPU for their evaluation (minutes there
-    instead of an hour on the host's cores) and back afterwards. A CPU run, or a model spread over
-    several devices, stays where it is."""
-    target, where = current_precision().device_type, module_device_type(model)
-    if target != "cuda" or where != "cpu" or not torch.cuda.is_available():
+    """Evaluate where the run trains: a GPU training run's teacher is loaded on the CPU and
+    Lightning hands the student back there after fit, so both move to the GPU for their evaluation
+    (seconds there instead of many minutes on the host's cores) and back afterwards. Apps that do
+    not train (evaluate, quantize: a quantized model may only run on the CPU), CPU runs, and models
+    not wholly on the CPU (spread over devices, already on the GPU) stay where they are."""
+    precision = current_precision()
+    trains_on_cuda = precision.device_type == "cuda" and precision.train is not None
+    on_cpu = isinstance(model, torch.nn.Module) and getattr(model, "hf_device_map", None) is None
+    on_cpu = on_cpu and all(p.device.type == "cpu" for p in model.parameters())
+    if not (trains_on_cuda and on_cpu and torch.cuda.is_available()):
         yield
         return
     model.to(torch.device("cuda", torch.cuda.current_device()))

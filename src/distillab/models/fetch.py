@@ -112,7 +112,8 @@ def fetch(name: str, root: Path | None = None, gguf_file: Path | None = None) ->
     entry = OFFLINE_MODELS[name]
     target = (root or cache_dir()) / "models" / entry.folder
     if (target / "config.json").is_file():
-        print(f"{name}: ready at {target}")
+        unused = " (de-quantized earlier: --gguf-file not read)" if gguf_file is not None else ""
+        print(f"{name}: ready at {target}{unused}")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work, atomic_folder(target) as hf:

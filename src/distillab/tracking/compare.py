@@ -120,18 +120,28 @@ def _before_training(trained: Entry, results: dict) -> Entry:
 
 
 def _recipe(run: Path, results: dict) -> str | None:
-    """``cpu float32 batch 4×256``: where and how a training run trained, from its results.json
-    and Hydra's saved config (None for runs that did not train)."""
+    """``cpu float32 batch 4×256``: where and how a training run trained (its training precision,
+    the batch per step with devices and accumulation), from its results.json and Hydra's saved
+    config; None for runs that did not train."""
     if results.get("train_tokens") is None:
         return None
     precision = results.get("precision") or {}
-    parts = [precision.get("device_type"), precision.get("name")]
+    train = TRAIN_NAMES.get(precision.get("train"), precision.get("train")) or precision.get("name")
+    parts = [precision.get("device_type"), train]
     config = run / ".hydra" / "config.yaml"
     if config.is_file():
-        data = OmegaConf.load(config).get("data") or {}
+        saved = OmegaConf.load(config)
+        data, trainer = saved.get("data") or {}, saved.get("trainer") or {}
         if data.get("batch_size") is not None:
             parts.append(f"batch {data.get('batch_size')}×{data.get('block_size')}")
+        if (trainer.get("accumulate_grad_batches") or 1) > 1:
+            parts.append(f"accumulate {trainer.get('accumulate_grad_batches')}")
+    if (results.get("world_size") or 1) > 1:
+        parts.append(f"× {results['world_size']} devices")
     return " ".join(str(p) for p in parts if p) or None
+
+
+TRAIN_NAMES = {"32-true": "float32", "32": "float32"}  # Lightning's names, as people say them
 
 
 def default_metrics(entries: list[Entry]) -> list[str]:
