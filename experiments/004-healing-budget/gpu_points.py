@@ -54,6 +54,10 @@ KEEP = ("results.json", "retention.md", "items", "csv", "entry.log", "stdout.log
 
 def run_arm(out: Path, arm: str, steps: int, batch: int, resume: Path | None, opts) -> tuple[dict, float]:
     run_dir = out / arm
+    if (run_dir / "results.json").is_file():  # finished earlier: kept, never overwritten
+        results = json.loads((run_dir / "results.json").read_text())
+        print(f"{arm}: finished earlier ({run_dir / 'results.json'}), skipped", flush=True)
+        return results, float(results.get("wall_seconds") or 0.0)
     args = [
         *COMMON,
         f"trainer={opts.trainer}",
@@ -68,10 +72,6 @@ def run_arm(out: Path, arm: str, steps: int, batch: int, resume: Path | None, op
     ]
     if resume is not None:
         args.append(f"ckpt_path={resume.resolve()}")
-    if (run_dir / "results.json").is_file():  # finished earlier: kept, never overwritten
-        results = json.loads((run_dir / "results.json").read_text())
-        print(f"{arm}: finished earlier ({run_dir / 'results.json'}), skipped", flush=True)
-        return results, float(results.get("wall_seconds") or 0.0)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
     print(f"[{time.strftime('%H:%M:%S')}] {arm}: {' '.join(args)}", flush=True)
@@ -135,20 +135,18 @@ def main() -> None:
     reserve = per_run + 30 if opts.small_steps else 0  # arm 3 (a few small steps) after arm 2
     left = opts.budget_s - (time.time() - start) - reserve - per_run
     # continue the longest batch arm that left a checkpoint (a rerun goes on where the last stopped)
-    done = [int(d.name.split("_")[1]) for d in (opts.out / f"b{opts.batch}").glob("steps_*")]
-    done = [
-        n
-        for n in done
-        if (opts.out / f"b{opts.batch}" / f"steps_{n}" / "checkpoints" / "last.ckpt").is_file()
+    runs = opts.out / f"b{opts.batch}"
+    saved = [
+        int(d.name.split("_")[1]) for d in runs.glob("steps_*") if (d / "checkpoints" / "last.ckpt").is_file()
     ]
-    since = max(done, default=first_steps)
+    since = max(saved, default=first_steps)
     steps = max(since, min(opts.max_steps, since + int(left / step_s) // first_steps * first_steps))
     print(
         f"step {step_s:.3f} s, per-run overhead {per_run:.0f} s, {left:.0f} s left -> {steps} steps",
         flush=True,
     )
     if steps >= since + first_steps:
-        resume = opts.out / f"b{opts.batch}" / f"steps_{since}" / "checkpoints" / "last.ckpt"
+        resume = runs / f"steps_{since}" / "checkpoints" / "last.ckpt"
         run_arm(opts.out, f"b{opts.batch}/steps_{steps}", steps, opts.batch, resume, opts)
     if opts.small_steps and opts.budget_s - (time.time() - start) > per_run + 20:
         run_arm(opts.out, f"b4/steps_{opts.small_steps}", opts.small_steps, 4, None, opts)

@@ -119,6 +119,9 @@ def _before_training(trained: Entry, results: dict) -> Entry:
     )
 
 
+TRAIN_NAMES = {"32-true": "float32", "32": "float32"}  # Lightning's float32 names, as people say them
+
+
 def _recipe(run: Path, results: dict) -> str | None:
     """``cpu float32 batch 4×256``: where and how a training run trained (its training precision,
     the batch per step with devices and accumulation), from its results.json and Hydra's saved
@@ -139,9 +142,6 @@ def _recipe(run: Path, results: dict) -> str | None:
     if (results.get("world_size") or 1) > 1:
         parts.append(f"× {results['world_size']} devices")
     return " ".join(str(p) for p in parts if p) or None
-
-
-TRAIN_NAMES = {"32-true": "float32", "32": "float32"}  # Lightning's names, as people say them
 
 
 def default_metrics(entries: list[Entry]) -> list[str]:
