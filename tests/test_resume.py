@@ -3,6 +3,7 @@ bit-identical final student weights to an uninterrupted run (CPU, deterministic 
 
 from __future__ import annotations
 
+import csv
 import random
 import subprocess
 import sys
@@ -91,6 +92,14 @@ def test_resume_after_a_crash_at_a_given_step_gives_identical_weights(tmp_path, 
     run(compose_config(tiny_overrides(run_dir, tiny_corpus, *EXACT, "ckpt_path=last")))
     reference, again = weights(reference_dir), weights(run_dir)
     assert all(torch.equal(again[k], v) for k, v in reference.items())
+    # Both segments' training logs survive (Lightning's CSV writer would delete the first).
+    before, after = (logged_steps(run_dir / "csv" / name) for name in ("metrics.1.csv", "metrics.csv"))
+    assert before and max(before) < crash_step <= min(after)
+
+
+def logged_steps(path) -> list[int]:
+    with open(path) as f:
+        return [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
 
 
 def test_kill_9_at_random_points_then_resume_gives_identical_weights(tmp_path, tiny_corpus):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import OmegaConf
 
 from distillab.evaluation.retention import RetentionRow
@@ -34,6 +35,23 @@ def _start(lg: WandbLogger) -> None:
         sys.argv = argv
 
 
+def keep_earlier_csv(lg: CSVLogger) -> Path | None:
+    """Lightning's CSV writer deletes an existing ``metrics.csv`` in its folder, so a resumed run
+    (``ckpt_path=last``) or a rerun into the same folder would lose the steps logged before. Rename
+    it to the first free ``metrics.<n>.csv`` instead: every segment's log stays, in order."""
+    current = Path(lg.log_dir) / "metrics.csv"
+    if not current.is_file():
+        return None
+    n = 1
+    while (kept := current.with_name(f"metrics.{n}.csv")).exists():
+        n += 1
+    current.rename(kept)
+    # What Lightning then warns ("previous log files ... will be deleted") is no longer true.
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    log.info("earlier %s kept as %s", current, kept.name)
+    return kept
+
+
 def make_loggers(logger_cfg) -> list[Logger]:
     """Instantiate the configured loggers. A W&B run that cannot start online (no network, no API
     key, server down) falls back to offline with one warning: tracking never blocks or kills a run."""
@@ -52,6 +70,8 @@ def make_loggers(logger_cfg) -> list[Logger]:
                 resolved = OmegaConf.to_container(node, resolve=True)
                 lg = instantiate(OmegaConf.create({**resolved, "mode": "offline"}))
                 _start(lg)
+        if isinstance(lg, CSVLogger):
+            keep_earlier_csv(lg)
         loggers.append(lg)
     return loggers
 
