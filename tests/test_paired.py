@@ -132,3 +132,35 @@ def test_items_round_trip_through_csv(tmp_path):
     back = items.read_suite(tmp_path / "items")
     assert back["arc"] == {"id": ["a1", "b2"], "doc_id": [0.0, 1.0], "acc": [1.0, 0.0]}
     assert items.score(back["wiki"], "ppl") == pytest.approx(math.exp(1.5 / 7))
+
+
+def test_retention_mean_difference_known_cases():
+    """Two tasks against one teacher. (1) The teacher answers every item, so retention is the
+    student's accuracy and B − A in retention/mean is half the accuracy gain on the one task that
+    changed: 0.1 / 2 = 0.05, with the normal interval of that task's item differences halved.
+    (2) Each side's point equals its own retention/mean. (3) B = A: exactly 0, within noise."""
+    n = 1000
+    a = _binary(400, n)
+    b = a.copy()
+    b[400:500] = 1.0
+    teacher = {"acc": np.ones(n)}
+    same = {"acc": _binary(700, n)}
+    tasks = [
+        paired.TaskArms(teacher, [{"acc": a}], [{"acc": b}], paired.mean_of("acc"), False, seed=1),
+        paired.TaskArms(teacher, [same], [same], paired.mean_of("acc"), False, seed=2),
+    ]
+    diff = paired.retention_mean_difference(tasks, iterations=4000)
+    assert diff.a == pytest.approx((0.4 + 0.7) / 2) and diff.b == pytest.approx((0.5 + 0.7) / 2)
+    assert diff.interval.value == pytest.approx(0.05) and not diff.within_noise
+    half = 1.96 * 0.3 / math.sqrt(n) / 2
+    assert diff.interval.low == pytest.approx(0.05 - half, abs=0.003)
+    assert diff.interval.high == pytest.approx(0.05 + half, abs=0.003)
+    # Perplexity inverts: a student at twice the teacher's per-token NLL keeps exp(-1)/exp(-2)…
+    ppl_teacher = {"nll_sum": np.full(50, 10.0), "tokens": np.full(50, 10.0)}  # ppl e
+    ppl_a = {"nll_sum": np.full(50, 20.0), "tokens": np.full(50, 10.0)}  # ppl e², retention 1/e
+    ppl = paired.TaskArms(ppl_teacher, [ppl_a], [ppl_teacher], paired.perplexity_of(), True, seed=3)
+    inverted = paired.retention_mean_difference([ppl])
+    assert inverted.a == pytest.approx(math.exp(-1)) and inverted.b == pytest.approx(1.0)
+    unchanged = paired.retention_mean_difference([tasks[1]])
+    assert unchanged.interval.value == unchanged.interval.low == unchanged.interval.high == 0.0
+    assert unchanged.within_noise

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+from pathlib import Path
 
 from distillab.report import main
-from distillab.tracking.compare import Entry, budget_advice, collect, markdown_report, pareto_front
+from distillab.tracking.compare import Entry, budget_advice, collect, markdown_report, pareto_front, tied_with
 
 METRICS = ["a/acc", "b/ppl"]
 
@@ -337,3 +339,65 @@ def test_runs_of_other_recipes_are_separate_curves_in_the_tokens_plot(tmp_path, 
         (m, r) for m in METRICS for r in ("cpu float32 batch 4×256", "cuda bf16 batch 64×256")
     )
     assert [p[0] for p in drawn[("a/acc", "cpu float32 batch 4×256")]] == [1024, 4096]
+
+
+def test_a_model_off_the_front_by_point_estimate_alone_is_marked_tied_not_dominated():
+    def with_interval(label, megabytes, mean, low, high):
+        e = entry(label, megabytes, mean)
+        e.mean_interval = [low, high]
+        return e
+
+    small = with_interval("small", 50, 0.70, 0.66, 0.74)
+    best = with_interval("best", 100, 0.858, 0.834, 0.885)
+    twin = with_interval("twin", 100, 0.857, 0.833, 0.883)  # same size, 0.1 point lower: noise
+    worse = with_interval("worse", 120, 0.60, 0.55, 0.65)  # larger, and its interval is clear of best's
+    entries = [small, best, twin, worse]
+    front = pareto_front(entries)
+    assert [e.label for e in front] == ["small", "best"]
+    assert tied_with(twin, front) is best and tied_with(worse, front) is None
+    assert tied_with(best, front) is None  # on the front itself
+    # Overlapping only the smaller, weaker front model is not a tie: the best no-larger one decides.
+    assert tied_with(with_interval("mid", 100, 0.65, 0.60, 0.71), front) is None
+    rows = {line.split(" | ")[0].strip("| "): line for line in markdown_report(entries, METRICS).splitlines()}
+    assert rows["twin"].endswith("| ≈ best |") and rows["worse"].endswith("|  |")
+    assert rows["best"].endswith("| ★ |")
+    assert budget_advice(front, {id(best): [twin]})[1].endswith("; within noise of it: twin")
+    # Runs with per-item results are judged by the paired test, not by overlapping intervals.
+    twin.run = best.run = Path("runs")
+    assert tied_with(twin, front, paired=lambda a, b: False) is None
+    assert tied_with(twin, front, paired=lambda a, b: None) is best  # not comparable: overlap decides
+
+
+def test_compare_cli_adds_retention_mean_against_the_shared_teacher(tmp_path, capsys):
+    """Teacher right on all 400 items and at ppl 30 on wiki: retention/mean is the mean of the
+    student's accuracy and 30 / its perplexity, for A and B alike, and B's gain is significant."""
+    from distillab.evaluation import items
+
+    teacher_scores = {"arc/acc": 1.0, "wiki/ppl": 30.0}
+    runs = []
+    for name, acc, nll in (("a", 100, [30.0] * 50), ("b", 160, [28.5] * 50)):
+        run = _run_with_items(tmp_path / name, [1.0] * acc + [0.0] * (400 - acc), nll)
+        record = json.loads((run / "results.json").read_text()) | {"teacher": teacher_scores}
+        record["student"] = {"arc/acc": acc / 400, "wiki/ppl": math.exp(nll[0] / 10)}
+        (run / "results.json").write_text(json.dumps(record))
+        items.write_suite(
+            run / "items" / "teacher",
+            {
+                "arc": {"id": [f"doc{i}" for i in range(400)], "acc": [1.0] * 400},
+                "wiki": items.perplexity_items([10 * math.log(30.0)] * 50, [10] * 50),
+            },
+        )
+        runs.append(run)
+    main(["--a", str(runs[0]), "--b", str(runs[1]), "--out", str(tmp_path / "out")])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| retention/mean"))
+    a_mean = (0.25 + 30 / math.exp(3.0)) / 2
+    b_mean = (0.40 + 30 / math.exp(2.85)) / 2
+    assert f"| {100 * a_mean:.1f}% | {100 * b_mean:.1f}% | {100 * (b_mean - a_mean):+.2f} [" in line
+    assert line.endswith("| B better |")
+    # Another teacher: no retention/mean difference, and the reason is printed.
+    other = json.loads((runs[1] / "results.json").read_text()) | {
+        "teacher": {"arc/acc": 0.9, "wiki/ppl": 30.0}
+    }
+    (runs[1] / "results.json").write_text(json.dumps(other))
+    main(["--a", str(runs[0]), "--b", str(runs[1]), "--out", str(tmp_path / "out")])
+    assert "retention/mean: not compared: the runs' teachers score differently" in capsys.readouterr().out

@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def compare(a_runs: list[Path], b_runs: list[Path], metrics: list[str] | None, out: Path) -> None:
     try:
-        text = run_diff.markdown(run_diff.compare_runs(a_runs, b_runs, metrics), a_runs, b_runs)
+        diffs = run_diff.compare_runs(a_runs, b_runs, metrics)
+        mean = run_diff.compare_retention_mean(a_runs, b_runs)
+        text = run_diff.markdown(diffs, a_runs, b_runs, mean)
     except DistillabError as err:
         fail(str(err))
     write_text_atomic(out / "compare.md", text)

@@ -196,12 +196,58 @@ def paired_difference(
     a_scores, b_scores, a_point, b_point, n = _scored_draws(
         a, b, aggregate, iterations, seed, ("run A", "run B")
     )
+    return _difference(a_scores, b_scores, a_point, b_point, n, level)
+
+
+def _difference(a_scores, b_scores, a_point, b_point, n_items, level) -> Difference:
+    """B − A from paired replicates: percentile interval, two-sided bootstrap p (see above)."""
     diffs = b_scores - a_scores
     observed = b_point - a_point
     low, high = _quantiles(diffs, level) or (float("nan"), float("nan"))
     far = np.mean(diffs <= 0) if observed > 0 else np.mean(diffs >= 0) if observed < 0 else 0.5
-    p = min(1.0, 2.0 * max(float(far), 1.0 / iterations))
-    return Difference(a_point, b_point, Interval(observed, low, high), p, n, "paired bootstrap")
+    p = min(1.0, 2.0 * max(float(far), 1.0 / len(diffs)))
+    return Difference(a_point, b_point, Interval(observed, low, high), p, n_items, "paired bootstrap")
+
+
+@dataclass(frozen=True)
+class TaskArms:
+    """One task's per-item columns for a retention/mean comparison: the shared teacher, arm A's and
+    arm B's seeds, how to score them, and the task's item-draw seed (:func:`seed_for`)."""
+
+    teacher: Columns
+    a: Sequence[Columns]
+    b: Sequence[Columns]
+    aggregate: Aggregate
+    lower_is_better: bool
+    seed: int
+
+
+def retention_mean_difference(
+    tasks: Sequence[TaskArms], iterations: int = ITERATIONS, level: float = LEVEL
+) -> Difference:
+    """B − A in retention/mean (the mean over tasks of each arm's retention against one teacher).
+
+    Per task, teacher, A and B are scored on the same item draws (the task's seed, so with one seed
+    per arm each side's replicates are exactly those behind its own retention/mean interval); the
+    tasks' draws are independent, so the replicates of the mean are the means over tasks.
+    """
+    a_reps, b_reps, a_points, b_points, n_items = [], [], [], [], 0
+    for task in tasks:
+        n = _length([task.teacher])
+        if _length(task.a) != n or _length(task.b) != n:
+            raise ValueError(f"teacher has {n} items, an arm {_length(task.a)} / {_length(task.b)}")
+        rng = np.random.default_rng(task.seed)
+        idx = _draws(n, iterations, rng)
+        t = _arm_scores([task.teacher], task.aggregate, idx, rng)
+        t_point = _point([task.teacher], task.aggregate, n)
+        for arm, reps, points in ((task.a, a_reps, a_points), (task.b, b_reps, b_points)):
+            scores, point = _arm_scores(arm, task.aggregate, idx, rng), _point(arm, task.aggregate, n)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                reps.append(t / scores if task.lower_is_better else scores / t)
+            points.append(t_point / point if task.lower_is_better else point / t_point)
+        n_items += n
+    a_mean, b_mean = np.mean(np.stack(a_reps), axis=0), np.mean(np.stack(b_reps), axis=0)
+    return _difference(a_mean, b_mean, float(np.mean(a_points)), float(np.mean(b_points)), n_items, level)
 
 
 def mcnemar_p(a_correct: np.ndarray, b_correct: np.ndarray) -> float:

@@ -13,8 +13,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from distillab import markdown
+from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.retention import format_cell
+from distillab.tracking import run_diff
 from distillab.tracking.runs import find_runs, run_labels
 
 
@@ -34,6 +36,9 @@ class Entry:
     mean_interval: list[float | None] | None = None
     tokens: int | None = None  # train_tokens of a training run (a budget curve's x axis)
     recipe: str | None = None  # how it trained (device, precision, batch): curves never join two
+    run: Path | None = (
+        None  # the run directory (per-item results for paired tests); None for a pipeline stage
+    )
 
 
 def _recorded_mean(record: dict) -> tuple[float | None, list[float | None] | None]:
@@ -54,6 +59,10 @@ def collect(paths: list[Path]) -> list[Entry]:
     """Entries from run directories, sweep directories and pipeline directories, in the order given."""
     entries: list[Entry] = []
     seen_stage_outputs: set[str] = set()  # a stage shared by two pipelines (reuse_stages_from) is one model
+    # Label runs by what tells them apart across every path given, not within one path only.
+    runs_of = {p: find_runs([p]) for p in paths if not (p / "pipeline.json").is_file()}
+    every_run = [run for runs in runs_of.values() for run in runs]
+    labels = dict(zip(every_run, run_labels(every_run), strict=True)) if every_run else {}
     for path in paths:
         if (path / "pipeline.json").is_file():
             rows = json.loads((path / "pipeline.json").read_text())
@@ -77,8 +86,9 @@ def collect(paths: list[Path]) -> list[Entry]:
                     )
                 )
             continue
-        runs = find_runs([path])
-        for run, label in zip(runs, run_labels(runs), strict=True):
+        runs = runs_of[path]
+        for run in runs:
+            label = labels[run]
             results = json.loads((run / "results.json").read_text())
             params = results.get("params")
             entries.append(
@@ -94,6 +104,7 @@ def collect(paths: list[Path]) -> list[Entry]:
                     *_recorded_mean(results),
                     results.get("train_tokens"),
                     _recipe(run, results),
+                    run,
                 )
             )
             if results.get("before_training"):  # the same student before training: a budget curve's 0
@@ -186,15 +197,54 @@ def pareto_front(entries: list[Entry], same_size: float = SAME_SIZE) -> list[Ent
     ]
 
 
-def budget_advice(front: list[Entry]) -> list[str]:
-    """One line per Pareto model: from which size budget it is the best choice."""
-    lines = []
+def _overlap(a: list | None, b: list | None) -> bool:
+    return bool(a and b and None not in a and None not in b and a[0] <= b[1] and b[0] <= a[1])
+
+
+def paired_tie(a: Path, b: Path) -> bool | None:
+    """Whether run B's retention/mean is within noise of run A's (paired, over the same items);
+    None when the runs cannot be compared that way (no per-item results, another teacher)."""
+    try:
+        diff = run_diff.compare_retention_mean([a], [b])
+    except DistillabError:
+        return None
+    return None if isinstance(diff, str) else diff.diff.within_noise
+
+
+def tied_with(
+    entry: Entry, front: list[Entry], same_size: float = SAME_SIZE, paired=paired_tie
+) -> Entry | None:
+    """The front model that keeps ``entry`` off the front only by point estimate: the best one no
+    larger than it, when ``entry``'s retention/mean is within noise of it — by the paired interval
+    over the same items where both are runs with per-item results, else by overlapping 95%
+    intervals (conservative: it calls more ties). None when ``entry`` is on the front or shown worse."""
+    if entry.bytes is None or entry.mean is None or any(entry is f for f in front):
+        return None
+    no_larger = [f for f in front if f.bytes <= entry.bytes * (1 + same_size)]
+    best = max(no_larger, key=lambda f: f.mean, default=None)
+    if best is None:
+        return None
+    tie = paired(best.run, entry.run) if best.run and entry.run else None
+    if tie is None:
+        tie = _overlap(best.mean_interval, entry.mean_interval)
+    return best if tie else None
+
+
+def budget_advice(front: list[Entry], ties: dict[int, list[Entry]] | None = None) -> list[str]:
+    """One line per Pareto model: from which size budget it is the best choice, and which models
+    (``ties``: by ``id`` of the front model, from :func:`tied_with`) are within noise of it."""
+    lines, ties = [], ties or {}
     for i, entry in enumerate(front):
         upper = front[i + 1].bytes if i + 1 < len(front) else None
         budget = f"{entry.bytes / 1e6:.0f} MB" + (f" to {upper / 1e6:.0f} MB" if upper else " and more")
         lines.append(
             f"- budget {budget}: **{entry.label}** ({entry.bytes / 1e6:.1f} MB, "
             f"retention/mean {format_cell(None, entry.mean, entry.mean_interval)})"
+            + (
+                f"; within noise of it: {', '.join(t.label for t in ties[id(entry)])}"
+                if id(entry) in ties
+                else ""
+            )
         )
     return lines
 
@@ -238,6 +288,7 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
     pareto = pareto_front(entries)
     front = {id(e) for e in pareto}
     head = ["model", "params", "bytes on disk", *metrics, "retention/mean", "Pareto"]
+    ties: dict[int, list[Entry]] = {}
     rows = []
     for e in entries:
         cells = [
@@ -247,8 +298,11 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
         ]
         cells += [format_cell(e.metrics.get(m), e.retention.get(m), e.interval.get(m)) for m in metrics]
         mean = format_cell(None, e.mean, e.mean_interval)
-        rows.append([*cells, mean, "★" if id(e) in front else ""])
-    advice = budget_advice(pareto)
+        tie = tied_with(e, pareto)
+        if tie is not None:
+            ties.setdefault(id(tie), []).append(e)
+        rows.append([*cells, mean, "★" if id(e) in front else f"≈ {tie.label}" if tie else ""])
+    advice = budget_advice(pareto, ties)
     text = markdown.table(head, rows) + MEAN_NOTE + reference_warning(entries, metrics)
     if advice:
         text += (
@@ -257,4 +311,10 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
             + "\n\nThe front ranks point estimates: before preferring a model to its neighbour, check the "
             "difference on the same items (`distillab-report --a RUN_A --b RUN_B`)."
         )
+        if ties:
+            text += (
+                " ≈ X: off the front only by point estimate: X is no larger, and this model's "
+                "retention/mean is within noise of X's (paired 95% interval over the same items where "
+                "both runs kept per-item results, else overlapping intervals), so it has not been shown worse."
+            )
     return text + "\n"

@@ -88,40 +88,52 @@ def default_metrics(run: Path) -> list[str]:
     return list(primary)
 
 
+def _arms(a_runs: list[Path], b_runs: list[Path]) -> dict[str, list]:
+    return {
+        side: [((r, model), _items(r, model), _results(r).get(model) or {}) for r, model in runs]
+        for side, runs in (("A", a_runs), ("B", b_runs))
+    }
+
+
+def _columns(arms: dict[str, list], key: str, first: Path) -> dict[str, list]:
+    """Per side, each run's per-item columns for ``key``, checked to reproduce the run's reported
+    score and to cover the same items as ``first``."""
+    task, _, metric = key.partition("/")
+    columns: dict[str, list] = {side: [] for side in arms}
+    reference_ids = None
+    for side, runs in arms.items():
+        for (run, model), suite, reported in runs:
+            task_items = suite.get(task)
+            cols = None if task_items is None else item_results.columns(task_items, metric)
+            if cols is None:
+                raise DistillabError(f"--metrics {key}: {run} has no per-item {metric!r} for {task!r}")
+            if key in reported and not item_results.reproduces(task_items, metric, reported[key]):
+                raise DistillabError(
+                    f"{key}: {run}'s items/{model}/{task}.csv does not give back its results.json score "
+                    f"{reported[key]:.6g}; the files do not belong together"
+                )
+            if reference_ids is None:
+                reference_ids = task_items["id"]
+            elif task_items["id"] != reference_ids:
+                raise DistillabError(
+                    f"{key}: {run} scored other items than {first} (task limit or data differ); "
+                    "a paired comparison needs the same items"
+                )
+            columns[side].append(cols)
+    return columns
+
+
 def compare_runs(
     a_runs: list[Path], b_runs: list[Path], metrics: list[str] | None = None
 ) -> list[MetricDiff]:
     a_runs = [split_model(r) for r in a_runs]
     b_runs = [split_model(r) for r in b_runs]
     metrics = metrics or default_metrics(a_runs[0][0])
-    arms = {
-        side: [((r, model), _items(r, model), _results(r).get(model) or {}) for r, model in runs]
-        for side, runs in (("A", a_runs), ("B", b_runs))
-    }
+    arms = _arms(a_runs, b_runs)
     out = []
     for key in metrics:
-        task, _, metric = key.partition("/")
-        columns: dict[str, list] = {"A": [], "B": []}
-        reference_ids = None
-        for side, runs in arms.items():
-            for (run, model), suite, reported in runs:
-                task_items = suite.get(task)
-                cols = None if task_items is None else item_results.columns(task_items, metric)
-                if cols is None:
-                    raise DistillabError(f"--metrics {key}: {run} has no per-item {metric!r} for {task!r}")
-                if key in reported and not item_results.reproduces(task_items, metric, reported[key]):
-                    raise DistillabError(
-                        f"{key}: {run}'s items/{model}/{task}.csv does not give back its results.json score "
-                        f"{reported[key]:.6g}; the files do not belong together"
-                    )
-                if reference_ids is None:
-                    reference_ids = task_items["id"]
-                elif task_items["id"] != reference_ids:
-                    raise DistillabError(
-                        f"{key}: {run} scored other items than {a_runs[0][0]} (task limit or data differ); "
-                        "a paired comparison needs the same items"
-                    )
-                columns[side].append(cols)
+        metric = key.partition("/")[2]
+        columns = _columns(arms, key, a_runs[0][0])
         diff = paired.paired_difference(columns["A"], columns["B"], item_results.aggregate_for(metric))
         mcnemar = None
         if len(a_runs) == len(b_runs) == 1 and metric not in ("ppl", "nll"):
@@ -132,7 +144,49 @@ def compare_runs(
     return out
 
 
-def markdown(diffs: list[MetricDiff], a_runs: list[Path], b_runs: list[Path]) -> str:
+MEAN_KEY = "retention/mean"
+
+
+def compare_retention_mean(a_runs: list[Path], b_runs: list[Path]) -> MetricDiff | str:
+    """B − A in retention/mean over the runs' primary metrics, against their shared teacher, with a
+    paired interval (:func:`paired.retention_mean_difference`); or why it cannot be compared."""
+    a_runs = [split_model(r) for r in a_runs]
+    b_runs = [split_model(r) for r in b_runs]
+    runs = [*a_runs, *b_runs]
+    primary = [set(_results(r).get("primary") or ()) for r, _ in runs]
+    if not primary[0] or any(p != primary[0] for p in primary):
+        return "the runs declare different primary metrics (or none)"
+    teachers = [_results(r).get("teacher") or {} for r, _ in runs]
+    keys = sorted(primary[0])
+    if any(k not in t for t in teachers for k in keys):
+        return "a run's results.json has no teacher score for a primary metric"
+    if any(
+        not np.allclose([t[k] for k in keys], [teachers[0][k] for k in keys], rtol=1e-9, atol=0)
+        for t in teachers
+    ):
+        return "the runs' teachers score differently (their retentions divide by different models)"
+    try:
+        arms = _arms(a_runs, b_runs) | {"teacher": [(runs[0], _items(runs[0][0], "teacher"), teachers[0])]}
+        columns = {key: _columns(arms, key, runs[0][0]) for key in keys}
+    except DistillabError as err:
+        return str(err)
+    tasks = [
+        paired.TaskArms(
+            columns[key]["teacher"][0], columns[key]["A"], columns[key]["B"],
+            item_results.aggregate_for(key.partition("/")[2]), lower_is_better(key),
+            paired.seed_for(key.partition("/")[0]),
+        )
+        for key in keys
+    ]  # fmt: skip
+    return MetricDiff(MEAN_KEY, paired.retention_mean_difference(tasks), None, False)
+
+
+def markdown(
+    diffs: list[MetricDiff], a_runs: list[Path], b_runs: list[Path], mean: MetricDiff | str | None = None
+) -> str:
+    """The comparison table; ``mean`` (:func:`compare_retention_mean`) adds retention/mean as its
+    last row, or a line saying why it was not compared."""
+
     def names(runs):
         return ", ".join(str(r) for r in runs) + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
 
@@ -159,7 +213,17 @@ def markdown(diffs: list[MetricDiff], a_runs: list[Path], b_runs: list[Path]) ->
             f"{iv.value:+.4g} [{iv.low:+.4g}, {iv.high:+.4g}]", _p(d.diff.p_value),
             "n/a" if d.mcnemar_p is None else f"{d.mcnemar_p:.3g}", d.verdict,
         ])  # fmt: skip
+    if isinstance(mean, MetricDiff):
+        diffs = [*diffs, mean]
+        iv = mean.diff.interval
+        rows.append([
+            f"{MEAN_KEY} (primary metrics)", mean.diff.n_items, f"{100 * mean.diff.a:.1f}%",
+            f"{100 * mean.diff.b:.1f}%", f"{100 * iv.value:+.2f} [{100 * iv.low:+.2f}, {100 * iv.high:+.2f}] points",
+            _p(mean.diff.p_value), "n/a", mean.verdict,
+        ])  # fmt: skip
     lines.append(table(head, rows))
+    if isinstance(mean, str):
+        lines += ["", f"{MEAN_KEY}: not compared: {mean}."]
     lines += ["", "One line per metric: " + "; ".join(f"{d.key}: {_one_line(d)}" for d in diffs)]
     return "\n".join(lines) + "\n"
 

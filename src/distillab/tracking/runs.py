@@ -49,7 +49,10 @@ def _overrides(run: Path) -> list[str]:
 
 
 # Overrides that name, place or resume a run rather than change what it computes: never part of a label.
-_BOOKKEEPING = ("experiment_name=", "eval_before_training=", "paths.", "hydra.", "threads=", "ckpt_path=")
+_BOOKKEEPING = (
+    "experiment_name=", "eval_before_training=", "paths.", "hydra.", "threads=", "ckpt_path=",
+    "logger=", "export=", "trainer.log_every_n_steps=", "callbacks.checkpoint.", "trainer.limit_val_batches=",
+)  # fmt: skip
 
 
 def run_labels(runs: list[Path]) -> list[str]:
