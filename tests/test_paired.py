@@ -164,3 +164,26 @@ def test_retention_mean_difference_known_cases():
     unchanged = paired.retention_mean_difference([tasks[1]])
     assert unchanged.interval.value == unchanged.interval.low == unchanged.interval.high == 0.0
     assert unchanged.within_noise
+
+
+def test_retention_mean_difference_draws_the_teacher_with_the_students():
+    """A answers exactly as the teacher does, so on every draw A retains 1 and B − A is B's own
+    retention − 1: the interval must be B's retention interval (same task seed) shifted by −1.
+    Drawing the teacher apart from the students would break that equality."""
+    rng = np.random.default_rng(0)
+    teacher = {"acc": (rng.random(300) < 0.6).astype(float)}
+    b = {"acc": np.where(rng.random(300) < 0.8, teacher["acc"], 1 - teacher["acc"])}
+    task = paired.TaskArms(teacher, [teacher], [b], paired.mean_of("acc"), False, seed=7)
+    diff = paired.retention_mean_difference([task])
+    own = paired.retention_interval(teacher, b, paired.mean_of("acc"), seed=7)
+    assert diff.a == 1.0 and diff.b == pytest.approx(own.value)
+    assert diff.interval.low == pytest.approx(own.low - 1) and diff.interval.high == pytest.approx(
+        own.high - 1
+    )
+
+
+def test_retention_mean_difference_refuses_a_teacher_that_scores_zero():
+    zero = {"acc": np.zeros(20)}
+    task = paired.TaskArms(zero, [zero], [zero], paired.mean_of("acc"), False, seed=1, name="gsm8k/acc")
+    with pytest.raises(ValueError, match="gsm8k/acc"):
+        paired.retention_mean_difference([task])

@@ -368,9 +368,8 @@ def test_a_model_off_the_front_by_point_estimate_alone_is_marked_tied_not_domina
     assert tied_with(twin, front, paired=lambda a, b: None) is best  # not comparable: overlap decides
 
 
-def test_compare_cli_adds_retention_mean_against_the_shared_teacher(tmp_path, capsys):
-    """Teacher right on all 400 items and at ppl 30 on wiki: retention/mean is the mean of the
-    student's accuracy and 30 / its perplexity, for A and B alike, and B's gain is significant."""
+def _runs_with_teacher(tmp_path) -> list[Path]:
+    """Runs a and b: teacher right on all 400 items and at ppl 30 on wiki; a right on 100, b on 160."""
     from distillab.evaluation import items
 
     teacher_scores = {"arc/acc": 1.0, "wiki/ppl": 30.0}
@@ -388,6 +387,13 @@ def test_compare_cli_adds_retention_mean_against_the_shared_teacher(tmp_path, ca
             },
         )
         runs.append(run)
+    return runs
+
+
+def test_compare_cli_adds_retention_mean_against_the_shared_teacher(tmp_path, capsys):
+    """retention/mean is the mean of the student's accuracy (the teacher is always right) and
+    30 / its perplexity, for A and B alike, and B's gain is significant."""
+    runs = _runs_with_teacher(tmp_path)
     main(["--a", str(runs[0]), "--b", str(runs[1]), "--out", str(tmp_path / "out")])
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| retention/mean"))
     a_mean = (0.25 + 30 / math.exp(3.0)) / 2
@@ -401,3 +407,30 @@ def test_compare_cli_adds_retention_mean_against_the_shared_teacher(tmp_path, ca
     (runs[1] / "results.json").write_text(json.dumps(other))
     main(["--a", str(runs[0]), "--b", str(runs[1]), "--out", str(tmp_path / "out")])
     assert "retention/mean: not compared: the runs' teachers score differently" in capsys.readouterr().out
+
+
+def test_the_pareto_tie_uses_the_paired_retention_mean_test_on_real_runs(tmp_path):
+    from distillab.tracking.compare import paired_tie
+
+    a, b = _runs_with_teacher(tmp_path)
+    assert paired_tie(a, b) is False  # b is clearly better: not a tie
+    assert paired_tie(a, a) is True
+    (a / "items" / "teacher" / "arc.csv").unlink()  # the teacher items are read from run A
+    assert paired_tie(a, b) is None  # no per-item teacher results: the caller falls back to overlap
+
+
+def test_labels_drop_what_every_run_given_shares_and_name_runs_that_differ_only_in_bookkeeping(tmp_path):
+    from distillab.tracking.runs import run_labels
+
+    def run(name, *overrides):
+        folder = tmp_path / name
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        return folder
+
+    runs = [
+        run("r1", "eval=decision_cpu", "logger=csv", "seed=1"),
+        run("r2", "eval=decision_cpu", "logger=wandb", "seed=1"),
+        run("r3", "eval=decision_cpu", "seed=2"),
+    ]
+    assert run_labels(runs) == ["seed=1 (r1)", "seed=1 (r2)", "seed=2"]

@@ -220,6 +220,7 @@ class TaskArms:
     aggregate: Aggregate
     lower_is_better: bool
     seed: int
+    name: str = ""
 
 
 def retention_mean_difference(
@@ -230,6 +231,8 @@ def retention_mean_difference(
     Per task, teacher, A and B are scored on the same item draws (the task's seed, so with one seed
     per arm each side's replicates are exactly those behind its own retention/mean interval); the
     tasks' draws are independent, so the replicates of the mean are the means over tasks.
+    Raises ValueError when a task has no retention (the teacher scores 0) or no interval (it scores
+    0 on too many draws, see ``MAX_UNDEFINED``).
     """
     a_reps, b_reps, a_points, b_points, n_items = [], [], [], [], 0
     for task in tasks:
@@ -240,6 +243,8 @@ def retention_mean_difference(
         idx = _draws(n, iterations, rng)
         t = _arm_scores([task.teacher], task.aggregate, idx, rng)
         t_point = _point([task.teacher], task.aggregate, n)
+        if t_point == 0 or np.mean(t == 0) > MAX_UNDEFINED:
+            raise ValueError(f"the teacher scores 0 on {task.name or 'a task'} (or on too many draws of it)")
         for arm, reps, points in ((task.a, a_reps, a_points), (task.b, b_reps, b_points)):
             scores, point = _arm_scores(arm, task.aggregate, idx, rng), _point(arm, task.aggregate, n)
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -222,7 +222,7 @@ def tied_with(
         return None
     no_larger = [f for f in front if f.bytes <= entry.bytes * (1 + same_size)]
     best = max(no_larger, key=lambda f: f.mean, default=None)
-    if best is None:
+    if best is None or best.mean < entry.mean:  # only a better front model can keep it off the front
         return None
     tie = paired(best.run, entry.run) if best.run and entry.run else None
     if tie is None:
@@ -313,7 +313,7 @@ def markdown_report(entries: list[Entry], metrics: list[str]) -> str:
         )
         if ties:
             text += (
-                " ≈ X: off the front only by point estimate: X is no larger, and this model's "
+                " ≈ X: off the front only by point estimate: X is no larger (within 0.5%), and this model's "
                 "retention/mean is within noise of X's (paired 95% interval over the same items where "
                 "both runs kept per-item results, else overlapping intervals), so it has not been shown worse."
             )

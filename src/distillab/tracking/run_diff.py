@@ -11,6 +11,7 @@ interval and p-value (seeds drawn too, :mod:`distillab.evaluation.paired`), McNe
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,9 +154,9 @@ def compare_retention_mean(a_runs: list[Path], b_runs: list[Path]) -> MetricDiff
     a_runs = [split_model(r) for r in a_runs]
     b_runs = [split_model(r) for r in b_runs]
     runs = [*a_runs, *b_runs]
-    primary = [set(_results(r).get("primary") or ()) for r, _ in runs]
+    primary = [set(_mean_metrics(_results(r), model)) for r, model in runs]
     if not primary[0] or any(p != primary[0] for p in primary):
-        return "the runs declare different primary metrics (or none)"
+        return "the runs' retention/mean averages different metrics (or none)"
     teachers = [_results(r).get("teacher") or {} for r, _ in runs]
     keys = sorted(primary[0])
     if any(k not in t for t in teachers for k in keys):
@@ -174,11 +175,27 @@ def compare_retention_mean(a_runs: list[Path], b_runs: list[Path]) -> MetricDiff
         paired.TaskArms(
             columns[key]["teacher"][0], columns[key]["A"], columns[key]["B"],
             item_results.aggregate_for(key.partition("/")[2]), lower_is_better(key),
-            paired.seed_for(key.partition("/")[0]),
+            paired.seed_for(key.partition("/")[0]), key,
         )
         for key in keys
     ]  # fmt: skip
-    return MetricDiff(MEAN_KEY, paired.retention_mean_difference(tasks), None, False)
+    try:
+        diff = paired.retention_mean_difference(tasks)
+    except ValueError as err:
+        return str(err)
+    if math.isnan(diff.interval.low):
+        return "no interval: a task's retention is undefined on too many bootstrap draws"
+    return MetricDiff(MEAN_KEY, diff, None, False)
+
+
+def _mean_metrics(results: dict, model: str) -> list[str]:
+    """The metrics ``model``'s retention/mean averages (tasks where the teacher scores 0 are left
+    out), as the run recorded them; a run's teacher retains itself on its primary metrics."""
+    record = results.get("before_training") if model == "student_before" else results
+    mean = (record or {}).get("retention_mean") if model != "teacher" else None
+    if isinstance(mean, dict) and mean.get("metrics"):
+        return list(mean["metrics"])
+    return list(results.get("primary") or ())
 
 
 def markdown(

@@ -59,7 +59,13 @@ def run_labels(runs: list[Path]) -> list[str]:
     """Per run, the Hydra overrides that tell it apart (those shared by every run are dropped)."""
     overrides = [[o for o in _overrides(run) if not o.startswith(_BOOKKEEPING)] for run in runs]
     shared = set.intersection(*(set(o) for o in overrides)) if len(runs) > 1 else set()
-    return [
+    labels = [
         " ".join(o for o in own if o not in shared) or run.name
         for run, own in zip(runs, overrides, strict=True)
+    ]
+    # Runs that differ only in bookkeeping would share a label: their folder names tell them apart.
+    repeated = {label for label in labels if labels.count(label) > 1}
+    return [
+        f"{label} ({run.name})" if label in repeated and label != run.name else label
+        for run, label in zip(runs, labels, strict=True)
     ]
