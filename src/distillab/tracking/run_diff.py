@@ -253,4 +253,8 @@ def _p(p: float) -> str:
 
 def _one_line(d: MetricDiff) -> str:
     iv = d.diff.interval
-    return f"{d.verdict} (B − A {iv.value:+.4g}, 95% [{iv.low:+.4g}, {iv.high:+.4g}], p {_p(d.diff.p_value)})"
+    if d.key == MEAN_KEY:  # in retention points, as in the table
+        span = f"{100 * iv.value:+.2f} points, 95% [{100 * iv.low:+.2f}, {100 * iv.high:+.2f}]"
+    else:
+        span = f"{iv.value:+.4g}, 95% [{iv.low:+.4g}, {iv.high:+.4g}]"
+    return f"{d.verdict} (B − A {span}, p {_p(d.diff.p_value)})"
