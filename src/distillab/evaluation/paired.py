@@ -150,11 +150,15 @@ def retention_replicates(
     t, s, t_point, s_point, _ = _scored_draws(
         teacher, student, aggregate, iterations, seed, ("teacher", "student")
     )
-    num, den, num_point, den_point = (t, s, t_point, s_point) if lower_is_better else (s, t, s_point, t_point)
-    if den_point == 0:
+    if (s_point if lower_is_better else t_point) == 0:
         return None
+    return _retained(t_point, s_point, lower_is_better), _retained(t, s, lower_is_better)
+
+
+def _retained(teacher, student, lower_is_better: bool):
+    """Retention: student / teacher, or teacher / student when lower is better (arrays or floats)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return num_point / den_point, num / den
+        return teacher / student if lower_is_better else student / teacher
 
 
 def interval(value: float, replicates: np.ndarray, level: float = LEVEL) -> Interval | None:
@@ -246,10 +250,8 @@ def retention_mean_difference(
         if t_point == 0 or np.mean(t == 0) > MAX_UNDEFINED:
             raise ValueError(f"the teacher scores 0 on {task.name or 'a task'} (or on too many draws of it)")
         for arm, reps, points in ((task.a, a_reps, a_points), (task.b, b_reps, b_points)):
-            scores, point = _arm_scores(arm, task.aggregate, idx, rng), _point(arm, task.aggregate, n)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                reps.append(t / scores if task.lower_is_better else scores / t)
-            points.append(t_point / point if task.lower_is_better else point / t_point)
+            reps.append(_retained(t, _arm_scores(arm, task.aggregate, idx, rng), task.lower_is_better))
+            points.append(_retained(t_point, _point(arm, task.aggregate, n), task.lower_is_better))
         n_items += n
     a_mean, b_mean = np.mean(np.stack(a_reps), axis=0), np.mean(np.stack(b_reps), axis=0)
     return _difference(a_mean, b_mean, float(np.mean(a_points)), float(np.mean(b_points)), n_items, level)

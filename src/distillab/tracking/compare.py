@@ -36,9 +36,8 @@ class Entry:
     mean_interval: list[float | None] | None = None
     tokens: int | None = None  # train_tokens of a training run (a budget curve's x axis)
     recipe: str | None = None  # how it trained (device, precision, batch): curves never join two
-    run: Path | None = (
-        None  # the run directory (per-item results for paired tests); None for a pipeline stage
-    )
+    # the run directory (per-item results for paired tests); None for a pipeline stage
+    run: Path | None = None
 
 
 def _recorded_mean(record: dict) -> tuple[float | None, list[float | None] | None]:
