@@ -4,6 +4,7 @@ bit-identical final student weights to an uninterrupted run (CPU, deterministic 
 from __future__ import annotations
 
 import csv
+import json
 import random
 import subprocess
 import sys
@@ -88,8 +89,19 @@ def test_resume_after_a_crash_at_a_given_step_gives_identical_weights(tmp_path, 
     crash = f"+callbacks.crash={{_target_: test_resume.CrashAtStep, step: {crash_step}}}"
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(compose_config(tiny_overrides(run_dir, tiny_corpus, *EXACT, crash)))
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == crash_step
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["global_step"] == crash_step
+    # train_seconds must count the segment before the crash too, not only the resumed one: say the
+    # first segment took 1,000 s (the weights do not depend on it) and look for it after the resume.
+    assert checkpoint["callbacks"]["Timer"]["time_elapsed"]["train"] > 0
+    checkpoint["callbacks"]["Timer"]["time_elapsed"]["train"] = 1000.0
+    torch.save(checkpoint, last)
+    start = time.monotonic()
     run(compose_config(tiny_overrides(run_dir, tiny_corpus, *EXACT, "ckpt_path=last")))
+    resumed_wall = time.monotonic() - start
+    train_seconds = json.loads((run_dir / "results.json").read_text())["train_seconds"]
+    assert 1000.0 < train_seconds < 1000.0 + resumed_wall
     reference, again = weights(reference_dir), weights(run_dir)
     assert all(torch.equal(again[k], v) for k, v in reference.items())
     # Both segments' training logs survive (Lightning's CSV writer would delete the first).

@@ -8,7 +8,6 @@ A ``block`` is a config node with ``data``, ``optimizer``, ``scheduler`` and ``t
 
 from __future__ import annotations
 
-import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 
 from distillab.config import to_plain
 from distillab.data.corpus import read_documents
@@ -83,22 +82,26 @@ def fit(
     ckpt_path: str | None = None,
     checkpointing: bool = True,
 ) -> tuple[L.Trainer, float]:
-    """Train; returns the trainer and the seconds ``fit`` took. With ``checkpointing``, ``last.ckpt``
-    holds the final step (periodic saves may stop short of it)."""
+    """Train; returns the trainer and the seconds of training, summed over every resumed segment
+    (Lightning's Timer keeps them in the checkpoint). With ``checkpointing``, ``last.ckpt`` holds the
+    final step (periodic saves may stop short of it)."""
     extra = {"plugins": [AtomicCheckpointIO()]} if checkpointing else {"enable_checkpointing": False}
+    callbacks = list(callbacks)
+    timer = next((c for c in callbacks if isinstance(c, Timer)), None)
+    if timer is None:  # one Timer only: Lightning refuses two stateful callbacks of one kind
+        timer = Timer()  # no duration: it only counts
+        callbacks.append(timer)
     trainer: L.Trainer = instantiate(
         trainer_cfg,
         logger=list(loggers) or False,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
         default_root_dir=str(root_dir),
         **extra,
     )
-    start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    seconds = time.time() - start
     if checkpointing:
         _checkpoint_final_state(trainer)
-    return trainer, seconds
+    return trainer, timer.time_elapsed("train")
 
 
 def _checkpoint_final_state(trainer: L.Trainer) -> None:
