@@ -431,6 +431,6 @@ def test_labels_drop_what_every_run_given_shares_and_name_runs_that_differ_only_
     runs = [
         run("r1", "eval=decision_cpu", "logger=csv", "seed=1"),
         run("r2", "eval=decision_cpu", "logger=wandb", "seed=1"),
-        run("r3", "eval=decision_cpu", "seed=2"),
+        run("r3", "eval=decision_cpu", "seed=2", "trainer.val_check_interval=400"),
     ]
     assert run_labels(runs) == ["seed=1 (r1)", "seed=1 (r2)", "seed=2"]

@@ -52,6 +52,7 @@ def _overrides(run: Path) -> list[str]:
 _BOOKKEEPING = (
     "experiment_name=", "eval_before_training=", "paths.", "hydra.", "threads=", "ckpt_path=",
     "logger=", "export=", "trainer.log_every_n_steps=", "callbacks.checkpoint.", "trainer.limit_val_batches=",
+    "trainer.val_check_interval=",  # when the validation loss is logged: never the weights
 )  # fmt: skip
 
 
