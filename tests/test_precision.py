@@ -14,6 +14,7 @@ from distillab.config import configure_precision, to_plain
 from distillab.distill import run as distill_run
 from distillab.errors import DistillabError
 from distillab.evaluation.suite import cached_evaluate_suite
+from distillab.machine import one_line
 from distillab.models.student import drop_layers_student
 from distillab.models.tiny import build_tiny
 from distillab.objectives.divergences import _forward_kl_from_logits, forward_kl_from_logits
@@ -137,6 +138,7 @@ def test_a_bf16_run_trains_in_bf16_mixed_and_records_it(tmp_path, tiny_corpus):
     # the config every logger got (W&B's offline run keeps it in its binary file; the CSV logger's copy)
     logged = OmegaConf.load(tmp_path / "csv" / "hparams.yaml")
     assert logged.precision == "bf16" and logged.precision_train == "bf16-mixed"
+    assert logged.machine == one_line(saved["machine"])  # and where it ran, in both
     assert torch.isfinite(torch.tensor(results["train_metrics"]["train/loss"]))
     # bf16-mixed keeps float32 master weights: the exported student is a float32 model
     assert json.loads((tmp_path / "student" / "config.json").read_text())["dtype"] == "float32"

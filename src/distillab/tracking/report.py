@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distillab import precision
+from distillab import machine, precision
 from distillab.evaluation.items import SuiteItems, write_suite
 from distillab.evaluation.retention import RetentionRow, markdown_table
 from distillab.files import write_json_atomic, write_text_atomic
@@ -21,14 +21,16 @@ def write_results(
     """Save ``results.json``, ``retention.md`` and ``items/<model>/<task>.csv`` in ``run_dir``;
     return the markdown.
 
-    Both say the precision the run computed in (the process's, :mod:`distillab.precision`).
+    Both say the precision the run computed in (the process's, :mod:`distillab.precision`) and the
+    machine (:mod:`distillab.machine`).
     The per-item files are written first: results.json appearing marks the run complete."""
     for model, suite in (items or {}).items():
         write_suite(run_dir / "items" / model, suite)
     used = precision.current()
-    results = {"precision": used.as_dict(), **results}
+    where = machine.describe_machine(used.device_type)
+    results = {"precision": used.as_dict(), "machine": where, **results}
     write_json_atomic(run_dir / "results.json", {**results, "retention_rows": [r.saved() for r in rows]})
-    line = f"precision: {used.describe()}"
+    line = f"precision: {used.describe()}\n\nmachine: {machine.one_line(where)}"
     markdown = (
         f"{header}\n\n{line}\n\n{markdown_table(rows)}\n" if header else f"{line}\n\n{markdown_table(rows)}\n"
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distillab import machine
 from distillab.errors import DistillabError
 from distillab.evaluation import items as item_results
 from distillab.evaluation import paired
@@ -207,9 +208,12 @@ def markdown(
     def names(runs):
         return ", ".join(str(r) for r in runs) + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
 
+    where = sorted({_computed_on(split_model(r)[0]) for r in [*a_runs, *b_runs]} - {""})
+
     lines = [
         f"A: {names(a_runs)}",
         f"B: {names(b_runs)}",
+        *(f"computed on: {w}" for w in where),
         "",
     ]
     head = [
@@ -243,6 +247,14 @@ def markdown(
         lines += ["", f"{MEAN_KEY}: not compared: {mean}."]
     lines += ["", "One line per metric: " + "; ".join(f"{d.key}: {_one_line(d)}" for d in diffs)]
     return "\n".join(lines) + "\n"
+
+
+def _computed_on(run: Path) -> str:
+    """``float32 on <machine>`` from the run's results.json ('' for runs written before either was kept)."""
+    results = _results(run)
+    name = (results.get("precision") or {}).get("name", "")
+    where = machine.one_line(results.get("machine"))
+    return f"{name} on {where}" if name and where else name
 
 
 def _p(p: float) -> str:

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import OmegaConf
 
+from distillab import machine
 from distillab.evaluation.retention import RetentionRow
 from distillab.precision import current as current_precision
 from distillab.redaction import redact
@@ -77,13 +78,15 @@ def make_loggers(logger_cfg) -> list[Logger]:
 
 
 def log_config(loggers: list[Logger], config: dict[str, Any]) -> None:
-    """The run's config, secrets redacted, with the precision it resolved to (not just ``auto``)."""
+    """The run's config, secrets redacted, with the precision it resolved to (not just ``auto``) and
+    the machine (CSV's hparams.yaml has no system panel like W&B's)."""
     used = current_precision()
     config = {
         **redact(config),
         "precision": used.name,
         "precision_train": used.train,
         "precision_reason": used.reason,
+        "machine": machine.one_line(machine.describe_machine(used.device_type)),
     }
     for lg in loggers:
         lg.log_hyperparams(config)
