@@ -12,8 +12,9 @@ from distillab.evaluation import items
 from distillab.evaluation.harness import flatten_task_results
 from distillab.evaluation.perplexity import block_nll, perplexity
 from distillab.evaluation.retention import markdown_table, retention, retention_rows
-from distillab.evaluation.suite import cached_evaluate_suite, model_fingerprint
+from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite, model_fingerprint
 from distillab.models.tiny import build_tiny
+from distillab.precision import Precision
 
 needs_data = pytest.mark.skipif(
     not (SHARED_DATA / "arc_challenge").is_dir(), reason="../shared/data not present"
@@ -213,3 +214,21 @@ def test_gsm8k_bpb_prompts_read_answer_colon_space_solution_in_shots_and_target(
     assert re.match(r"Question: .+\nAnswer: \S", shot, re.S) and "Answer:  " not in shot
     assert question.startswith("Question: ") and question.endswith("\nAnswer:")
     assert continuation.startswith(" ") and not continuation.startswith("  ") and "####" in continuation
+
+
+@needs_data
+def test_lm_eval_computes_in_the_run_precision(tmp_path):
+    """lm-eval's HFLM wraps each forward in its own autocast, which switched an outer bf16 autocast
+    off: a bf16 run's tasks computed in float32. The precision must reach the model's forward."""
+    model, tok = build_tiny("llama")
+    seen = []
+    model.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    eval_cfg = {"batch_size": 4, "tasks": {"arc_easy": {"limit": 2, "num_fewshot": 0}}}
+    bf16 = Precision("bf16", "cpu", "test", "bf16")
+    evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), bf16)
+    assert seen and all(seen)
+    seen.clear()
+    evaluate_suite(
+        model, tok, eval_cfg, tmp_path, str(SHARED_DATA), Precision("float32", "cpu", "test", "float32")
+    )
+    assert seen and not any(seen)

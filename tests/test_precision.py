@@ -191,3 +191,17 @@ def test_work_on_another_device_is_bf16_only_where_that_device_runs_it(monkeypat
     asked = precision.Precision("bf16", "cuda", "asked", "bf16")
     _cpu_features(monkeypatch, avx512_bf16=False)
     assert isinstance(asked.autocast("cpu"), torch.autocast)  # asked explicitly: as asked
+
+
+def test_linear_weights_cast_once_gives_autocast_values_and_restores_the_model():
+    model, _ = build_tiny("llama")
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = model(input_ids=ids).logits
+        with precision.linear_weights_cast_once(model):
+            assert any("forward" in vars(m) for m in model.modules())  # the casts are in place
+            held = model(input_ids=ids).logits
+    assert torch.equal(held, reference)  # autocast rounds the weights to the same values
+    assert not any("forward" in vars(m) for m in model.modules())
+    with precision.linear_weights_cast_once(model):  # outside autocast: nothing is patched
+        assert not any("forward" in vars(m) for m in model.modules())

@@ -169,6 +169,35 @@ def float32_math(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=tensor.device.type, enabled=False)
 
 
+@contextlib.contextmanager
+def linear_weights_cast_once(model: torch.nn.Module):
+    """Inside, under autocast, each ``nn.Linear`` of ``model`` computes with a copy of its weight cast
+    once on entry, instead of autocast casting it again on every call (autocast caches only weights
+    that require grad, and only within one forward). The values are the same: autocast rounds those
+    weights to the same dtype. For loops of frozen forwards (evaluation): the weights must not change
+    inside. Outside autocast, nothing changes."""
+    device = module_device_type(model)
+    if device is None or not torch.is_autocast_enabled(device):
+        yield
+        return
+    dtype = torch.get_autocast_dtype(device)
+    patched = []
+    for module in model.modules():
+        if type(module) is torch.nn.Linear and module.weight.is_floating_point():
+            bias = None if module.bias is None else module.bias.detach().to(dtype)
+            module.forward = functools.partial(_cast_linear, module.weight.detach().to(dtype), bias)
+            patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward  # the class's forward again
+
+
+def _cast_linear(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.linear(x.to(weight.dtype), weight, bias)
+
+
 def in_run_precision(fn: Callable[P, R]) -> Callable[P, R]:
     """Decorator for a frozen model's forward work (scoring, calibration, the teacher cache,
     generation): runs ``fn`` under the run's precision."""

@@ -12,10 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from distillab.errors import DistillabError
 from distillab.evaluation import items
 from distillab.evaluation.items import SuiteItems
 from distillab.evaluation.local_tasks import write_local_task_yamls
+from distillab.precision import module_device_type
 
 log = logging.getLogger(__name__)
 # Our generated task files deliberately override lm-eval's (same names), and we deliberately pass a
@@ -43,6 +46,14 @@ def flatten_task_results(task: str, results: Mapping[str, Any]) -> dict[str, flo
 def run_tasks(*args, **kwargs) -> dict[str, float]:
     """:func:`run_tasks_with_items` without the per-item results."""
     return run_tasks_with_items(*args, log_items=False, **kwargs)[0]
+
+
+def ambient_autocast_dtype(model) -> torch.dtype | None:
+    """The autocast dtype in force for ``model``'s device here, if any. lm-eval wraps every forward
+    and ``generate`` in ``torch.autocast(enabled=mixed_precision_dtype is not None)``, which turns an
+    outer autocast *off*: without handing it on, a bf16 run's lm-eval tasks computed in float32."""
+    device = module_device_type(model) or "cpu"
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
 
 
 def run_tasks_with_items(
@@ -74,7 +85,13 @@ def run_tasks_with_items(
     if unknown:
         raise DistillabError(f"eval.tasks: unknown lm-eval task {unknown[0]!r}")
     was_training = model.training
-    lm = HFLM(pretrained=model.eval(), tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    lm = HFLM(
+        pretrained=model.eval(),
+        tokenizer=tokenizer,
+        batch_size=batch_size,
+        max_length=max_length,
+        mixed_precision_dtype=ambient_autocast_dtype(model),
+    )
     metrics: dict[str, float] = {}
     per_task: SuiteItems = {}
     for name, settings in tasks.items():

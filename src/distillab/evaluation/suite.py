@@ -23,7 +23,7 @@ from distillab.evaluation.local_tasks import derived_definition
 from distillab.evaluation.perplexity import block_nll, perplexity_from_blocks
 from distillab.files import digest, write_json_atomic
 from distillab.models.fingerprint import model_fingerprint
-from distillab.precision import Precision, module_device_type
+from distillab.precision import Precision, linear_weights_cast_once, module_device_type
 from distillab.precision import current as current_precision
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def evaluate_suite(
     set in ``eval_cfg``, computed in ``precision`` (default: the run's; bf16 = autocast, the
     weights stay as they are)."""
     device = module_device_type(model) or "cpu"
-    with (precision or current_precision()).autocast(device):
+    with (precision or current_precision()).autocast(device), linear_weights_cast_once(model):
         return _evaluate_suite(model, tokenizer, to_plain(eval_cfg), work_dir, data_dir)
 
 
@@ -76,6 +76,10 @@ def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> Evaluatio
         metrics.update({f"{name}/{k}": v for k, v in perplexity_from_blocks(nll_sums, tokens).items()})
         per_item[name] = items.perplexity_items(nll_sums, tokens)
     return Evaluation(metrics, per_item)
+
+
+def eval_cfg_has_tasks(eval_cfg) -> bool:
+    return bool(to_plain(eval_cfg).get("tasks"))
 
 
 def perplexity_text_digests(eval_cfg, data_dir) -> dict[str, str]:
@@ -118,7 +122,9 @@ def cached_evaluate_suite(
     }
     # Added only when they apply, so the keys of float32, BOS-less evaluations cached earlier hold.
     if precision.is_bf16:
-        settings["precision"] = precision.name
+        # "bf16-lm-eval": since 2026-12-01 lm-eval's tasks really run under bf16 (before, lm-eval's own
+        # autocast switched ours off and bf16 entries held float32 task scores): those are not reused
+        settings["precision"] = "bf16-lm-eval" if eval_cfg_has_tasks(eval_cfg) else precision.name
     if bos_token_id(tokenizer) is not None:  # scored with BOS since it was added (before: without)
         settings["bos"] = True
     derived = derived_definition(list(to_plain(eval_cfg).get("tasks") or {}))

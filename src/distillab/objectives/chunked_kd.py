@@ -38,7 +38,12 @@ class _RowLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, rows, value_and_grad, chunk_tokens, need_grad):
         flat = logits.reshape(-1, logits.shape[-1])
-        grad = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device) if need_grad else None
+        grad = None
+        if need_grad:  # every row in ``rows`` is written below; only the others need zeros
+            grad = torch.empty(flat.shape, dtype=torch.float32, device=flat.device)
+            untouched = torch.ones(flat.shape[0], dtype=torch.bool, device=flat.device)
+            untouched[rows] = False
+            grad.index_fill_(0, untouched.nonzero().squeeze(1), 0.0)
         total = torch.zeros((), dtype=torch.float32, device=flat.device)
         for start in range(0, rows.numel(), chunk_tokens):
             idx = rows[start : start + chunk_tokens]

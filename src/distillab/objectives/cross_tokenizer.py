@@ -143,9 +143,24 @@ def teacher_head(model) -> Callable[[torch.Tensor], torch.Tensor]:
     """The teacher's LM head as a function of final hidden states, with its logit soft-cap if any."""
     head = model.get_output_embeddings()
     cap = getattr(model.config, "final_logit_softcapping", None)
+    # Under autocast a frozen weight is cast afresh on every call (autocast caches only weights that
+    # require grad), and kd calls the head once per chunk: a 49k x 576 cast each time. The cast is
+    # made once per teacher_head() (once per step) instead; autocast would round to the same values.
+    frozen_linear = isinstance(head, torch.nn.Linear) and not head.weight.requires_grad
+    casts: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def project(hidden: torch.Tensor) -> torch.Tensor:
+        device = hidden.device.type
+        if not (frozen_linear and torch.is_autocast_enabled(device)):
+            return head(hidden)
+        dtype = torch.get_autocast_dtype(device)
+        if dtype not in casts:
+            bias = None if head.bias is None else head.bias.to(dtype)
+            casts[dtype] = (head.weight.to(dtype), bias)
+        return F.linear(hidden.to(dtype), *casts[dtype])
 
     def logits(hidden: torch.Tensor) -> torch.Tensor:
-        out = head(hidden)
+        out = project(hidden)
         return out if not cap else torch.tanh(out / cap) * cap
 
     return logits
