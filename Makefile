@@ -24,7 +24,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 clean
+.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-kd-profile bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ format: install ## apply ruff fixes and formatting
 
 bench: models ## KD train-step throughput and peak memory vs a bare PyTorch loop (prints the ratio)
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/kd_step.py $(ARGS)
+
+bench-kd-profile: models ## where a KD step's time goes (torch.profiler): matrix products vs vocabulary-sized float32 work vs casts
+	OMP_NUM_THREADS=$(THREADS) $(PY) bench/kd_profile.py $(ARGS)
 
 bench-eval-precision: models ## lm-eval through distillab in bf16 vs float32: wall-time ratio, metrics vs stderr (bf16-native CPUs)
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/eval_precision.py $(ARGS)

@@ -6,7 +6,9 @@ TRL ``beta=0``, ``lmbda=0`` = off-policy; distillab's ``kd`` term with weight 1)
 learning rate, gradient clipping 1.0, float32 without gradient checkpointing on both sides.
 TRL's GKDConfig inherits SFTConfig's defaults, ``bf16=True`` and ``gradient_checkpointing=True``;
 ``trl_gkd`` turns both off so the comparison is like for like, and the ``trl_gkd_defaults``
-variant (``--variants distillab trl_gkd trl_gkd_defaults``) measures TRL as it ships. Each variant
+variant (``--variants distillab trl_gkd trl_gkd_defaults``) measures TRL as it ships;
+``distillab_bf16`` / ``trl_gkd_bf16`` are the like-for-like pair in bf16 (Lightning's bf16-mixed / TRL's
+``bf16=True``, no recompute) for CPUs and GPUs that run bf16 natively. Each variant
 runs in its own fresh process (peak RSS is its own); variants alternate ``--repeats`` times and the
 medians are compared. TRL is needed only here:
 
@@ -29,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kd_step import _setup, timed_fit  # noqa: E402  (same teacher/student/batch construction)
 
 LR, CLIP = 1e-4, 1.0
-VARIANTS = ("distillab", "trl_gkd", "trl_gkd_defaults")
+VARIANTS = ("distillab", "trl_gkd", "trl_gkd_defaults", "distillab_bf16", "trl_gkd_bf16")
 
 
-def distillab(args) -> list[float]:
+def distillab(args, bf16: bool = False) -> list[float]:
     import functools
 
     import torch
@@ -52,10 +54,11 @@ def distillab(args) -> list[float]:
         }
     )
     module = DistillModule(student, objective, teacher, optimizer=functools.partial(torch.optim.AdamW, lr=LR))
-    return timed_fit(module, batches, gradient_clip_val=CLIP)
+    # bf16: Lightning's bf16-mixed, what precision=auto picks on a bf16-native machine
+    return timed_fit(module, batches, gradient_clip_val=CLIP, precision="bf16-mixed" if bf16 else "32-true")
 
 
-def trl_gkd(args, ships_defaults: bool = False) -> list[float]:
+def trl_gkd(args, ships_defaults: bool = False, bf16: bool = False) -> list[float]:
     import tempfile
 
     import torch
@@ -97,8 +100,8 @@ def trl_gkd(args, ships_defaults: bool = False) -> list[float]:
         dataloader_num_workers=0,
         disable_tqdm=True,
         seed=0,
-        # like for like with distillab (float32, no recompute) unless measuring TRL as it ships
-        **({} if ships_defaults else {"bf16": False, "gradient_checkpointing": False}),
+        # like for like with distillab (float32 or bf16, no recompute) unless measuring TRL as it ships
+        **({} if ships_defaults else {"bf16": bf16, "gradient_checkpointing": False}),
     )
     trainer = GKDTrainer(
         model=student,
@@ -118,6 +121,8 @@ def child(args) -> None:
         "distillab": distillab,
         "trl_gkd": trl_gkd,
         "trl_gkd_defaults": lambda a: trl_gkd(a, ships_defaults=True),
+        "distillab_bf16": lambda a: distillab(a, bf16=True),
+        "trl_gkd_bf16": lambda a: trl_gkd(a, bf16=True),
     }
     times = variants[args.child](args)
     print(
@@ -175,11 +180,13 @@ def main() -> None:
     )
     for v, m in med.items():
         print(f"  {v:16s}  {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB")
-    for peer in [v for v in med if v != "distillab"]:
-        speed = med["distillab"]["tokens_per_s"] / med[peer]["tokens_per_s"]
-        memory = med["distillab"]["peak_rss_mb"] / med[peer]["peak_rss_mb"]
+    for peer in [v for v in med if not v.startswith("distillab")]:
+        # bf16 TRL rows are compared with distillab in bf16 when that was measured too
+        ours = "distillab_bf16" if "bf16" in peer and "distillab_bf16" in med else "distillab"
+        speed = med[ours]["tokens_per_s"] / med[peer]["tokens_per_s"]
+        memory = med[ours]["peak_rss_mb"] / med[peer]["peak_rss_mb"]
         print(
-            f"  distillab / {peer}: throughput {speed:.3f} (goal >= 1.5), peak memory {memory:.3f} (goal <= 1.0)"
+            f"  {ours} / {peer}: throughput {speed:.3f} (goal >= 1.5), peak memory {memory:.3f} (goal <= 1.0)"
         )
 
 
