@@ -181,8 +181,9 @@ def main() -> None:
     for v, m in med.items():
         print(f"  {v:16s}  {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB")
     for peer in [v for v in med if not v.startswith("distillab")]:
-        # bf16 TRL rows are compared with distillab in bf16 when that was measured too
-        ours = "distillab_bf16" if "bf16" in peer and "distillab_bf16" in med else "distillab"
+        # TRL in bf16 (its own defaults are bf16 too) is compared with distillab in bf16 when measured
+        bf16_peer = peer in ("trl_gkd_bf16", "trl_gkd_defaults")
+        ours = "distillab_bf16" if bf16_peer and "distillab_bf16" in med else "distillab"
         speed = med[ours]["tokens_per_s"] / med[peer]["tokens_per_s"]
         memory = med[ours]["peak_rss_mb"] / med[peer]["peak_rss_mb"]
         print(

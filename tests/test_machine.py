@@ -41,3 +41,9 @@ def test_results_and_the_comparison_say_the_machine(tmp_path):
 
     text = markdown([], [tmp_path / "a"], [tmp_path / "b"])
     assert text.count("computed on: float32 on ") == 1 and one_line(results["machine"]) in text
+    # When the two sides differ (here: B in bf16), each side says its own.
+    b = json.loads((tmp_path / "b" / "results.json").read_text())
+    b["precision"] = {**(b.get("precision") or {}), "name": "bf16"}
+    (tmp_path / "b" / "results.json").write_text(json.dumps(b))
+    text = markdown([], [tmp_path / "a"], [tmp_path / "b"])
+    assert "A computed on: float32 on " in text and "B computed on: bf16 on " in text

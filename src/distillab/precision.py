@@ -183,7 +183,12 @@ def linear_weights_cast_once(model: torch.nn.Module):
     dtype = torch.get_autocast_dtype(device)
     patched = []
     for module in model.modules():
-        if type(module) is torch.nn.Linear and module.weight.is_floating_point():
+        # plain weights only: a quantized tensor subclass (torchao) keeps its own kernels
+        if (
+            type(module) is torch.nn.Linear
+            and type(module.weight.data) is torch.Tensor
+            and module.weight.is_floating_point()
+        ):
             bias = None if module.bias is None else module.bias.detach().to(dtype)
             module.forward = functools.partial(_cast_linear, module.weight.detach().to(dtype), bias)
             patched.append(module)

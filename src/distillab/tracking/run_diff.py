@@ -208,12 +208,20 @@ def markdown(
     def names(runs):
         return ", ".join(str(r) for r in runs) + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
 
-    where = sorted({_computed_on(split_model(r)[0]) for r in [*a_runs, *b_runs]} - {""})
+    def computed_on(runs) -> str:
+        return "; ".join(sorted({_computed_on(split_model(r)[0]) for r in runs} - {""}))
+
+    # once when both sides share it, else per side (which run was bf16 is part of the answer)
+    sides = {"A": computed_on(a_runs), "B": computed_on(b_runs)}
+    if sides["A"] == sides["B"]:
+        where = [f"computed on: {sides['A']}"] if sides["A"] else []
+    else:
+        where = [f"{side} computed on: {w}" for side, w in sides.items() if w]
 
     lines = [
         f"A: {names(a_runs)}",
         f"B: {names(b_runs)}",
-        *(f"computed on: {w}" for w in where),
+        *where,
         "",
     ]
     head = [
