@@ -163,6 +163,8 @@ exp-006: models models-gemma ## experiments/006: Gemma-3-270m vs self-distillati
 # Ordered so each claim gets a first answer early; the extra seeds and objectives come last.
 CLAIMS_STEPS ?= 400
 CLAIMS_EVAL ?= decision_cpu
+# another root keeps runs of another precision or machine apart (ARMS="kd_s1 ce_s1" picks arms)
+CLAIMS_ROOT ?= outputs/claims
 HALF_STEPS = $(shell expr $(CLAIMS_STEPS) / 2)
 AT_BUDGET = scheduler=constant trainer.max_steps=$(CLAIMS_STEPS) trainer.val_check_interval=$(CLAIMS_STEPS)
 HEAL_AT = scheduler@heal.scheduler=constant heal.trainer.val_check_interval
@@ -184,7 +186,7 @@ CLAIMS_ARMS = \
   'ild_one_shot_s0:prune $(HEAL_AT)=$(CLAIMS_STEPS) heal.trainer.max_steps=$(CLAIMS_STEPS)'
 
 exp-007: models install-gguf-runtime ## experiments/007: S1-S3 re-answered with paired intervals at 409.6k tokens per arm (resumable; ~18 h in float32 on 2 cores)
-	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh outputs/claims \
+	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh $(CLAIMS_ROOT) \
 	  "experiment_name=claims eval=$(CLAIMS_EVAL)" $(CLAIMS_ARMS)
 
 # One constant-LR healing run, stopped and evaluated (eval=decision, per-item results) at each budget:

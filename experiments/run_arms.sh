@@ -12,8 +12,10 @@ set -euo pipefail -o noglob  # noglob: list overrides such as x=[a,b] are not fi
 root=$1 common=$2
 shift 2
 bin=${VENV:-.venv}/bin
+# ARMS="name name ..." runs only those arms (e.g. a replicate on another machine), in the given order.
 for arm in "$@"; do
   name=${arm%%:*}
+  [[ -n ${ARMS:-} && " $ARMS " != *" $name "* ]] && continue
   read -r app overrides <<<"${arm#*:}"
   dir=$root/$name
   [[ -f $dir/results.json || -f $dir/pipeline.json ]] && continue

@@ -217,16 +217,26 @@ def test_gsm8k_bpb_prompts_read_answer_colon_space_solution_in_shots_and_target(
 
 
 @needs_data
-def test_lm_eval_computes_in_the_run_precision(tmp_path):
+def test_lm_eval_computes_in_the_run_precision(tmp_path, monkeypatch):
     """lm-eval's HFLM wraps each forward in its own autocast, which switched an outer bf16 autocast
     off: a bf16 run's tasks computed in float32. The precision must reach the model's forward."""
     model, tok = build_tiny("llama")
-    seen = []
+    seen, softmax_dtypes = [], []
     model.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    log_softmax = torch.nn.functional.log_softmax
+
+    def recording_log_softmax(*args, **kwargs):
+        out = log_softmax(*args, **kwargs)
+        softmax_dtypes.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, "log_softmax", recording_log_softmax)
     eval_cfg = {"batch_size": 4, "tasks": {"arc_easy": {"limit": 2, "num_fewshot": 0}}}
     bf16 = Precision("bf16", "cpu", "test", "bf16")
     evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), bf16)
     assert seen and all(seen)
+    # ... while the log-softmax over the vocabulary stays float32, as everywhere in distillab
+    assert softmax_dtypes and set(softmax_dtypes) == {torch.float32}
     seen.clear()
     evaluate_suite(
         model, tok, eval_cfg, tmp_path, str(SHARED_DATA), Precision("float32", "cpu", "test", "float32")

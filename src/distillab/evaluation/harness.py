@@ -91,6 +91,9 @@ def run_tasks_with_items(
         batch_size=batch_size,
         max_length=max_length,
         mixed_precision_dtype=ambient_autocast_dtype(model),
+        # log-softmax over the vocabulary in float32 whatever the logits' dtype (bf16 under autocast),
+        # as everywhere else in distillab: bf16 log-probabilities keep ~3 significant digits
+        softmax_dtype=torch.float32,
     )
     metrics: dict[str, float] = {}
     per_task: SuiteItems = {}

@@ -122,9 +122,10 @@ def cached_evaluate_suite(
     }
     # Added only when they apply, so the keys of float32, BOS-less evaluations cached earlier hold.
     if precision.is_bf16:
-        # "bf16-lm-eval": since 2026-12-01 lm-eval's tasks really run under bf16 (before, lm-eval's own
-        # autocast switched ours off and bf16 entries held float32 task scores): those are not reused
-        settings["precision"] = "bf16-lm-eval" if eval_cfg_has_tasks(eval_cfg) else precision.name
+        # Since 2026-12-01 lm-eval's tasks really run under bf16 autocast, with a float32 log-softmax
+        # (before, lm-eval's own autocast switched ours off and bf16 entries held float32 task
+        # scores): those entries are not reused
+        settings["precision"] = "bf16-lm-eval-softmax-f32" if eval_cfg_has_tasks(eval_cfg) else precision.name
     if bos_token_id(tokenizer) is not None:  # scored with BOS since it was added (before: without)
         settings["bos"] = True
     derived = derived_definition(list(to_plain(eval_cfg).get("tasks") or {}))
