@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from kd_step import ALPHA, LR, TEMPERATURE, _setup  # noqa: E402
+from kd_step import LR, kd_ce_module  # noqa: E402
 from machine import describe, header  # noqa: E402
 
 MATRIX_OPS = ("aten::mm", "aten::addmm", "aten::_scaled_dot_product_flash_attention_for_cpu")
@@ -57,21 +56,9 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from distillab import precision as P
-    from distillab.objectives.objective import build_objective
-    from distillab.training.distill_module import DistillModule
 
-    teacher, student, batches, _ = _setup(argparse.Namespace(**{**vars(args), "steps": args.steps}))
-    objective = build_objective(
-        {
-            "kd": {
-                "_target_": "distillab.objectives.terms.SoftLabelKD",
-                "weight": ALPHA,
-                "temperature": TEMPERATURE,
-            },
-            "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 1 - ALPHA},
-        }
-    )
-    module = DistillModule(student, objective, teacher, optimizer=functools.partial(torch.optim.AdamW, lr=LR))
+    module, batches = kd_ce_module(argparse.Namespace(**{**vars(args), "steps": args.steps}))
+    teacher, student = module.teacher, module.student
     module.log = lambda *a, **k: None  # no Trainer here: the step itself, as Lightning's bf16-mixed runs it
     optimizer = torch.optim.AdamW(student.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
     P.use(P.Precision(args.precision, "cpu", "bench", args.precision))

@@ -91,8 +91,8 @@ def bare(args) -> list[float]:
     return times
 
 
-def distillab(args) -> list[float]:
-    """DistillModule + build_objective, trained by lightning.Trainer (the real path, loggers off)."""
+def kd_ce_module(args):
+    """DistillModule with this bench's objective (0.5·T²·KL + 0.5·CE) on its models; also the batches."""
     import functools
 
     import torch
@@ -112,7 +112,12 @@ def distillab(args) -> list[float]:
         }
     )
     optimizer = functools.partial(torch.optim.AdamW, lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
-    module = DistillModule(student, objective, teacher, optimizer=optimizer)
+    return DistillModule(student, objective, teacher, optimizer=optimizer), batches
+
+
+def distillab(args) -> list[float]:
+    """DistillModule + build_objective, trained by lightning.Trainer (the real path, loggers off)."""
+    module, batches = kd_ce_module(args)
     return timed_fit(module, batches, gradient_clip_val=CLIP, precision=TRAINER_PRECISION[args.precision])
 
 
