@@ -146,7 +146,11 @@ def teacher_head(model) -> Callable[[torch.Tensor], torch.Tensor]:
     # Under autocast a frozen weight is cast afresh on every call (autocast caches only weights that
     # require grad), and kd calls the head once per chunk: a 49k x 576 cast each time. The cast is
     # made once per teacher_head() (once per step) instead; autocast would round to the same values.
-    frozen_linear = isinstance(head, torch.nn.Linear) and not head.weight.requires_grad
+    frozen_linear = (  # plain weights only: a quantized tensor subclass keeps its own kernels
+        type(head) is torch.nn.Linear
+        and type(head.weight.data) is torch.Tensor
+        and not head.weight.requires_grad
+    )
     casts: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def project(hidden: torch.Tensor) -> torch.Tensor:
