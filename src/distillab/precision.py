@@ -190,7 +190,7 @@ def linear_weights_cast_once(model: torch.nn.Module):
             and module.weight.is_floating_point()
         ):
             bias = None if module.bias is None else module.bias.detach().to(dtype)
-            module.forward = functools.partial(_cast_linear, module.weight.detach().to(dtype), bias)
+            module.forward = functools.partial(cast_linear, module.weight.detach().to(dtype), bias)
             patched.append(module)
     try:
         yield
@@ -199,7 +199,8 @@ def linear_weights_cast_once(model: torch.nn.Module):
             del module.forward  # the class's forward again
 
 
-def _cast_linear(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+def cast_linear(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """A Linear's forward with weights already cast (to ``weight``'s dtype): what autocast computes."""
     return torch.nn.functional.linear(x.to(weight.dtype), weight, bias)
 
 

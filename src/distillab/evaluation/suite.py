@@ -78,10 +78,6 @@ def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> Evaluatio
     return Evaluation(metrics, per_item)
 
 
-def eval_cfg_has_tasks(eval_cfg) -> bool:
-    return bool(to_plain(eval_cfg).get("tasks"))
-
-
 def perplexity_text_digests(eval_cfg, data_dir) -> dict[str, str]:
     """A digest of the documents each perplexity set reads (what its score is computed on)."""
     sets = to_plain(eval_cfg).get("perplexity") or {}
@@ -120,15 +116,16 @@ def cached_evaluate_suite(
         # CRLF kept for some hours, then normalised again) must never reuse a score of other text
         "perplexity_text": perplexity_text_digests(eval_cfg, data_dir),
     }
+    tasks = list(to_plain(eval_cfg).get("tasks") or {})
     # Added only when they apply, so the keys of float32, BOS-less evaluations cached earlier hold.
     if precision.is_bf16:
         # Since 2026-12-01 lm-eval's tasks really run under bf16 autocast, with a float32 log-softmax
         # (before, lm-eval's own autocast switched ours off and bf16 entries held float32 task
         # scores): those entries are not reused
-        settings["precision"] = "bf16-lm-eval-softmax-f32" if eval_cfg_has_tasks(eval_cfg) else precision.name
+        settings["precision"] = "bf16-lm-eval-softmax-f32" if tasks else precision.name
     if bos_token_id(tokenizer) is not None:  # scored with BOS since it was added (before: without)
         settings["bos"] = True
-    derived = derived_definition(list(to_plain(eval_cfg).get("tasks") or {}))
+    derived = derived_definition(tasks)
     if derived is not None:  # distillab's own scoring code is part of what the score means
         settings["derived_tasks"] = digest(derived, 16)
     settings = json.dumps(settings, sort_keys=True, default=str)

@@ -21,8 +21,8 @@ from distillab.objectives.chunked_kd import row_loss
 from distillab.objectives.cross_vocab import TeacherSummary, hybrid_distance, summarize_teacher, uld_distance
 from distillab.objectives.divergences import get_divergence
 from distillab.objectives.terms import Term, TermInputs
+from distillab.precision import cast_linear, float32_math, module_device_type
 from distillab.precision import current as current_precision
-from distillab.precision import float32_math, module_device_type
 
 LOSSES = ("uld", "hybrid")
 
@@ -161,7 +161,7 @@ def teacher_head(model) -> Callable[[torch.Tensor], torch.Tensor]:
         if dtype not in casts:
             bias = None if head.bias is None else head.bias.to(dtype)
             casts[dtype] = (head.weight.to(dtype), bias)
-        return F.linear(hidden.to(dtype), *casts[dtype])
+        return cast_linear(*casts[dtype], hidden)
 
     def logits(hidden: torch.Tensor) -> torch.Tensor:
         out = project(hidden)
