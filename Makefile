@@ -24,7 +24,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-kd-profile bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 clean
+.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-kd-profile bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics bench-allocator experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ bench-eval-precision: models ## lm-eval through distillab in bf16 vs float32: wa
 
 bench-bf16-numerics: models ## one KD step's loss and gradient in bf16 vs float32 (bf16 matmuls emulated where not native)
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/bf16_numerics.py $(ARGS)
+
+bench-allocator: models ## the allocator policies (conf: allocator) on a KD step and multi_signal: step time, peak RSS, kernel time vs release
+	OMP_NUM_THREADS=$(THREADS) $(PY) bench/allocator.py $(ARGS)
 
 bench-objectives: models ## peak memory and step time of every objective preset vs CE-only (vocab 49k, seq 512)
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/objectives_memory.py $(ARGS)

@@ -36,10 +36,10 @@ def _setup(args):
     from distillab.models.loading import load_model
     from distillab.models.spec import ModelSpec
     from distillab.models.student import drop_layers_student
-    from distillab.process import set_malloc_mmap_threshold
+    from distillab.process import set_allocator
 
     torch.set_num_threads(args.threads)
-    set_malloc_mmap_threshold(4)  # as the entry points do (conf: malloc_mmap_threshold_mb), every variant
+    set_allocator(getattr(args, "allocator", "reuse"))  # as the entry points do (conf: allocator)
     torch.manual_seed(0)
     spec = ModelSpec(name_or_path="tiny:llama" if args.tiny else SMOLLM2)
     teacher, tokenizer = load_model(spec)
@@ -189,6 +189,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--precisions", nargs="+", choices=["float32", "bf16"], help="default: float32, and bf16 where native"
+    )
+    parser.add_argument(
+        "--allocator", default="reuse", help="process.ALLOCATORS (bench/allocator.py compares them)"
     )
     parser.add_argument("--precision", choices=["float32", "bf16"], default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["bare", "distillab"], help=argparse.SUPPRESS)

@@ -68,6 +68,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--presets", nargs="+", default=PRESETS)
+    parser.add_argument(
+        "--allocator", default="reuse", help="process.ALLOCATORS (bench/allocator.py compares them)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

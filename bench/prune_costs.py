@@ -51,14 +51,14 @@ def main() -> None:
     from distillab.models.loading import load_model
     from distillab.models.spec import ModelSpec
     from distillab.models.surgery import remove_layers
-    from distillab.process import set_malloc_mmap_threshold
+    from distillab.process import set_allocator
     from distillab.pruning.layer_scores import activation_layer_scores, least_important
     from distillab.pruning.unstructured import apply_masks, two_four_masks
     from distillab.pruning.weight_scores import weight_scores
     from distillab.pruning.width import prune_heads, prune_neurons, structure_scores
 
     torch.set_num_threads(args.threads)
-    set_malloc_mmap_threshold(4)
+    set_allocator("reuse")  # as the entry points do (conf: allocator)
     model, _ = load_model(ModelSpec(name_or_path="tiny:llama" if args.tiny else SMOLLM2))
     model.eval()
     g = torch.Generator().manual_seed(0)

@@ -124,14 +124,14 @@ def child(args) -> None:
     from distillab.models.surgery import remove_layers
     from distillab.objectives.objective import build_objective
     from distillab.objectives.terms import SoftLabelKD
-    from distillab.process import set_malloc_mmap_threshold
+    from distillab.process import set_allocator
     from distillab.training.distill_module import DistillModule
     from distillab.training.on_policy import OnPolicy
 
     group, name = args.child.split(":")
     teacher_name, student_name, student_cut, terms, fraction = VARIANTS[group][name]
     torch.set_num_threads(args.threads)
-    set_malloc_mmap_threshold(4)
+    set_allocator("reuse")  # as the entry points do (conf: allocator)
     torch.manual_seed(0)
     paths = {"smollm2": SMOLLM2, "gemma": GEMMA}
     teacher, teacher_tok = load_model(ModelSpec(name_or_path=str(paths[teacher_name])))

@@ -110,6 +110,11 @@ CATALOGUE = [
     ),
     ("distill", ["precision=fp8"], "precision: 'fp8' is not valid; expected one of auto, bf16, float32"),
     (
+        "prune",
+        ["allocator=jemalloc"],
+        "allocator: 'jemalloc' is not valid; expected one of reuse, release, glibc",
+    ),
+    (
         "distill",
         ["precision=float32", "trainer.precision=bf16-mixed"],
         "trainer.precision: 'bf16-mixed' contradicts precision=float32",

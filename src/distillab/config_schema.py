@@ -84,7 +84,7 @@ RULES: dict[str, Rule] = {
     # the process
     "seed": Rule(int),
     "threads": _positive_int("torch intra-op threads; null: torch's default (all cores)", nullable=True),
-    "malloc_mmap_threshold_mb": Rule(float, low=0, nullable=True),
+    "allocator": Rule(str, choices=("reuse", "release", "glibc")),
     "precision": Rule(str, choices=("auto", "bf16", "float32")),
     # training
     "trainer.max_steps": _positive_int(_STEPS),

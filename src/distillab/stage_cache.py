@@ -17,7 +17,7 @@ from distillab.files import files_digest, json_digest, write_json_atomic
 
 STAGE_FILE = "stage.json"
 # Keys that say where or how verbosely a stage runs, not what it computes.
-PLACEMENT_KEYS = ("paths", "logger", "threads", "experiment_name", "task_name", "malloc_mmap_threshold_mb")
+PLACEMENT_KEYS = ("paths", "logger", "threads", "experiment_name", "task_name", "allocator")
 
 
 def fingerprint(stage_cfg: dict[str, Any], upstream: str) -> str:
