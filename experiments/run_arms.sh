@@ -12,7 +12,7 @@ set -euo pipefail -o noglob  # noglob: list overrides such as x=[a,b] are not fi
 root=$1 common=$2
 shift 2
 bin=${VENV:-.venv}/bin
-# ARMS="name name ..." runs only those arms (e.g. a replicate on another machine), in the given order.
+# ARMS="name name ..." runs only those arms (e.g. a replicate on another machine), in the order of the arm arguments (not of ARMS).
 for arm in "$@"; do
   name=${arm%%:*}
   [[ -n ${ARMS:-} && " $ARMS " != *" $name "* ]] && continue
