@@ -56,13 +56,17 @@ pipeline: models ## distill -> prune -> heal -> quantize SmolLM2-135M; per-stage
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-pipeline $(ARGS)
 
 # llama.cpp is sdist-only on PyPI: compile it once (CPU, no server / examples / multimodal) into a
-# wheel in the cache, so the next .venv installs the extra in seconds. Built for this machine's CPU.
-WHEELS ?= $(HOME)/.cache/distillab/wheels
-LLAMA_CMAKE_ARGS ?= -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
+# wheel in the cache, so the next .venv installs the extra in seconds.
+# The llama.cpp wheel is built for AVX2, not -march=native: on a CPU with AMX, ggml's native build
+# runs AMX tile instructions that crash the process (ldtilecfg, general protection fault: seen on a
+# 2-core Xeon with AMX, 2026-12-01), and a native wheel left in the cache breaks on the next machine.
+# The folder name carries the build flavour, so a wheel built with other flags is never reused.
+WHEELS ?= $(HOME)/.cache/distillab/wheels/avx2
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 
 install-gguf-runtime: install ## optional llama.cpp runtime (Q4_K_M, generation in llama.cpp); compiles llama.cpp once (~6 min on 2 cores)
 	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(THREADS) $(PY) -m pip wheel --no-deps "llama-cpp-python>=0.3" -w $(WHEELS)
-	$(PY) -m pip install -q --disable-pip-version-check $$(ls -t $(WHEELS)/llama_cpp_python-*.whl | head -1)
+	$(PY) -m pip install -q --disable-pip-version-check --force-reinstall --no-deps $$(ls -t $(WHEELS)/llama_cpp_python-*.whl | head -1)  # replaces a same-version wheel of another build
 
 test: install ## the default test suite: offline, tiny random models, one thread
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(ARGS)
