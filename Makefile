@@ -61,6 +61,7 @@ pipeline: models ## distill -> prune -> heal -> quantize SmolLM2-135M; per-stage
 # runs AMX tile instructions that crash the process (ldtilecfg, general protection fault: seen on a
 # 2-core Xeon with AMX, 2026-12-01), and a native wheel left in the cache breaks on the next machine.
 # The folder name carries the build flavour, so a wheel built with other flags is never reused.
+# NOT A FIX YET: on that Xeon the AVX2 wheel also segfaults in the quantize app (2026-12-01, cause not found).
 WHEELS ?= $(HOME)/.cache/distillab/wheels/avx2
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 
