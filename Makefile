@@ -193,7 +193,10 @@ CLAIMS_ARMS = \
   'multi_signal_s0:distill objective=multi_signal seed=0 $(AT_BUDGET)' \
   'ild_one_shot_s0:prune $(HEAL_AT)=$(CLAIMS_STEPS) heal.trainer.max_steps=$(CLAIMS_STEPS)'
 
-exp-007: models install-gguf-runtime ## experiments/007: S1-S3 re-answered with paired intervals at 409.6k tokens per arm (resumable; ~18 h in float32 on 2 cores)
+# No install-gguf-runtime here: q4_1 is written in Python and scored through transformers; llama.cpp
+# would only time decoding, and its wheel crashes on AMX Xeons (see install-gguf-runtime). Install it
+# first (make install-gguf-runtime) for llama.cpp tokens/s in the quantize rows.
+exp-007: models ## experiments/007: S1-S3 re-answered with paired intervals at 409.6k tokens per arm (resumable; ~18 h in float32 on 2 cores)
 	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh $(CLAIMS_ROOT) \
 	  "experiment_name=claims eval=$(CLAIMS_EVAL)" $(CLAIMS_ARMS)
 
