@@ -61,13 +61,18 @@ pipeline: models ## distill -> prune -> heal -> quantize SmolLM2-135M; per-stage
 # runs AMX tile instructions that crash the process (ldtilecfg, general protection fault: seen on a
 # 2-core Xeon with AMX, 2026-12-01), and a native wheel left in the cache breaks on the next machine.
 # The folder name carries the build flavour, so a wheel built with other flags is never reused.
-# NOT A FIX YET: on that Xeon the AVX2 wheel also segfaults in the quantize app (2026-12-01, cause not found).
-WHEELS ?= $(HOME)/.cache/distillab/wheels/avx2
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
+# An earlier "AVX2 wheel" that still crashed there was most likely the native build again: pip's own
+# wheel cache hands back a wheel built from the same sdist whatever CMAKE_ARGS say (hence
+# --no-cache-dir). Built fresh, the AVX2 wheel ran the quantize app on that Xeon with and without
+# OpenMP (2026-12-01). GGML_OPENMP=OFF keeps one OpenMP runtime (torch's) in the process: the
+# native crash's backtrace had ggml's threads running in torch's bundled libgomp.
+WHEELS ?= $(HOME)/.cache/distillab/wheels/avx2-noomp
+LLAMA_CMAKE_ARGS ?= -DGGML_OPENMP=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 
 install-gguf-runtime: install ## optional llama.cpp runtime (Q4_K_M, generation in llama.cpp); compiles llama.cpp once (~6 min on 2 cores)
-	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(THREADS) $(PY) -m pip wheel --no-deps "llama-cpp-python>=0.3" -w $(WHEELS)
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(THREADS) $(PY) -m pip wheel --no-cache-dir --no-deps "llama-cpp-python>=0.3" -w $(WHEELS)  # no pip cache: it would hand back a wheel built with other CMAKE_ARGS
 	$(PY) -m pip install -q --disable-pip-version-check --force-reinstall --no-deps $$(ls -t $(WHEELS)/llama_cpp_python-*.whl | head -1)  # replaces a same-version wheel of another build
+	$(PY) -m pip install -q --disable-pip-version-check $$(ls -t $(WHEELS)/llama_cpp_python-*.whl | head -1)  # its dependencies (diskcache, jinja2), which --no-deps skipped
 
 test: install ## the default test suite: offline, tiny random models, one thread
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(ARGS)
@@ -182,6 +187,7 @@ CLAIMS_ARMS = \
   'ce_s0:distill objective=ce seed=0 $(AT_BUDGET)' \
   'ild_iterative_s0:prune prune.layers.schedule=iterative prune.layers.per_step=3 prune.layers.eval_each_step=false $(HEAL_AT)=$(HALF_STEPS) heal.trainer.max_steps=$(HALF_STEPS)' \
   'quantize_alone:quantize quantize.gguf_type=q4_1' \
+  'quantize_q4_0_alone:quantize quantize.gguf_type=q4_0' \
   'pipeline:pipeline stages.distill.overrides=["student.num_remove=6","objective=kd",$(STAGE_AT)] stages.heal.overrides=["objective=ild",$(STAGE_AT)]' \
   'prune_alone:prune prune.layers.num_remove=9 $(HEAL_AT)=$(CLAIMS_STEPS) heal.trainer.max_steps=$(CLAIMS_STEPS)' \
   'distill_alone:distill student.num_remove=9 objective=kd $(AT_BUDGET)' \
@@ -193,9 +199,8 @@ CLAIMS_ARMS = \
   'multi_signal_s0:distill objective=multi_signal seed=0 $(AT_BUDGET)' \
   'ild_one_shot_s0:prune $(HEAL_AT)=$(CLAIMS_STEPS) heal.trainer.max_steps=$(CLAIMS_STEPS)'
 
-# No install-gguf-runtime here: q4_1 is written in Python and scored through transformers; llama.cpp
-# would only time decoding, and its wheel crashes on AMX Xeons (see install-gguf-runtime). Install it
-# first (make install-gguf-runtime) for llama.cpp tokens/s in the quantize rows.
+# No install-gguf-runtime here: q4_0 / q4_1 are written in Python and scored through transformers;
+# llama.cpp would only time decoding (make install-gguf-runtime first for llama.cpp tokens/s).
 exp-007: models ## experiments/007: S1-S3 re-answered with paired intervals at 409.6k tokens per arm (resumable; ~18 h in float32 on 2 cores)
 	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh $(CLAIMS_ROOT) \
 	  "experiment_name=claims eval=$(CLAIMS_EVAL)" $(CLAIMS_ARMS)
