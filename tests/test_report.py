@@ -434,3 +434,9 @@ def test_labels_drop_what_every_run_given_shares_and_name_runs_that_differ_only_
         run("r3", "eval=decision_cpu", "seed=2", "trainer.val_check_interval=400"),
     ]
     assert run_labels(runs) == ["seed=1 (r1)", "seed=1 (r2)", "seed=2"]
+    # A folder named on the command line (a study's arm) is the label its author chose.
+    arm = run("kd_s0", "eval=decision_cpu", "objective=kd", "seed=0")
+    (arm / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  overrides:\n    hydra:\n    - hydra.run.dir=outputs/claims/kd_s0\n    - hydra.mode=RUN\n"
+    )
+    assert run_labels([*runs, arm]) == ["seed=1 (r1)", "seed=1 (r2)", "seed=2", "kd_s0"]

@@ -48,6 +48,16 @@ def _overrides(run: Path) -> list[str]:
     return list(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
 
 
+def _named(run: Path) -> bool:
+    """Was the run's folder given on the command line? Hydra keeps its own overrides apart from the
+    task's (``.hydra/hydra.yaml``, ``hydra.overrides.hydra``)."""
+    hydra_file = run / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        return False
+    hydra = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra") or {}
+    return any(str(o).startswith("hydra.run.dir=") for o in (hydra.get("overrides") or {}).get("hydra") or [])
+
+
 # Overrides that name, place or resume a run rather than change what it computes: never part of a label.
 _BOOKKEEPING = (
     "experiment_name=", "eval_before_training=", "paths.", "hydra.", "threads=", "ckpt_path=",
@@ -57,11 +67,12 @@ _BOOKKEEPING = (
 
 
 def run_labels(runs: list[Path]) -> list[str]:
-    """Per run, the Hydra overrides that tell it apart (those shared by every run are dropped)."""
+    """Per run, the Hydra overrides that tell it apart (those shared by every run are dropped); a run
+    whose folder was named on the command line (``hydra.run.dir=…``, a study's arm) goes by that name."""
     overrides = [[o for o in _overrides(run) if not o.startswith(_BOOKKEEPING)] for run in runs]
     shared = set.intersection(*(set(o) for o in overrides)) if len(runs) > 1 else set()
     labels = [
-        " ".join(o for o in own if o not in shared) or run.name
+        run.name if _named(run) else " ".join(o for o in own if o not in shared) or run.name
         for run, own in zip(runs, overrides, strict=True)
     ]
     # Runs that differ only in bookkeeping would share a label: their folder names tell them apart.
