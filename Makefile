@@ -67,12 +67,13 @@ pipeline: models ## distill -> prune -> heal -> quantize SmolLM2-135M; per-stage
 # OpenMP (2026-12-01). GGML_OPENMP=OFF keeps one OpenMP runtime (torch's) in the process: the
 # native crash's backtrace had ggml's threads running in torch's bundled libgomp.
 WHEELS ?= $(HOME)/.cache/distillab/wheels/avx2-noomp
+LLAMA_WHEEL = $$(ls -t $(WHEELS)/llama_cpp_python-*.whl | head -1)  # the newest cached build, resolved by the shell
 LLAMA_CMAKE_ARGS ?= -DGGML_OPENMP=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 
 install-gguf-runtime: install ## optional llama.cpp runtime (Q4_K_M, generation in llama.cpp); compiles llama.cpp once (~6 min on 2 cores)
 	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(THREADS) $(PY) -m pip wheel --no-cache-dir --no-deps "llama-cpp-python>=0.3" -w $(WHEELS)  # no pip cache: it would hand back a wheel built with other CMAKE_ARGS
-	$(PY) -m pip install -q --disable-pip-version-check --force-reinstall --no-deps $$(ls -t $(WHEELS)/llama_cpp_python-*.whl | head -1)  # replaces a same-version wheel of another build
-	$(PY) -m pip install -q --disable-pip-version-check $$(ls -t $(WHEELS)/llama_cpp_python-*.whl | head -1)  # its dependencies (diskcache, jinja2), which --no-deps skipped
+	$(PY) -m pip install -q --disable-pip-version-check --force-reinstall --no-deps $(LLAMA_WHEEL)  # replaces a same-version wheel of another build
+	$(PY) -m pip install -q --disable-pip-version-check $(LLAMA_WHEEL)  # its dependencies (diskcache, jinja2), which --no-deps skipped
 
 test: install ## the default test suite: offline, tiny random models, one thread
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(ARGS)

@@ -43,19 +43,21 @@ def failure_table(failures: list[tuple[Path, dict]]) -> str:
     )
 
 
+def _hydra_file(run: Path, name: str):
+    """A file Hydra saved in the run's ``.hydra/`` folder, parsed; None when absent."""
+    path = run / ".hydra" / name
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
 def _overrides(run: Path) -> list[str]:
-    overrides_file = run / ".hydra" / "overrides.yaml"
-    return list(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
+    return list(_hydra_file(run, "overrides.yaml") or [])
 
 
 def _named(run: Path) -> bool:
     """Was the run's folder given on the command line? Hydra keeps its own overrides apart from the
     task's (``.hydra/hydra.yaml``, ``hydra.overrides.hydra``)."""
-    hydra_file = run / ".hydra" / "hydra.yaml"
-    if not hydra_file.is_file():
-        return False
-    hydra = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra") or {}
-    return any(str(o).startswith("hydra.run.dir=") for o in (hydra.get("overrides") or {}).get("hydra") or [])
+    overrides = ((_hydra_file(run, "hydra.yaml") or {}).get("hydra") or {}).get("overrides") or {}
+    return any(str(o).startswith("hydra.run.dir=") for o in overrides.get("hydra") or [])
 
 
 # Overrides that name, place or resume a run rather than change what it computes: never part of a label.
