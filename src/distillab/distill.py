@@ -129,7 +129,7 @@ def log_shapes(teacher, student) -> tuple[int, int]:
     """Logs teacher and student sizes; returns the teacher's (parameters, layers)."""
     params, layers = teacher.num_parameters(), teacher.config.num_hidden_layers
     log.info(
-        "teacher %d layers, %.1fM params -> student %d layers (teacher layers %s), %.1fM params",
+        "teacher %d layers, %.1fM params -> student %d layers (layers %s of the model it was cut from), %.1fM params",
         layers,
         params / 1e6,
         student.config.num_hidden_layers,
