@@ -9,7 +9,7 @@ import torch
 from conftest import SHARED_DATA
 
 from distillab.evaluation import items
-from distillab.evaluation.harness import flatten_task_results
+from distillab.evaluation.harness import batch_size_for_vocabulary, flatten_task_results
 from distillab.evaluation.perplexity import block_nll, perplexity
 from distillab.evaluation.retention import markdown_table, retention, retention_rows
 from distillab.evaluation.suite import cached_evaluate_suite, evaluate_suite, model_fingerprint
@@ -80,6 +80,13 @@ def test_perplexity_matches_the_models_own_loss_on_the_same_blocks():
     nll_sums, tokens = block_nll(model, tok, ["the student learned from the teacher. " * 20], block_size=16)
     assert sum(tokens) == result["tokens"] and len(nll_sums) == len(tokens)
     assert items.score(items.perplexity_items(nll_sums, tokens), "ppl") == pytest.approx(result["ppl"])
+
+
+def test_lm_eval_batches_shrink_only_above_a_65k_vocabulary():
+    assert batch_size_for_vocabulary(8, 49_152) == 8  # SmolLM2: as configured
+    assert batch_size_for_vocabulary(8, 65_536) == 8
+    assert batch_size_for_vocabulary(8, 262_144) == 2  # Gemma-3: batch x vocabulary as at 65k
+    assert batch_size_for_vocabulary(2, 262_144) == 1  # never 0
 
 
 def test_flatten_lm_eval_results():

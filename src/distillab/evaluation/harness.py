@@ -56,6 +56,21 @@ def ambient_autocast_dtype(model) -> torch.dtype | None:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
 
 
+# lm-eval takes the float32 log-softmax of a whole batch's logits (batch x length x vocabulary): at
+# Gemma-3's 262,144 tokens, a batch of 8 one-shot GSM8K items is ~6 GB and its bf16 logits ~3 GB
+# more, which OOM-killed a 24 GB machine. Batches shrink in proportion above this vocabulary, so
+# that product stays where it is for a ~50k-vocabulary model; at or below it nothing changes.
+REFERENCE_VOCABULARY = 65_536
+
+
+def batch_size_for_vocabulary(batch_size: int, vocab_size: int) -> int:
+    """The lm-eval batch size for a model of ``vocab_size`` tokens: ``batch_size`` up to
+    :data:`REFERENCE_VOCABULARY`, then scaled down in proportion (at least 1). 8 -> 2 at 262,144."""
+    if vocab_size <= REFERENCE_VOCABULARY:
+        return batch_size
+    return max(1, batch_size * REFERENCE_VOCABULARY // vocab_size)
+
+
 def run_tasks_with_items(
     model,
     tokenizer,
@@ -85,6 +100,10 @@ def run_tasks_with_items(
     if unknown:
         raise DistillabError(f"eval.tasks: unknown lm-eval task {unknown[0]!r}")
     was_training = model.training
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if (fitted := batch_size_for_vocabulary(batch_size, vocab)) != batch_size:
+        log.info("lm-eval batch size %d -> %d for a %d-token vocabulary", batch_size, fitted, vocab)
+        batch_size = fitted
     lm = HFLM(
         pretrained=model.eval(),
         tokenizer=tokenizer,
