@@ -46,11 +46,11 @@ def block_nll(
         logits = model(input_ids=ids).logits
         # One block at a time in float32: a (batch x block x vocab) float32 copy is 4.3 GB at
         # 8 x 512 x 262k (Gemma-3) and its log-softmax as much again -- more than a 24 GB machine has.
-        for row, block in enumerate(ids):
-            with float32_math(logits):
+        with float32_math(logits):
+            for row, block in enumerate(ids):
                 nll = F.cross_entropy(logits[row, :-1].float(), block[1:], reduction="none")
-            nll_sums.append(nll.double().sum().item())
-        del logits
+                nll_sums.append(nll.double().sum().item())
+        del logits  # before the next forward, not after it
     model.train(was_training)
     return nll_sums, [blocks.shape[1] - 1] * len(nll_sums)
 
