@@ -156,11 +156,16 @@ STUDY_STEPS ?= 200
 STUDY_EVAL ?= decision_cpu
 SMOLLM2_DIR = $${DISTILLAB_CACHE_DIR:-$$HOME/.cache/distillab}/models/SmolLM2-135M-Instruct
 BI_CUT = [13,14,15,17,25,26]
+# off-policy at the on-policy arm's trained tokens: gemma_on_policy_whole trained on 123,200 tokens
+# in 200 steps (results.json train_tokens; a sampled batch trains only its 64 new tokens per row),
+# which is 120 off-policy steps of 1,024. Read it off that arm again at another STUDY_STEPS.
+EQUAL_TOKEN_STEPS ?= 120
 STUDY_ARMS = \
   'gemma_whole:distill experiment=gemma_teacher eval_before_training=true' \
   "self_whole:distill student=pretrained student.model.name_or_path=$(SMOLLM2_DIR) objective=kd" \
   "ce_whole:distill student=pretrained student.model.name_or_path=$(SMOLLM2_DIR) objective=ce" \
   'gemma_on_policy_whole:distill experiment=gemma_teacher on_policy.fraction=0.5' \
+  'gemma_whole_equal_tokens:distill experiment=gemma_teacher trainer.max_steps=$(EQUAL_TOKEN_STEPS) trainer.val_check_interval=$(EQUAL_TOKEN_STEPS)' \
   'gemma_cut:distill experiment=gemma_teacher student.remove=$(BI_CUT) eval_before_training=true' \
   'self_cut:distill student.remove=$(BI_CUT) student.num_remove=null objective=kd' \
   'ce_cut:distill student.remove=$(BI_CUT) student.num_remove=null objective=ce'
