@@ -31,7 +31,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", required=True, help="the student's HF folder")
     parser.add_argument("--teacher", required=True, help="the teacher's HF folder")
-    parser.add_argument("--corpus", default="corpus/redpajama_sample/*.jsonl", help="jsonl files under the data dir")
+    parser.add_argument(
+        "--corpus", default="corpus/redpajama_sample/*.jsonl", help="jsonl files under the data dir"
+    )
     parser.add_argument("--blocks", type=int, default=200, help="training blocks to align")
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--teacher-mass", type=int, default=0, help="blocks to run both models on (0: skip)")
@@ -49,7 +51,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     student_tok = AutoTokenizer.from_pretrained(args.student)
     teacher_tok = AutoTokenizer.from_pretrained(args.teacher)
-    docs = read_documents({"format": "jsonl", "files": args.corpus, "text_field": "text"}, resolve_data_dir(None))
+    docs = read_documents(
+        {"format": "jsonl", "files": args.corpus, "text_field": "text"}, resolve_data_dir(None)
+    )
     train_docs, _ = split_documents(docs, 0.02, 0)  # the study's split (data/_corpus.yaml, seed 0)
     cache = Path(os.environ.get("DISTILLAB_CACHE_DIR", Path.home() / ".cache/distillab")) / "tokenized"
     # the study's own blocks (the same cache entry training reads), in stored order
@@ -92,7 +96,9 @@ def teacher_and_student_mass(args, blocks, aligner, student_shared, teacher_shar
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         total = []
         with torch.no_grad():
-            for b in range(ids.shape[0]):  # one row at a time: a 262k-vocabulary row of logits is 1 MB per token
+            for b in range(
+                ids.shape[0]
+            ):  # one row at a time: a 262k-vocabulary row of logits is 1 MB per token
                 rows = batch.pairs[batch.pairs[:, 0] == b]
                 logits = model(input_ids=ids[b : b + 1], attention_mask=mask[b : b + 1]).logits[0]
                 probs = torch.softmax(logits[rows[:, column]].float(), dim=-1)

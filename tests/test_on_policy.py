@@ -176,6 +176,10 @@ def test_an_on_policy_run_trains_and_logs_generation(tiny_corpus, tmp_path):
     steps, rows = cfg.trainer.max_steps, cfg.data.batch_size
     # the budget counts the sampled tokens trained on (<= 8 per row), not whole blocks
     assert 0 < results["train_tokens"] <= steps * rows * 8 < steps * rows * cfg.data.block_size
+    totals = results["on_policy"]  # every step sampled (fraction 1): the totals cover all of them
+    assert totals["sampled_steps"] == steps
+    assert totals["generated_tokens"] == results["train_tokens"]
+    assert totals["generation_seconds"] > 0
 
 
 def test_on_policy_needs_a_teacher_term_and_room_for_the_prompt(tiny_corpus, tmp_path):
@@ -191,3 +195,25 @@ def test_on_policy_needs_a_teacher_term_and_room_for_the_prompt(tiny_corpus, tmp
     ):
         with pytest.raises(DistillabError, match=message):
             run(compose_config(tiny_overrides(tmp_path / "run", tiny_corpus, *extra)))
+
+
+def test_generation_totals_survive_a_checkpoint():
+    student, tok = build_tiny("llama")
+    teacher, _ = build_tiny("llama", seed=1)
+    objective = build_objective({"kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "weight": 1.0}})
+
+    def module():
+        return DistillModule(
+            student, objective, teacher, on_policy=OnPolicy(fraction=1.0), student_tokenizer=tok
+        )
+
+    before = module()
+    before.generation |= {"sampled_steps": 3, "generated_tokens": 120, "generation_seconds": 4.5}
+    checkpoint: dict = {}
+    before.on_save_checkpoint(checkpoint)
+    after = module()
+    after.on_load_checkpoint(checkpoint)
+    assert after.generation == {"sampled_steps": 3, "generated_tokens": 120, "generation_seconds": 4.5}
+    old = module()  # a checkpoint written before the totals existed starts them at zero
+    old.on_load_checkpoint({"distillab_trained_tokens": 10})
+    assert old.generation["sampled_steps"] == 0 and old.trained_tokens == 10

@@ -29,7 +29,7 @@ from distillab.models.surgery import teacher_layer_indices
 from distillab.objectives.cross_tokenizer import head_reproduces_logits
 from distillab.objectives.objective import build_objective
 from distillab.pruning.calibration import batches, calibration_blocks
-from distillab.training.fit import check_resume, fit, trained_tokens, training_parts
+from distillab.training.fit import check_resume, fit, generation_totals, trained_tokens, training_parts
 from distillab.training.on_policy import OnPolicy
 from distillab.training.sharding import is_sharded, unsharded_copy
 from distillab.training.students import build_student
@@ -74,6 +74,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     app.results |= {"train_seconds": seconds, "world_size": trainer.world_size}
     app.results["train_tokens"] = trained_tokens(trainer, module, cfg.data)
+    if module.on_policy is not None:
+        app.results["on_policy"] = generation_totals(trainer, module)
     if is_sharded(student):  # FSDP: gather the full student (every rank joins), rank 0 goes on with it
         student = unsharded_copy(student)
     if not trainer.is_global_zero:  # DDP: rank 0 alone evaluates, exports and writes results

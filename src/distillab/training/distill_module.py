@@ -56,6 +56,9 @@ class DistillModule(L.LightningModule):
         # tokens trained on by this rank (checkpointed): an on-policy batch trains on its sampled
         # tokens only, not on a whole block, so steps x block size would overstate the budget
         self.trained_tokens = 0
+        # on-policy cost (checkpointed; summed over ranks into results.json's "on_policy"): the
+        # per-step log samples every log_every_n_steps, so an equal-wall-time comparison needs totals
+        self.generation = {"sampled_steps": 0, "generated_tokens": 0, "generation_seconds": 0.0}
         if self.on_policy is not None:
             pad = student_tokenizer.pad_token_id
             self._sample_ids = (
@@ -204,6 +207,9 @@ class DistillModule(L.LightningModule):
         if sampled:  # GKD: this batch is the student's own continuations of prompts cut from it
             batch, stats = self.on_policy.sample(self.student, batch, *self._sample_ids)
             self.trained_tokens += int(stats["generated_tokens"])
+            self.generation["sampled_steps"] += 1
+            self.generation["generated_tokens"] += int(stats["generated_tokens"])
+            self.generation["generation_seconds"] += float(stats["generation_seconds"])
             for name, value in stats.items():
                 self.log(
                     f"train/{name}",
@@ -226,9 +232,11 @@ class DistillModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["distillab_trained_tokens"] = self.trained_tokens
+        checkpoint["distillab_generation"] = dict(self.generation)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.trained_tokens = int(checkpoint.get("distillab_trained_tokens", 0))
+        self.generation |= checkpoint.get("distillab_generation", {})
 
     def on_fit_end(self) -> None:
         self.objective.teardown(self.student, self.teacher)  # e.g. restore the attention kernel

@@ -155,3 +155,12 @@ def check_checkpoint(path: Path) -> None:
             f"ckpt_path: {path} is not a readable checkpoint ({err}); it may be truncated: resume from an "
             "earlier one or drop ckpt_path to start fresh"
         ) from None
+
+
+def generation_totals(trainer: L.Trainer, module: DistillModule) -> dict[str, float]:
+    """An on-policy run's sampled steps, generated tokens and generation seconds, summed over ranks
+    (seconds: summed over ranks too, i.e. device-seconds)."""
+    totals = torch.tensor([float(v) for v in module.generation.values()])
+    if trainer.world_size > 1:
+        totals = trainer.strategy.reduce(totals.to(module.device), reduce_op="sum").cpu()
+    return dict(zip(module.generation, totals.tolist(), strict=True))
