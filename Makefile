@@ -152,6 +152,7 @@ exp-003: models install-gguf-runtime ## experiments/003: distill vs prune vs qua
 # 24-layer cut) on the same data for STUDY_STEPS steps of 1,024 tokens; the first arm of each
 # student also evaluates it before training (where it started). Arms run through
 # experiments/run_arms.sh: 'name:app override ...', a finished arm is skipped, a stopped one resumes.
+# The *_s1 arms replicate the cut's Gemma-vs-CE comparison with seed 1 (another corpus split and order).
 STUDY_STEPS ?= 200
 STUDY_EVAL ?= decision_cpu
 SMOLLM2_DIR = $${DISTILLAB_CACHE_DIR:-$$HOME/.cache/distillab}/models/SmolLM2-135M-Instruct
@@ -168,7 +169,9 @@ STUDY_ARMS = \
   'gemma_whole_equal_tokens:distill experiment=gemma_teacher trainer.max_steps=$(EQUAL_TOKEN_STEPS) trainer.val_check_interval=$(EQUAL_TOKEN_STEPS)' \
   'gemma_cut:distill experiment=gemma_teacher student.remove=$(BI_CUT) eval_before_training=true' \
   'self_cut:distill student.remove=$(BI_CUT) student.num_remove=null objective=kd' \
-  'ce_cut:distill student.remove=$(BI_CUT) student.num_remove=null objective=ce'
+  'ce_cut:distill student.remove=$(BI_CUT) student.num_remove=null objective=ce' \
+  'gemma_cut_s1:distill experiment=gemma_teacher student.remove=$(BI_CUT) seed=1' \
+  'ce_cut_s1:distill student.remove=$(BI_CUT) student.num_remove=null objective=ce seed=1'
 
 exp-006: models models-gemma ## experiments/006: Gemma-3-270m vs self-distillation vs CE for SmolLM2 (whole and cut); on-policy (resumable; hours in float32)
 	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh outputs/distill/larger_teacher \
