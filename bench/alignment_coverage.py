@@ -21,7 +21,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import cpu_name  # noqa: E402
@@ -47,6 +46,7 @@ def main() -> None:
     from distillab.data.packing import packed_blocks, split_documents
     from distillab.data.paths import resolve_data_dir
     from distillab.data.token_alignment import TokenAligner, shared_tokens
+    from distillab.models.fetch import cache_dir
 
     torch.set_num_threads(args.threads)
     student_tok = AutoTokenizer.from_pretrained(args.student)
@@ -55,9 +55,11 @@ def main() -> None:
         {"format": "jsonl", "files": args.corpus, "text_field": "text"}, resolve_data_dir(None)
     )
     train_docs, _ = split_documents(docs, 0.02, 0)  # the study's split (data/_corpus.yaml, seed 0)
-    cache = Path(os.environ.get("DISTILLAB_CACHE_DIR", Path.home() / ".cache/distillab")) / "tokenized"
     # the study's own blocks (the same cache entry training reads), in stored order
-    blocks = packed_blocks(student_tok, train_docs, args.block_size, cache, "redpajama-train")[: args.blocks]
+    blocks = packed_blocks(
+        student_tok, train_docs, args.block_size, cache_dir() / "tokenized", "redpajama-train"
+    )
+    blocks = blocks[: args.blocks]
     student_shared, teacher_shared = shared_tokens(student_tok, teacher_tok)
     print(f"machine: {cpu_name()}, {args.threads} threads")
     print(
@@ -66,8 +68,7 @@ def main() -> None:
     )
 
     start = time.time()
-    aligner = TokenAligner(student_tok, teacher_tok)
-    batch = aligner(blocks, torch.ones_like(blocks))
+    batch = TokenAligner(student_tok, teacher_tok)(blocks, torch.ones_like(blocks))
     pairs = batch.pairs
     predicting = blocks.shape[0] * (blocks.shape[1] - 1)
     is_shared = torch.zeros(len(student_tok), dtype=torch.bool)
@@ -80,14 +81,15 @@ def main() -> None:
         f"teacher tokens per student token {batch.teacher_mask.sum() / blocks.numel():.2f}"
     )
     if args.teacher_mass:
-        teacher_and_student_mass(args, blocks[: args.teacher_mass], aligner, student_shared, teacher_shared)
+        teacher_and_student_mass(args, blocks[: args.teacher_mass], batch, student_shared, teacher_shared)
 
 
-def teacher_and_student_mass(args, blocks, aligner, student_shared, teacher_shared) -> None:
+def teacher_and_student_mass(args, blocks, batch, student_shared, teacher_shared) -> None:
+    """Mean probability on shared tokens at the paired positions of the first ``len(blocks)`` rows of
+    ``batch`` (the aligned batch of all blocks)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    batch = aligner(blocks, torch.ones_like(blocks))
     masses = {}
     for name, folder, ids, mask, shared, column in (
         ("student", args.student, blocks, torch.ones_like(blocks), student_shared, 1),
@@ -96,9 +98,8 @@ def teacher_and_student_mass(args, blocks, aligner, student_shared, teacher_shar
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         total = []
         with torch.no_grad():
-            for b in range(
-                ids.shape[0]
-            ):  # one row at a time: a 262k-vocabulary row of logits is 1 MB per token
+            # one row at a time: a 262k-vocabulary row of logits is 1 MB per token
+            for b in range(blocks.shape[0]):
                 rows = batch.pairs[batch.pairs[:, 0] == b]
                 logits = model(input_ids=ids[b : b + 1], attention_mask=mask[b : b + 1]).logits[0]
                 probs = torch.softmax(logits[rows[:, column]].float(), dim=-1)

@@ -58,8 +58,9 @@ def ambient_autocast_dtype(model) -> torch.dtype | None:
 
 # lm-eval takes the float32 log-softmax of a whole batch's logits (batch x length x vocabulary): at
 # Gemma-3's 262,144 tokens, 8 one-shot GSM8K items of ~700 tokens are 8 x 700 x 262,144 x 4 bytes
-# = 5.9 GB, plus the bf16 logits: batch 8 OOM-killed Gemma's evaluation on a 24 GB machine. Batches shrink in proportion above this vocabulary, so
-# that product stays where it is for a ~50k-vocabulary model; at or below it nothing changes.
+# = 5.9 GB, plus the bf16 logits: batch 8 OOM-killed Gemma's evaluation on a 24 GB machine.
+# Batches shrink in proportion above this vocabulary, so that product stays where it is for a
+# ~50k-vocabulary model; at or below it nothing changes.
 REFERENCE_VOCABULARY = 65_536
 
 
