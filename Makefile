@@ -24,7 +24,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-kd-profile bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics bench-allocator experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 clean
+.PHONY: help docs docs-serve install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-kd-profile bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics bench-allocator experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -148,71 +148,24 @@ exp-003: models install-gguf-runtime ## experiments/003: distill vs prune vs qua
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune prune.layers.num_remove=9 heal.trainer.max_steps=48 heal.trainer.val_check_interval=48 eval=suite experiment_name=prune_alone
 	$(REPORT) outputs/pipeline/pipeline_study outputs/pipeline/pipeline_quantize_first outputs/pipeline/pipeline_q4_k_m $(call LATEST,quantize/quant_alone) $(call LATEST,quantize/quant_alone_torchao) $$(ls -td outputs/prune/prune_alone/*/ | head -1) --metrics $(SUITE_METRICS) --out experiments/003-compression-pipeline --wandb compression_study
 
-# exp-006: a larger teacher with another tokenizer. Every arm trains SmolLM2-135M (whole, or its
-# 24-layer cut) on the same data for STUDY_STEPS steps of 1,024 tokens; the first arm of each
-# student also evaluates it before training (where it started). Arms run through
-# experiments/run_arms.sh: 'name:app override ...', a finished arm is skipped, a stopped one resumes.
-# The *_s1 arms replicate the cut's Gemma-vs-CE comparison with seed 1 (another corpus split and order).
-STUDY_STEPS ?= 200
-STUDY_EVAL ?= decision_cpu
-SMOLLM2_DIR = $${DISTILLAB_CACHE_DIR:-$$HOME/.cache/distillab}/models/SmolLM2-135M-Instruct
-BI_CUT = [13,14,15,17,25,26]
-# off-policy at the on-policy arm's trained tokens: gemma_on_policy_whole trained on 123,200 tokens
-# in 200 steps (results.json train_tokens; a sampled batch trains only its 64 new tokens per row),
-# which is 120 off-policy steps of 1,024. Read it off that arm again at another STUDY_STEPS.
-EQUAL_TOKEN_STEPS ?= 120
-STUDY_ARMS = \
-  'gemma_whole:distill experiment=gemma_teacher eval_before_training=true' \
-  "self_whole:distill student=pretrained student.model.name_or_path=$(SMOLLM2_DIR) objective=kd" \
-  "ce_whole:distill student=pretrained student.model.name_or_path=$(SMOLLM2_DIR) objective=ce" \
-  'gemma_on_policy_whole:distill experiment=gemma_teacher on_policy.fraction=0.5' \
-  'gemma_whole_equal_tokens:distill experiment=gemma_teacher trainer.max_steps=$(EQUAL_TOKEN_STEPS) trainer.val_check_interval=$(EQUAL_TOKEN_STEPS)' \
-  'gemma_cut:distill experiment=gemma_teacher student.remove=$(BI_CUT) eval_before_training=true' \
-  'self_cut:distill student.remove=$(BI_CUT) student.num_remove=null objective=kd' \
-  'ce_cut:distill student.remove=$(BI_CUT) student.num_remove=null objective=ce' \
-  'gemma_cut_s1:distill experiment=gemma_teacher student.remove=$(BI_CUT) seed=1' \
-  'ce_cut_s1:distill student.remove=$(BI_CUT) student.num_remove=null objective=ce seed=1'
-
+# exp-006 and exp-007: every arm is one file, conf/experiment/<study>/<arm>.yaml (its `# app:` line
+# names the app); experiments/run_arms.sh runs them in file-name order, skips finished arms and resumes
+# a stopped one. ARMS="kd_s1 ce_s1" picks arms; ARGS="eval=decision" is added to every arm.
+# exp-006: Gemma-3-270m (another tokenizer) vs self-distillation vs CE for SmolLM2, whole and 24-layer
+# cut (200 steps of 1,024 tokens, eval=decision_cpu); on-policy; *_s1 arms: seed-1 replicates.
 exp-006: models models-gemma ## experiments/006: Gemma-3-270m vs self-distillation vs CE for SmolLM2 (whole and cut); on-policy (resumable; hours in float32)
-	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh outputs/distill/larger_teacher \
-	  "experiment_name=larger_teacher eval=$(STUDY_EVAL) trainer.max_steps=$(STUDY_STEPS) trainer.val_check_interval=$(STUDY_STEPS)" \
-	  $(STUDY_ARMS)
+	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh outputs/distill/larger_teacher larger_teacher $(ARGS)
 	$(REPORT) outputs/distill/larger_teacher/* --metrics $(DECISION_METRICS)
 
-# exp-007: the seed's three claims (S1-S3) re-answered at CLAIMS_STEPS steps of 1,024 tokens per arm
-# (400: 409.6k tokens), every arm on the demo's Block Influence cut where it cuts 30 -> 24, constant
-# LR (so experiments/004's 400-step point is the one-shot ild arm), evaluated on CLAIMS_EVAL.
-# Ordered so each claim gets a first answer early; the extra seeds and objectives come last.
-CLAIMS_STEPS ?= 400
-CLAIMS_EVAL ?= decision_cpu
-# another root keeps runs of another precision or machine apart (ARMS="kd_s1 ce_s1" picks arms)
+# exp-007: the seed's three claims (S1-S3) re-answered at 400 steps of 1,024 tokens per arm (409.6k
+# tokens), every arm on the demo's Block Influence cut where it cuts 30 -> 24, constant LR.
+# Another root keeps runs of another precision or machine apart (the bf16 runs: CLAIMS_ROOT=outputs/claims_bf16).
 CLAIMS_ROOT ?= outputs/claims
-HALF_STEPS = $(shell expr $(CLAIMS_STEPS) / 2)
-AT_BUDGET = scheduler=constant trainer.max_steps=$(CLAIMS_STEPS) trainer.val_check_interval=$(CLAIMS_STEPS)
-HEAL_AT = scheduler@heal.scheduler=constant heal.trainer.val_check_interval
-STAGE_AT = "scheduler=constant","trainer.max_steps=$(HALF_STEPS)","trainer.val_check_interval=$(HALF_STEPS)","eval_before_training=false"
-CLAIMS_ARMS = \
-  'kd_s0:distill objective=kd seed=0 $(AT_BUDGET)' \
-  'ce_s0:distill objective=ce seed=0 $(AT_BUDGET)' \
-  'ild_iterative_s0:prune prune.layers.schedule=iterative prune.layers.per_step=3 prune.layers.eval_each_step=false $(HEAL_AT)=$(HALF_STEPS) heal.trainer.max_steps=$(HALF_STEPS)' \
-  'quantize_alone:quantize quantize.gguf_type=q4_1' \
-  'quantize_q4_0_alone:quantize quantize.gguf_type=q4_0' \
-  'pipeline:pipeline stages.distill.overrides=["student.num_remove=6","objective=kd",$(STAGE_AT)] stages.heal.overrides=["objective=ild",$(STAGE_AT)]' \
-  'prune_alone:prune prune.layers.num_remove=9 $(HEAL_AT)=$(CLAIMS_STEPS) heal.trainer.max_steps=$(CLAIMS_STEPS)' \
-  'distill_alone:distill student.num_remove=9 objective=kd $(AT_BUDGET)' \
-  'kd_s1:distill objective=kd seed=1 $(AT_BUDGET)' \
-  'ce_s1:distill objective=ce seed=1 $(AT_BUDGET)' \
-  'kd_s2:distill objective=kd seed=2 $(AT_BUDGET)' \
-  'ce_s2:distill objective=ce seed=2 $(AT_BUDGET)' \
-  'distill_lens_s0:distill objective=distill_lens seed=0 $(AT_BUDGET)' \
-  'multi_signal_s0:distill objective=multi_signal seed=0 $(AT_BUDGET)' \
-  'ild_one_shot_s0:prune $(HEAL_AT)=$(CLAIMS_STEPS) heal.trainer.max_steps=$(CLAIMS_STEPS)'
 
 # No install-gguf-runtime here: q4_0 / q4_1 are written in Python and scored through transformers;
 # llama.cpp would only time decoding (make install-gguf-runtime first for llama.cpp tokens/s).
 exp-007: models ## experiments/007: S1-S3 re-answered with paired intervals at 409.6k tokens per arm (resumable; ~18 h in float32 on 2 cores)
-	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh $(CLAIMS_ROOT) \
-	  "experiment_name=claims eval=$(CLAIMS_EVAL)" $(CLAIMS_ARMS)
+	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh $(CLAIMS_ROOT) claims $(ARGS)
 
 # One constant-LR healing run, stopped and evaluated (eval=decision, per-item results) at each budget:
 # point N resumes point N-1's last checkpoint, so the curve is one run's trajectory. A finished point
@@ -234,5 +187,20 @@ exp-004: models ## experiments/004: retention vs healing budget, 24.6k -> 1.64M 
 exp-004-gpu: models ## experiments/004's GPU arms (one bf16 CUDA GPU): batch 64 x 256 to --max-steps (default 6,400: 105M tokens), inside --budget-s
 	OMP_NUM_THREADS=$(THREADS) $(PY) experiments/004-healing-budget/gpu_points.py --out outputs/distill/budget_curve_gpu $(ARGS)
 
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+export NO_MKDOCS_2_WARNING ?= 1
+export DISABLE_MKDOCS_2_WARNING ?= true
+docs: $(DOCS_STAMP) ## regenerate the generated pages (config reference, troubleshooting), build the site into site/ (--strict)
+	$(PY) -m distillab.docsgen
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(DOCS_STAMP) ## serve the docs on http://127.0.0.1:8000 with live reload
+	$(PY) -m distillab.docsgen
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
 clean: ## remove run outputs (not the venv or the model cache)
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs multirun .pytest_cache site

@@ -19,6 +19,7 @@ RANKS = [
     ("app_run", "entry", "stage_cache", "sweeps"),
     ("distill", "evaluate", "generate", "prune", "quantize", "report"),
     ("pipeline",),
+    ("docsgen",),  # pages of the docs site generated from the configs and the tests' catalogue
 ]
 RANK = {name: rank for rank, names in enumerate(RANKS) for name in names}
 ROOT = Path(distillab.__file__).parent

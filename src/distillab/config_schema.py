@@ -125,9 +125,18 @@ RULES: dict[str, Rule] = {
     "eval.batch_size": _positive_int(),
     "eval.max_length": _positive_int(),
     "eval.tasks.*.limit": _positive_int("items scored (null: the whole split)", nullable=True),
-    "eval.tasks.*.num_fewshot": Rule(int, low=0),
-    "eval.perplexity.*.block_size": Rule(int, low=2),
-    "eval.perplexity.*.max_tokens": _positive_int(nullable=True),
+    "eval.tasks.*.num_fewshot": Rule(int, low=0, meaning="few-shot examples before each item; 0: zero-shot"),
+    "eval.tasks.*.primary": Rule(
+        str, nullable=True, meaning="the metric the task's retention means (null: the task's default)"
+    ),
+    "eval.perplexity.*.block_size": Rule(int, low=2, meaning="tokens per scored block"),
+    "eval.perplexity.*.max_tokens": _positive_int("tokens scored from the start (null: all)", nullable=True),
+    "eval.perplexity.*.source.format": Rule(
+        str, choices=("jsonl", "text", "hub"), meaning="how the text is read (data/corpus.py)"
+    ),
+    "eval.perplexity.*.source.files": Rule(
+        str, meaning="glob of the text to score, relative to paths.data_dir"
+    ),
     # pruning
     "prune.layers.num_remove": _positive_int(),
     "prune.layers.per_step": _positive_int(),

@@ -107,8 +107,9 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs' command test parses every ``distillab-report`` line with it)."""
+    parser = argparse.ArgumentParser(prog="distillab-report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", type=Path, help="run, sweep or pipeline directories")
     parser.add_argument(
         "--metrics", nargs="+", help="task/metric columns (default: the runs' primary metrics)"
@@ -128,7 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--wandb", metavar="GROUP", help="log the report and plots as a W&B run in this group"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if bool(args.a) != bool(args.b) or not (args.paths or args.a) or (args.a and args.paths):
         fail("give run directories to tabulate, or --a RUN... and --b RUN... to compare (not both)")
     for side, runs in (("--a", args.a or []), ("--b", args.b or [])):

