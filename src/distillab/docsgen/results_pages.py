@@ -23,7 +23,12 @@ _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 
 
 def site_path(repo_path: str) -> str | None:
-    """Where a repository file under experiments/ lives on the site (None: the site does not carry it)."""
+    """Where a repository file lives on the site (None: the site does not carry it): docs/ pages,
+    the README as the home page, experiments/ as the Results section."""
+    if repo_path.startswith("docs/"):
+        return repo_path.removeprefix("docs/")
+    if repo_path == "README.md":
+        return "index.md"
     parts = repo_path.split("/")
     if parts[0] != "experiments":
         return None
@@ -65,7 +70,8 @@ def rewrite_links(text: str, repo_file: str, page: str) -> str:
 
 
 def pages() -> Iterator[tuple[str, bytes | str]]:
-    """``(site path, content)`` for every results page and image."""
+    """``(site path, content)`` for the home page (the README) and every results page and image."""
+    yield "index.md", rewrite_links((REPO / "README.md").read_text(), "README.md", "index.md")
     index = EXPERIMENTS / "README.md"
     if index.is_file():
         yield "results/index.md", rewrite_links(index.read_text(), "experiments/README.md", "results/index.md")
