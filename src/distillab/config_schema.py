@@ -134,9 +134,6 @@ RULES: dict[str, Rule] = {
     "eval.perplexity.*.source.format": Rule(
         str, choices=("jsonl", "text", "hub"), meaning="how the text is read (data/corpus.py)"
     ),
-    "eval.perplexity.*.source.files": Rule(
-        str, meaning="glob of the text to score, relative to paths.data_dir"
-    ),
     # pruning
     "prune.layers.num_remove": _positive_int(),
     "prune.layers.per_step": _positive_int(),

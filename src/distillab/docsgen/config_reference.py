@@ -152,6 +152,45 @@ def app_keys(app: str) -> tuple[list[KeyDoc], list[GroupDoc]]:
     return keys, groups
 
 
+def option_keys() -> dict[str, list[tuple[str, list[KeyDoc]]]]:
+    """``{group: [(option, its own keys), ...]}`` for every option file of every group: the keys a
+    choice such as ``objective=distill_lens`` brings, which no app's default composition shows."""
+    root = Path(CONFIG_DIR)
+    found: dict[str, list[tuple[str, list[KeyDoc]]]] = {}
+    for group in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment")):
+        # a key means the same in every option of a group: one option's comment serves its siblings
+        shared: dict[str, str] = {}
+        for path in sorted(group.glob("*.yaml")):
+            for inner, comment in key_comments(str(path)).items():
+                shared.setdefault(inner, comment)
+        for path in sorted(group.glob("*.yaml")):
+            if path.stem.startswith("_"):
+                continue
+            own = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            own.pop("defaults", None)
+            package = group.name
+            docs = []
+            for inner, value in _leaves(own):
+                key = f"{package}.{inner}"
+                rule = _rule_for(key)
+                comment = (
+                    key_comments(str(path)).get(inner)
+                    or shared.get(inner)
+                    or (rule.meaning if rule and rule.meaning else "")
+                )
+                docs.append(
+                    KeyDoc(
+                        key=key,
+                        kind=rule.kind.__name__ if rule else _kind(value),
+                        default=_shown(value),
+                        valid=rule.expected() if rule else "",
+                        meaning=comment or HYDRA_KEYS.get(inner.rpartition(".")[2], ""),
+                    )
+                )
+            found.setdefault(group.name, []).append((path.stem, docs))
+    return found
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -184,6 +223,21 @@ def render() -> str:
             [f"`{k.key}`", k.kind, f"`{_cell(k.default)}`", _cell(k.valid), _cell(k.meaning)] for k in keys
         ]
         lines += ["### Keys", "", table(["key", "type", "default", "valid", "meaning"], rows), ""]
+    lines += [
+        "## Every group option",
+        "",
+        "What each option of each config group sets (the keys of its own file; a group used at another",
+        "place, such as `objective@heal.objective` in distillab-prune, takes the same keys under that place).",
+        "",
+    ]
+    for group, options in option_keys().items():
+        lines += [f"### {group}", ""]
+        for option, docs in options:
+            path = Path(CONFIG_DIR) / group / f"{option}.yaml"
+            lines += [f"**`{group}={option}`** — {_cell(first_comment(str(path)))}", ""]
+            if docs:
+                rows = [[f"`{k.key}`", k.kind, f"`{_cell(k.default)}`", _cell(k.valid), _cell(k.meaning)] for k in docs]
+                lines += [table(["key", "type", "value", "valid", "meaning"], rows), ""]
     rows = [[f"`{p}`", r.kind.__name__, _cell(r.expected()), _cell(r.meaning)] for p, r in RULES.items()]
     lines += [
         "## The schema",
@@ -198,4 +252,12 @@ def render() -> str:
 
 
 def missing_descriptions() -> list[str]:
-    return [f"{app}: {k.key}" for app in APPS for k in app_keys(app)[0] if not k.meaning]
+    apps = [f"{app}: {k.key}" for app in APPS for k in app_keys(app)[0] if not k.meaning]
+    options = [
+        f"conf/{group}/{option}.yaml: {k.key}"
+        for group, entries in option_keys().items()
+        for option, docs in entries
+        for k in docs
+        if not k.meaning
+    ]
+    return apps + options
