@@ -24,7 +24,10 @@ GROUP_OPTIONS = [
 # every experiment file, study arms included (conf/experiment/<study>/<arm>.yaml), with the app its
 # `# app:` line names (run_arms.sh reads the same line)
 EXPERIMENTS = [
-    (str(p.relative_to(Path(CONFIG_DIR) / "experiment").with_suffix("")), re.search(r"^# app: (\w+)", p.read_text(), re.M))
+    (
+        str(p.relative_to(Path(CONFIG_DIR) / "experiment").with_suffix("")),
+        re.search(r"^# app: (\w+)", p.read_text(), re.M),
+    )
     for p in sorted((Path(CONFIG_DIR) / "experiment").rglob("*.yaml"))
 ]
 

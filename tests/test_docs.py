@@ -140,8 +140,11 @@ def test_the_readme_and_docs_show_commands():
 
 
 def test_command_lines_are_read_as_a_reader_would():
-    assert parse_line("OMP_NUM_THREADS=2 .venv/bin/distillab-distill a=1  # note") == ("distillab-distill", ("a=1",))
-    assert parse_line("make demo ARGS=\"x=1 y=2\"") == ("make", ("demo", "ARGS=x=1 y=2"))
+    assert parse_line("OMP_NUM_THREADS=2 .venv/bin/distillab-distill a=1  # note") == (
+        "distillab-distill",
+        ("a=1",),
+    )
+    assert parse_line('make demo ARGS="x=1 y=2"') == ("make", ("demo", "ARGS=x=1 y=2"))
     assert parse_line("python bench/kd_step.py") is None
 
 
@@ -156,13 +159,17 @@ def test_a_wrong_documented_command_fails(capsys):
 
 def test_every_config_key_is_described():
     missing = config_reference.missing_descriptions()
-    assert not missing, f"{len(missing)} keys without a description (a comment beside the key): {missing[:20]}"
+    assert not missing, (
+        f"{len(missing)} keys without a description (a comment beside the key): {missing[:20]}"
+    )
 
 
 def test_generated_pages_are_current():
     """`python -m distillab.docsgen` rewrites them; a change to a config or the catalogue must too."""
     for path, render in docsgen.PAGES.items():
-        assert path.read_text() == render(), f"{path.relative_to(REPO)} is stale: run python -m distillab.docsgen"
+        assert path.read_text() == render(), (
+            f"{path.relative_to(REPO)} is stale: run python -m distillab.docsgen"
+        )
 
 
 def test_troubleshooting_lists_every_catalogue_case():

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.config_repository import CachingConfigRepository  # the defaults list: which file set a key
+from hydra._internal.config_repository import (
+    CachingConfigRepository,  # the defaults list: which file set a key
+)
 from hydra._internal.defaults_list import create_defaults_list
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -215,7 +217,12 @@ def render() -> str:
         lines += [f"## distillab-{app}", "", first_comment(str(Path(CONFIG_DIR) / f"{app}.yaml")), ""]
         if groups:
             rows = [
-                [f"`{g.override}`", f"`{g.default}`", ", ".join(f"`{o}`" for o in g.options), _cell(g.meaning)]
+                [
+                    f"`{g.override}`",
+                    f"`{g.default}`",
+                    ", ".join(f"`{o}`" for o in g.options),
+                    _cell(g.meaning),
+                ]
                 for g in groups
             ]
             lines += ["### Config groups", "", table(["group", "default", "options", "meaning"], rows), ""]
@@ -236,7 +243,10 @@ def render() -> str:
             path = Path(CONFIG_DIR) / group / f"{option}.yaml"
             lines += [f"**`{group}={option}`** — {_cell(first_comment(str(path)))}", ""]
             if docs:
-                rows = [[f"`{k.key}`", k.kind, f"`{_cell(k.default)}`", _cell(k.valid), _cell(k.meaning)] for k in docs]
+                rows = [
+                    [f"`{k.key}`", k.kind, f"`{_cell(k.default)}`", _cell(k.valid), _cell(k.meaning)]
+                    for k in docs
+                ]
                 lines += [table(["key", "type", "value", "valid", "meaning"], rows), ""]
     rows = [[f"`{p}`", r.kind.__name__, _cell(r.expected()), _cell(r.meaning)] for p, r in RULES.items()]
     lines += [

@@ -74,7 +74,10 @@ def pages() -> Iterator[tuple[str, bytes | str]]:
     yield "index.md", rewrite_links((REPO / "README.md").read_text(), "README.md", "index.md")
     index = EXPERIMENTS / "README.md"
     if index.is_file():
-        yield "results/index.md", rewrite_links(index.read_text(), "experiments/README.md", "results/index.md")
+        yield (
+            "results/index.md",
+            rewrite_links(index.read_text(), "experiments/README.md", "results/index.md"),
+        )
     for folder in sorted(p for p in EXPERIMENTS.iterdir() if p.is_dir() and re.match(r"\d{3}-", p.name)):
         for file in sorted(folder.iterdir()):
             repo_file = f"experiments/{folder.name}/{file.name}"

@@ -20,13 +20,22 @@ parts = sorted(
     for p in ROOT.iterdir()
     if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").is_file())
 )
-index = ["# API reference", "", "Generated from the docstrings by mkdocstrings, one page per part of the package.", ""]
+index = [
+    "# API reference",
+    "",
+    "Generated from the docstrings by mkdocstrings, one page per part of the package.",
+    "",
+]
 for part in parts:
     path = ROOT / part
     modules = (
         [f"distillab.{part}"]
         if not path.is_dir()
-        else [f"distillab.{part}.{m.stem}" for m in sorted(path.glob("*.py")) if m.stem not in ("__init__", "__main__", "site_pages")]
+        else [
+            f"distillab.{part}.{m.stem}"
+            for m in sorted(path.glob("*.py"))
+            if m.stem not in ("__init__", "__main__", "site_pages")
+        ]
     )
     with mkdocs_gen_files.open(f"reference/api/{part}.md", "w") as out:
         out.write(f"# distillab.{part}\n\n" + "\n".join(f"::: {m}\n" for m in modules))

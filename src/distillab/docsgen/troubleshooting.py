@@ -31,7 +31,9 @@ def sections(path: Path = CATALOGUE_FILE) -> list[tuple[str, list[tuple[str, lis
     """``[(heading, [(app, overrides, message), ...]), ...]`` in the catalogue's order."""
     source = path.read_text()
     headings = {
-        n: m.group(1) for n, line in enumerate(source.splitlines(), 1) if (m := re.match(r"^    # (.+)", line))
+        n: m.group(1)
+        for n, line in enumerate(source.splitlines(), 1)
+        if (m := re.match(r"^    # (.+)", line))
     }
     tree = ast.parse(source)
     catalogue = next(
@@ -82,5 +84,10 @@ def render(path: Path = CATALOGUE_FILE) -> str:
             ]
             for app, overrides, message in cases
         ]
-        lines += [f"## {heading[0].upper()}{heading[1:]}", "", table(["mistake", "what distillab prints"], rows), ""]
+        lines += [
+            f"## {heading[0].upper()}{heading[1:]}",
+            "",
+            table(["mistake", "what distillab prints"], rows),
+            "",
+        ]
     return "\n".join(lines)

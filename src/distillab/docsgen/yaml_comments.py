@@ -9,7 +9,7 @@ own: the schema's pattern rules describe them (``eval.tasks.*.limit``).
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w@.-]*|'[^']+'|\"[^\"]+\"):(?:\s|$)")
@@ -26,7 +26,7 @@ def _trailing_comment(line: str) -> str:
     return ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def key_comments(path: str) -> dict[str, str]:
     """``{dotted key path within the file: description}`` for every block-style key of ``path``."""
     found: dict[str, str] = {}
