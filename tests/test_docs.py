@@ -186,3 +186,23 @@ def test_results_links_point_at_site_pages():
     assert "[004](004-healing-budget.md#a)" in out and "[notes](007-claims/NOTES.md)" in out
     assert "![p](007-claims/retention.png)" in out and "`experiments/007-claims/runs/a.csv`" in out
     assert "[x](https://x.org)" in out
+
+
+def test_no_issue_numbers_in_readme_or_docs():
+    """The README and the docs speak to users: no `#13`-style references to the issue tracker."""
+    from distillab.docsgen.commands import documented_files
+
+    found = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()[:80]}"
+        for path in documented_files(REPO)
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"(?<![\w&/])#\d{1,3}\b|\bissues? #?\d+\b", line)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_readme_is_short_and_starts_with_the_two_commands():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 200
+    head = "\n".join(lines[:40])
+    assert "make demo" in head and "make test" in head
