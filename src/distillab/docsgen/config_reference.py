@@ -270,4 +270,10 @@ def missing_descriptions() -> list[str]:
         for k in docs
         if not k.meaning
     ]
-    return apps + options
+    headers = [
+        f"conf/{group}/{option}.yaml: (the file's opening comment: what the option is)"
+        for group, entries in option_keys().items()
+        for option, _ in entries
+        if not first_comment(str(Path(CONFIG_DIR) / group / f"{option}.yaml"))
+    ]
+    return apps + options + headers

@@ -60,10 +60,14 @@ def key_comments(path: str) -> dict[str, str]:
 
 
 def first_comment(path: str) -> str:
-    """The first sentence-ish line of a file's opening comment block: what the option is."""
+    """The first sentence of a file's opening comment block: what the option is ('' if none)."""
+    block = []
     for line in Path(path).read_text().splitlines():
         text = line.strip()
-        if text.startswith("# @package") or not text:
+        if text.startswith("# @package") or re.match(r"^# app: ", text):
             continue
-        return text.lstrip("#").strip() if text.startswith("#") else ""
-    return ""
+        if not text.startswith("#"):
+            break
+        block.append(text.lstrip("#").strip())
+    joined = " ".join(part for part in block if part)
+    return re.split(r"(?<=[.!?])\s", joined, maxsplit=1)[0].rstrip(":") if joined else ""
