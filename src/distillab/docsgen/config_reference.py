@@ -106,6 +106,23 @@ HYDRA_KEYS = {
 }
 
 
+def _rule_meaning(key: str) -> str:
+    """The schema rule's meaning for ``key``, else what Hydra's own keys mean ('' if neither)."""
+    rule = _rule_for(key)
+    return rule.meaning if rule and rule.meaning else HYDRA_KEYS.get(key.rpartition(".")[2], "")
+
+
+def _key_doc(key: str, value: Any, meaning: str) -> KeyDoc:
+    rule = _rule_for(key)
+    return KeyDoc(
+        key=key,
+        kind=rule.kind.__name__ if rule else _kind(value),
+        default=_shown(value),
+        valid=rule.expected() if rule else "",
+        meaning=meaning,
+    )
+
+
 def _describe(key: str, sources: list[Source]) -> str:
     for source in reversed(sources):  # the file that set the key last is the one that explains it
         if source.package and not (key == source.package or key.startswith(source.package + ".")):
@@ -114,8 +131,7 @@ def _describe(key: str, sources: list[Source]) -> str:
         comment = key_comments(str(source.path)).get(inner)
         if comment:
             return comment
-    rule = _rule_for(key)
-    return rule.meaning if rule and rule.meaning else HYDRA_KEYS.get(key.rpartition(".")[2], "")
+    return _rule_meaning(key)
 
 
 def _shown(value: Any) -> str:
@@ -131,18 +147,7 @@ def app_keys(app: str) -> tuple[list[KeyDoc], list[GroupDoc]]:
         sources = _sources(app)
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)
-    keys = []
-    for key, value in _leaves(plain):
-        rule = _rule_for(key)
-        keys.append(
-            KeyDoc(
-                key=key,
-                kind=rule.kind.__name__ if rule else _kind(value),
-                default=_shown(value),
-                valid=rule.expected() if rule else "",
-                meaning=_describe(key, sources),
-            )
-        )
+    keys = [_key_doc(key, value, _describe(key, sources)) for key, value in _leaves(plain)]
     groups = []
     for source in sources:
         if not source.group or source.path.stem.startswith("_"):
@@ -174,21 +179,8 @@ def option_keys() -> dict[str, list[tuple[str, list[KeyDoc]]]]:
             docs = []
             for inner, value in _leaves(own):
                 key = f"{package}.{inner}"
-                rule = _rule_for(key)
-                comment = (
-                    key_comments(str(path)).get(inner)
-                    or shared.get(inner)
-                    or (rule.meaning if rule and rule.meaning else "")
-                )
-                docs.append(
-                    KeyDoc(
-                        key=key,
-                        kind=rule.kind.__name__ if rule else _kind(value),
-                        default=_shown(value),
-                        valid=rule.expected() if rule else "",
-                        meaning=comment or HYDRA_KEYS.get(inner.rpartition(".")[2], ""),
-                    )
-                )
+                comment = key_comments(str(path)).get(inner) or shared.get(inner) or _rule_meaning(key)
+                docs.append(_key_doc(key, value, comment))
             found.setdefault(group.name, []).append((path.stem, docs))
     return found
 
