@@ -91,6 +91,9 @@ def test_kill_9_while_publishing_keeps_earlier_results_and_the_rerun_completes(c
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
         "DISTILLAB_TEST_KILL_BEFORE_RENAME": target,
+        # a cache of its own: an entry another test already published (the teacher cache of the
+        # same tiny teacher and corpus) would never be written here, so the process would not die
+        "DISTILLAB_CACHE_DIR": str(tmp_path / "cache"),
     }
     killed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert killed.returncode == -9, f"the process was not killed at {target!r}:\n{killed.stderr[-2000:]}"

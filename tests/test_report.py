@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from distillab.report import main
 from distillab.tracking.compare import Entry, budget_advice, collect, markdown_report, pareto_front, tied_with
 
@@ -440,3 +442,63 @@ def test_labels_drop_what_every_run_given_shares_and_name_runs_that_differ_only_
         "hydra:\n  overrides:\n    hydra:\n    - hydra.run.dir=outputs/claims/kd_s0\n    - hydra.mode=RUN\n"
     )
     assert run_labels([*runs, arm]) == ["seed=1 (r1)", "seed=1 (r2)", "seed=2", "kd_s0"]
+
+
+def _cut_short(path: Path, keep: float = 0.5, extra: int = 0) -> None:
+    """What a crash mid-copy leaves: the first part of the file."""
+    text = path.read_text()
+    path.write_text(text[: int(len(text) * keep) + extra])
+
+
+@pytest.mark.parametrize(
+    "damage,mode,message",
+    [
+        ("results", "compare", "results.json: not valid JSON"),
+        ("results", "table", "results.json: not valid JSON"),
+        ("items_cut", "compare", "wiki.csv: damaged per-item results (its last row is cut short"),
+        ("items_row", "compare", "wiki.csv: damaged per-item results (line 3 has 1 fields"),
+        ("items_value", "compare", "arc.csv: damaged per-item results (column 'acc'"),
+    ],
+)
+def test_a_damaged_run_folder_is_one_line_naming_the_file(tmp_path, damage, mode, message):
+    """A results.json or items CSV cut short (a crash, a copy) is one error line, exit 2, no traceback,
+    and no report is written; before, a JSON decoder or index error surfaced as a traceback."""
+    a = _run_with_items(tmp_path / "a", [1.0, 0.0, 1.0, 1.0], [30.0, 31.0, 29.0])
+    b = _run_with_items(tmp_path / "b", [1.0, 1.0, 1.0, 0.0], [28.0, 30.0, 29.0])
+    wiki, arc = b / "items" / "student" / "wiki.csv", b / "items" / "student" / "arc.csv"
+    if damage == "results":
+        _cut_short(b / "results.json")
+    elif damage == "items_cut":
+        _cut_short(wiki, extra=-3)
+    elif damage == "items_row":  # cut exactly after a field: the last row lacks its other columns
+        lines = wiki.read_text().splitlines()
+        wiki.write_text("\n".join([*lines[:2], lines[2].split(",")[0]]) + "\n")
+    else:
+        arc.write_text(arc.read_text().replace("1.0", "1.", 1).replace("0.0", "x", 1))
+    args = ["--a", str(a), "--b", str(b)] if mode == "compare" else [str(a), str(b)]
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "distillab.report", *args, "--out", str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr[-800:]
+    assert proc.stderr.startswith("error: ") and proc.stderr.strip().count("\n") == 0, proc.stderr[-800:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_items_read_back_exactly_and_a_cut_file_is_never_misread():
+    """Cut anywhere but a line end, the file is refused; cut at a line end it reads as its first rows
+    (fewer items: a comparison then refuses runs on different items, and a score no longer
+    reproduces from them, so it gets no interval)."""
+    from distillab.evaluation import items
+
+    suite = {"id": ["a", "b"], "acc": [1.0, 0.0], "nll_sum": [2.5, 3.25]}
+    text = items.to_csv(suite)
+    assert items.from_csv(text) == suite
+    for cut in range(1, len(text)):
+        if text[cut - 1] != "\n":
+            with pytest.raises(ValueError):
+                items.from_csv(text[:cut])
+        else:
+            rows = len(text[:cut].splitlines()) - 1
+            assert items.from_csv(text[:cut]) == {k: v[:rows] for k, v in suite.items()}

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from distillab.errors import DistillabError
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -61,6 +63,20 @@ def atomic_folder(target: Path) -> Iterator[Path]:
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_json(path: Path, remedy: str = "re-run what wrote it, or leave this run out") -> Any:
+    """A JSON file a run left behind; damage (cut short by a crash or a copy, not JSON at all) is a
+    one-line :class:`DistillabError` naming the file and what to do, never a decoder traceback."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise DistillabError(f"{path}: not a text file; the file is damaged: {remedy}") from None
+    except json.JSONDecodeError as err:
+        raise DistillabError(
+            f"{path}: not valid JSON ({err.msg}, line {err.lineno}); the file is damaged or cut short: {remedy}"
+        ) from None
 
 
 def write_json_atomic(path: Path, payload: Any, indent: int | None = 2) -> None:

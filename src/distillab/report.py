@@ -133,7 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """A damaged or unfinished run folder is one ``error:`` line and exit status 2, whichever mode."""
     args = build_parser().parse_args(argv)
+    try:
+        report(args)
+    except DistillabError as err:
+        fail(str(err))
+
+
+def report(args: argparse.Namespace) -> None:
     if bool(args.a) != bool(args.b) or not (args.paths or args.a) or (args.a and args.paths):
         fail("give run directories to tabulate, or --a RUN... and --b RUN... to compare (not both)")
     for side, runs in (("--a", args.a or []), ("--b", args.b or [])):
@@ -165,12 +173,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def compare(a_runs: list[Path], b_runs: list[Path], metrics: list[str] | None, out: Path) -> None:
-    try:
-        diffs = run_diff.compare_runs(a_runs, b_runs, metrics)
-        mean = run_diff.compare_retention_mean(a_runs, b_runs)
-        text = run_diff.markdown(diffs, a_runs, b_runs, mean)
-    except DistillabError as err:
-        fail(str(err))
+    diffs = run_diff.compare_runs(a_runs, b_runs, metrics)
+    mean = run_diff.compare_retention_mean(a_runs, b_runs)
+    text = run_diff.markdown(diffs, a_runs, b_runs, mean)
     write_text_atomic(out / "compare.md", text)
     print(text + f"written: {out / 'compare.md'}")
 

@@ -8,12 +8,11 @@ finished when its ``stage.json`` exists (written last, atomically); a re-run reu
 from __future__ import annotations
 
 import importlib.metadata
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from distillab.files import files_digest, json_digest, write_json_atomic
+from distillab.files import files_digest, json_digest, read_json, write_json_atomic
 
 STAGE_FILE = "stage.json"
 # Keys that say where or how verbosely a stage runs, not what it computes.
@@ -87,7 +86,7 @@ def finished_record(stage_dir: Path) -> dict[str, Any] | None:
     path = stage_dir / STAGE_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
+    record = read_json(path, f"delete {stage_dir} to run the stage again")
     output = record.get("output") or {}
     if record.get("app") and not (Path(output["name_or_path"]) / output.get("gguf_file", "")).exists():
         return None

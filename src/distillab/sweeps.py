@@ -3,7 +3,6 @@ callback that lists the failures and exits non-zero once every job has run."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from distillab.errors import DistillabError
-from distillab.files import write_json_atomic
+from distillab.files import read_json, write_json_atomic
 
 
 def sweep_value(results: dict[str, Any] | None, metric: str | None) -> float | None:
@@ -66,7 +65,7 @@ def record_failure(job_dir: Path, err: BaseException) -> None:
 
 def sweep_failures(sweep_dir: Path) -> list[dict[str, Any]]:
     return [
-        {"job": path.parent.name, **json.loads(path.read_text())}
+        {"job": path.parent.name, **read_json(path, "re-run the sweep")}
         for path in sorted(sweep_dir.glob("*/failure.json"), key=lambda p: p.parent.name)
     ]
 

@@ -10,7 +10,6 @@ then train with no teacher in memory.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 
 from distillab.data.packing import tokenizer_fingerprint
 from distillab.errors import DistillabError
-from distillab.files import digest, json_digest, write_json_atomic
+from distillab.files import digest, json_digest, read_json, write_json_atomic
 from distillab.models.fingerprint import model_fingerprint
 from distillab.precision import cache_tag, in_run_precision
 
@@ -93,7 +92,7 @@ class TopKCacheDataset(Dataset):
     """Rows ``{"input_ids", "teacher_topk_logp", "teacher_topk_ids", "teacher_tail_logp"}`` from a cache."""
 
     def __init__(self, directory: Path):
-        manifest = json.loads((directory / "manifest.json").read_text())
+        manifest = read_json(directory / "manifest.json", f"delete {directory} to rebuild the teacher cache")
         shards = [load_file(directory / s["file"]) for s in manifest["shards"]]
         self.temperature, self.k = manifest["temperature"], manifest["k"]
         self.tensors = {

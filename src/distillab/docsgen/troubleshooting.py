@@ -76,6 +76,51 @@ def render(path: Path = CATALOGUE_FILE) -> str:
         "report it with the command and `results.json`/`.hydra/config.yaml` of the run.",
         "",
     ]
+    lines += [
+        "## Damaged files in a run folder",
+        "",
+        "A file a run left behind and that came back damaged (cut short by a crash or a copy) is the same",
+        "one line and exit 2, naming the file and what to do (`tests/test_report.py`,",
+        "`tests/test_damaged_files.py`):",
+        "",
+        table(
+            ["file", "read by", "what to do"],
+            [
+                [
+                    "`<run>/results.json`",
+                    "`distillab-report`",
+                    "re-run that run, or leave it out of the report",
+                ],
+                [
+                    "`<run>/items/<model>/<task>.csv`",
+                    "`distillab-report`",
+                    "re-evaluate that model, or leave the run out",
+                ],
+                [
+                    "`<pipeline>/pipeline.json`",
+                    "`distillab-report`",
+                    "re-run the pipeline (finished stages are reused)",
+                ],
+                [
+                    "`<stage>/stage.json`",
+                    "`distillab-pipeline`",
+                    "delete that stage folder to run the stage again",
+                ],
+                [
+                    "`<run>/steps/step_NN/step.json`",
+                    "`distillab-prune` (iterative)",
+                    "delete that step folder to redo it",
+                ],
+                [
+                    "`<cache>/manifest.json`",
+                    "the `kd_cached` term",
+                    "delete the teacher-cache folder to rebuild it",
+                ],
+                ["`<job>/failure.json`", "a sweep's report", "re-run the sweep"],
+            ],
+        ),
+        "",
+    ]
     for heading, cases in groups:
         rows = [
             [

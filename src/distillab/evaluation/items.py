@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distillab.errors import DistillabError
 from distillab.evaluation import paired
 from distillab.files import write_text_atomic
 
@@ -125,14 +126,23 @@ def to_csv(items: Items) -> str:
 
 
 def from_csv(text: str) -> Items:
+    """Items from :func:`to_csv`'s text; ``ValueError`` says how a damaged file differs from one."""
+    if text and not text.endswith("\n"):  # to_csv ends every row with a newline: this one was cut
+        raise ValueError("its last row is cut short (no final newline)")
     rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         return {"id": []}
     names, body = rows[0], rows[1:]
+    for number, row in enumerate(body, 2):
+        if len(row) != len(names):
+            raise ValueError(f"line {number} has {len(row)} fields for the {len(names)} columns {names}")
     items: Items = {name: [r[i] for r in body] for i, name in enumerate(names)}
     for name in names:
         if name != "id":
-            items[name] = [float(v) for v in items[name]]
+            try:
+                items[name] = [float(v) for v in items[name]]
+            except ValueError as err:
+                raise ValueError(f"column {name!r}: {err}") from None
     return items
 
 
@@ -143,6 +153,15 @@ def write_suite(folder: Path, suite: SuiteItems) -> None:
 
 
 def read_suite(folder: Path) -> SuiteItems:
+    """``{task: items}`` of a run's ``items/<model>/`` folder; a damaged file is a one-line error."""
     if not folder.is_dir():
         return {}
-    return {path.stem: from_csv(path.read_text()) for path in sorted(folder.glob("*.csv"))}
+    suite = {}
+    for path in sorted(folder.glob("*.csv")):
+        try:
+            suite[path.stem] = from_csv(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise DistillabError(
+                f"{path}: damaged per-item results ({err}); re-evaluate that model, or leave this run out"
+            ) from None
+    return suite

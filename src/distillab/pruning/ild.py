@@ -8,7 +8,6 @@ resumes after the last complete step (the model is reloaded from it), never from
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 from transformers import AutoModelForCausalLM
 
 from distillab.errors import DistillabError
-from distillab.files import write_json_atomic
+from distillab.files import read_json, write_json_atomic
 from distillab.models.export import save_model_atomic
 from distillab.models.surgery import remove_layers, teacher_layer_indices
 from distillab.pruning.layer_scores import least_important
@@ -69,7 +68,7 @@ def remove_layers_iteratively(
         step_dir = root / f"step_{step:02d}"
         k = min(plan.per_step, plan.num_remove - removed_so_far)
         if (step_dir / "step.json").is_file():
-            record = json.loads((step_dir / "step.json").read_text())
+            record = read_json(step_dir / "step.json", f"delete {step_dir} to redo that removal step")
             model = AutoModelForCausalLM.from_pretrained(step_dir / "model", torch_dtype=model.dtype)
             log.info("step %d already done (%s): resuming from it", step, step_dir)
             history.append(record)

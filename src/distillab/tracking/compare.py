@@ -16,6 +16,7 @@ from distillab import markdown
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.evaluation.retention import format_cell
+from distillab.files import read_json
 from distillab.tracking import run_diff
 from distillab.tracking.runs import find_runs, run_labels
 
@@ -64,7 +65,7 @@ def collect(paths: list[Path]) -> list[Entry]:
     labels = dict(zip(every_run, run_labels(every_run), strict=True)) if every_run else {}
     for path in paths:
         if (path / "pipeline.json").is_file():
-            rows = json.loads((path / "pipeline.json").read_text())
+            rows = read_json(path / "pipeline.json", "re-run the pipeline (finished stages are reused)")
             teacher = next((r["metrics"] for r in rows if r["stage"] == "teacher"), {})
             for row in rows:
                 output = json.dumps(row.get("output"), sort_keys=True)
@@ -88,7 +89,7 @@ def collect(paths: list[Path]) -> list[Entry]:
         runs = runs_of[path]
         for run in runs:
             label = labels[run]
-            results = json.loads((run / "results.json").read_text())
+            results = run_diff.results_of(run)
             params = results.get("params")
             entries.append(
                 Entry(

@@ -10,7 +10,6 @@ interval and p-value (seeds drawn too, :mod:`distillab.evaluation.paired`), McNe
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from distillab.errors import DistillabError
 from distillab.evaluation import items as item_results
 from distillab.evaluation import paired
 from distillab.evaluation.retention import lower_is_better
+from distillab.files import read_json
 from distillab.markdown import table
 
 
@@ -75,16 +75,17 @@ def _items(run: Path, model: str) -> item_results.SuiteItems:
     return suite
 
 
-def _results(run: Path) -> dict:
+def results_of(run: Path) -> dict:
+    """A finished run's results.json (missing or damaged: a one-line error naming it)."""
     path = run / "results.json"
     if not path.is_file():
         raise DistillabError(f"{run}: no results.json; give finished run directories")
-    return json.loads(path.read_text())
+    return read_json(path, "re-run that run, or leave it out of the report")
 
 
 def default_metrics(run: Path) -> list[str]:
     """The run's primary metrics (one per task), as it recorded them."""
-    primary = _results(run).get("primary")
+    primary = results_of(run).get("primary")
     if not primary:
         raise DistillabError(f"{run}: results.json lists no primary metrics; pass --metrics task/metric ...")
     return list(primary)
@@ -92,7 +93,7 @@ def default_metrics(run: Path) -> list[str]:
 
 def _arms(a_runs: list[Path], b_runs: list[Path]) -> dict[str, list]:
     return {
-        side: [((r, model), _items(r, model), _results(r).get(model) or {}) for r, model in runs]
+        side: [((r, model), _items(r, model), results_of(r).get(model) or {}) for r, model in runs]
         for side, runs in (("A", a_runs), ("B", b_runs))
     }
 
@@ -155,10 +156,10 @@ def compare_retention_mean(a_runs: list[Path], b_runs: list[Path]) -> MetricDiff
     a_runs = [split_model(r) for r in a_runs]
     b_runs = [split_model(r) for r in b_runs]
     runs = [*a_runs, *b_runs]
-    primary = [set(_mean_metrics(_results(r), model)) for r, model in runs]
+    primary = [set(_mean_metrics(results_of(r), model)) for r, model in runs]
     if not primary[0] or any(p != primary[0] for p in primary):
         return "the runs' retention/mean averages different metrics (or none)"
-    teachers = [_results(r).get("teacher") or {} for r, _ in runs]
+    teachers = [results_of(r).get("teacher") or {} for r, _ in runs]
     keys = sorted(primary[0])
     if any(k not in t for t in teachers for k in keys):
         return "a run's results.json has no teacher score for a primary metric"
@@ -259,7 +260,7 @@ def markdown(
 
 def _computed_on(run: Path) -> str:
     """``float32 on <machine>`` from the run's results.json ('' for runs written before either was kept)."""
-    results = _results(run)
+    results = results_of(run)
     name = (results.get("precision") or {}).get("name", "")
     where = machine.one_line(results.get("machine"))
     return f"{name} on {where}" if name and where else name

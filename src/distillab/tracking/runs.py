@@ -3,11 +3,11 @@ tells each run apart (its Hydra overrides, minus those every run shares)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
 
+from distillab.files import read_json
 from distillab.markdown import table
 
 
@@ -32,7 +32,7 @@ def find_failures(paths: list[Path]) -> list[tuple[Path, dict]]:
             if (path / "failure.json").is_file()
             else sorted(path.glob("*/failure.json"))
         ):
-            found.append((marker.parent, json.loads(marker.read_text())))
+            found.append((marker.parent, read_json(marker, "re-run that job")))
     return found
 
 
