@@ -249,3 +249,90 @@ def test_lm_eval_computes_in_the_run_precision(tmp_path, monkeypatch):
         model, tok, eval_cfg, tmp_path, str(SHARED_DATA), Precision("float32", "cpu", "test", "float32")
     )
     assert seen and not any(seen)
+
+
+def _settings(**change):
+    from omegaconf import OmegaConf
+
+    from distillab.evaluation.suite import cache_settings
+
+    cfg = {
+        "batch_size": 8,
+        "tasks": {"arc_challenge_margin": {"limit": 10, "num_fewshot": 0, "primary": "choice_nll"}},
+        "perplexity": {
+            "wikitext2": {"source": {"format": "text", "files": "wikitext2/wiki.test.raw"}, "block_size": 64}
+        },
+    }
+    cfg = OmegaConf.create(cfg)
+    for key, value in change.get("cfg", {}).items():
+        OmegaConf.update(cfg, key, value)
+    precision = change.get("precision", Precision("float32"))
+    return cache_settings(cfg, str(SHARED_DATA), precision, bos=change.get("bos", False))
+
+
+def test_the_evaluation_cache_key_changes_with_everything_a_score_depends_on(monkeypatch):
+    """A cached teacher score stands in only for the same computation: every input that changes a
+    score changes the text its key hashes (same inputs: the same text)."""
+    from distillab.evaluation import suite
+
+    base = _settings()
+    assert _settings() == base
+    changed = {
+        "limit": _settings(cfg={"tasks.arc_challenge_margin.limit": 11}),
+        "few-shot": _settings(cfg={"tasks.arc_challenge_margin.num_fewshot": 1}),
+        "block size": _settings(cfg={"perplexity.wikitext2.block_size": 128}),
+        "scored tokens": _settings(cfg={"perplexity.wikitext2.max_tokens": 128}),
+        "precision": _settings(precision=Precision("bf16")),
+        "BOS": _settings(bos=True),
+    }
+    monkeypatch.setattr(suite, "derived_definition", lambda tasks: "scoring code, edited")
+    changed["task code"] = _settings()
+    for what, settings in changed.items():
+        assert settings != base, f"the cache key ignores a change of {what}"
+    assert len(set(changed.values())) == len(changed)
+
+
+def test_the_teacher_cache_key_changes_with_k_temperature_precision_tokenizer_and_blocks():
+    from distillab.data.teacher_cache import cache_key
+
+    blocks = torch.arange(12).reshape(2, 6)
+    base = cache_key("teacher", "tok", blocks, 8, 2.0)
+    assert cache_key("teacher", "tok", blocks.clone(), 8, 2.0) == base
+    variants = {
+        "k": cache_key("teacher", "tok", blocks, 16, 2.0),
+        "temperature": cache_key("teacher", "tok", blocks, 8, 1.0),
+        "precision (the teacher id carries its cache tag)": cache_key("teacher:bf16", "tok", blocks, 8, 2.0),
+        "tokenizer": cache_key("teacher", "tok2", blocks, 8, 2.0),
+        "BOS (another first token)": cache_key(
+            "teacher", "tok", torch.cat([blocks[:, :1] * 0 + 99, blocks[:, 1:]], 1), 8, 2.0
+        ),
+        "block size": cache_key("teacher", "tok", blocks.reshape(3, 4), 8, 2.0),
+    }
+    for what, key in variants.items():
+        assert key != base, f"the teacher cache key ignores a change of {what}"
+
+
+def test_a_damaged_evaluation_cache_entry_is_evaluated_again(tmp_path):
+    from omegaconf import OmegaConf
+
+    model, tok = build_tiny("llama", seed=0)
+    eval_cfg = OmegaConf.create(
+        {
+            "batch_size": 2,
+            "tasks": {},
+            "perplexity": {
+                "wikitext2": {
+                    "source": {"format": "text", "files": "wikitext2/wiki.test.raw"},
+                    "block_size": 32,
+                    "max_tokens": 64,
+                }
+            },
+        }
+    )
+    first, hit = cached_evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), tmp_path / "cache")
+    assert not hit
+    (entry,) = (tmp_path / "cache" / "eval").glob("*.json")
+    entry.write_text(entry.read_text()[:20])
+    again, hit = cached_evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), tmp_path / "cache")
+    assert not hit and again.metrics == first.metrics
+    assert cached_evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), tmp_path / "cache")[1]

@@ -39,8 +39,11 @@ def cache_key(
     teacher_fingerprint: str, tokenizer_fingerprint: str, blocks: torch.Tensor, k: int, temperature: float
 ) -> str:
     blocks_hash = digest(blocks.contiguous().numpy().tobytes())
+    # the shape too: one token stream cut into blocks of 256 or of 512 has the same bytes, but the
+    # teacher's top-k at a position depends on how much of the block precedes it
+    shape = list(blocks.shape)
     return json_digest(
-        [teacher_fingerprint, tokenizer_fingerprint, blocks_hash, int(k), float(temperature)], 20
+        [teacher_fingerprint, tokenizer_fingerprint, blocks_hash, shape, int(k), float(temperature)], 20
     )
 
 

@@ -88,6 +88,36 @@ def perplexity_text_digests(eval_cfg, data_dir) -> dict[str, str]:
     }
 
 
+def cache_settings(eval_cfg, data_dir: str | None, precision: Precision, bos: bool) -> str:
+    """What a cached score depends on besides the model's weights, as the text its key hashes.
+
+    Every input that changes a score must change this text (``tests/test_evaluation.py`` pins
+    limits, few-shot counts, block sizes, precision, BOS and distillab's own task code); keys added
+    later are added only when they apply, so earlier entries keep their names.
+    """
+    settings = {
+        "eval": to_plain(eval_cfg),
+        "items": 1,  # entries written before per-item results were kept are not reused
+        "data_dir": str(resolve_data_dir(data_dir)),
+        "lm_eval": lm_eval.__version__,
+        # the text each perplexity set is scored on: a change in how files are read (2026-11-30:
+        # CRLF kept for some hours, then normalised again) must never reuse a score of other text
+        "perplexity_text": perplexity_text_digests(eval_cfg, data_dir),
+    }
+    tasks = list(to_plain(eval_cfg).get("tasks") or {})
+    if precision.is_bf16:
+        # Since 2026-12-01 lm-eval's tasks really run under bf16 autocast, with a float32 log-softmax
+        # (before, lm-eval's own autocast switched ours off and bf16 entries held float32 task
+        # scores): those entries are not reused
+        settings["precision"] = "bf16-lm-eval-softmax-f32" if tasks else precision.name
+    if bos:  # scored with BOS since it was added (before: without)
+        settings["bos"] = True
+    derived = derived_definition(tasks)
+    if derived is not None:  # distillab's own scoring code is part of what the score means
+        settings["derived_tasks"] = digest(derived, 16)
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
 def cached_evaluate_suite(
     model,
     tokenizer,
@@ -107,34 +137,15 @@ def cached_evaluate_suite(
         precision = precision.on(module_device_type(model) or "cpu")
     if cache_dir is None:
         return evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir, precision), False
-    settings = {
-        "eval": to_plain(eval_cfg),
-        "items": 1,  # entries written before per-item results were kept are not reused
-        "data_dir": str(resolve_data_dir(data_dir)),
-        "lm_eval": lm_eval.__version__,
-        # the text each perplexity set is scored on: a change in how files are read (2026-11-30:
-        # CRLF kept for some hours, then normalised again) must never reuse a score of other text
-        "perplexity_text": perplexity_text_digests(eval_cfg, data_dir),
-    }
-    tasks = list(to_plain(eval_cfg).get("tasks") or {})
-    # Added only when they apply, so the keys of float32, BOS-less evaluations cached earlier hold.
-    if precision.is_bf16:
-        # Since 2026-12-01 lm-eval's tasks really run under bf16 autocast, with a float32 log-softmax
-        # (before, lm-eval's own autocast switched ours off and bf16 entries held float32 task
-        # scores): those entries are not reused
-        settings["precision"] = "bf16-lm-eval-softmax-f32" if tasks else precision.name
-    if bos_token_id(tokenizer) is not None:  # scored with BOS since it was added (before: without)
-        settings["bos"] = True
-    derived = derived_definition(tasks)
-    if derived is not None:  # distillab's own scoring code is part of what the score means
-        settings["derived_tasks"] = digest(derived, 16)
-    settings = json.dumps(settings, sort_keys=True, default=str)
-    key = digest(f"{model_fingerprint(model)}{settings}", 24)
-    path = Path(cache_dir) / "eval" / f"{key}.json"
+    settings = cache_settings(eval_cfg, data_dir, precision, bos=bos_token_id(tokenizer) is not None)
+    path = Path(cache_dir) / "eval" / f"{digest(f'{model_fingerprint(model)}{settings}', 24)}.json"
     if path.is_file():
-        log.info("evaluation cache hit: %s", path)
-        cached = json.loads(path.read_text())
-        return Evaluation(cached["metrics"], cached.get("items", {})), True
+        try:
+            cached = json.loads(path.read_text())
+            log.info("evaluation cache hit: %s", path)
+            return Evaluation(cached["metrics"], cached.get("items", {})), True
+        except (ValueError, KeyError, TypeError):  # damaged by hand or by a copy: a cache recomputes
+            log.warning("evaluation cache entry %s is damaged: evaluating again", path)
     evaluation = evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir, precision)
     payload = {"settings": json.loads(settings), "metrics": evaluation.metrics, "items": evaluation.items}
     write_json_atomic(path, payload, indent=None)
