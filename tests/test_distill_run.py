@@ -287,3 +287,38 @@ def test_the_teacher_runs_in_training_only_when_a_term_needs_it(
     )
     run(compose_config(overrides))
     assert bool(calls) == runs, f"{len(calls)} teacher forward passes during {objective} training"
+
+
+@pytest.mark.parametrize("pad_labels", ["-100", "the pad id"])
+def test_a_padded_batch_trains_on_exactly_the_next_tokens_of_real_tokens(pad_labels):
+    """Known answer for the step's target shift and mask: position t is scored on token t + 1 only
+    where both are real tokens (a padded row's last real position and its padding are not), CE is
+    the mean over those positions and KD is T² · the mean forward KL over the same ones. The attention
+    mask decides, whether or not the collator also set the padding's labels to -100."""
+    import torch.nn.functional as F
+
+    teacher, _ = build_tiny("llama", seed=0)
+    student, _ = build_tiny("llama", seed=1)
+    objective = build_objective(
+        {
+            "kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "weight": 0.5, "temperature": 2.0},
+            "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 0.5},
+        }
+    )
+    module = DistillModule(student, objective, teacher)
+    ids = torch.tensor([[5, 9, 3, 7, 2, 8], [4, 6, 1, 3, 0, 0]])
+    attention = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    labels = ids.masked_fill(attention == 0, -100) if pad_labels == "-100" else ids.clone()
+    loss = module._step({"input_ids": ids, "attention_mask": attention, "labels": labels}, "train")
+
+    with torch.no_grad():  # by hand, in float64: the real (position, next token) pairs
+        s = student(input_ids=ids, attention_mask=attention).logits.double()
+        t = teacher(input_ids=ids, attention_mask=attention).logits.double()
+    pairs = [(0, p) for p in range(5)] + [(1, p) for p in range(3)]
+    rows, cols = zip(*pairs, strict=True)
+    s_pos, t_pos = s[list(rows), list(cols)], t[list(rows), list(cols)]
+    targets = ids[list(rows), [c + 1 for c in cols]]
+    ce = F.cross_entropy(s_pos, targets)
+    p_t = F.softmax(t_pos / 2.0, -1)
+    kl = (p_t * (F.log_softmax(t_pos / 2.0, -1) - F.log_softmax(s_pos / 2.0, -1))).sum(-1).mean()
+    assert float(loss) == pytest.approx(float(0.5 * ce + 0.5 * 4.0 * kl), rel=1e-5)
