@@ -322,3 +322,41 @@ def test_a_padded_batch_trains_on_exactly_the_next_tokens_of_real_tokens(pad_lab
     p_t = F.softmax(t_pos / 2.0, -1)
     kl = (p_t * (F.log_softmax(t_pos / 2.0, -1) - F.log_softmax(s_pos / 2.0, -1))).sum(-1).mean()
     assert float(loss) == pytest.approx(float(0.5 * ce + 0.5 * 4.0 * kl), rel=1e-5)
+
+
+def test_validation_perplexity_is_token_weighted_over_batches():
+    """val/ppl = exp(Σ token NLL / Σ tokens) over the whole validation set: a short (padded) batch
+    counts by its tokens, not as much as a full one (a mean of batch means would differ here)."""
+    import math
+
+    import torch.nn.functional as F
+
+    student, _ = build_tiny("llama", seed=1)
+    module = DistillModule(
+        student, build_objective({"ce": {"_target_": "distillab.objectives.terms.HardLabelCE"}})
+    )
+    full = torch.tensor([[5, 9, 3, 7, 2, 8, 6, 1]])
+    short = torch.tensor([[4, 6, 1, 0, 0, 0, 0, 0]])
+    batches = [
+        {"input_ids": full, "attention_mask": torch.ones_like(full), "labels": full},
+        {
+            "input_ids": short,
+            "attention_mask": (short != 0).long(),
+            "labels": short.masked_fill(short == 0, -100),
+        },
+    ]
+    module.on_validation_epoch_start()
+    for batch in batches:
+        module._step(batch, "val")
+    with torch.no_grad():
+        nll_full = F.cross_entropy(
+            student(input_ids=full).logits[0, :-1].double(), full[0, 1:], reduction="sum"
+        )
+        nll_short = F.cross_entropy(
+            student(input_ids=short[:, :3]).logits[0, :-1].double(), short[0, 1:3], reduction="sum"
+        )
+    assert module._val_tokens == 7 + 2
+    expected = float(nll_full + nll_short) / 9
+    assert module._val_nll / module._val_tokens == pytest.approx(expected, rel=1e-5)
+    batch_means = (float(nll_full) / 7 + float(nll_short) / 2) / 2
+    assert not math.isclose(expected, batch_means, rel_tol=1e-3)  # the two weightings differ on these batches
