@@ -360,3 +360,28 @@ def test_validation_perplexity_is_token_weighted_over_batches():
     assert module._val_nll / module._val_tokens == pytest.approx(expected, rel=1e-5)
     batch_means = (float(nll_full) / 7 + float(nll_short) / 2) / 2
     assert not math.isclose(expected, batch_means, rel_tol=1e-3)  # the two weightings differ on these batches
+
+
+def test_resuming_from_another_students_checkpoint_is_one_line(finished_run, tiny_corpus, tmp_path, capsys):
+    """A checkpoint of another cut (2 of 4 layers removed there, 1 here) stops the resume with one
+    line naming the checkpoint and what differs, exit 2; before, Lightning's state-dict traceback."""
+    import shutil
+
+    from distillab import distill
+
+    _, run_dir = finished_run
+    ckpt = tmp_path / "other.ckpt"
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", ckpt)
+    cfg = compose_config(
+        tiny_overrides(
+            tmp_path / "run", tiny_corpus, "student.num_remove=1", f"ckpt_path={ckpt}", "logger=csv"
+        )
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        distill.main.__wrapped__(cfg)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert (
+        len(lines) == 1 and f"ckpt_path: {ckpt} was written by another student (9 tensors missing" in lines[0]
+    )

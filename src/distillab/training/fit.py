@@ -98,6 +98,10 @@ def fit(
         default_root_dir=str(root_dir),
         **extra,
     )
+    if ckpt_path is not None:
+        check_checkpoint_matches(
+            root_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path), module
+        )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if checkpointing:
         _checkpoint_final_state(trainer)
@@ -155,6 +159,27 @@ def check_checkpoint(path: Path) -> None:
             f"ckpt_path: {path} is not a readable checkpoint ({err}); it may be truncated: resume from an "
             "earlier one or drop ckpt_path to start fresh"
         ) from None
+
+
+def check_checkpoint_matches(path: Path, module: DistillModule) -> None:
+    """The checkpoint was written by this run's student: the same tensors, the same shapes. Another
+    cut, width or model would otherwise fail inside Lightning with a list of missing keys."""
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("state_dict") or {}
+    ours = module.state_dict()
+    missing = [k for k in ours if k not in state]
+    extra = [k for k in state if k not in ours]
+    reshaped = [k for k in ours if k in state and tuple(state[k].shape) != tuple(ours[k].shape)]
+    if missing or extra or reshaped:
+        example = (
+            f"{reshaped[0]}: {tuple(state[reshaped[0]].shape)} there, {tuple(ours[reshaped[0]].shape)} here"
+            if reshaped
+            else f"{(missing or extra)[0]} {'missing there' if missing else 'not in this student'}"
+        )
+        raise DistillabError(
+            f"ckpt_path: {path} was written by another student ({len(missing)} tensors missing, {len(extra)} "
+            f"extra, {len(reshaped)} of another shape; e.g. {example}); resume with the config that wrote "
+            "it (its run folder's .hydra/config.yaml) or drop ckpt_path to start fresh"
+        )
 
 
 def generation_totals(trainer: L.Trainer, module: DistillModule) -> dict[str, float]:
