@@ -107,6 +107,11 @@ def render(path: Path = CATALOGUE_FILE) -> str:
                     "delete that stage folder to run the stage again",
                 ],
                 [
+                    "a checkpoint of another student (`ckpt_path`)",
+                    "`distillab-distill`",
+                    "resume with the config that wrote it (its `.hydra/config.yaml`), or start fresh",
+                ],
+                [
                     "`<run>/steps/step_NN/step.json`",
                     "`distillab-prune` (iterative)",
                     "delete that step folder to redo it",
