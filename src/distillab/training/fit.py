@@ -163,7 +163,10 @@ def check_checkpoint(path: Path) -> None:
 
 def check_checkpoint_matches(path: Path, module: DistillModule) -> None:
     """The checkpoint was written by this run's student: the same tensors, the same shapes. Another
-    cut, width or model would otherwise fail inside Lightning with a list of missing keys."""
+    cut, width or model would otherwise fail inside Lightning with a list of missing keys. (A sharded
+    checkpoint is a folder: Lightning checks it.)"""
+    if not path.is_file():
+        return
     state = torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("state_dict") or {}
     ours = module.state_dict()
     missing = [k for k in ours if k not in state]
