@@ -4,6 +4,7 @@ generated pages are what the generators produce now."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -109,8 +110,6 @@ def check_make_command(args: tuple[str, ...], capsys) -> None:
     if "ARGS" in settings:
         app = re.search(r"distillab-([a-z]+) \$\(ARGS\)", MAKE_TARGETS[targets[-1]])
         if app and app.group(1) in HYDRA_APPS:  # ARGS are that app's overrides
-            import shlex
-
             check_hydra_command(app.group(1), tuple(shlex.split(settings["ARGS"])), capsys)
 
 

@@ -152,6 +152,15 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, node
 
 
+def rules_for(key: str) -> Iterator[Rule]:
+    """The rules whose pattern names ``key`` (the schema check; the configuration reference)."""
+    return (
+        rule
+        for pattern, rule in RULES.items()
+        if fnmatch.fnmatchcase(key, pattern) and _same_depth(key, pattern)
+    )
+
+
 def check_schema(cfg: DictConfig) -> None:
     """Raise :class:`DistillabError` for the first value that breaks a rule (hydra's own block aside)."""
     try:
@@ -160,8 +169,8 @@ def check_schema(cfg: DictConfig) -> None:
         plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)
     for key, value in _leaves(plain):
-        for pattern, rule in RULES.items():
-            if fnmatch.fnmatchcase(key, pattern) and _same_depth(key, pattern) and rule.violation(value):
+        for rule in rules_for(key):
+            if rule.violation(value):
                 meaning = f" ({rule.meaning})" if rule.meaning else ""
                 raise DistillabError(f"{key}: {value!r} is not valid; expected {rule.expected()}{meaning}")
 

@@ -9,7 +9,6 @@ has no description or the committed page differs from :func:`render`.
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from distillab.config import CONFIG_DIR
-from distillab.config_schema import RULES, Rule
+from distillab.config_schema import RULES, Rule, rules_for
 from distillab.docsgen.yaml_comments import first_comment, key_comments
 from distillab.markdown import table
 
@@ -83,10 +82,7 @@ def _leaves(node: Any, prefix: str = ""):
 
 
 def _rule_for(key: str) -> Rule | None:
-    for pattern, rule in RULES.items():
-        if fnmatch.fnmatchcase(key, pattern) and key.count(".") == pattern.count("."):
-            return rule
-    return None
+    return next(rules_for(key), None)
 
 
 def _kind(value: Any) -> str:
@@ -189,6 +185,11 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _key_table(docs: list[KeyDoc], value_column: str) -> str:
+    rows = [[f"`{k.key}`", k.kind, f"`{_cell(k.default)}`", _cell(k.valid), _cell(k.meaning)] for k in docs]
+    return table(["key", "type", value_column, "valid", "meaning"], rows)
+
+
 def render() -> str:
     lines = [
         "# Configuration reference",
@@ -218,10 +219,7 @@ def render() -> str:
                 for g in groups
             ]
             lines += ["### Config groups", "", table(["group", "default", "options", "meaning"], rows), ""]
-        rows = [
-            [f"`{k.key}`", k.kind, f"`{_cell(k.default)}`", _cell(k.valid), _cell(k.meaning)] for k in keys
-        ]
-        lines += ["### Keys", "", table(["key", "type", "default", "valid", "meaning"], rows), ""]
+        lines += ["### Keys", "", _key_table(keys, "default"), ""]
     lines += [
         "## Every group option",
         "",
@@ -235,11 +233,7 @@ def render() -> str:
             path = Path(CONFIG_DIR) / group / f"{option}.yaml"
             lines += [f"**`{group}={option}`** — {_cell(first_comment(str(path)))}", ""]
             if docs:
-                rows = [
-                    [f"`{k.key}`", k.kind, f"`{_cell(k.default)}`", _cell(k.valid), _cell(k.meaning)]
-                    for k in docs
-                ]
-                lines += [table(["key", "type", "value", "valid", "meaning"], rows), ""]
+                lines += [_key_table(docs, "value"), ""]
     rows = [[f"`{p}`", r.kind.__name__, _cell(r.expected()), _cell(r.meaning)] for p, r in RULES.items()]
     lines += [
         "## The schema",
