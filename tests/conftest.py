@@ -26,16 +26,6 @@ SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 
 
 @pytest.fixture(autouse=True)
-def _float32_process_precision():
-    """Each test starts with the process precision unset (float32); a run() leaves its own behind."""
-    from distillab import precision
-
-    precision.use(precision.Precision())
-    yield
-    precision.use(precision.Precision())
-
-
-@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Model/tokenization/eval caches go to a per-session temp dir, never ~/.cache."""
     cache = tmp_path_factory.getbasetemp() / "cache"

@@ -22,7 +22,7 @@ from distillab.models.tiny import build_tiny, tiny_metaspace_tokenizer, tiny_tok
 from distillab.objectives.cross_tokenizer import CrossTokenizerInputs, CrossTokenizerKD, teacher_head
 from distillab.objectives.cross_vocab import TeacherSummary, hybrid_distance, summarize_teacher, uld_distance
 from distillab.objectives.divergences import forward_kl
-from distillab.objectives.terms import TermInputs
+from distillab.objectives.signals import TermInputs
 
 TEXT = "The teacher was large and wise, and the student was small and quick."
 
@@ -182,7 +182,7 @@ def _cross_inputs(student, teacher, student_tok, teacher_tok, text=TEXT):
         hidden = teacher.base_model(input_ids=aligned.teacher_ids).last_hidden_state
     mask = torch.ones_like(row, dtype=torch.bool)
     cross = CrossTokenizerInputs(aligned.pairs, hidden, teacher_head(teacher))
-    return TermInputs(logits, row, mask, cross=cross), aligned, hidden
+    return TermInputs(student_logits=logits, targets=row, mask=mask, cross_teacher=cross), aligned, hidden
 
 
 @pytest.mark.parametrize("loss", ["uld", "hybrid"])
@@ -195,7 +195,7 @@ def test_cross_kd_equals_the_unchunked_loss_and_trains_the_student(loss):
     term.attach_tokenizers(student_tok, teacher_tok)
     inputs, aligned, hidden = _cross_inputs(student, teacher, student_tok, teacher_tok)
     leaf = inputs.student_logits.detach().requires_grad_(True)  # compare gradients w.r.t. the logits
-    inputs.student_logits = leaf
+    inputs = inputs.replace(student_logits=leaf)
     value = term(inputs)
     (grad,) = torch.autograd.grad(value, leaf)
     # reference: every pair at once, straight from full logits, differentiated by autograd
@@ -242,7 +242,7 @@ def test_masked_positions_are_not_distilled():
     term.attach_tokenizers(student_tok, teacher_tok)
     inputs, aligned, _ = _cross_inputs(student, teacher, student_tok, teacher_tok)
     leaf = inputs.student_logits.detach().requires_grad_(True)
-    inputs.student_logits = leaf
+    inputs = inputs.replace(student_logits=leaf)
     inputs.mask[0, :5] = False  # e.g. a prompt
     (grad,) = torch.autograd.grad(term(inputs), leaf)
     assert grad[0, :5].abs().sum() == 0 and grad[0, 5:].abs().sum() > 0

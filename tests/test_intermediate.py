@@ -16,7 +16,7 @@ from distillab.objectives.hidden import hidden_cosine_distance, hidden_mse
 from distillab.objectives.layer_map import build_layer_map, evenly_spaced_interior, uniform_map
 from distillab.objectives.lens import lens_divergence, lens_value_and_grad
 from distillab.objectives.objective import build_objective
-from distillab.objectives.terms import TermInputs
+from distillab.objectives.signals import TeacherFinal, TermInputs
 
 
 def test_layer_maps():
@@ -61,14 +61,15 @@ def _inputs(student, teacher, ids):
         t_out = _forward(teacher, ids)
     targets = torch.cat([ids[:, 1:], torch.full((ids.shape[0], 1), -100)], dim=1)
     return TermInputs(
-        s_out.logits,
-        targets,
-        targets != -100,
-        t_out.logits,
-        s_out.hidden_states,
-        t_out.hidden_states,
-        s_qk,
-        take_captured_qk(teacher),
+        student_logits=s_out.logits,
+        targets=targets,
+        mask=targets != -100,
+        teacher_logits=t_out.logits,
+        teacher_final=TeacherFinal(logits=t_out.logits),
+        student_hidden=s_out.hidden_states,
+        teacher_hidden=t_out.hidden_states,
+        student_qk=s_qk,
+        teacher_qk=take_captured_qk(teacher),
     )
 
 
@@ -161,7 +162,12 @@ def test_attention_transfer_trains_the_student_with_padding():
         t_logits = teacher(input_ids=ids, attention_mask=attention_mask).logits
     mask = attention_mask.bool()
     inputs = TermInputs(
-        s_out.logits, ids, mask, t_logits, student_qk=s_qk, teacher_qk=take_captured_qk(teacher)
+        student_logits=s_out.logits,
+        targets=ids,
+        mask=mask,
+        teacher_logits=t_logits,
+        student_qk=s_qk,
+        teacher_qk=take_captured_qk(teacher),
     )
     loss, terms = objective(inputs)
     loss.backward()
@@ -324,7 +330,7 @@ def test_contrastive_term_samples_every_n_steps_and_trains_both_halves():
     )
     term.setup(student, teacher)
     contrastive: ContrastiveDistillation = term.terms["contrastive"]
-    contrastive.attach(tok, ["Question: 1 + 1?\nAnswer:", "Once upon a time", "The teacher said"])
+    contrastive.attach_documents(tok, ["Question: 1 + 1?\nAnswer:", "Once upon a time", "The teacher said"])
     ids = torch.randint(0, 300, (2, 8))
     samples = []
     for _ in range(3):
@@ -364,7 +370,7 @@ def test_contrastive_can_pull_up_on_teacher_generated_responses():
     term = build_objective(spec)
     term.setup(student, teacher)
     contrastive = term.terms["contrastive"]
-    contrastive.attach(tok, ["Question: 1 + 1?\nAnswer:", "Once upon a time"])
+    contrastive.attach_documents(tok, ["Question: 1 + 1?\nAnswer:", "Once upon a time"])
     loss, _ = term(_inputs(student, teacher, torch.randint(0, 300, (2, 8))))
     loss.backward()
     teacher_ids = contrastive._samples["teacher"]["input_ids"]

@@ -10,7 +10,8 @@ from distillab.errors import DistillabError
 from distillab.objectives.chunking import chunked_masked_mean
 from distillab.objectives.divergences import masked_mean, skew_reverse_kl
 from distillab.objectives.objective import build_objective
-from distillab.objectives.terms import TermInputs, hard_label_ce, soft_label_kd
+from distillab.objectives.signals import TeacherFinal, TermInputs
+from distillab.objectives.terms import hard_label_ce, soft_label_kd
 
 
 def _inputs(seed=0):
@@ -18,7 +19,11 @@ def _inputs(seed=0):
     s, t = torch.randn(2, 5, 13, generator=g), torch.randn(2, 5, 13, generator=g)
     targets = torch.randint(0, 13, (2, 5), generator=g)
     return TermInputs(
-        student_logits=s, targets=targets, mask=torch.ones(2, 5, dtype=torch.bool), teacher_logits=t
+        student_logits=s,
+        targets=targets,
+        mask=torch.ones(2, 5, dtype=torch.bool),
+        teacher_logits=t,
+        teacher_final=TeacherFinal(logits=t),
     )
 
 
@@ -41,7 +46,7 @@ def test_alpha_mixes_soft_and_hard_labels(alpha):
 
 def test_identical_teacher_and_student_give_zero_kd():
     x = _inputs()
-    x.teacher_logits = x.student_logits.clone()
+    x = x.replace(teacher_final=TeacherFinal(logits=x.student_logits.clone()))
     total, terms = build_objective(
         {"kd": {"_target_": "distillab.objectives.terms.SoftLabelKD", "weight": 1.0, "temperature": 3.0}}
     )(x)

@@ -59,8 +59,12 @@ def test_the_run_precision_fills_trainer_blocks_and_refuses_contradictions(
     _cpu_features(monkeypatch, avx512_bf16=True)
     cfg = compose_config(tiny_overrides(tmp_path, tiny_corpus))
     assert cfg.trainer.precision is None and cfg.precision == "auto"
-    assert configure_precision(cfg).name == "bf16" and cfg.trainer.precision == "bf16-mixed"
-    assert precision.current().name == "bf16"
+    resolved = configure_precision(cfg)
+    assert resolved.name == "bf16" and cfg.trainer.precision == "bf16-mixed"
+    assert precision.current().name == "float32"  # outside a run
+    with precision.running(resolved):
+        assert precision.current().name == "bf16"
+    assert precision.current().name == "float32"
 
     prune_cfg = compose_config(["model=tiny_llama", "precision=float32"], "prune")
     configure_precision(prune_cfg)
@@ -205,3 +209,45 @@ def test_linear_weights_cast_once_gives_autocast_values_and_restores_the_model()
     assert not any("forward" in vars(m) for m in model.modules())
     with precision.linear_weights_cast_once(model):  # outside autocast: nothing is patched
         assert not any("forward" in vars(m) for m in model.modules())
+
+
+@pytest.mark.parametrize("run", [BF16, FP32], ids=["bf16 run", "float32 run"])
+def test_a_frozen_forward_outside_the_runs_precision_fails_loudly(run):
+    """A forward pass added without ceremony (no in_run_precision, no autocast) cannot silently run
+    in another precision than the run's: inside a run it raises, naming the model and the fix."""
+    model, _ = build_tiny("llama", seed=0)
+    model.requires_grad_(False)
+    ids = torch.tensor([[3, 5, 7]])
+    other = torch.autocast("cpu", dtype=torch.bfloat16, enabled=not run.is_bf16)
+    with precision.running(run):
+        with pytest.raises(precision.PrecisionBypass, match="LlamaForCausalLM ran in .* precision there is"):
+            with other:
+                model(input_ids=ids)
+        with precision.current().autocast("cpu"):  # the ceremony: passes
+            logits = model(input_ids=ids).logits
+        assert (logits.dtype == torch.bfloat16) == run.is_bf16
+
+        @precision.in_run_precision
+        def score(m):
+            return m(input_ids=ids).logits
+
+        assert (score(model).dtype == torch.bfloat16) == run.is_bf16
+        model.model.embed_tokens.weight.requires_grad_(True)  # a model that trains: the trainer decides
+        with other:
+            model(input_ids=ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.requires_grad_(False)
+        model(input_ids=ids)  # outside a run: library use, nothing checked
+
+
+def test_an_app_runs_inside_its_precision_and_restores_the_outer_one(tmp_path, tiny_corpus, monkeypatch):
+    seen = []
+    original = DistillModule.on_fit_start
+
+    def spy(self):
+        seen.append(precision.current().name)
+        original(self)
+
+    monkeypatch.setattr(DistillModule, "on_fit_start", spy)
+    distill_run(compose_config(tiny_overrides(tmp_path, tiny_corpus, "precision=bf16")))
+    assert seen == ["bf16"] and precision.current().name == "float32"

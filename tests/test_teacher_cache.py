@@ -15,7 +15,8 @@ from distillab.errors import DistillabError
 from distillab.models.tiny import build_tiny
 from distillab.objectives.divergences import forward_kl, forward_kl_topk
 from distillab.objectives.objective import build_objective
-from distillab.objectives.terms import TermInputs, soft_label_kd
+from distillab.objectives.signals import TermInputs, TopK
+from distillab.objectives.terms import soft_label_kd
 
 
 def test_topk_plus_tail_is_a_proper_distribution():
@@ -64,12 +65,10 @@ def test_cache_is_built_once_and_matches_the_online_teacher_on_a_tiny_model(tmp_
         )
     mask = torch.ones(2, 16, dtype=torch.bool)
     cached_inputs = TermInputs(
-        s_logits,
-        batch["labels"],
-        mask,
-        teacher_topk_logp=batch["teacher_topk_logp"],
-        teacher_topk_ids=batch["teacher_topk_ids"],
-        teacher_tail_logp=batch["teacher_tail_logp"],
+        student_logits=s_logits,
+        targets=batch["labels"],
+        mask=mask,
+        teacher_topk=TopK(batch["teacher_topk_logp"], batch["teacher_topk_ids"], batch["teacher_tail_logp"]),
     )
     cached = build_objective(
         {"kd_cached": {"_target_": "distillab.objectives.terms.CachedTopKKD", "temperature": 2.0}}

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distillab.errors import DistillabError
-from distillab.precision import Precision, device_type_for, resolve_precision, use
+from distillab.precision import Precision, device_type_for, resolve_precision
 
 # Third-party deprecation chatter that the user cannot act on.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -47,7 +47,7 @@ def resolve_run_precision(cfg: DictConfig, trainers: list[tuple[str, DictConfig]
 
 
 def configure_precision(cfg: DictConfig) -> Precision:
-    """Resolve ``precision`` (auto | bf16 | float32) once for the run and make it the process's.
+    """Resolve ``precision`` (auto | bf16 | float32) once for the run (``precision.running`` enters it).
 
     Every trainer block whose ``precision`` is null (``trainer``, ``heal.trainer``) trains in the
     resolved one (bf16 -> ``bf16-mixed``). An explicit ``trainer.precision`` is kept: with bf16,
@@ -68,7 +68,6 @@ def configure_precision(cfg: DictConfig) -> Precision:
             )
     if trainers:
         precision = dataclasses.replace(precision, train=str(trainers[0][1].precision))
-    use(precision)
     logging.getLogger("distillab").info("precision: %s", precision.describe())
     return precision
 

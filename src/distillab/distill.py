@@ -20,7 +20,7 @@ from distillab.app_run import AppRun
 from distillab.config import to_plain
 from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cache
 from distillab.data.token_alignment import TokenAligner
-from distillab.entry import hydra_app
+from distillab.entry import app_boundary, hydra_app
 from distillab.errors import DistillabError
 from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
@@ -28,6 +28,7 @@ from distillab.models.student import check_vocab_match
 from distillab.models.surgery import teacher_layer_indices
 from distillab.objectives.cross_tokenizer import head_reproduces_logits
 from distillab.objectives.objective import build_objective
+from distillab.objectives.signals import TEACHER_TOPK
 from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.training.fit import check_resume, fit, generation_totals, trained_tokens, training_parts
 from distillab.training.on_policy import OnPolicy
@@ -37,6 +38,7 @@ from distillab.training.students import build_student
 log = logging.getLogger("distillab")
 
 
+@app_boundary
 def run(cfg: DictConfig) -> dict[str, Any]:
     app = AppRun(cfg)
     check_resume(cfg.get("ckpt_path"), app.run_dir)
@@ -48,7 +50,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     student, student_tok = build_student(
         teacher, to_plain(cfg.student), tokenizer, calibration_for(cfg, tokenizer)
     )
-    cache_cfg = check_cache_config(objective, to_plain(cfg.get("teacher_cache") or {}))
+    cache_readers = {n: t.temperature for n, t in objective.weighted() if TEACHER_TOPK in t.reads}
+    cache_cfg = check_cache_config(cache_readers, to_plain(cfg.get("teacher_cache") or {}))
     aligner = pair_tokenizers(cfg, objective, teacher, student, tokenizer, student_tok)
     options = {
         "aligner": aligner,

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hydra
 from omegaconf import DictConfig
@@ -17,17 +17,32 @@ from distillab.config import CONFIG_DIR, configure_precision
 from distillab.config_schema import check_schema
 from distillab.errors import DistillabError
 from distillab.evaluation.retention import primary_metrics
+from distillab.precision import running
 from distillab.process import configure_process
 from distillab.redaction import redact_saved_configs
 from distillab.sweeps import job_dir_in_multirun, record_failure, sweep_value
 
+R = TypeVar("R")
+
+
+def app_boundary(run: Callable[[DictConfig], R]) -> Callable[[DictConfig], R]:
+    """Every app's ``run``: the config checked first (types and ranges of every key the schema names,
+    the eval suite's metrics), then the whole run inside its resolved precision (``precision.running``),
+    which every forward pass of a frozen model inside is checked against."""
+
+    @functools.wraps(run)
+    def wrapper(cfg: DictConfig) -> R:
+        check_schema(cfg)
+        primary_metrics(cfg.get("eval"))
+        with running(configure_precision(cfg)):
+            return run(cfg)
+
+    return wrapper
+
 
 def start_run(cfg: DictConfig) -> Path:
     """Create the run directory, scrub secrets from Hydra's saved configs, configure the process
-    (threads, allocator, precision). Settings that would only fail at the end fail here."""
-    check_schema(cfg)  # types and ranges of every key the schema names, before anything else
-    primary_metrics(cfg.get("eval"))
-    configure_precision(cfg)
+    (threads, allocator). Settings that would only fail at the end fail here."""
     run_dir = Path(cfg.paths.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     redact_saved_configs(run_dir)

@@ -8,11 +8,12 @@ from omegaconf import DictConfig
 
 from distillab.app_run import AppRun
 from distillab.config import to_plain
-from distillab.entry import hydra_app
+from distillab.entry import app_boundary, hydra_app
 from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
 
 
+@app_boundary
 def run(cfg: DictConfig) -> dict[str, Any]:
     app = AppRun(cfg)
     model, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.model)))

@@ -10,12 +10,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from distillab.config import configure_precision, to_plain
-from distillab.config_schema import check_schema
+from distillab.config import to_plain
 from distillab.data.corpus import read_documents
 from distillab.data.paths import resolve_data_dir
 from distillab.data.teacher_generated import GenerationSettings, generate_corpus
-from distillab.entry import hydra_app
+from distillab.entry import app_boundary, hydra_app
 from distillab.evaluation.suite import model_fingerprint
 from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
@@ -23,10 +22,9 @@ from distillab.precision import cache_tag
 from distillab.process import configure_process
 
 
+@app_boundary
 def run(cfg: DictConfig) -> Path:
-    check_schema(cfg)  # types and ranges first, as every app's start_run does
     configure_process(cfg)
-    configure_precision(cfg)
     settings = GenerationSettings(**to_plain(cfg.generation))
     settings.validate()
     prompts = read_documents(to_plain(cfg.prompts), resolve_data_dir(cfg.paths.data_dir), "prompts")

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from distillab.config import resolve_run_precision, to_plain
-from distillab.entry import hydra_app, start_run
+from distillab.entry import app_boundary, hydra_app, start_run
 from distillab.errors import DistillabError
 from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_second
 from distillab.evaluation.items import write_suite
@@ -309,6 +309,7 @@ def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return record
 
 
+@app_boundary
 def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = start_run(cfg)
     stages = plan_stages(cfg, run_dir)

@@ -1,6 +1,7 @@
 """The numeric precision of a run: ``auto`` is bf16 where the hardware executes it, float32 elsewhere.
 
-One resolved :class:`Precision` per run decides
+One resolved :class:`Precision` per run, entered at the app boundary (``running``; every app's
+``run`` is wrapped by ``entry.app_boundary``), decides
 
 - training: Lightning's ``bf16-mixed`` (bf16 autocast; float32 master weights, gradients and
   optimizer state) or ``32-true``, unless ``trainer.precision`` names one explicitly;
@@ -14,6 +15,11 @@ One resolved :class:`Precision` per run decides
 Vocabulary-sized math (softmax, log-sum-exp, divergences, cross-entropy) stays in float32 in every
 precision: see :func:`float32_math`.
 
+Inside a run, the forward pass of a frozen transformers model (no parameter that trains) that runs
+in another precision than the run's raises :class:`PrecisionBypass`: a forward added without
+``in_run_precision`` / ``current().autocast`` fails at once instead of silently scoring a model in
+float32 next to a teacher scored in bf16. Models that train follow the trainer's precision plugin.
+
 "Native" bf16 means the matrix units execute it: a CUDA GPU that reports bf16 (Ampere and later),
 or a CPU with AVX512-BF16 or AMX, asked through torch's own CPU feature checks (not CPU names).
 Elsewhere bf16 matmuls are emulated: measured on an AVX2-only 2-core EPYC (torch 2.13), about
@@ -23,6 +29,7 @@ Elsewhere bf16 matmuls are emulated: measured on an AVX2-only 2-core EPYC (torch
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -77,13 +84,18 @@ class Precision:
             self, name="float32", device_type=device_type, reason=f"on {device_type}: {evidence}"
         )
 
+    def bf16_on(self, device_type: str | None = None) -> bool:
+        """Does a frozen model's forward on ``device_type`` (default: the run's device) run in bf16?
+        Where that device runs bf16 natively, or wherever bf16 was asked explicitly."""
+        used = self.on(device_type) if device_type and self.setting == "auto" else self
+        return used.is_bf16
+
     def autocast(self, device_type: str | None = None) -> contextlib.AbstractContextManager:
         """The context for a frozen model's forward pass on ``device_type`` (default: the run's
-        device): bf16 autocast where that device runs bf16 natively (or bf16 was asked), else nothing."""
-        used = self.on(device_type) if device_type and self.setting == "auto" else self
-        if not used.is_bf16:
+        device): bf16 autocast where ``bf16_on``, else nothing."""
+        if not self.bf16_on(device_type):
             return contextlib.nullcontext()
-        return torch.autocast(device_type=device_type or used.device_type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device_type or self.device_type, dtype=torch.bfloat16)
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -135,18 +147,48 @@ def resolve_precision(setting: str | None, device_type: str = "cpu") -> Precisio
     return Precision(setting, device_type, f"asked; {evidence}", setting)
 
 
-_current = Precision()
+_RUN: contextvars.ContextVar[Precision | None] = contextvars.ContextVar("distillab_precision", default=None)
 
 
-def use(precision: Precision) -> None:
-    """Make ``precision`` the process's precision (each app does this once, in ``start_run``)."""
-    global _current
-    _current = precision
+class PrecisionBypass(RuntimeError):
+    """A frozen model ran in another precision than the run's (a programming error, not a user's)."""
+
+
+@contextlib.contextmanager
+def running(precision: Precision):
+    """Inside, ``current()`` is ``precision`` and every frozen transformers model's forward is checked
+    against it. Nested runs (a pipeline's stages) enter their own and restore the outer one on exit."""
+    token = _RUN.set(precision)
+    guard = torch.nn.modules.module.register_module_forward_pre_hook(_check_frozen_forward)
+    try:
+        yield precision
+    finally:
+        guard.remove()
+        _RUN.reset(token)
 
 
 def current() -> Precision:
-    """The run's precision; float32 until an app sets one (tests, library use)."""
-    return _current
+    """The run's precision; float32 outside a run (tests, library use)."""
+    return _RUN.get() or Precision()
+
+
+def _check_frozen_forward(module: torch.nn.Module, args) -> None:
+    from transformers import PreTrainedModel
+
+    run = _RUN.get()
+    if run is None or not isinstance(module, PreTrainedModel):
+        return
+    if any(p.requires_grad for p in module.parameters()):  # it trains: Lightning's precision plugin decides
+        return
+    device = module_device_type(module) or "cpu"
+    want = run.bf16_on(device)
+    have = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
+    if want != have:
+        raise PrecisionBypass(
+            f"{type(module).__name__} ran {'in bf16' if have else 'in float32'} on {device}, but the run's "
+            f"precision there is {'bf16' if want else 'float32'}: run frozen forwards under "
+            "precision.in_run_precision or precision.current().autocast(device)"
+        )
 
 
 def module_device_type(model) -> str | None:

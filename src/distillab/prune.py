@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from distillab.app_run import AppRun
 from distillab.config import to_plain
 from distillab.data.paths import resolve_data_dir
-from distillab.entry import hydra_app
+from distillab.entry import app_boundary, hydra_app
 from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
 from distillab.pruning.calibration import batches, calibration_blocks
@@ -32,6 +32,7 @@ from distillab.training.heal import heal
 log = logging.getLogger("distillab")
 
 
+@app_boundary
 def run(cfg: DictConfig) -> dict[str, Any]:
     app = AppRun(cfg)
     teacher, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.model), key="model"), key="model")

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from distillab.app_run import AppRun
 from distillab.config import to_plain
-from distillab.entry import hydra_app
+from distillab.entry import app_boundary, hydra_app
 from distillab.evaluation.footprint import bytes_on_disk
 from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
@@ -39,6 +39,7 @@ def source_bytes(spec: ModelSpec, model) -> int:
     return state_dict_bytes(model)
 
 
+@app_boundary
 def run(cfg: DictConfig) -> dict[str, Any]:
     app = AppRun(cfg)
     backend = build_backend(cfg.quantize)

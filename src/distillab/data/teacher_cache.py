@@ -149,16 +149,19 @@ def prepare_teacher_cache(
     return directory
 
 
-def check_cache_config(objective, cache_cfg: dict) -> dict:
-    """Validate ``teacher_cache`` against the objective; return the build settings (without ``enabled``)."""
+def check_cache_config(cache_readers: dict[str, float], cache_cfg: dict) -> dict:
+    """Validate ``teacher_cache`` against the terms that read it (``{term name: its temperature}``);
+    return the build settings (without ``enabled``)."""
     cache_cfg = dict(cache_cfg)
     enabled = cache_cfg.pop("enabled", False)
-    if objective.needs_cache and not enabled:
-        raise DistillabError("teacher_cache.enabled: objective term kd_cached needs it set to true")
-    for name, term in objective.terms.items():
-        if term.needs_cache and term.temperature != float(cache_cfg.get("temperature", 1.0)):
+    if cache_readers and not enabled:
+        raise DistillabError(
+            f"teacher_cache.enabled: objective term {', '.join(cache_readers)} needs it set to true"
+        )
+    for name, temperature in cache_readers.items():
+        if temperature != float(cache_cfg.get("temperature", 1.0)):
             raise DistillabError(
-                f"objective.terms.{name}.temperature: {term.temperature} differs from teacher_cache.temperature "
+                f"objective.terms.{name}.temperature: {temperature} differs from teacher_cache.temperature "
                 f"{cache_cfg.get('temperature', 1.0)} (the cache stores distributions at one temperature)"
             )
     return cache_cfg

@@ -29,7 +29,8 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from distillab.models.surgery import decoder_layers
 from distillab.objectives.divergences import forward_kl, masked_mean
 from distillab.objectives.layer_map import LayerMap, layer_map_for
-from distillab.objectives.terms import Term, TermInputs
+from distillab.objectives.signals import MASK, STUDENT_QK, TEACHER_QK, TermInputs
+from distillab.objectives.terms import Term
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,7 @@ def _pair_loss(s_q, s_k, t_q, t_k, s_mask, t_mask, s_scale, t_scale, token_mask)
 
 
 class AttentionTransfer(Term):
-    needs_teacher = True
-    needs_attentions = True
+    reads = frozenset({STUDENT_QK, TEACHER_QK, MASK})
 
     def __init__(
         self, layer_map: str = "uniform", pairs: Sequence[Sequence[int]] | None = None, k: int | None = None

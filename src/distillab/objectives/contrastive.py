@@ -28,14 +28,16 @@ from torch.utils.checkpoint import checkpoint
 from distillab.errors import DistillabError
 from distillab.objectives.chunking import chunked_masked_mean
 from distillab.objectives.divergences import skew_forward_kl, skew_reverse_kl
-from distillab.objectives.terms import Term, TermInputs
+from distillab.objectives.signals import MASK, STUDENT_LOGITS, TEACHER_LOGITS, TermInputs
+from distillab.objectives.terms import Term
+from distillab.precision import current as current_precision
+from distillab.precision import module_device_type
 
 log = logging.getLogger(__name__)
 
 
 class ContrastiveDistillation(Term):
-    needs_teacher = True
-    needs_teacher_logits = True
+    reads = frozenset({STUDENT_LOGITS, TEACHER_LOGITS, MASK})
 
     def __init__(
         self,
@@ -84,7 +86,12 @@ class ContrastiveDistillation(Term):
     def setup(self, student: nn.Module, teacher: nn.Module | None) -> None:
         self._models = [student, teacher]
 
-    def attach(self, tokenizer, prompts: list[str]) -> None:
+    def documents_wanted(self) -> dict:
+        if not self.prompt_source:
+            raise DistillabError("prompts: give a prompt source (format, files, template)")
+        return self.prompt_source
+
+    def attach_documents(self, tokenizer, prompts: list[str]) -> None:
         """Give the term its tokenizer and prompt pool (done by the run, which knows the data)."""
         if not prompts:
             raise DistillabError(
@@ -103,8 +110,10 @@ class ContrastiveDistillation(Term):
         """Fresh responses to freshly drawn prompts: the student's, and the teacher's if generated."""
         chosen = self.rng.sample(self.prompts, min(self.num_prompts, len(self.prompts)))
         samples = {"student": self._generate(self._models[0], chosen)}
-        if self.teacher_responses == "generate":
-            samples["teacher"] = self._generate(self._models[1], chosen)
+        if self.teacher_responses == "generate":  # the frozen teacher in the run's precision
+            teacher = self._models[1]
+            with current_precision().autocast(module_device_type(teacher)):
+                samples["teacher"] = self._generate(teacher, chosen)
         return samples
 
     @torch.no_grad()
@@ -176,7 +185,7 @@ class ContrastiveDistillation(Term):
         for i in range(samples["input_ids"].shape[0]):
             ids, attention = samples["input_ids"][i : i + 1], samples["attention_mask"][i : i + 1]
             response = samples["response_mask"][i : i + 1]
-            with torch.no_grad():
+            with torch.no_grad(), current_precision().autocast(module_device_type(teacher)):
                 t_logits = teacher(input_ids=ids, attention_mask=attention).logits
             part = checkpoint(sample_sum, ids, attention, response, t_logits, use_reentrant=False)
             total = part if total is None else total + part

@@ -20,7 +20,8 @@ from distillab.errors import DistillabError
 from distillab.objectives.chunked_kd import row_loss
 from distillab.objectives.cross_vocab import TeacherSummary, hybrid_distance, summarize_teacher, uld_distance
 from distillab.objectives.divergences import get_divergence
-from distillab.objectives.terms import Term, TermInputs
+from distillab.objectives.signals import CROSS_TEACHER, MASK, STUDENT_LOGITS, TermInputs
+from distillab.objectives.terms import Term
 from distillab.precision import cast_linear, float32_math, module_device_type
 from distillab.precision import current as current_precision
 
@@ -29,7 +30,7 @@ LOSSES = ("uld", "hybrid")
 
 @dataclass
 class CrossTokenizerInputs:
-    """What a cross-tokenizer term sees besides the student's logits (in ``TermInputs.cross``)."""
+    """What a cross-tokenizer term sees besides the student's logits (the ``cross_teacher`` signal)."""
 
     pairs: torch.Tensor  # (N, 3): [b, student position, teacher position] predicting the same next text
     teacher_hidden: torch.Tensor  # (B, T_t, H): the teacher's final (normed) hidden states
@@ -45,8 +46,7 @@ class CrossTokenizerKD(Term):
     :func:`cross_vocab.uld_distance`). Works with the same tokenizer too (every position pairs).
     """
 
-    needs_teacher = True
-    cross_tokenizer = True
+    reads = frozenset({STUDENT_LOGITS, CROSS_TEACHER, MASK})
 
     def __init__(
         self,
@@ -92,9 +92,7 @@ class CrossTokenizerKD(Term):
         return f"{self.loss} across tokenizers, T={self.temperature:g}, top_k={self.top_k}{shared}"
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        cross = inputs.cross
-        if cross is None:
-            raise DistillabError("objective: cross_kd needs the aligned teacher batch (a training step bug)")
+        cross = inputs.cross_teacher
         if self.loss == "hybrid" and self.student_shared is None:
             raise DistillabError("objective: cross_kd hybrid before attach_tokenizers (a setup bug)")
         pairs = cross.pairs

@@ -18,7 +18,8 @@ from torch import nn
 from distillab.errors import DistillabError
 from distillab.objectives.divergences import masked_mean
 from distillab.objectives.layer_map import LayerMap, layer_map_for
-from distillab.objectives.terms import Term, TermInputs
+from distillab.objectives.signals import MASK, STUDENT_HIDDEN, TEACHER_HIDDEN, TermInputs
+from distillab.objectives.terms import Term
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,7 @@ HIDDEN_LOSSES = {"mse": hidden_mse, "cosine": hidden_cosine_distance}
 class HiddenStateAlignment(Term):
     """Mean over mapped pairs of the masked per-token distance between (projected) hidden states."""
 
-    needs_teacher = True
-    needs_hidden_states = True
+    reads = frozenset({STUDENT_HIDDEN, TEACHER_HIDDEN, MASK})
 
     def __init__(
         self,

@@ -33,7 +33,8 @@ from distillab.objectives.head_divergence import (
     jsd_value_and_grad,
 )
 from distillab.objectives.layer_map import LayerMap, evenly_spaced_interior, layer_map_for
-from distillab.objectives.terms import Term, TermInputs
+from distillab.objectives.signals import MASK, STUDENT_HIDDEN, TEACHER_HIDDEN, TermInputs
+from distillab.objectives.terms import Term
 
 
 def lens_head(model: nn.Module, apply_norm: bool) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -97,8 +98,7 @@ def lens_divergence(
 
 
 class DistillLensTerm(Term):
-    needs_teacher = True
-    needs_hidden_states = True
+    reads = frozenset({STUDENT_HIDDEN, TEACHER_HIDDEN, MASK})
 
     def __init__(
         self,

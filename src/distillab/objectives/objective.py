@@ -13,7 +13,15 @@ from distillab.errors import DistillabError
 
 # The shipped terms, imported so term_classes() lists them (configs name them by _target_).
 from distillab.objectives import attention, contrastive, cross_tokenizer, hidden, lens  # noqa: F401
-from distillab.objectives.terms import Term, TermInputs
+from distillab.objectives.signals import (
+    CROSS_TEACHER,
+    SAME_TOKENIZER,
+    TEACHER_MODEL,
+    TEACHER_TOPK,
+    TermInputs,
+    offered,
+)
+from distillab.objectives.terms import Term
 
 
 class Objective(nn.Module):
@@ -24,55 +32,47 @@ class Objective(nn.Module):
         self.terms = nn.ModuleDict(dict(terms))
         self.weights = {name: float(weights[name]) for name in self.terms}
 
-    def _any(self, flag: str) -> bool:
-        return any(getattr(t, flag) and self.weights[n] != 0 for n, t in self.terms.items())
+    def weighted(self) -> list[tuple[str, Term]]:
+        """The terms that count (weight > 0), by name."""
+        return [(name, term) for name, term in self.terms.items() if self.weights[name] != 0]
+
+    def reads(self, kind: str | None = None) -> frozenset[str]:
+        """The signals the weighted terms read (on a batch of ``kind``: those evaluated there)."""
+        return frozenset().union(
+            *(t.reads for _, t in self.weighted() if kind is None or offered(t.reads, kind))
+        )
 
     @property
     def needs_teacher(self) -> bool:
-        return self._any("needs_teacher")
+        """A term reads the teacher model's outputs (the run must load it)."""
+        return bool(self.reads() & TEACHER_MODEL)
 
     @property
     def needs_cache(self) -> bool:
-        return self._any("needs_cache")
-
-    @property
-    def needs_teacher_logits(self) -> bool:
-        """A term reads the teacher's full logits; otherwise its final hidden states and head suffice."""
-        return self._any("needs_teacher_logits")
+        """A term reads the offline teacher top-k cache."""
+        return TEACHER_TOPK in self.reads()
 
     @property
     def cross_tokenizer(self) -> bool:
         """A term reads the teacher through its own tokenizer: the step re-tokenizes for it."""
-        return self._any("cross_tokenizer")
+        return CROSS_TEACHER in self.reads()
 
     def attach_tokenizers(self, student_tok, teacher_tok) -> None:
-        """Cross-tokenizer runs: every weighted term must be cross-capable or need no teacher at all."""
-        for name, term in self.terms.items():
-            if self.weights[name] == 0:
-                continue
-            if term.cross_tokenizer:
+        """Another tokenizer's teacher: no weighted term may pair teacher and student position by position."""
+        for name, term in self.weighted():
+            if CROSS_TEACHER in term.reads:
                 term.attach_tokenizers(student_tok, teacher_tok)
-            elif term.needs_teacher or term.needs_cache:
+            elif term.reads & SAME_TOKENIZER:
                 raise DistillabError(
                     f"objective.terms.{name}: {type(term).__name__} compares teacher and student position "
                     "by position, which needs one tokenizer; next to cross_kd, only ce (no teacher) can run"
                 )
 
-    @property
-    def needs_hidden_states(self) -> bool:
-        return self._any("needs_hidden_states")
-
-    @property
-    def needs_attentions(self) -> bool:
-        return self._any("needs_attentions")
-
     def setup(self, student: nn.Module, teacher: nn.Module | None) -> list[str]:
         """Let each term see the models (layer maps, projections); return one line per term."""
         lines = []
-        for name, term in self.terms.items():
-            if self.weights[name] == 0:
-                continue
-            if term.needs_teacher and teacher is None:
+        for name, term in self.weighted():
+            if term.reads & TEACHER_MODEL and teacher is None:
                 raise DistillabError(f"objective.terms.{name}: needs a teacher, but none is configured")
             try:
                 term.setup(student, teacher)
@@ -86,23 +86,15 @@ class Objective(nn.Module):
             term.teardown(student, teacher)
 
     def forward(self, inputs: TermInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Every weighted term whose signals this kind of batch carries (signals.ABSENT_ON: no hard
+        labels on the student's own samples, no cached teacher on validation blocks), each given
+        only the signals it declared."""
         values: dict[str, torch.Tensor] = {}
-        total = inputs.student_logits.new_zeros((), dtype=torch.float32)
-        for name, term in self.terms.items():
-            weight = self.weights[name]
-            teacher_missing = (
-                inputs.cross is None
-                if term.cross_tokenizer
-                else inputs.teacher_logits is None and inputs.teacher_final_hidden is None
-            )
-            if weight == 0 or (term.needs_teacher and teacher_missing):
-                continue
-            if inputs.on_policy and not term.needs_teacher:  # no CE on the student's own samples
-                continue
-            if term.needs_cache and inputs.teacher_topk_logp is None:  # e.g. validation blocks: not cached
-                continue
-            values[name] = term(inputs)
-            total = total + weight * values[name]
+        total = inputs.mask.new_zeros((), dtype=torch.float32)
+        for name, term in self.weighted():
+            if offered(term.reads, inputs.kind):
+                values[name] = term(inputs.view(term.reads))
+                total = total + self.weights[name] * values[name]
         return total, values
 
 
@@ -118,7 +110,7 @@ def build_objective(terms_cfg: Mapping[str, Any]) -> Objective:
         if weight is None or float(weight) < 0:
             raise DistillabError(f"objective.terms.{name}.weight: must be >= 0, got {weight}")
         hint = f"name the term's class, one of {', '.join(term_classes())} (each preset in conf/objective/ shows its terms)"
-        terms[name] = build_target(spec, f"objective.terms.{name}", "a loss term", "needs_teacher", hint)
+        terms[name] = build_target(spec, f"objective.terms.{name}", "a loss term", "reads", hint)
         weights[name] = float(weight)
     if not any(weights.values()):
         raise DistillabError(

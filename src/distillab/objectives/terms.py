@@ -1,15 +1,12 @@
 """Objective terms: each turns one forward pass of student (and teacher) into a scalar loss.
 
 A term is an ``nn.Module`` (so a later term can own learned parameters, e.g. a projection) whose
-``forward`` takes :class:`TermInputs`. Add a term by writing a class here (or in a sibling module)
-and naming it by ``_target_`` under ``terms:`` in an ``objective/`` config.
+``forward`` takes the signals it lists in ``reads`` (:mod:`distillab.objectives.signals`). Add a
+term by writing a class here (or in a sibling module) and naming it by ``_target_`` under
+``terms:`` in an ``objective/`` config.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,56 +21,22 @@ from distillab.objectives.divergences import (
     get_divergence,
     masked_mean,
 )
+from distillab.objectives.signals import (
+    MASK,
+    STUDENT_LOGITS,
+    TARGETS,
+    TEACHER_FINAL,
+    TEACHER_TOPK,
+    TermInputs,
+)
 from distillab.precision import float32_math
-
-if TYPE_CHECKING:
-    from distillab.objectives.cross_tokenizer import CrossTokenizerInputs
-
-
-@dataclass
-class TermInputs:
-    """What a term may look at, for one batch.
-
-    Shapes: ``student_logits``/``teacher_logits`` ``(B, T, V)`` (position t predicts token t+1);
-    ``targets`` ``(B, T)``, the next token (-100 where there is none); ``mask`` ``(B, T)``, true
-    where the next token is real (not padding, not ignored, not past the end).
-    """
-
-    student_logits: torch.Tensor
-    targets: torch.Tensor
-    mask: torch.Tensor
-    teacher_logits: torch.Tensor | None = None
-    # Per layer, (B, T, H) each, index 0 = embeddings, i + 1 = output of decoder layer i. Only filled
-    # when a term asks (needs_hidden_states), since they cost memory.
-    student_hidden: tuple[torch.Tensor, ...] | None = None
-    teacher_hidden: tuple[torch.Tensor, ...] | None = None
-    # needs_attentions: post-RoPE queries/keys of the captured layers, {layer: {query, key, mask,
-    # scaling}}, from objectives/attention.py's capturing kernel (not whole attention matrices).
-    student_qk: dict[int, dict] | None = None
-    teacher_qk: dict[int, dict] | None = None
-    # From the offline teacher cache (data/teacher_cache.py): (B, T, k), (B, T, k), (B, T).
-    teacher_topk_logp: torch.Tensor | None = None
-    teacher_topk_ids: torch.Tensor | None = None
-    teacher_tail_logp: torch.Tensor | None = None
-    # The teacher's final hidden states and LM head, given instead of teacher_logits when no term
-    # needs the full logits (kd then forms them a chunk of positions at a time: objectives/chunked_kd.py).
-    teacher_final_hidden: torch.Tensor | None = None
-    teacher_head: Callable[[torch.Tensor], torch.Tensor] | None = None
-    # A teacher with another tokenizer (cross_tokenizer terms): aligned pairs, its hidden states, head.
-    cross: CrossTokenizerInputs | None = None
-    # The batch is the student's own samples (training/on_policy.py): only teacher terms apply.
-    on_policy: bool = False
 
 
 class Term(nn.Module):
-    """Base class. The ``needs_*`` flags tell the training loop what to compute for this term."""
+    """Base class. ``reads`` names the signals the term reads (objectives/signals.py): the training
+    step computes their union over the objective's terms, and the term sees only these."""
 
-    needs_teacher: bool = False
-    needs_cache: bool = False  # trains from the offline teacher top-k cache
-    needs_hidden_states: bool = False
-    needs_attentions: bool = False
-    cross_tokenizer: bool = False  # reads TermInputs.cross: works when the teacher's tokenizer differs
-    needs_teacher_logits: bool = False  # reads the teacher's full (B, T, V) logits
+    reads: frozenset[str] = frozenset()
 
     def setup(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Called once the models exist: build layer maps, projections, switch attention kernels."""
@@ -85,12 +48,23 @@ class Term(nn.Module):
         """One line for the start-of-run log (layer maps and the like)."""
         return ""
 
+    def documents_wanted(self) -> dict | None:
+        """A corpus source (``format``, ``files``, ...) this term wants read for it, or None.
+
+        The run reads it and calls ``attach_documents``: terms compute, they do not read files."""
+        return None
+
+    def attach_documents(self, tokenizer, documents: list[str]) -> None:
+        """Receive the documents ``documents_wanted`` asked for."""
+
     def forward(self, inputs: TermInputs) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
 
 class HardLabelCE(Term):
     """Cross-entropy on the data's next tokens, averaged over unmasked tokens."""
+
+    reads = frozenset({STUDENT_LOGITS, TARGETS, MASK})
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
         return hard_label_ce(inputs.student_logits, inputs.targets, inputs.mask)
@@ -103,7 +77,7 @@ class SoftLabelKD(Term):
     the hard-label term means the same thing at any T.
     """
 
-    needs_teacher = True
+    reads = frozenset({STUDENT_LOGITS, TEACHER_FINAL, MASK})
 
     def __init__(
         self,
@@ -123,18 +97,19 @@ class SoftLabelKD(Term):
         self.divergence = get_divergence(divergence, **divergence_kwargs)
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        if inputs.teacher_logits is None:  # the teacher's head runs a chunk of positions at a time
+        final = inputs.teacher_final
+        if final.logits is None:  # the teacher's head runs a chunk of positions at a time
             return chunked_soft_label_kd(
                 inputs.student_logits,
-                inputs.teacher_final_hidden,
-                inputs.teacher_head,
+                final.hidden,
+                final.head,
                 inputs.mask,
                 self.temperature,
                 self.divergence,
                 self.chunk_tokens,
             )
         return soft_label_kd(
-            inputs.teacher_logits, inputs.student_logits, inputs.mask, self.temperature, self.divergence
+            final.logits, inputs.student_logits, inputs.mask, self.temperature, self.divergence
         )
 
 
@@ -144,7 +119,7 @@ class CachedTopKKD(Term):
     The temperature is the cache's (chosen when the cache is built, part of its key).
     """
 
-    needs_cache = True
+    reads = frozenset({STUDENT_LOGITS, TEACHER_TOPK, MASK})
 
     def __init__(self, temperature: float = 1.0):
         super().__init__()
@@ -153,16 +128,9 @@ class CachedTopKKD(Term):
         self.temperature = float(temperature)
 
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        if inputs.teacher_topk_logp is None:
-            raise DistillabError(
-                "objective: kd_cached needs teacher_cache.enabled=true (the batch has no cached teacher)"
-            )
+        topk = inputs.teacher_topk
         per_token = forward_kl_topk(
-            inputs.teacher_topk_logp,
-            inputs.teacher_topk_ids,
-            inputs.teacher_tail_logp,
-            inputs.student_logits,
-            self.temperature,
+            topk.logp, topk.ids, topk.tail_logp, inputs.student_logits, self.temperature
         )
         return self.temperature**2 * masked_mean(per_token, inputs.mask)
 

@@ -19,14 +19,13 @@ from transformers import PreTrainedModel
 
 from distillab.data.token_alignment import TokenAligner
 from distillab.errors import DistillabError
-from distillab.objectives.attention import take_captured_qk
-from distillab.objectives.cross_tokenizer import CrossTokenizerInputs, head_reproduces_logits, teacher_head
+from distillab.objectives.cross_tokenizer import head_reproduces_logits
 from distillab.objectives.objective import Objective
-from distillab.objectives.terms import TermInputs, hard_label_ce
-from distillab.precision import current as current_precision
-from distillab.precision import module_device_type
+from distillab.objectives.signals import MASK, STUDENT_LOGITS, TARGETS
+from distillab.objectives.terms import hard_label_ce
 from distillab.training.on_policy import OnPolicy
 from distillab.training.sharding import is_sharded, shard_model
+from distillab.training.signal_providers import compute_signals
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ class DistillModule(L.LightningModule):
         ``on_policy``: some training batches are the student's own samples (needs ``student_tokenizer``)."""
         super().__init__()
         self.aligner = aligner
-        self._head_checked: bool | None = None  # see _head_reproduces_logits
+        self._head_checked: bool | None = None  # see head_reproduces_logits
         self.on_policy = on_policy if on_policy is not None and on_policy.enabled else None
         # tokens trained on by this rank (checkpointed): an on-policy batch trains on its sampled
         # tokens only, not on a whole block, so steps x block size would overstate the budget
@@ -103,84 +102,38 @@ class DistillModule(L.LightningModule):
         self.student.train()
 
     def _step(self, batch: dict[str, torch.Tensor], split: str, on_policy: bool = False) -> torch.Tensor:
-        aligned = None
-        if self.aligner is not None and self.teacher is not None:  # the teacher reads its own tokens
-            aligned = self.aligner(batch["input_ids"], batch["attention_mask"])
-        # Position t predicts token t+1. Targets are shifted left and the last position gets -100, so
-        # logits keep their full, contiguous (B, T, V) shape: no copies of vocabulary-sized tensors.
-        labels = batch["labels"]
-        targets = torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), -100)], dim=1)
-        mask = (targets != -100) & batch["attention_mask"].bool()
-        mask[:, :-1] &= batch["attention_mask"][:, 1:].bool()
-        model_inputs = {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"],
-            "output_hidden_states": self.objective.needs_hidden_states,
-        }
-        capture = self.objective.needs_attentions  # q/k kept by objectives/attention.py's kernel
-        student_out = self.student(**model_inputs)
-        student_qk = take_captured_qk(self.student) if capture else None
-        teacher_out, teacher_qk, cross = None, None, None
-        if aligned is not None and self.objective.needs_teacher:  # distill.check_cross_tokenizer_teacher
-            with torch.no_grad(), current_precision().autocast(module_device_type(self.teacher)):
-                hidden = self.teacher.base_model(
-                    input_ids=aligned.teacher_ids, attention_mask=aligned.teacher_mask
-                ).last_hidden_state
-            cross = CrossTokenizerInputs(aligned.pairs, hidden, teacher_head(self.teacher))
-        elif self.teacher is not None and self.objective.needs_teacher:
-            # The frozen teacher runs in the run's precision even when the student trains in float32
-            # (precision=auto with trainer.precision=32-true): its bf16 forward moved one KD step's
-            # gradient by a cosine of 1e-5 (bench/bf16_numerics.py), the student's own by far more.
-            # Without a term that reads its full logits, the teacher stops at its final hidden states:
-            # kd forms the logits a chunk of positions at a time (a 262k vocabulary never exists whole).
-            # (FSDP: the sharded root module's forward gathers the weights, so the whole model runs.)
-            whole = (
-                self.objective.needs_teacher_logits
-                or is_sharded(self.teacher)
-                or not self._head_reproduces_logits(batch["input_ids"])
-            )
-            teacher = self.teacher if whole else self.teacher.base_model
-            with torch.no_grad(), current_precision().autocast(module_device_type(self.teacher)):
-                teacher_out = teacher(**model_inputs)
-            teacher_qk = take_captured_qk(self.teacher) if capture else None
-        student_logits = student_out.logits
-        inputs = TermInputs(
-            student_logits=student_logits,
-            targets=targets,
-            mask=mask,
-            teacher_logits=getattr(teacher_out, "logits", None),
-            teacher_final_hidden=getattr(teacher_out, "last_hidden_state", None),
-            teacher_head=teacher_head(self.teacher) if teacher_out is not None else None,
-            student_hidden=student_out.hidden_states,
-            teacher_hidden=teacher_out.hidden_states if teacher_out is not None else None,
-            student_qk=student_qk,
-            teacher_qk=teacher_qk,
-            teacher_topk_logp=batch.get("teacher_topk_logp"),
-            teacher_topk_ids=batch.get("teacher_topk_ids"),
-            teacher_tail_logp=batch.get("teacher_tail_logp"),
-            cross=cross,
-            on_policy=on_policy,
-        )
+        """The objective on one batch: exactly the signals its terms read (training/signal_providers.py)."""
+        kind = "on_policy" if on_policy else split
+        wanted = self.objective.reads(kind) | {MASK}  # the mask also weighs the logged values
+        if split == "val":  # held-out CE of the student whatever the objective, for val/ppl
+            wanted |= {STUDENT_LOGITS, TARGETS}
+        inputs = compute_signals(self, batch, kind, wanted)
         loss, terms = self.objective(inputs)
         if split == "train" and not torch.isfinite(loss):
             raise NonFiniteLoss(self._non_finite_message(loss, terms))
-        n = batch["input_ids"].shape[0]
-        on_step = split == "train"
-        sync = not on_step  # epoch-level (validation) values are averaged over DDP ranks
-        self.log(
-            f"{split}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=sync, batch_size=n, sync_dist=sync
-        )
-        for name, value in terms.items():
-            self.log(
-                f"{split}/loss_{name}", value, on_step=on_step, on_epoch=sync, batch_size=n, sync_dist=sync
-            )
-        if split == "val":  # held-out CE of the student whatever the objective, for val/ppl
-            ce = hard_label_ce(student_logits, targets, mask)
-            tokens = int(mask.sum())
+        self._log_losses(split, loss, terms, batch_size=batch["input_ids"].shape[0])
+        if split == "val":
+            ce = hard_label_ce(inputs.student_logits, inputs.targets, inputs.mask)
+            tokens = int(inputs.mask.sum())
             self._val_nll, self._val_tokens = self._val_nll + float(ce) * tokens, self._val_tokens + tokens
         return loss
 
-    def _head_reproduces_logits(self, input_ids: torch.Tensor) -> bool:
+    def _log_losses(self, split: str, loss: torch.Tensor, terms: dict[str, torch.Tensor], batch_size: int):
+        on_step = split == "train"
+        sync = not on_step  # epoch-level (validation) values are averaged over DDP ranks
+        values = {f"{split}/loss": loss} | {f"{split}/loss_{name}": value for name, value in terms.items()}
+        for key, value in values.items():
+            self.log(
+                key,
+                value,
+                prog_bar=key == f"{split}/loss",
+                on_step=on_step,
+                on_epoch=sync,
+                batch_size=batch_size,
+                sync_dist=sync,
+            )
+
+    def head_reproduces_logits(self, input_ids: torch.Tensor) -> bool:
         """Checked once per run (see ``head_reproduces_logits``): if not, kd runs the whole teacher."""
         if self._head_checked is None:
             self._head_checked = head_reproduces_logits(self.teacher, input_ids)

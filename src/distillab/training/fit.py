@@ -23,22 +23,21 @@ from distillab.data.corpus import read_documents
 from distillab.data.datamodule import CorpusDataModule
 from distillab.data.paths import resolve_data_dir
 from distillab.errors import DistillabError
-from distillab.objectives.contrastive import ContrastiveDistillation
 from distillab.objectives.objective import Objective
 from distillab.training.checkpoint_io import AtomicCheckpointIO
 from distillab.training.distill_module import DistillModule
 
 
-def attach_prompt_pools(objective: Objective, tokenizer, data_dir: str | None, limit: int = 256) -> None:
-    """Read each contrastive term's prompt source (relative to the data directory) and attach it
-    (here, not in the term: objectives compute, they do not read files)."""
-    for name, term in objective.terms.items():
-        if isinstance(term, ContrastiveDistillation) and objective.weights[name] != 0:
-            if not term.prompt_source:
-                raise DistillabError(
-                    f"objective.terms.{name}.prompts: give a prompt source (format, files, template)"
-                )
-            term.attach(tokenizer, read_documents(term.prompt_source, resolve_data_dir(data_dir))[:limit])
+def attach_documents(objective: Objective, tokenizer, data_dir: str | None, limit: int = 256) -> None:
+    """Read the corpus each term asks for (``Term.documents_wanted``: e.g. contrastive's prompts,
+    relative to the data directory) and hand it over (here: objectives compute, they do not read files)."""
+    for name, term in objective.weighted():
+        try:
+            source = term.documents_wanted()
+        except DistillabError as err:
+            raise DistillabError(f"objective.terms.{name}.{err}") from None
+        if source is not None:
+            term.attach_documents(tokenizer, read_documents(source, resolve_data_dir(data_dir))[:limit])
 
 
 def training_parts(
@@ -60,7 +59,7 @@ def training_parts(
         start_batch=start_batch,
     )
     datamodule.setup("fit")
-    attach_prompt_pools(objective, tokenizer, paths.data_dir)
+    attach_documents(objective, tokenizer, paths.data_dir)
     module = DistillModule(
         student,
         objective,
