@@ -26,6 +26,7 @@ from distillab.errors import DistillabError
 from distillab.evaluation.harness import run_tasks
 from distillab.files import write_json_atomic
 from distillab.models.surgery import teacher_layer_indices
+from distillab.precision import in_run_precision
 from distillab.pruning import layer_scores as ls
 from distillab.pruning.ild import RemovalPlan, check_plan, remove_layers_iteratively
 from distillab.pruning.unstructured import (
@@ -118,6 +119,7 @@ class LayerRemoval:
         """``(model, step) -> per-layer (or per-block) importance`` for this method's score."""
         lp, removal = self.layers, self.layers.get("removal") or {}  # removal: read by the drop scores only
 
+        @in_run_precision  # each candidate scored in the run's precision, like every other layer score
         def benchmark(m) -> float:  # benchmark_drop's metric: the lm-eval task on the local data
             task, metric = removal["task"], removal["metric"]
             tasks = {task: {"limit": removal["limit"], "num_fewshot": removal.get("num_fewshot", 0)}}
