@@ -11,13 +11,16 @@ THREADS ?= 2
 PIP_ARGS ?=
 # exp-002: the layer score used for the healed and iterative runs (the best one-shot score)
 SCORE ?= block_influence
-SUITE_TASKS := arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai/acc arc_challenge/acc_norm
-SUITE_METRICS := wikitext2/ppl $(SUITE_TASKS)
+# The metrics the study targets hand to the report: tasks are named here, each task's primary metric
+# comes from its YAML (src/distillab/evaluation/lm_eval_tasks/), a perplexity set's is ppl.
+primaries = $(shell $(PY) -m distillab.evaluation.tasks $(1))
+SUITE_TASKS = $(call primaries,arc_easy piqa hellaswag lambada_openai arc_challenge)
+SUITE_METRICS = wikitext2/ppl $(SUITE_TASKS)
 # exp-004: training steps at which the healing-budget curve is evaluated (1,024 tokens per step), and
 # its suite (decision_cpu: 500 items per task, sized for 2 float32 cores; decision: whole splits)
 BUDGET_STEPS ?= 24 96 400 800 1600
 BUDGET_EVAL ?= decision_cpu
-DECISION_METRICS := wikitext2/ppl arc_challenge_margin/choice_nll arc_easy/acc_norm piqa/acc_norm hellaswag/acc_norm lambada_openai/acc gsm8k_bpb/bpb
+DECISION_METRICS = $(call primaries,--eval decision_cpu)
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -123,7 +126,7 @@ LATEST = $$(ls -td outputs/$(1)/multirun-* | head -1)
 exp-001: models ## experiments/001: heal the evenly cut student with each objective preset at one budget (~90 min)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=ce,kd,ild,distill_lens,multi_signal student.score=null experiment_name=objectives_study eval_before_training=false
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=kd,kd_cached student.score=null teacher_cache.enabled=true data.max_train_blocks=96 experiment_name=objectives_study_cached eval_before_training=false
-	$(REPORT) $(call LATEST,distill/objectives_study) $(call LATEST,distill/objectives_study_cached) --metrics wikitext2/ppl arc_challenge/acc_norm --plot experiments/001-objectives-study/retention.png --wandb objectives_study
+	$(REPORT) $(call LATEST,distill/objectives_study) $(call LATEST,distill/objectives_study_cached) --metrics wikitext2/ppl $(call primaries,arc_challenge) --plot experiments/001-objectives-study/retention.png --wandb objectives_study
 
 exp-002: models ## experiments/002: which layers to remove (each score, healed or not, ILD), how many, other cuts (~4 h on 2 cores)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.score=block_influence,angular,lens_kl,ppl_drop,random heal.enabled=false eval=suite experiment_name=layer_scores_study

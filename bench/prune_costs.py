@@ -53,8 +53,8 @@ def main() -> None:
     from distillab.models.surgery import remove_layers
     from distillab.process import set_allocator
     from distillab.pruning.layer_scores import activation_layer_scores, least_important
+    from distillab.pruning.scores import weight_scores
     from distillab.pruning.unstructured import apply_masks, two_four_masks
-    from distillab.pruning.weight_scores import weight_scores
     from distillab.pruning.width import prune_heads, prune_neurons, structure_scores
 
     torch.set_num_threads(args.threads)

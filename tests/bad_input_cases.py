@@ -80,7 +80,7 @@ CATALOGUE = [
         ["precision=float32", "trainer.precision=bf16-mixed"],
         "trainer.precision: 'bf16-mixed' contradicts precision=float32",
     ),
-    ("distill", ["student.score=ppl_drop"], "student.score: 'ppl_drop' is not one of block_influence"),
+    ("distill", ["student.score=ppl_drop"], "student.score: 'ppl_drop' is not a score for a student cut"),
     (
         "distill",
         ["objective.terms.kd.temperature=-1"],
@@ -150,7 +150,7 @@ CATALOGUE = [
     (
         "prune",
         ["prune=width", "prune.score=block_influence", "prune.width.intermediate_size=64"],
-        "prune.score: 'block_influence' is not a weight score",
+        "prune.score: 'block_influence' is not a score for prune=width (a layer score",
     ),
     # wrong types and ranges anywhere (config_schema.py, before any model loads)
     (

@@ -143,7 +143,7 @@ def test_a_student_cut_by_a_layer_score_removes_the_lowest_scoring_layers(tmp_pa
     [
         (
             ["student.score=ppl_drop"],
-            "student.score: 'ppl_drop' is not one of block_influence, angular, lens_kl",
+            "student.score: 'ppl_drop' is not a score for a student cut before distillation",
         ),
         (
             ["student.score=angular", "student.num_remove=4"],

@@ -191,14 +191,15 @@ def test_continuous_metrics_are_lower_is_better_and_have_primary_defaults():
 
 def test_derived_tasks_get_a_yaml_on_the_hub_path_too(tmp_path):
     """Without local data lm-eval's own tasks need no file, distillab's variants still do."""
-    from distillab.evaluation.local_tasks import FUNCTIONS_FILE, write_local_task_yamls
+    from distillab.evaluation.tasks import FUNCTIONS_FILE, render
 
-    assert write_local_task_yamls(["arc_easy"], None, tmp_path / "a") is None
-    out = write_local_task_yamls(["arc_easy", "gsm8k_bpb"], None, tmp_path / "b")
+    assert render(["arc_easy"], None, tmp_path / "a") is None
+    out = render(["arc_easy", "gsm8k_bpb"], None, tmp_path / "b")
     text = (out / "gsm8k_bpb.yaml").read_text()
-    assert "process_results: !function distillab_functions.gsm8k_bpb_results" in text
+    assert "process_results: !function 'utils.gsm8k_bpb_results'" in text  # a tag, not a plain string
     assert "dataset_kwargs" not in text and (out / FUNCTIONS_FILE).is_file()
     assert "tag: null" in text  # not in lm-eval's math_word_problems group
+    assert "dataset_kwargs" not in (out / "gsm8k.yaml").read_text()  # its base: lm-eval's own, hub data
     assert not (out / "arc_easy.yaml").exists()
 
 
@@ -210,9 +211,9 @@ def test_gsm8k_bpb_prompts_read_answer_colon_space_solution_in_shots_and_target(
 
     from lm_eval.tasks import TaskManager
 
-    from distillab.evaluation.local_tasks import write_local_task_yamls
+    from distillab.evaluation.tasks import render
 
-    out = write_local_task_yamls(["gsm8k_bpb"], SHARED_DATA, tmp_path)
+    out = render(["gsm8k_bpb"], SHARED_DATA, tmp_path)
     task = TaskManager(include_path=str(out)).load_task_or_group(["gsm8k_bpb"])["gsm8k_bpb"]
     task.set_config(key="num_fewshot", value=1)
     task.build_all_requests(limit=1, rank=0, world_size=1)

@@ -109,7 +109,10 @@ def test_width_and_sparse_pruning_heal_and_export(tmp_path, tiny_corpus, extra):
     "extra, message",
     [
         (["prune.layers.num_remove=4"], "prune.layers.num_remove: 4 outside 1..3"),
-        (["prune.score=fisher"], "prune.score: unknown layer score 'fisher'"),
+        (
+            ["prune.score=fisher"],
+            "prune.score: 'fisher' is not a score for prune=layers; valid: block_influence",
+        ),
         (
             ["prune=unstructured", "prune.score=wanda", "prune.unstructured.sparsity=1.0"],
             "prune.unstructured.sparsity: 1.0 is not valid; expected a number >= 0 and < 1",
@@ -119,7 +122,10 @@ def test_width_and_sparse_pruning_heal_and_export(tmp_path, tiny_corpus, extra):
             "prune.width.num_attention_heads: 3 does not keep grouped-query groups",
         ),
         (["prune._target_=distillab.pruning.methods.Slices"], "prune._target_: "),
-        (["+prune.layers.bogus=1", "prune.score=fisher"], "prune.score: unknown layer score 'fisher'"),
+        (
+            ["+prune.layers.bogus=1", "prune.score=fisher"],
+            "prune.score: 'fisher' is not a score for prune=layers",
+        ),
     ],
 )
 def test_bad_prune_configs_fail_fast_with_the_key(tmp_path, tiny_corpus, extra, message):

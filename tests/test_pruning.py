@@ -10,7 +10,6 @@ from distillab.errors import DistillabError
 from distillab.models.surgery import decoder_layers
 from distillab.models.tiny import build_tiny
 from distillab.pruning.layer_scores import (
-    LAYER_SCORES,
     ScoreInputs,
     activation_layer_scores,
     block_influence,
@@ -19,10 +18,10 @@ from distillab.pruning.layer_scores import (
     random_scores,
     removal_drop_scores,
     residual_stream,
-    score_layers,
 )
+from distillab.pruning.scores import SCORES, check_score, score_layers, valid_scores, weight_scores
 from distillab.pruning.unstructured import achieved_sparsity, apply_masks, sparsity_masks, two_four_masks
-from distillab.pruning.weight_scores import prunable_linears, weight_scores
+from distillab.pruning.weight_scores import prunable_linears
 from distillab.pruning.width import prune_heads, prune_neurons, structure_scores
 
 ARCHS = ["llama", "qwen2"]
@@ -226,7 +225,7 @@ def test_every_named_layer_score_finds_the_silenced_layer():
     _silence_layer(model, 2)
     batches = _batches()
     inputs = ScoreInputs(batches, seed=3, benchmark=lambda m: -calibration_perplexity(m, batches))
-    for name in LAYER_SCORES:
+    for name in valid_scores("layers"):
         scores = score_layers(name, model, inputs)
         assert len(scores) == 4, name
         if name in ("ppl_drop", "benchmark_drop"):
@@ -239,9 +238,27 @@ def test_every_named_layer_score_finds_the_silenced_layer():
         == activation_layer_scores(model, batches, ["angular"])["angular"]
     )
     with pytest.raises(
-        DistillabError, match="prune.score: unknown layer score 'cosine'; valid: block_influence"
+        DistillabError, match="prune.score: 'cosine' is not a score for prune=layers; valid: block_influence"
     ):
         score_layers("cosine", model, inputs)
+
+
+def test_one_score_table_says_where_each_score_is_valid():
+    """Layer scores cut layers (the activation scores also cut students before distillation), weight
+    scores cut widths and weights; every check reads the same table, so each error lists exactly
+    the names its key accepts."""
+    assert valid_scores("student") == ["block_influence", "angular", "lens_kl"]
+    assert set(valid_scores("layers")) == {n for n, s in SCORES.items() if s.kind == "layer"}
+    assert (
+        valid_scores("width") == valid_scores("unstructured") == ["magnitude", "gradient", "taylor", "wanda"]
+    )
+    assert check_score("wanda", "unstructured") is SCORES["wanda"]
+    with pytest.raises(
+        DistillabError, match=r"prune.score: 'wanda' is not a score for prune=layers \(a weight score, "
+    ):
+        check_score("wanda", "layers")
+    with pytest.raises(DistillabError, match=r"student.score: 'random' is not a score for a student cut"):
+        check_score("random", "student")
 
 
 def test_layer_removal_scores_with_its_settings(tmp_path):

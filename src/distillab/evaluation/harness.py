@@ -17,7 +17,7 @@ import torch
 from distillab.errors import DistillabError
 from distillab.evaluation import items
 from distillab.evaluation.items import SuiteItems
-from distillab.evaluation.local_tasks import write_local_task_yamls
+from distillab.evaluation.tasks import render
 from distillab.precision import module_device_type
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def run_tasks_with_items(
 ) -> tuple[dict[str, float], SuiteItems]:
     """Evaluate ``model`` on ``tasks`` = ``{name: {limit, num_fewshot, max_gen_toks, primary}}``.
 
-    With ``data_dir`` the tasks read local copies (see :mod:`local_tasks`); with ``None`` lm-eval
+    With ``data_dir`` the tasks read local copies (see :mod:`distillab.evaluation.tasks`); with ``None`` lm-eval
     fetches its data from the hub as usual. Returns the flat metrics and, with ``log_items``, each
     task's per-item results from lm-eval's sample logging (:func:`items.from_samples`).
     """
@@ -95,7 +95,7 @@ def run_tasks_with_items(
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    include = write_local_task_yamls(list(tasks), data_dir, work_dir / "lm_eval_tasks")
+    include = render(list(tasks), data_dir, work_dir / "lm_eval_tasks")
     manager = TaskManager(include_path=str(include) if include else None)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:

@@ -3,8 +3,8 @@
 For lower-is-better metrics (perplexity, NLL) the ratio is inverted (teacher / student) so that
 1.0 always means "as good as the teacher" and smaller means worse.
 
-Each task has one **primary** metric, declared with the task in the eval config (``primary:``;
-``ppl`` for a perplexity set). ``retention/mean`` — in results.json, the printed table, W&B, the
+Each task has one **primary** metric, named in its YAML (:mod:`distillab.evaluation.tasks`; an eval
+config's ``eval.tasks.<task>.primary`` overrides it; ``ppl`` for a perplexity set). ``retention/mean`` — in results.json, the printed table, W&B, the
 sweep metric and the report — is the mean over tasks of the primary metric's retention, each task
 counted once. Where both models' per-item results are at hand, every retention carries a 95%
 paired-bootstrap interval over the shared items (:mod:`distillab.evaluation.paired`).
@@ -21,37 +21,12 @@ import numpy as np
 from distillab import markdown
 from distillab.errors import DistillabError
 from distillab.evaluation import items as item_results
-from distillab.evaluation import paired
+from distillab.evaluation import paired, tasks
 
-LOWER_IS_BETTER = ("ppl", "nll", "perplexity", "bpb")  # a metric named so, or ending in _nll (choice_nll)
-
-# The primary metric of each task distillab has local data for, when the config does not say:
-# length-normalised accuracy for multiple choice with answers of unequal length, accuracy for
-# LAMBADA's one-word completions, strict exact match for GSM8K's final answers.
-DEFAULT_PRIMARY = {
-    "arc_challenge": "acc_norm",
-    "arc_easy": "acc_norm",
-    "piqa": "acc_norm",
-    "hellaswag": "acc_norm",
-    "lambada_openai": "acc",
-    "gsm8k": "exact_match_strict-match",
-    # distillab's continuous variants (evaluation/lm_eval_functions.py)
-    "arc_challenge_margin": "choice_nll",
-    "arc_easy_margin": "choice_nll",
-    "gsm8k_bpb": "bpb",
-}
-# What those tasks report (lm-eval 0.4), so a misspelt primary metric fails before any work is done.
-TASK_METRICS = {
-    "arc_challenge": ("acc", "acc_norm"),
-    "arc_easy": ("acc", "acc_norm"),
-    "piqa": ("acc", "acc_norm"),
-    "hellaswag": ("acc", "acc_norm"),
-    "lambada_openai": ("acc", "perplexity"),
-    "gsm8k": ("exact_match_strict-match", "exact_match_flexible-extract"),
-    "arc_challenge_margin": ("acc", "acc_norm", "choice_nll"),
-    "arc_easy_margin": ("acc", "acc_norm", "choice_nll"),
-    "gsm8k_bpb": ("bpb",),
-}
+# Which way is better comes from the task registry (evaluation/lm_eval_tasks/); for a perplexity
+# set's ppl, and for an lm-eval task distillab has no YAML for, from the metric's name: lower for
+# perplexities, NLLs and bits, higher for everything else.
+LOWER_IS_BETTER = ("ppl", "nll", "perplexity", "bpb")  # a metric named so, or ending in _nll
 
 
 def primary_metrics(eval_cfg: Mapping[str, Any] | None) -> dict[str, str]:
@@ -60,15 +35,16 @@ def primary_metrics(eval_cfg: Mapping[str, Any] | None) -> dict[str, str]:
         return {}
     primary = {}
     for task, settings in (eval_cfg.get("tasks") or {}).items():
-        metric = (settings or {}).get("primary") or DEFAULT_PRIMARY.get(task)
+        metric = (settings or {}).get("primary") or tasks.primary_metric(task)
         if metric is None:
             raise DistillabError(
-                f"eval.tasks.{task}.primary: not set and no default for this task; set it to the metric "
-                "that task's retention means (e.g. acc, acc_norm, exact_match)"
+                f"eval.tasks.{task}.primary: not set and the task has no YAML in {tasks.TASK_DIR} that names one; "
+                "set it to the metric that task's retention means (e.g. acc, acc_norm, exact_match)"
             )
-        if task in TASK_METRICS and metric not in TASK_METRICS[task]:
+        known = tasks.metrics(task) if task in tasks.registry() else {}
+        if known and metric not in known:
             raise DistillabError(
-                f"eval.tasks.{task}.primary: {metric!r} is not a metric of {task}; valid: {', '.join(TASK_METRICS[task])}"
+                f"eval.tasks.{task}.primary: {metric!r} is not a metric of {task}; valid: {', '.join(known)}"
             )
         primary[task] = metric
     for name in eval_cfg.get("perplexity") or {}:
@@ -103,7 +79,11 @@ _LOWER_IS_BETTER_NAMES = ("word_perplexity", "byte_perplexity", "bits_per_byte")
 
 
 def lower_is_better(key: str) -> bool:
-    metric = key.rsplit("/", 1)[-1]
+    """``task/metric``: lower is better? The task's YAML says, else the metric's name."""
+    task, _, metric = key.rpartition("/")
+    higher = tasks.higher_is_better(task, metric)
+    if higher is not None:
+        return not higher
     return (
         metric.split("_")[0] in LOWER_IS_BETTER
         or metric.endswith("_nll")

@@ -19,8 +19,8 @@ from distillab.data.packing import bos_token_id
 from distillab.data.paths import resolve_data_dir
 from distillab.evaluation import items
 from distillab.evaluation.harness import run_tasks_with_items
-from distillab.evaluation.local_tasks import derived_definition
 from distillab.evaluation.perplexity import block_nll, perplexity_from_blocks
+from distillab.evaluation.tasks import derived_definition
 from distillab.files import digest, write_json_atomic
 from distillab.models.fingerprint import model_fingerprint
 from distillab.precision import Precision, linear_weights_cast_once, module_device_type

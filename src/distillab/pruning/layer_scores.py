@@ -14,8 +14,9 @@ Removal scores remove one layer at a time and measure the damage (the ILD paper'
 arXiv 2511.05085): ``ppl_drop`` (calibration perplexity increase) and ``benchmark_drop`` (drop of
 an lm-eval metric on a configurable subset). ``random`` gives a seeded random order (a baseline).
 
-Every score is a function ``(model, ScoreInputs) -> per-layer importance`` named in ``LAYER_SCORES``
-(the end of this file): adding a score is that function and its line there. Scores are values, not
+Every score is a function ``(model, ScoreInputs) -> per-layer importance`` named in
+``pruning/scores.py``'s ``SCORES``, which says where each is valid: adding a score is that function
+and its line there. Scores are values, not
 ``_target_`` groups, because researchers sweep them (``prune.score=block_influence,angular,random``).
 """
 
@@ -49,21 +50,6 @@ class ScoreInputs:
     lens_stride: int = 32  # lens_kl: every n-th token (each layer costs an LM-head projection)
     ppl_batches: int = 2  # ppl_drop: calibration batches measured per removed layer
     benchmark: Callable[[nn.Module], float] | None = None  # benchmark_drop: the metric, higher is better
-
-
-def check_score_names(names: Sequence[str], key: str = "prune.score") -> None:
-    for name in names:
-        if name not in LAYER_SCORES:
-            raise DistillabError(f"{key}: unknown layer score {name!r}; valid: {', '.join(LAYER_SCORES)}")
-
-
-def score_layers(name: str, model: nn.Module, inputs: ScoreInputs) -> list[float]:
-    """The layer score ``name`` of every decoder layer (per block start for a contiguous angular)."""
-    check_score_names([name])
-    return LAYER_SCORES[name](model, inputs)
-
-
-# -- pure functions on hidden states -------------------------------------------------------------
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -236,7 +222,7 @@ def least_important(
 # -- the scores by name ---------------------------------------------------------------------------------
 
 
-def _activation(name: str) -> Callable[[nn.Module, ScoreInputs], list[float]]:
+def activation_score(name: str) -> Callable[[nn.Module, ScoreInputs], list[float]]:
     def score(model: nn.Module, x: ScoreInputs) -> list[float]:
         return activation_layer_scores(
             model, x.calibration, [name], angular_block=x.angular_block, lens_stride=x.lens_stride
@@ -245,24 +231,16 @@ def _activation(name: str) -> Callable[[nn.Module, ScoreInputs], list[float]]:
     return score
 
 
-def _ppl_drop(model: nn.Module, x: ScoreInputs) -> list[float]:
+def ppl_drop(model: nn.Module, x: ScoreInputs) -> list[float]:
     subset = x.calibration[: x.ppl_batches]
     return removal_drop_scores(model, lambda m: calibration_perplexity(m, subset), higher_is_better=False)[0]
 
 
-def _benchmark_drop(model: nn.Module, x: ScoreInputs) -> list[float]:
+def benchmark_drop(model: nn.Module, x: ScoreInputs) -> list[float]:
     if x.benchmark is None:
         raise DistillabError("prune.score: benchmark_drop needs a benchmark; it is scored by distillab-prune")
     return removal_drop_scores(model, x.benchmark, higher_is_better=True)[0]
 
 
-def _random(model: nn.Module, x: ScoreInputs) -> list[float]:
+def random_order(model: nn.Module, x: ScoreInputs) -> list[float]:
     return random_scores(len(decoder_layers(model)), x.seed)
-
-
-LAYER_SCORES: dict[str, Callable[[nn.Module, ScoreInputs], list[float]]] = {
-    **{name: _activation(name) for name in ACTIVATION_SCORES},
-    "ppl_drop": _ppl_drop,
-    "benchmark_drop": _benchmark_drop,
-    "random": _random,
-}

@@ -29,6 +29,7 @@ from distillab.models.surgery import teacher_layer_indices
 from distillab.precision import in_run_precision
 from distillab.pruning import layer_scores as ls
 from distillab.pruning.ild import RemovalPlan, check_plan, remove_layers_iteratively
+from distillab.pruning.scores import check_score, score_layers, weight_scores
 from distillab.pruning.unstructured import (
     achieved_sparsity,
     apply_masks,
@@ -36,7 +37,6 @@ from distillab.pruning.unstructured import (
     sparsity_masks,
     two_four_masks,
 )
-from distillab.pruning.weight_scores import WEIGHT_SCORES, weight_scores
 from distillab.pruning.width import check_head_counts, prune_heads, prune_neurons, structure_scores
 
 log = logging.getLogger("distillab")
@@ -65,7 +65,7 @@ class LayerRemoval:
 
     def check(self, model_config) -> None:
         lp = self.layers
-        ls.check_score_names([self.score])
+        check_score(self.score, self.name)
         if lp["schedule"] not in ("one_shot", "iterative"):
             raise DistillabError(
                 f"prune.layers.schedule: unknown {lp['schedule']!r}; valid: one_shot, iterative"
@@ -135,16 +135,9 @@ class LayerRemoval:
                 ppl_batches=int(removal.get("num_batches", ls.ScoreInputs.ppl_batches)),
                 benchmark=benchmark,
             )
-            return ls.score_layers(self.score, model, inputs)
+            return score_layers(self.score, model, inputs)
 
         return scores
-
-
-def _check_weight_score(score: str, method: str) -> None:
-    if score not in WEIGHT_SCORES:
-        raise DistillabError(
-            f"prune.score: {score!r} is not a weight score; valid for {method}: {', '.join(WEIGHT_SCORES)}"
-        )
 
 
 @dataclass
@@ -156,7 +149,7 @@ class WidthPruning:
     name: ClassVar[str] = "width"
 
     def check(self, model_config) -> None:
-        _check_weight_score(self.score, self.name)
+        check_score(self.score, self.name)
         w = self.width
         if not (w.get("num_attention_heads") or w.get("intermediate_size")):
             raise DistillabError(
@@ -173,7 +166,7 @@ class WidthPruning:
 
     def apply(self, job: PruneJob) -> tuple[Any, dict[str, Any]]:
         student = copy.deepcopy(job.model).requires_grad_(True)
-        structures = structure_scores(weight_scores(student, self.score, job.calibration), student)
+        structures = structure_scores(weight_scores(student, self.score, job.calibration, self.name), student)
         record: dict[str, Any] = {}
         w = self.width
         if w.get("num_attention_heads"):
@@ -196,7 +189,7 @@ class UnstructuredSparsity:
     name: ClassVar[str] = "unstructured"
 
     def check(self, model_config) -> None:
-        _check_weight_score(self.score, self.name)
+        check_score(self.score, self.name)
         u = self.unstructured
         check_sparsity(u["sparsity"], "prune.unstructured.sparsity")
         if u["pattern"] not in (None, "2:4"):
@@ -204,7 +197,7 @@ class UnstructuredSparsity:
 
     def apply(self, job: PruneJob) -> tuple[Any, dict[str, Any]]:
         student = copy.deepcopy(job.model).requires_grad_(True)
-        scores = weight_scores(student, self.score, job.calibration)
+        scores = weight_scores(student, self.score, job.calibration, self.name)
         u = self.unstructured
         masks = (
             two_four_masks(scores)

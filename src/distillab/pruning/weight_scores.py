@@ -6,7 +6,8 @@
 - ``wanda`` (arXiv 2306.11695): |w| · ‖x_j‖₂, the weight times the L2 norm of its input feature
   over all calibration tokens
 
-Returned as ``{parameter name: score tensor shaped like the weight}``; higher = more important.
+Each returns ``{parameter name: score tensor shaped like the weight}``; higher = more important.
+They are named in ``pruning/scores.py``, which says where each is valid.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillab.errors import DistillabError
 from distillab.models.surgery import decoder_layers
 from distillab.precision import in_run_precision
 
@@ -31,21 +31,6 @@ def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
             if isinstance(module, nn.Linear):
                 found[f"model.layers.{i}.{name}"] = module
     return found
-
-
-def weight_scores(
-    model: nn.Module, method: str, batches: Sequence[torch.Tensor] = ()
-) -> dict[str, torch.Tensor]:
-    """``method``'s score of every prunable weight (``WEIGHT_SCORES``, the end of this file)."""
-    if method not in WEIGHT_SCORES:
-        raise DistillabError(
-            f"prune.score: unknown weight score {method!r}; valid: {', '.join(WEIGHT_SCORES)}"
-        )
-    if method != "magnitude" and not batches:
-        raise DistillabError(
-            f"prune.score: {method!r} needs calibration data (prune.calibration.num_blocks >= 1)"
-        )
-    return WEIGHT_SCORES[method](model, prunable_linears(model), batches)
 
 
 @torch.no_grad()
@@ -100,22 +85,19 @@ def accumulated_gradients(
 # -- the scores by name: (model, its prunable linears, calibration batches) -> {name: score} ------------
 
 
-def _magnitude(model, linears, batches):
+def magnitude(model, linears, batches):
     return {name: m.weight.detach().abs().float() for name, m in linears.items()}
 
 
-def _wanda(model, linears, batches):
+def wanda(model, linears, batches):
     norms = input_feature_norms(model, linears, batches)
     return {name: m.weight.detach().abs().float() * norms[name][None, :] for name, m in linears.items()}
 
 
-def _gradient(model, linears, batches):
+def gradient(model, linears, batches):
     return {name: g.abs() for name, g in accumulated_gradients(model, linears, batches).items()}
 
 
-def _taylor(model, linears, batches):
+def taylor(model, linears, batches):
     grads = accumulated_gradients(model, linears, batches)
     return {name: (linears[name].weight.detach().float() * g).abs() for name, g in grads.items()}
-
-
-WEIGHT_SCORES = {"magnitude": _magnitude, "gradient": _gradient, "taylor": _taylor, "wanda": _wanda}

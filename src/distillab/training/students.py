@@ -28,7 +28,8 @@ from distillab.models.loading import load_model
 from distillab.models.spec import ModelSpec
 from distillab.models.student import drop_layers_student, smaller_student
 from distillab.models.surgery import remove_layers
-from distillab.pruning.layer_scores import ACTIVATION_SCORES, ScoreInputs, least_important, score_layers
+from distillab.pruning.layer_scores import ScoreInputs, least_important
+from distillab.pruning.scores import check_score, score_layers
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,7 @@ class DropLayers:
         run's training data (the same choice ``distillab-prune`` makes one-shot)."""
         # a student is cut by the scores of one calibration pass of the teacher; the removal scores
         # (ppl_drop, benchmark_drop) and iterative removal live in distillab-prune
-        if self.score not in ACTIVATION_SCORES:
-            raise DistillabError(
-                f"student.score: {self.score!r} is not one of {', '.join(ACTIVATION_SCORES)} (null: evenly "
-                "spaced); removal scores and iterative cuts: distillab-prune"
-            )
+        check_score(self.score, "student")  # removal scores and iterative cuts: distillab-prune
         num_layers = teacher.config.num_hidden_layers
         if self.num_remove is None or not 0 < int(self.num_remove) < num_layers:
             raise DistillabError(
@@ -68,7 +65,9 @@ class DropLayers:
             raise DistillabError(
                 "student.score: this entry point gives no calibration data; use distillab-distill"
             )
-        scores = score_layers(self.score, teacher, ScoreInputs(calibration(int(self.calibration_blocks))))
+        scores = score_layers(
+            self.score, teacher, ScoreInputs(calibration(int(self.calibration_blocks))), "student"
+        )
         remove = least_important(scores, int(self.num_remove))
         log.info(
             "student: %s scores %s -> removing layers %s", self.score, [round(x, 4) for x in scores], remove

@@ -15,9 +15,10 @@ continuously can:
 
 Retention of both is teacher / student (lower is better), so 100% = as good as the teacher.
 
+The task YAMLs beside this file name these functions (``process_results: !function utils.…``);
 lm-eval loads ``!function`` files from the folder of the task YAML, so
-:func:`~distillab.evaluation.local_tasks.write_local_task_yamls` copies this file next to the
-YAMLs it writes. It must import nothing from distillab.
+:func:`distillab.evaluation.tasks.render` copies this file next to the YAMLs it writes. It must
+import nothing from distillab.
 """
 
 from __future__ import annotations
