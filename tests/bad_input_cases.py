@@ -247,6 +247,22 @@ CATALOGUE = [
         "binary.bin: not UTF-8 text (byte 2)",
     ),
     ("distill", ["ckpt_path={corrupt_ckpt}"], "ckpt_path: {corrupt_ckpt} is not a readable checkpoint"),
+    (
+        "prune",
+        ["prune.score=benchmark_drop", "prune.layers.num_remove=1", "prune.layers.removal.metric=accuracy"],
+        "prune.layers.removal.metric: 'accuracy' is not a metric of arc_easy; valid: acc, acc_norm",
+    ),
+    (
+        "prune",
+        ["prune.score=benchmark_drop", "prune.layers.num_remove=1", "prune.layers.removal.task=mmlu"],
+        "prune.layers.removal.task: 'mmlu' has no local task YAML",
+    ),
+    ("prune", ["prune.layers.removal.limit=0"], "prune.layers.removal.limit: 0 is not valid"),
+    (
+        "evaluate",
+        ["model.name_or_path={cut_weights}"],
+        "model.name_or_path: {cut_weights}/model.safetensors is not a complete safetensors file",
+    ),
     # options that contradict each other
     (
         "prune",

@@ -84,6 +84,11 @@ def bad_files(tiny_corpus, tmp_path_factory):
         for f in keep:
             if (vocab300 / f).is_file():
                 (parts / name / f).write_bytes((vocab300 / f).read_bytes())
+    cut_weights = parts / "cut_weights"  # a whole model folder whose model.safetensors was cut short
+    cut_weights.mkdir(parents=True, exist_ok=True)
+    for f in vocab300.iterdir():
+        data = f.read_bytes()
+        (cut_weights / f.name).write_bytes(data[: len(data) // 2] if f.suffix == ".safetensors" else data)
     corrupt = root / "corrupt.ckpt"
     corrupt.write_bytes(b"PK\x03\x04" + b"\x00" * 64)  # a zip cut before its central directory
     return {
@@ -93,6 +98,7 @@ def bad_files(tiny_corpus, tmp_path_factory):
         "no_weights": str(parts / "no_weights"),
         "no_tokenizer": str(parts / "no_tokenizer"),
         "corrupt_ckpt": str(corrupt),
+        "cut_weights": str(cut_weights),
     }
 
 

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from distillab.config import CONFIG_DIR, to_plain
+from distillab.config_schema import check_schema
 from distillab.objectives.objective import build_objective
 
 PRIMARY = [p.stem for p in Path(CONFIG_DIR).glob("*.yaml")]
@@ -37,6 +38,7 @@ def _resolve(cfg):
     config that composes but names a missing class, or a key its class does not take, fails here."""
     cfg.paths.run_dir = "/tmp/distillab-test-run"  # ${hydra:...} only exists inside a Hydra app
     OmegaConf.resolve(cfg)
+    check_schema(cfg)  # every shipped value obeys the schema (types, ranges, choices)
     if (
         cfg.get("trainer") is not None
         and cfg.trainer.get("accelerator") == "gpu"
@@ -71,16 +73,36 @@ def test_every_group_option_composes(group, option):
     if group == "student" and option == "pretrained":
         override = [override, "student.model.name_or_path=tiny:llama"]
     app = APP_OF_GROUP.get(group, "distill")
-    built = _resolve(compose_config(override if isinstance(override, list) else [override], app))
+    cfg = compose_config(override if isinstance(override, list) else [override], app)
+    # the option is what the run gets: each value its file sets is in the composed config
+    node = cfg.teacher if group == "model" else cfg[group]
+    for key, value in _file_values(OmegaConf.load(Path(CONFIG_DIR) / group / f"{option}.yaml")):
+        assert OmegaConf.select(node, key) == value, f"{group}={option}: {key}"
+    built = _resolve(cfg)
     if app == "distill":
         assert built == 4  # distill.yaml builds an optimizer, a scheduler, callbacks and a trainer
+
+
+def _file_values(node, prefix=""):
+    """``(dotted key, value)`` of every plain value a config file sets itself (no defaults list, no
+    interpolation, nothing a student override below replaces)."""
+    for key, value in node.items_ex(resolve=False) if hasattr(node, "items_ex") else node.items():
+        dotted = f"{prefix}{key}"
+        if key == "defaults":
+            continue
+        if OmegaConf.is_dict(value):
+            yield from _file_values(value, f"{dotted}.")
+        elif not (isinstance(value, str) and ("${" in value or value == "???")):  # ???: the user gives it
+            yield dotted, OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
 
 
 @pytest.mark.parametrize("name,app", EXPERIMENTS, ids=[name for name, _ in EXPERIMENTS])
 def test_experiments_compose(name, app):
     assert app, f"conf/experiment/{name}.yaml has no '# app: <app>' line"
-    built = _resolve(compose_config([f"experiment={name}"], app.group(1)))
+    cfg = compose_config([f"experiment={name}"], app.group(1))
+    built = _resolve(cfg)
     assert built == 4 if app.group(1) == "distill" else built >= 0
+    assert cfg.get("experiment_name"), f"{name}: names its runs (experiment_name)"
 
 
 def test_every_study_keeps_its_arms_in_files():

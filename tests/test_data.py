@@ -93,3 +93,35 @@ def test_an_evaluation_is_cached_under_the_text_its_perplexity_was_computed_on(t
     assert perplexity_text_digests(eval_cfg, str(tmp_path)) == before
     (tmp_path / "wiki.txt").write_text("another text\n")
     assert perplexity_text_digests(eval_cfg, str(tmp_path)) != before
+
+
+def test_ddp_ranks_read_disjoint_shards_of_the_same_stream(tiny_corpus, tmp_path):
+    """Under DDP each rank's training loader (the trainer's rank and world size, as Lightning gives
+    them) reads its own blocks: no block twice within an epoch, the same number of steps per rank,
+    together every block but the tail that does not divide evenly; again in the next epoch."""
+    from types import SimpleNamespace
+
+    dm = CorpusDataModule(
+        tiny_tokenizer(),
+        {"format": "jsonl", "files": "corpus/tiny.jsonl"},
+        data_dir=str(tiny_corpus),
+        cache_dir=str(tmp_path),
+        block_size=8,
+        batch_size=2,
+    )
+    dm.setup("fit")
+    total = len(dm.train_blocks)
+    assert total >= 6, "the test needs a few blocks per rank"
+    dm.train_blocks = torch.arange(total)[:, None].repeat(1, 8)  # block i is all i: which block was read
+    for epoch in (0, 1):
+        read = []
+        for rank in (0, 1, 2):
+            dm.trainer = SimpleNamespace(global_rank=rank, world_size=3)
+            loader = dm.train_dataloader()
+            loader.epoch_sampler.set_epoch(epoch)
+            read.append([int(b[0]) for batch in loader for b in batch["input_ids"]])
+        # each rank: every 3rd index of one permutation (total // 3), in whole batches of 2
+        assert [len(r) for r in read] == [total // 3 // 2 * 2] * 3
+        flat = [i for r in read for i in r]
+        assert len(flat) == len(set(flat)), f"epoch {epoch}: a block read by two ranks"
+    assert read[0] != sorted(read[0]), "shuffled, not read in order"

@@ -52,3 +52,20 @@ def test_every_module_has_a_layer_and_imports_only_its_own_or_lower_ones():
             if name in RANK and RANK[name] > RANK[own]:
                 violations.append(f"{path.relative_to(ROOT)}:{line} ({own}) imports {name}")
     assert not violations, "\n".join(violations)
+
+
+def _function_lengths(name: str) -> dict[str, int]:
+    found = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name == name:
+                found[f"{path.relative_to(ROOT)}::{name}"] = node.end_lineno - node.lineno + 1
+    return found
+
+
+def test_entry_points_stay_thin():
+    """Every app's run() reads as a table of contents (≤ 50 lines); the training step stays one
+    screen (≤ 40): what a term needs is computed by signal providers, not branched on in the step."""
+    runs = _function_lengths("run")
+    assert len(runs) >= 6 and all(n <= 50 for n in runs.values()), runs
+    assert all(n <= 40 for n in _function_lengths("_step").values()), _function_lengths("_step")

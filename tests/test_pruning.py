@@ -278,3 +278,25 @@ def test_layer_removal_scores_with_its_settings(tmp_path):
     assert len(angular) == 3 and scores("angular", contiguous=True) == angular
     assert scores("lens_kl") == activation_layer_scores(model, batches, ["lens_kl"], lens_stride=4)["lens_kl"]
     assert scores("random", step=5) == random_scores(4, 2005) != scores("random", step=6)
+
+
+@pytest.mark.parametrize(
+    "task,metric,sign", [("arc_easy", "acc_norm", 1), ("arc_easy_margin", "choice_nll", -1)]
+)
+def test_benchmark_drop_reads_the_metrics_direction_from_the_task_registry(
+    tmp_path, monkeypatch, task, metric, sign
+):
+    """A layer whose removal raises a lower-is-better metric (choice_nll) hurts: the benchmark handed
+    to the drop score is higher-is-better whatever the metric (the sign came from nowhere before)."""
+    from distillab.pruning import methods
+
+    monkeypatch.setattr(methods, "run_tasks", lambda *args, **kwargs: {f"{task}/{metric}": 0.75})
+    seen = {}
+    monkeypatch.setattr(methods, "score_layers", lambda name, model, inputs: seen.setdefault("x", inputs))
+    model, tok = build_tiny("llama", num_layers=4)
+    removal = {"task": task, "metric": metric, "limit": 5}
+    layers = {"num_remove": 1, "schedule": "one_shot", "per_step": 1, "lens_stride": 4, "removal": removal}
+    method = methods.LayerRemoval("benchmark_drop", layers)
+    method.check(model.config)
+    method.score_fn(methods.PruneJob(model, tok, _batches(), tmp_path), False)(model, 0)
+    assert seen["x"].benchmark(model) == sign * 0.75

@@ -141,6 +141,11 @@ RULES: dict[str, Rule] = {
     "prune.layers.protect": Rule(list, meaning="original layer indices never removed"),
     "prune.layers.lens_stride": _positive_int(),
     "prune.unstructured.sparsity": Rule(float, low=0, high=1, high_open=True),
+    "prune.layers.removal.num_batches": _positive_int(),
+    "prune.layers.removal.limit": _positive_int(
+        "items scored per measurement (null: the whole split)", nullable=True
+    ),
+    "prune.layers.removal.num_fewshot": Rule(int, low=0),
 }
 
 

@@ -28,7 +28,6 @@ from distillab.models.student import check_vocab_match
 from distillab.models.surgery import teacher_layer_indices
 from distillab.objectives.cross_tokenizer import head_reproduces_logits
 from distillab.objectives.objective import build_objective
-from distillab.objectives.signals import TEACHER_TOPK
 from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.training.fit import check_resume, fit, generation_totals, trained_tokens, training_parts
 from distillab.training.on_policy import OnPolicy
@@ -50,8 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     student, student_tok = build_student(
         teacher, to_plain(cfg.student), tokenizer, calibration_for(cfg, tokenizer)
     )
-    cache_readers = {n: t.temperature for n, t in objective.weighted() if TEACHER_TOPK in t.reads}
-    cache_cfg = check_cache_config(cache_readers, to_plain(cfg.get("teacher_cache") or {}))
+    cache_cfg = check_cache_config(objective.cache_readers(), to_plain(cfg.get("teacher_cache") or {}))
     aligner = pair_tokenizers(cfg, objective, teacher, student, tokenizer, student_tok)
     options = {
         "aligner": aligner,

@@ -24,6 +24,7 @@ PLACEHOLDERS = {
     "no_weights": "<a model folder without weights>",
     "no_tokenizer": "<a model folder without a tokenizer>",
     "corrupt_ckpt": "<a truncated checkpoint>",
+    "cut_weights": "<a model folder whose model.safetensors was cut short>",
 }
 
 

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import struct
+import zipfile
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -103,6 +106,34 @@ def _check_folder_parts(path: Path, name: str, key: str) -> None:
             f"{key}.name_or_path: {name!r} has no tokenizer; expected tokenizer.json (or tokenizer.model, "
             "or vocab.json + merges.txt)"
         )
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors_file(weights, f"{key}.name_or_path")
+    for weights in sorted(path.glob("pytorch_model*.bin")):
+        if not zipfile.is_zipfile(weights):  # torch.save writes a zip: a cut-short one lost its end
+            raise DistillabError(
+                f"{key}.name_or_path: {weights} is not a complete weight file (no zip directory at its end); "
+                "export or download the model again"
+            )
+
+
+def check_safetensors_file(path: Path, key: str) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors' bytes: it is
+    complete when its size is exactly what the header promises (a copy cut short is not; transformers
+    would fail with "incomplete metadata" deep in loading)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            header_len = struct.unpack("<Q", fh.read(8))[0]
+            if header_len > size:
+                raise ValueError(f"a header of {header_len} bytes in a file of {size}")
+            header = json.loads(fh.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        if size != 8 + header_len + end:
+            raise ValueError(f"{size} bytes, the header promises {8 + header_len + end}")
+    except (struct.error, ValueError, KeyError, TypeError) as err:
+        raise DistillabError(
+            f"{key}: {path} is not a complete safetensors file ({err}); export or download the model again"
+        ) from None
 
 
 def check_gguf_file(path: Path, key: str) -> None:

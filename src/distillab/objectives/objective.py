@@ -52,6 +52,10 @@ class Objective(nn.Module):
         """A term reads the offline teacher top-k cache."""
         return TEACHER_TOPK in self.reads()
 
+    def cache_readers(self) -> dict[str, float]:
+        """``{term name: temperature}`` of the weighted terms that read the offline top-k cache."""
+        return {name: term.temperature for name, term in self.weighted() if TEACHER_TOPK in term.reads}
+
     @property
     def cross_tokenizer(self) -> bool:
         """A term reads the teacher through its own tokenizer: the step re-tokenizes for it."""

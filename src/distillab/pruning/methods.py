@@ -23,6 +23,7 @@ import torch
 
 from distillab.config import build_target
 from distillab.errors import DistillabError
+from distillab.evaluation import tasks
 from distillab.evaluation.harness import run_tasks
 from distillab.files import write_json_atomic
 from distillab.models.surgery import teacher_layer_indices
@@ -76,6 +77,18 @@ class LayerRemoval:
                 f"prune.layers.contiguous: true needs prune.score=angular (the block score), got {self.score!r}; "
                 "set prune.score=angular or prune.layers.contiguous=false"
             )
+        if self.score == "benchmark_drop":  # read only once scoring starts: checked here, before any compute
+            removal = lp.get("removal") or {}
+            task, metric = removal.get("task"), removal.get("metric")
+            if task not in tasks.registry():
+                raise DistillabError(
+                    f"prune.layers.removal.task: {task!r} has no local task YAML; valid: {', '.join(tasks.registry())}"
+                )
+            if metric not in tasks.metrics(task):
+                raise DistillabError(
+                    f"prune.layers.removal.metric: {metric!r} is not a metric of {task}; valid: "
+                    f"{', '.join(tasks.metrics(task))}"
+                )
 
     @property
     def per_step(self) -> int:
@@ -120,11 +133,17 @@ class LayerRemoval:
         lp, removal = self.layers, self.layers.get("removal") or {}  # removal: read by the drop scores only
 
         @in_run_precision  # each candidate scored in the run's precision, like every other layer score
-        def benchmark(m) -> float:  # benchmark_drop's metric: the lm-eval task on the local data
+        def benchmark(
+            m,
+        ) -> float:  # benchmark_drop's metric, higher = better: the lm-eval task on the local data
             task, metric = removal["task"], removal["metric"]
-            tasks = {task: {"limit": removal["limit"], "num_fewshot": removal.get("num_fewshot", 0)}}
-            out = job.run_dir / "removal_eval"
-            return run_tasks(m, job.tokenizer, tasks, out, job.data_dir)[f"{task}/{metric}"]
+            suite = {task: {"limit": removal["limit"], "num_fewshot": removal.get("num_fewshot", 0)}}
+            value = run_tasks(m, job.tokenizer, suite, job.run_dir / "removal_eval", job.data_dir)[
+                f"{task}/{metric}"
+            ]
+            return (
+                value if tasks.higher_is_better(task, metric) else -value
+            )  # e.g. choice_nll: lower is better
 
         def scores(model, step: int) -> list[float]:
             inputs = ls.ScoreInputs(
