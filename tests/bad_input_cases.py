@@ -153,6 +153,15 @@ CATALOGUE = [
         "prune.score: 'block_influence' is not a score for prune=width (a layer score",
     ),
     # wrong types and ranges anywhere (config_schema.py, before any model loads)
+    ("distill", ["export=maybe"], "export: 'maybe' is not valid; expected true or false"),
+    ("prune", ["prune.layers.eval_each_step=yes"], "prune.layers.eval_each_step: 'yes' is not valid"),
+    (
+        "prune",
+        ["prune=width", "prune.width.intermediate_size=wide"],
+        "prune.width.intermediate_size: 'wide' is not valid",
+    ),
+    ("quantize", ["quantize=torchao", "quantize.group_size=abc"], "quantize.group_size: 'abc' is not valid"),
+    ("quantize", ["speed.new_tokens=0"], "speed.new_tokens: 0 is not valid"),
     (
         "distill",
         ["optimizer.lr=fast"],

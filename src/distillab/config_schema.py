@@ -146,6 +146,28 @@ RULES: dict[str, Rule] = {
         "items scored per measurement (null: the whole split)", nullable=True
     ),
     "prune.layers.removal.num_fewshot": Rule(int, low=0),
+    "prune.width.*": _positive_int("the new width; null: unchanged", nullable=True),
+    "quantize.bits": Rule(int),
+    "quantize.group_size": _positive_int(),
+    "speed.new_tokens": _positive_int("tokens generated per timed decode"),
+    # switches: any other value (maybe, yes) would be read as true and run something not asked for
+    **{
+        key: Rule(bool)
+        for key in (
+            "export",
+            "eval_before_training",
+            "quantize_last",
+            "heal.enabled",
+            "heal.only_layers_next_to_gaps",
+            "teacher_cache.enabled",
+            "eval.use_local_data",
+            "prune.layers.eval_each_step",
+            "generation.do_sample",
+            "objective.terms.*.apply_norm",
+            "*.trust_remote_code",
+            "*.deterministic",
+        )
+    },
 }
 
 
