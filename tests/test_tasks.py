@@ -69,16 +69,22 @@ def test_a_new_task_is_one_yaml(tmp_path, monkeypatch):
         tasks.registry.cache_clear()
 
 
-@needs_data
-@pytest.mark.parametrize("name", sorted(tasks.registry()))
-def test_the_registry_matches_what_lm_eval_loads(tmp_path, name):
-    """What lm-eval itself makes of each rendered YAML: the local files, and exactly the metrics
-    (metric_filter names) and directions the registry states."""
+@pytest.fixture(scope="module")
+def lm_eval_tasks(tmp_path_factory):
+    """Every registry task rendered against the local data, and one lm-eval TaskManager over them
+    (indexing lm-eval's tasks takes seconds: once for all)."""
     from lm_eval.tasks import TaskManager
 
-    out = tasks.render([name], SHARED_DATA, tmp_path)
-    task = TaskManager(include_path=str(out)).load_task_or_group([name])[name]
-    config = task.config
+    out = tasks.render(sorted(tasks.registry()), SHARED_DATA, tmp_path_factory.mktemp("lm_eval_tasks"))
+    return TaskManager(include_path=str(out))
+
+
+@needs_data
+@pytest.mark.parametrize("name", sorted(tasks.registry()))
+def test_the_registry_matches_what_lm_eval_loads(lm_eval_tasks, name):
+    """What lm-eval itself makes of each rendered YAML: the local files, and exactly the metrics
+    (metric_filter names) and directions the registry states."""
+    config = lm_eval_tasks.load_task_or_group([name])[name].config
     assert str(SHARED_DATA) in str(config.dataset_kwargs["data_files"])
     filters = [f["name"] for f in config.filter_list or []] or ["none"]
     reported = {
