@@ -167,16 +167,23 @@ def running(precision: Precision):
         _RUN.reset(token)
 
 
+@functools.cache
+def _pretrained_model_class() -> type:
+    from transformers import PreTrainedModel  # imported on first use: this module sits below models/
+
+    return PreTrainedModel
+
+
 def current() -> Precision:
     """The run's precision; float32 outside a run (tests, library use)."""
     return _RUN.get() or Precision()
 
 
 def _check_frozen_forward(module: torch.nn.Module, args) -> None:
-    from transformers import PreTrainedModel
-
+    """Called before every module's forward inside a run (a global hook): cheap for all but the
+    transformers models themselves."""
     run = _RUN.get()
-    if run is None or not isinstance(module, PreTrainedModel):
+    if run is None or not isinstance(module, _pretrained_model_class()):
         return
     if any(p.requires_grad for p in module.parameters()):  # it trains: Lightning's precision plugin decides
         return
