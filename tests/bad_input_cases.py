@@ -162,6 +162,19 @@ CATALOGUE = [
     ),
     ("quantize", ["quantize=torchao", "quantize.group_size=abc"], "quantize.group_size: 'abc' is not valid"),
     ("quantize", ["speed.new_tokens=0"], "speed.new_tokens: 0 is not valid"),
+    # a group mounted under another key obeys the same rules there
+    (
+        "prune",
+        ["heal.data.batch_size=four"],
+        "heal.data.batch_size: 'four' is not valid; expected an integer >= 1",
+    ),
+    ("prune", ["heal.optimizer.lr=0"], "heal.optimizer.lr: 0 is not valid"),
+    (
+        "distill",
+        ["objective=distill_lens", "objective.terms.lens.token_fraction=0"],
+        "token_fraction: 0 is not valid",
+    ),
+    ("distill", ["scheduler.num_warmup_steps=-1"], "scheduler.num_warmup_steps: -1 is not valid"),
     (
         "distill",
         ["optimizer.lr=fast"],

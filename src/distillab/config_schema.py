@@ -150,6 +150,23 @@ RULES: dict[str, Rule] = {
     "quantize.bits": Rule(int),
     "quantize.group_size": _positive_int(),
     "speed.new_tokens": _positive_int("tokens generated per timed decode"),
+    "scheduler.num_warmup_steps": Rule(int, low=0),
+    "teacher_cache.temperature": Rule(float, low=0, low_open=True),
+    "teacher_cache.batch_size": _positive_int(),
+    "teacher_cache.shard_blocks": _positive_int(),
+    "objective.terms.*.num_pairs": _positive_int(),
+    "objective.terms.*.token_fraction": Rule(float, low=0, high=1, low_open=True),
+    "objective.terms.*.beta": Rule(float, low=0, high=1),
+    "objective.terms.*.regenerate_every": _positive_int(),
+    "objective.terms.*.num_prompts": _positive_int(),
+    "objective.terms.*.max_new_tokens": _positive_int(),
+    "generation.max_new_tokens": _positive_int(),
+    "generation.temperature": Rule(float, low=0, low_open=True),
+    "generation.top_p": Rule(float, low=0, high=1, low_open=True),
+    "generation.batch_size": _positive_int(),
+    "generation.seed": Rule(int),
+    "max_prompts": _positive_int("prompts answered (null: all)", nullable=True),
+    "callbacks.checkpoint.every_n_train_steps": _positive_int(),
     # switches: any other value (maybe, yes) would be read as true and run something not asked for
     **{
         key: Rule(bool)
@@ -179,12 +196,19 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, node
 
 
+# Groups mounted a second time under another key (prune's healing: heal.data, heal.objective, ...;
+# its calibration data: calibration.data) obey the same rules there as at the top.
+MOUNTS = ("heal.", "calibration.")
+
+
 def rules_for(key: str) -> Iterator[Rule]:
-    """The rules whose pattern names ``key`` (the schema check; the configuration reference)."""
+    """The rules whose pattern names ``key`` (the schema check; the configuration reference), also
+    through a mount point (``heal.data.batch_size`` obeys ``data.batch_size``'s rule)."""
+    keys = [key] + [key.removeprefix(m) for m in MOUNTS if key.startswith(m)]
     return (
         rule
         for pattern, rule in RULES.items()
-        if fnmatch.fnmatchcase(key, pattern) and _same_depth(key, pattern)
+        if any(fnmatch.fnmatchcase(k, pattern) and _same_depth(k, pattern) for k in keys)
     )
 
 
