@@ -162,6 +162,11 @@ CATALOGUE = [
     ),
     ("quantize", ["quantize=torchao", "quantize.group_size=abc"], "quantize.group_size: 'abc' is not valid"),
     ("quantize", ["speed.new_tokens=0"], "speed.new_tokens: 0 is not valid"),
+    (
+        "prune",
+        ["prune.layers.num_remove=1", "heal.enabled=true", "objective@heal.objective=cross_kd"],
+        "heal.objective: cached-teacher and cross-tokenizer terms are not supported for healing",
+    ),
     # a group mounted under another key obeys the same rules there
     (
         "prune",

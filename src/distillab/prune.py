@@ -27,7 +27,7 @@ from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.pruning.methods import PruneJob, build_method
 from distillab.tracking import wandb_run
 from distillab.tracking.plots import layer_scores_bar
-from distillab.training.heal import heal
+from distillab.training.heal import heal, healing_objective
 
 log = logging.getLogger("distillab")
 
@@ -38,6 +38,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     teacher, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.model), key="model"), key="model")
     teacher.requires_grad_(False)
     method = build_method(to_plain(cfg.prune), teacher.config)  # every prune.* mistake fails here
+    if cfg.heal.get("enabled"):
+        healing_objective(cfg.heal)  # and every heal.objective mistake
     paths = cfg.paths
     blocks = calibration_blocks(
         tokenizer,

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from distillab.config import to_plain
 from distillab.errors import DistillabError
 from distillab.models.surgery import decoder_layers, teacher_layer_indices
-from distillab.objectives.objective import build_objective
+from distillab.objectives.objective import Objective, build_objective
 from distillab.training.fit import fit, training_parts
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,16 @@ def layers_next_to_gaps(teacher_layers: Sequence[int], num_teacher_layers: int) 
         if here - before > 1 or after - here > 1:
             near.add(i)
     return sorted(near)
+
+
+def healing_objective(heal_cfg) -> Objective:
+    """``heal.objective``, built and checked (distillab-prune calls this before any compute)."""
+    objective = build_objective(to_plain(heal_cfg.objective.terms))
+    if objective.needs_cache or objective.cross_tokenizer:  # its teacher is the uncut model, one tokenizer
+        raise DistillabError(
+            "heal.objective: cached-teacher and cross-tokenizer terms are not supported for healing; use kd or ild"
+        )
+    return objective
 
 
 def heal(
@@ -51,11 +61,7 @@ def heal(
     ``start_batch``: where in the training stream to begin (a later phase of iterative removal
     continues where the previous phase stopped instead of re-reading the same batches).
     """
-    objective = build_objective(to_plain(heal_cfg.objective.terms))
-    if objective.needs_cache:
-        raise DistillabError(
-            "heal.objective: cached-teacher terms are not supported for healing; use kd or ild"
-        )
+    objective = healing_objective(heal_cfg)
     trainable = None
     student.train().requires_grad_(True)  # a copy of the frozen original starts frozen, in eval mode
     if heal_cfg.get("only_layers_next_to_gaps"):
