@@ -25,22 +25,23 @@ def test_split_is_deterministic_and_disjoint():
     assert split_documents(docs, 0.1, seed=4)[1] != val
 
 
-def test_datamodule_blocks_are_cached_and_identical(tiny_corpus, tmp_path):
-    def make():
-        dm = CorpusDataModule(
-            tiny_tokenizer(),
-            {"format": "jsonl", "files": "corpus/tiny.jsonl"},
-            data_dir=str(tiny_corpus),
-            cache_dir=str(tmp_path),
-            block_size=16,
-            batch_size=2,
-        )
-        dm.setup("fit")
-        return dm
+def _tiny_datamodule(tiny_corpus, cache_dir, block_size: int) -> CorpusDataModule:
+    dm = CorpusDataModule(
+        tiny_tokenizer(),
+        {"format": "jsonl", "files": "corpus/tiny.jsonl"},
+        data_dir=str(tiny_corpus),
+        cache_dir=str(cache_dir),
+        block_size=block_size,
+        batch_size=2,
+    )
+    dm.setup("fit")
+    return dm
 
-    first = make()
+
+def test_datamodule_blocks_are_cached_and_identical(tiny_corpus, tmp_path):
+    first = _tiny_datamodule(tiny_corpus, tmp_path, 16)
     assert len(list((tmp_path / "tokenized").glob("*.safetensors"))) == 2
-    second = make()
+    second = _tiny_datamodule(tiny_corpus, tmp_path, 16)
     assert torch.equal(first.train_blocks, second.train_blocks)
     batch = next(iter(first.train_dataloader()))
     assert batch["input_ids"].shape == (2, 16) and torch.equal(batch["labels"], batch["input_ids"])
@@ -101,15 +102,7 @@ def test_ddp_ranks_read_disjoint_shards_of_the_same_stream(tiny_corpus, tmp_path
     together every block but the tail that does not divide evenly; again in the next epoch."""
     from types import SimpleNamespace
 
-    dm = CorpusDataModule(
-        tiny_tokenizer(),
-        {"format": "jsonl", "files": "corpus/tiny.jsonl"},
-        data_dir=str(tiny_corpus),
-        cache_dir=str(tmp_path),
-        block_size=8,
-        batch_size=2,
-    )
-    dm.setup("fit")
+    dm = _tiny_datamodule(tiny_corpus, tmp_path, 8)
     total = len(dm.train_blocks)
     assert total >= 6, "the test needs a few blocks per rank"
     dm.train_blocks = torch.arange(total)[:, None].repeat(1, 8)  # block i is all i: which block was read

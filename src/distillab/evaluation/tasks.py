@@ -108,11 +108,7 @@ def chain(name: str) -> list[TaskSpec]:
 
 def metrics(name: str) -> dict[str, bool]:
     """What the task reports, metric -> higher is better (the own ``metric_list`` replaces its base's)."""
-    own = {}
-    for spec in chain(name):
-        if "metric_list" in spec.lm_eval or spec.own_metrics:
-            own = dict(spec.own_metrics)
-    return own
+    return next((dict(s.own_metrics) for s in reversed(chain(name)) if s.own_metrics), {})
 
 
 def primary_metric(name: str) -> str | None:

@@ -29,7 +29,7 @@ from distillab.models.spec import ModelSpec
 from distillab.models.student import drop_layers_student, smaller_student
 from distillab.models.surgery import remove_layers
 from distillab.pruning.layer_scores import ScoreInputs, least_important
-from distillab.pruning.scores import check_score, score_layers
+from distillab.pruning.scores import check_score
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class DropLayers:
         run's training data (the same choice ``distillab-prune`` makes one-shot)."""
         # a student is cut by the scores of one calibration pass of the teacher; the removal scores
         # (ppl_drop, benchmark_drop) and iterative removal live in distillab-prune
-        check_score(self.score, "student")  # removal scores and iterative cuts: distillab-prune
+        score = check_score(self.score, "student")  # removal scores and iterative cuts: distillab-prune
         num_layers = teacher.config.num_hidden_layers
         if self.num_remove is None or not 0 < int(self.num_remove) < num_layers:
             raise DistillabError(
@@ -65,9 +65,7 @@ class DropLayers:
             raise DistillabError(
                 "student.score: this entry point gives no calibration data; use distillab-distill"
             )
-        scores = score_layers(
-            self.score, teacher, ScoreInputs(calibration(int(self.calibration_blocks))), "student"
-        )
+        scores = score.compute(teacher, ScoreInputs(calibration(int(self.calibration_blocks))))
         remove = least_important(scores, int(self.num_remove))
         log.info(
             "student: %s scores %s -> removing layers %s", self.score, [round(x, 4) for x in scores], remove
