@@ -12,17 +12,17 @@ CATALOGUE = [
     # paths and model specs
     (
         "distill",
-        ["teacher.name_or_path=/no/such/model"],
-        "teacher.name_or_path: folder '/no/such/model' does not exist",
+        ["model.name_or_path=/no/such/model"],
+        "model.name_or_path: folder '/no/such/model' does not exist",
     ),
-    ("distill", ["teacher.dtype=float8"], "teacher.dtype: 'float8' is not one of"),
-    ("distill", ["+teacher.revision=main"], "teacher: unknown keys ['revision']"),
-    ("distill", ["teacher.name_or_path=tiny:gpt2"], "unknown tiny architecture 'gpt2'"),
-    ("distill", ["teacher.name_or_path={empty_folder}"], "has no config.json"),
+    ("distill", ["model.dtype=float8"], "model.dtype: 'float8' is not one of"),
+    ("distill", ["+model.revision=main"], "model: unknown keys ['revision']"),
+    ("distill", ["model.name_or_path=tiny:gpt2"], "unknown tiny architecture 'gpt2'"),
+    ("distill", ["model.name_or_path={empty_folder}"], "has no config.json"),
     (
         "distill",
-        ["teacher.name_or_path={empty_folder}", "+teacher.gguf_file=model.gguf"],
-        "teacher.gguf_file: 'model.gguf' not found",
+        ["model.name_or_path={empty_folder}", "+model.gguf_file=model.gguf"],
+        "model.gguf_file: 'model.gguf' not found",
     ),
     (
         "evaluate",
@@ -50,7 +50,7 @@ CATALOGUE = [
     ),
     (
         "distill",
-        ["student=pretrained", "student.model.name_or_path={vocab300}"],
+        ["model.name_or_path={vocab300}", "model@teacher=tiny_llama", "student=as_is"],
         "student: vocabulary size 300 differs from the teacher's",
     ),
     ("distill", ["objective=ild", "objective.terms.hidden.layer_map=diagonal"], "layer_map"),
@@ -239,13 +239,13 @@ CATALOGUE = [
     # files and folders that are not what they claim
     (
         "distill",
-        ["teacher.name_or_path={gguf_dir}", "+teacher.gguf_file=truncated.gguf"],
-        "teacher.gguf_file: {gguf_dir}/truncated.gguf is not a complete GGUF file",
+        ["model.name_or_path={gguf_dir}", "+model.gguf_file=truncated.gguf"],
+        "model.gguf_file: {gguf_dir}/truncated.gguf is not a complete GGUF file",
     ),
     (
         "distill",
-        ["teacher.name_or_path={gguf_dir}", "+teacher.gguf_file=not_gguf.gguf"],
-        "teacher.gguf_file: {gguf_dir}/not_gguf.gguf is not a GGUF file",
+        ["model.name_or_path={gguf_dir}", "+model.gguf_file=not_gguf.gguf"],
+        "model.gguf_file: {gguf_dir}/not_gguf.gguf is not a GGUF file",
     ),
     (
         "evaluate",
@@ -254,18 +254,18 @@ CATALOGUE = [
     ),
     (
         "distill",
-        ["teacher.name_or_path={no_weights}"],
-        "teacher.name_or_path: '{no_weights}' has config.json but no weights",
+        ["model.name_or_path={no_weights}"],
+        "model.name_or_path: '{no_weights}' has config.json but no weights",
     ),
     (
         "distill",
-        ["teacher.name_or_path={no_tokenizer}"],
+        ["model.name_or_path={no_tokenizer}"],
+        "model.name_or_path: '{no_tokenizer}' has no tokenizer",
+    ),
+    (
+        "distill",
+        ["model@teacher=tiny_llama", "teacher.name_or_path={no_tokenizer}"],
         "teacher.name_or_path: '{no_tokenizer}' has no tokenizer",
-    ),
-    (
-        "distill",
-        ["student=pretrained", "student.model.name_or_path={no_tokenizer}"],
-        "student.model.name_or_path: '{no_tokenizer}' has no tokenizer",
     ),
     ("distill", ["data.source.files=corpus/latin1.jsonl"], "latin1.jsonl:2: not UTF-8 text"),
     (
@@ -309,15 +309,15 @@ CATALOGUE = [
     # a teacher with another tokenizer, on-policy
     (
         "distill",
-        ["teacher.name_or_path=tiny:llama+sp", "student=pretrained", "student.model.name_or_path=tiny:llama"],
+        ["model@teacher=tiny_llama", "teacher.name_or_path=tiny:llama+sp", "student=as_is"],
         "student: vocabulary size 384 differs from the teacher's",
     ),
     (
         "distill",
         [
+            "model@teacher=tiny_llama",
             "teacher.name_or_path=tiny:llama+sp",
-            "student=pretrained",
-            "student.model.name_or_path=tiny:llama",
+            "student=as_is",
             "objective=cross_kd",
             "+objective.terms.hidden={_target_:distillab.objectives.hidden.HiddenStateAlignment,weight:0.5}",
         ],

@@ -53,7 +53,7 @@ def tiny_overrides(run_dir: Path, data_dir: Path, *extra: str) -> list[str]:
     """A distillation run that finishes in seconds: tiny Llama teacher, 2 of 4 layers removed."""
     own_student = any(e.startswith("student=") for e in extra)
     return [
-        "model@teacher=tiny_llama",
+        "model=tiny_llama",
         "objective=kd",  # the tests' baseline objective (the demo heals with ild); a later objective= wins
         # evenly spaced (the demo cuts by Block Influence; tests that want it say student.score=...)
         *([] if own_student else ["student.num_remove=2", "student.score=null"]),

@@ -11,8 +11,8 @@ from conftest import REPO, tiny_overrides
 
 CASES = [
     (
-        ["model@teacher=tiny_llama", "teacher.name_or_path=/no/such/model"],
-        "teacher.name_or_path: folder '/no/such/model' does not exist",
+        ["model=tiny_llama", "model.name_or_path=/no/such/model"],
+        "model.name_or_path: folder '/no/such/model' does not exist",
     ),
     ("vocab mismatch", None),  # needs a saved model folder: built in the test
     (
@@ -24,7 +24,7 @@ CASES = [
         "objective.terms.kd.temperature: 0 is not valid; expected a number > 0",
     ),
     (["data.source.files=corpus/empty.jsonl"], "data.source: no non-empty documents"),
-    (["model@teacher=tiny_llama", "teacher.dtype=float8"], "teacher.dtype: 'float8' is not one of"),
+    (["model=tiny_llama", "model.dtype=float8"], "model.dtype: 'float8' is not one of"),
 ]
 
 
@@ -36,7 +36,7 @@ def _vocab_mismatch_case(tmp_path):
     model.save_pretrained(tmp_path / "other")
     tok.save_pretrained(tmp_path / "other")
     return (
-        ["student=pretrained", f"student.model.name_or_path={tmp_path / 'other'}"],
+        ["model@teacher=tiny_llama", f"model.name_or_path={tmp_path / 'other'}", "student=as_is"],
         "student: vocabulary size 300 differs from the teacher's",
     )
 
@@ -68,9 +68,7 @@ def test_cli_reports_one_line_and_exits_nonzero(case, tmp_path, tiny_corpus):
 def test_an_unknown_group_option_is_one_line_naming_the_group_and_its_options(capsys):
     from distillab.entry import check_group_choices
 
-    check_group_choices(
-        ["objective=kd", "model@teacher=tiny_llama", "hydra/launcher=submitit_local", "x.y=z"]
-    )
+    check_group_choices(["objective=kd", "model=tiny_llama", "hydra/launcher=submitit_local", "x.y=z"])
     check_group_choices(["objective=choice(kd,ce)", "objective=glob(*)", "-m", "objective=kd,ce"])  # sweeps
     for overrides, message in (
         (["objective=nope"], "error: objective: unknown 'nope'; valid: ce, cross_kd, distill_lens, ild, kd,"),

@@ -44,7 +44,7 @@ def base(app: str, run_dir, data_dir, overrides: list[str]) -> list[str]:
         return [*common, "model=tiny_llama", *gguf]
     if app == "evaluate":
         return [*common, "model=tiny_llama"]
-    return [*common, "model@teacher=tiny_llama"]
+    return [*common, "model=tiny_llama"]
 
 
 # without the optional llama.cpp runtime, a K-quant names the extra that provides it (a copy: the

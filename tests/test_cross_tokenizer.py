@@ -311,8 +311,7 @@ def test_a_run_with_a_teacher_of_another_tokenizer_trains_evaluates_and_exports(
             tiny_corpus,
             "model@teacher=tiny_llama",
             "teacher.name_or_path=tiny:llama+sp",
-            "student=pretrained",
-            "student.model.name_or_path=tiny:llama",
+            "student=as_is",
             "objective=cross_kd",
             "eval=demo",
             "eval.tasks.arc_challenge_margin.limit=4",
@@ -345,9 +344,9 @@ def test_same_position_terms_next_to_a_teacher_of_another_tokenizer_are_refused(
         tiny_overrides(
             tmp_path / "run",
             tiny_corpus,
+            "model@teacher=tiny_llama",
             "teacher.name_or_path=tiny:llama+sp",
-            "student=pretrained",
-            "student.model.name_or_path=tiny:llama",
+            "student=as_is",
             "objective=cross_kd",
             extra[term],
         )

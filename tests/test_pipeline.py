@@ -38,7 +38,7 @@ def stage(name: str, app: str, *overrides: str) -> str:
 
 def pipeline_overrides(run_dir, data_dir, quant_type="q8_0", *extra):
     return [
-        "model@teacher=tiny_llama",
+        "model=tiny_llama",
         f"paths.run_dir={run_dir}",
         f"paths.data_dir={data_dir}",
         "eval=none",
@@ -50,7 +50,7 @@ def pipeline_overrides(run_dir, data_dir, quant_type="q8_0", *extra):
         "threads=1",
         stage("distill", "distill", "student.num_remove=1", *TRAIN),
         stage("prune", "prune", "prune.layers.num_remove=1", *CALIBRATE),
-        stage("heal", "distill", "objective=ild", *TRAIN),
+        stage("heal", "distill", "student=as_is", "objective=ild", *TRAIN),
         stage("quantize", "quantize", f"quantize.gguf_type={quant_type}", "quantize.pre_tokenizer=default"),
         *extra,
     ]
@@ -132,6 +132,14 @@ def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch, cap
         ),
         (["+stages.after={app: distill, overrides: []}"], "stages.after: comes after quantize"),
         (
+            [stage("heal", "distill", "model@teacher=tiny_qwen2")],
+            "stages.heal.overrides: 'model@teacher=tiny_qwen2' sets the stage's model@teacher, which the pipeline wires",
+        ),
+        (
+            [stage("prune", "prune", "model.dtype=bfloat16")],
+            "stages.prune.overrides: 'model.dtype=bfloat16' sets",
+        ),
+        (
             ["stages.distill=null", "stages.prune=null", "stages.heal=null", "stages.quantize=null"],
             "every stage is null",
         ),
@@ -173,7 +181,7 @@ def test_quantize_last_false_lets_a_stage_train_on_the_dequantized_gguf(tmp_path
         "stages.heal=null",
         "stages.quantize=null",
         "+" + stage("q", "quantize", "quantize.gguf_type=q4_0", "quantize.pre_tokenizer=default"),
-        "+" + stage("tune", "distill", "student.num_remove=0", *TRAIN),
+        "+" + stage("tune", "distill", "student=as_is", *TRAIN),
         "+" + stage("requant", "quantize", "quantize.gguf_type=q4_0", "quantize.pre_tokenizer=default"),
     ]
     rows = run_pipeline(overrides)["rows"]
@@ -239,4 +247,7 @@ def test_the_quantize_first_experiment_composes(tmp_path):
         cfg = compose(config_name="pipeline", overrides=["experiment=pipeline_quantize_first"])
         stages = pipeline.plan_stages(cfg, tmp_path)
     assert [s.name for s in stages] == ["distill", "prune", "quantize_first", "heal_quantized", "requantize"]
-    assert stages[3].cfg.student.model.gguf_file == "model-q4_1.gguf"
+    # every stage reads its input from `model`; the healing stage trains it as is against the original
+    assert stages[3].cfg.model.gguf_file == "model-q4_1.gguf"
+    assert stages[3].cfg.student._target_.endswith("AsIs") and stages[3].cfg.teacher is not None
+    assert stages[0].cfg.get("teacher") is None  # the first stage's input is the reference itself

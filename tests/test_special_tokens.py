@@ -61,7 +61,7 @@ def test_training_and_validation_blocks_of_a_bos_model_start_with_bos(tiny_corpu
 
 
 def test_a_bos_model_distils_end_to_end(tiny_corpus, tmp_path):
-    overrides = tiny_overrides(tmp_path, tiny_corpus, "teacher.name_or_path=tiny:llama+bos")
+    overrides = tiny_overrides(tmp_path, tiny_corpus, "model.name_or_path=tiny:llama+bos")
     results = distill_run(compose_config(overrides))
     assert json.loads((tmp_path / "results.json").read_text())["run_dir"] == results["run_dir"]
     assert "val/ppl" in results["train_metrics"]

@@ -92,3 +92,19 @@ def test_vocab_mismatch_is_caught_before_training():
     other, _ = build_tiny("llama", vocab_size=300)
     with pytest.raises(DistillabError, match="vocabulary size 300 differs from the teacher's"):
         check_vocab_match(teacher, other, tok, tok)
+
+
+def test_as_is_trains_a_copy_so_the_input_model_can_stay_the_frozen_teacher():
+    from distillab.models.loading import load_teacher
+    from distillab.training.students import build_student
+
+    model, tok = build_tiny("llama")
+    model.requires_grad_(False)
+    student, student_tok = build_student(model, {"_target_": "distillab.training.students.AsIs"}, tok)
+    assert student is not model and student_tok is tok
+    assert all(p.requires_grad for p in student.parameters()) and student.training
+    assert not any(p.requires_grad for p in model.parameters())
+    for (name, a), (_, b) in zip(student.state_dict().items(), model.state_dict().items(), strict=True):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
+    # no `teacher` in the config: the reference is the input model itself, not a second load
+    assert load_teacher({"model": {"name_or_path": "tiny:llama"}}, model, tok) == (model, tok)

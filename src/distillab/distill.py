@@ -1,4 +1,5 @@
-"""``distillab-distill``: teacher -> student -> distil -> evaluate both -> retention.
+"""``distillab-distill``: model -> student (cut from it) -> distil from the teacher (the model itself
+unless ``teacher`` names another) -> evaluate both -> retention.
 
 Thin entry point: ``main`` is Hydra's; ``run(cfg)`` does the work and returns the metrics (tests
 and sweeps call it directly).
@@ -22,8 +23,7 @@ from distillab.data.teacher_cache import check_cache_config, prepare_teacher_cac
 from distillab.data.token_alignment import TokenAligner
 from distillab.entry import app_boundary, hydra_app
 from distillab.errors import DistillabError
-from distillab.models.loading import load_model
-from distillab.models.spec import ModelSpec
+from distillab.models.loading import load_from_config, load_teacher
 from distillab.models.student import check_vocab_match
 from distillab.models.surgery import teacher_layer_indices
 from distillab.objectives.cross_tokenizer import head_reproduces_logits
@@ -43,12 +43,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_resume(cfg.get("ckpt_path"), app.run_dir)
     # Everything that can be wrong with the config fails here, before any minute is spent.
     objective = build_objective(to_plain(cfg.objective.terms))
-    teacher, tokenizer = load_model(
-        ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher"
-    )
+    model, model_tok = load_from_config(cfg, "model")
     student, student_tok = build_student(
-        teacher, to_plain(cfg.student), tokenizer, calibration_for(cfg, tokenizer)
+        model, to_plain(cfg.student), model_tok, calibration_for(cfg, model_tok)
     )
+    teacher, tokenizer = load_teacher(cfg, model, model_tok)
+    del model  # the teacher, or freed here when the run names another one
     cache_cfg = check_cache_config(objective.cache_readers(), to_plain(cfg.get("teacher_cache") or {}))
     aligner = pair_tokenizers(cfg, objective, teacher, student, tokenizer, student_tok)
     options = {

@@ -7,24 +7,20 @@ from typing import Any
 from omegaconf import DictConfig
 
 from distillab.app_run import AppRun
-from distillab.config import to_plain
 from distillab.entry import app_boundary, hydra_app
-from distillab.models.loading import load_model
-from distillab.models.spec import ModelSpec
+from distillab.models.loading import load_from_config
 
 
 @app_boundary
 def run(cfg: DictConfig) -> dict[str, Any]:
     app = AppRun(cfg)
-    model, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.model)))
+    model, tokenizer = load_from_config(cfg, "model")
     app.open_loggers()
     app.results |= {"model": cfg.model.name_or_path, "params": {"student": model.num_parameters()}}
     app.evaluate(model, tokenizer, "student", cached=True)
     header = ""
     if cfg.get("teacher"):
-        teacher, teacher_tok = load_model(
-            ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher"
-        )
+        teacher, teacher_tok = load_from_config(cfg, "teacher")
         app.evaluate(teacher, teacher_tok, "teacher", cached=True)
         header = f"## {cfg.model.name_or_path} vs {cfg.teacher.name_or_path}"
     return app.finish(header)

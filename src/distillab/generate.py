@@ -1,4 +1,5 @@
-"""``distillab-generate``: the teacher writes a corpus from prompts (sequence-level KD data).
+"""``distillab-generate``: a model (the teacher-to-be) writes a corpus from prompts (sequence-level KD
+data).
 
 distillab-generate                          # 64 GSM8K-train questions, greedy, 128 new tokens
 distillab-distill data=teacher_generated data.source.files=<printed path>
@@ -16,8 +17,7 @@ from distillab.data.paths import resolve_data_dir
 from distillab.data.teacher_generated import GenerationSettings, generate_corpus
 from distillab.entry import app_boundary, hydra_app
 from distillab.evaluation.suite import model_fingerprint
-from distillab.models.loading import load_model
-from distillab.models.spec import ModelSpec
+from distillab.models.loading import load_from_config
 from distillab.precision import cache_tag
 from distillab.process import configure_process
 
@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> Path:
     prompts = read_documents(to_plain(cfg.prompts), resolve_data_dir(cfg.paths.data_dir), "prompts")
     if cfg.get("max_prompts"):
         prompts = prompts[: int(cfg.max_prompts)]
-    model, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")
+    model, tokenizer = load_from_config(cfg, "model")
     out_dir = Path(cfg.paths.cache_dir) / "generated"
     identity = model_fingerprint(model) + cache_tag(model)  # a bf16 teacher writes another corpus
     path, reused = generate_corpus(model, tokenizer, prompts, out_dir, settings, identity)

@@ -31,7 +31,7 @@ from distillab.evaluation.items import write_suite
 from distillab.evaluation.retention import primary_metrics
 from distillab.evaluation.suite import cached_evaluate_suite
 from distillab.files import write_text_atomic
-from distillab.models.loading import load_model
+from distillab.models.loading import load_from_config, load_model
 from distillab.models.spec import ModelSpec
 from distillab.precision import current as current_precision
 from distillab.quantization.backends import GGUF, build_backend
@@ -60,6 +60,8 @@ def app_run(app: str) -> Callable[[DictConfig], dict[str, Any]]:
 
 # Set once for the whole pipeline so every row of the table is measured the same way.
 PIPELINE_WIDE = ("eval", "logger", "paths", "threads", "precision", "experiment_name", "task_name", "speed")
+# Wired by the pipeline: each stage's input model and its reference.
+WIRED = ("model", "teacher")
 
 
 @dataclass
@@ -79,6 +81,11 @@ def compose_stage(name: str, spec: DictConfig, cfg: DictConfig) -> DictConfig:
     overrides = list(spec.get("overrides") or [])
     for override in overrides:
         key = str(override).lstrip("+~").split("=", 1)[0].split(".", 1)[0]
+        if key.split("@")[0] in WIRED or key.endswith("@teacher"):
+            raise DistillabError(
+                f"stages.{name}.overrides: {override!r} sets the stage's {key}, which the pipeline wires "
+                "(each stage reads the previous one's output); set model or model@teacher at the top level"
+            )
         if key in PIPELINE_WIDE:
             raise DistillabError(
                 f"stages.{name}.overrides: {override!r} sets {key}, which the pipeline sets for every stage "
@@ -104,33 +111,35 @@ def compose_stage(name: str, spec: DictConfig, cfg: DictConfig) -> DictConfig:
     return stage_cfg
 
 
-def wire_input(stage_cfg: DictConfig, app: str, source: dict[str, Any], teacher: dict[str, Any]) -> None:
-    """Point the stage at its input model; distillation and quantization keep the original teacher."""
+def wire_input(stage_cfg: DictConfig, app: str, source: dict[str, Any], reference: dict[str, Any]) -> None:
+    """Every stage reads its input from ``model`` (the previous stage's output). Distill and quantize
+    stages also get the pipeline's reference as ``teacher`` (none while the input is the reference
+    itself); a prune stage heals against its own input."""
     with open_dict(stage_cfg):
-        if app == "distill":
-            stage_cfg.teacher = teacher
-            if source != teacher:  # a later distill stage (healing) trains the previous output
-                stage_cfg.student = {"_target_": "distillab.training.students.Pretrained", "model": source}
-        elif app == "prune":
-            stage_cfg.model = source
-        else:
-            stage_cfg.model = source
-            stage_cfg.teacher = teacher
+        stage_cfg.model = source
+        if app != "prune":
+            stage_cfg.teacher = None if source == reference else reference
+
+
+def reference_of(cfg: DictConfig) -> dict[str, Any]:
+    """The pipeline's reference model: ``teacher`` if given, else the input ``model``."""
+    return to_plain(cfg.teacher) if cfg.get("teacher") else to_plain(cfg.model)
 
 
 def plan_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
     """Compose and fingerprint every stage before any runs: config mistakes cost no compute."""
-    teacher = to_plain(cfg.teacher)
-    ModelSpec.from_config(teacher, key="teacher")
+    model, teacher = to_plain(cfg.model), reference_of(cfg)
+    ModelSpec.from_config(teacher, key="teacher" if cfg.get("teacher") else "model")
+    ModelSpec.from_config(model, key="model")
     enabled = [(n, s) for n, s in (cfg.stages or {}).items() if s is not None]
     if not enabled:
         raise DistillabError("stages: every stage is null; enable at least one of distill, prune, quantize")
     for other in cfg.get("reuse_stages_from") or []:
         if not Path(str(other)).is_dir():
             raise DistillabError(f"reuse_stages_from: {other} is not a directory (a pipeline run directory)")
-    stages, source = [], teacher
+    stages, source = [], teacher if model == teacher else model  # `is teacher` marks "the reference"
     teacher_identity = model_identity(teacher)  # hashes the teacher's files once per plan
-    upstream = fingerprint(teacher_identity, "")
+    upstream = fingerprint(teacher_identity if source is teacher else model_identity(model), "")
     for index, (name, spec) in enumerate(enabled, start=1):
         if stages and stages[-1].app == "quantize":
             if cfg.get("quantize_last", True):
@@ -265,8 +274,9 @@ def warn_on_version_drift(name: str, stage_dir: Path, record: dict[str, Any]) ->
 
 
 def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """The original teacher's row, measured once per teacher + eval settings (stage-cached too)."""
-    spec = to_plain(cfg.teacher)
+    """The reference's row (``teacher``, else the input model), measured once per model + eval
+    settings (stage-cached too)."""
+    spec = reference_of(cfg)
     identity = {
         "teacher": model_identity(spec),
         "eval": to_plain(cfg.eval),
@@ -282,7 +292,7 @@ def teacher_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if record is not None:
         warn_on_version_drift("teacher", stage_dir, record)
         return record
-    model, tokenizer = load_model(ModelSpec.from_config(spec, key="teacher"), key="teacher")
+    model, tokenizer = load_from_config(cfg, "teacher" if cfg.get("teacher") else "model")
     evaluation, _ = cached_evaluate_suite(
         model, tokenizer, cfg.eval, stage_dir, cfg.paths.data_dir, Path(cfg.paths.cache_dir)
     )

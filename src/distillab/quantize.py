@@ -22,7 +22,7 @@ from distillab.app_run import AppRun
 from distillab.config import to_plain
 from distillab.entry import app_boundary, hydra_app
 from distillab.evaluation.footprint import bytes_on_disk
-from distillab.models.loading import load_model
+from distillab.models.loading import load_model, load_teacher
 from distillab.models.spec import ModelSpec
 from distillab.quantization.backends import build_backend
 from distillab.quantization.weight_only import state_dict_bytes
@@ -47,14 +47,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model, tokenizer = load_model(spec)
     app.open_loggers()
     # The reference is evaluated before anything is quantized (torchao quantizes in place).
-    if cfg.get("teacher"):
-        ref, ref_tok = load_model(ModelSpec.from_config(to_plain(cfg.teacher), key="teacher"), key="teacher")
-        app.evaluate(ref, ref_tok, "teacher", cached=True)
-        ref_params = ref.num_parameters()
-        del ref
-    else:
-        app.evaluate(model, tokenizer, "teacher", cached=True)
-        ref_params = model.num_parameters()
+    ref, ref_tok = load_teacher(cfg, model, tokenizer)
+    app.evaluate(ref, ref_tok, "teacher", cached=True)
+    ref_params = ref.num_parameters()
+    del ref
     params, input_bytes = model.num_parameters(), source_bytes(spec, model)
     app.results |= {
         "model": spec.name_or_path,

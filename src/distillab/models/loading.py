@@ -11,6 +11,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from distillab.config import to_plain
 from distillab.errors import DistillabError
 from distillab.models.spec import ModelSpec
 from distillab.models.tiny import build_tiny
@@ -60,6 +61,19 @@ def load_model(spec: ModelSpec, key: str = "model") -> tuple[PreTrainedModel, Pr
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
+
+
+def load_from_config(cfg, key: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model spec at ``cfg[key]`` (``model`` or ``teacher``) loaded; errors name that key."""
+    return load_model(ModelSpec.from_config(to_plain(cfg[key]), key=key), key=key)
+
+
+def load_teacher(cfg, model: PreTrainedModel, tokenizer) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The run's reference: ``teacher`` when the config names one, else the input ``model`` itself
+    (every app reads its input from ``model``; ``model@teacher: null`` means "against itself")."""
+    if cfg.get("teacher"):
+        return load_from_config(cfg, "teacher")
+    return model, tokenizer
 
 
 def _has_safetensors(name_or_path: str) -> bool | None:

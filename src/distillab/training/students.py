@@ -1,12 +1,15 @@
-"""Student kinds. Each ``conf/student/*.yaml`` names one of these classes by ``_target_``;
-``distillab-distill`` instantiates it and calls ``build(teacher, tokenizer, calibration)``, which
-returns ``(student, its tokenizer)``.
+"""Student kinds: how the student is made from the run's input ``model``. Each
+``conf/student/*.yaml`` names one of these classes by ``_target_``; ``distillab-distill``
+instantiates it and calls ``build(model, tokenizer, calibration)``, which returns
+``(student, its tokenizer)``. The teacher is another matter: ``teacher`` if the run names one, else
+the input model itself.
 
-- :class:`DropLayers`: the teacher with whole layers removed (explicit indices, evenly spaced, or the
+- :class:`DropLayers`: the model with whole layers removed (explicit indices, evenly spaced, or the
   lowest-scoring by a layer score on calibration blocks of the run's training data).
-- :class:`SmallerConfig`: the teacher's architecture with config overrides, random init or
-  initialised from chosen teacher layers.
-- :class:`Pretrained`: any model spec (another tokenizer too: ``objective=cross_kd``).
+- :class:`SmallerConfig`: the model's architecture with config overrides, random init or
+  initialised from chosen layers of the model.
+- :class:`AsIs`: a trainable copy of the whole model (a pretrained student under another teacher,
+  self-distillation, or healing a model an earlier stage cut).
 
 The surgery itself is in ``models/student.py`` and ``models/surgery.py``; the layer scores in
 ``pruning/layer_scores.py``.
@@ -14,6 +17,7 @@ The surgery itself is in ``models/student.py`` and ``models/surgery.py``; the la
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +28,7 @@ from transformers import PreTrainedModel
 
 from distillab.config import build_target
 from distillab.errors import DistillabError
-from distillab.models.loading import load_model
-from distillab.models.spec import ModelSpec
 from distillab.models.student import drop_layers_student, smaller_student
-from distillab.models.surgery import remove_layers
 from distillab.pruning.layer_scores import ScoreInputs, least_important
 from distillab.pruning.scores import check_score
 
@@ -43,19 +44,19 @@ class DropLayers:
     score: str | None = None  # null: evenly spaced
     calibration_blocks: int = 16
 
-    def build(self, teacher: PreTrainedModel, tokenizer, calibration: Calibration | None = None):
+    def build(self, model: PreTrainedModel, tokenizer, calibration: Calibration | None = None):
         remove = self.remove
         if self.score is not None and remove is None:
-            remove = self.scored_removal(teacher, calibration)
-        return drop_layers_student(teacher, remove, self.num_remove), tokenizer
+            remove = self.scored_removal(model, calibration)
+        return drop_layers_student(model, remove, self.num_remove), tokenizer
 
-    def scored_removal(self, teacher: PreTrainedModel, calibration: Calibration | None) -> list[int]:
+    def scored_removal(self, model: PreTrainedModel, calibration: Calibration | None) -> list[int]:
         """The ``num_remove`` layers with the lowest ``score`` on ``calibration_blocks`` blocks of the
         run's training data (the same choice ``distillab-prune`` makes one-shot)."""
-        # a student is cut by the scores of one calibration pass of the teacher; the removal scores
+        # a student is cut by the scores of one calibration pass of the model it is cut from; the removal scores
         # (ppl_drop, benchmark_drop) and iterative removal live in distillab-prune
         score = check_score(self.score, "student")  # removal scores and iterative cuts: distillab-prune
-        num_layers = teacher.config.num_hidden_layers
+        num_layers = model.config.num_hidden_layers
         if self.num_remove is None or not 0 < int(self.num_remove) < num_layers:
             raise DistillabError(
                 f"student.num_remove: {self.num_remove} with student.score={self.score}; valid: "
@@ -65,7 +66,7 @@ class DropLayers:
             raise DistillabError(
                 "student.score: this entry point gives no calibration data; use distillab-distill"
             )
-        scores = score.compute(teacher, ScoreInputs(calibration(int(self.calibration_blocks))))
+        scores = score.compute(model, ScoreInputs(calibration(int(self.calibration_blocks))))
         remove = least_important(scores, int(self.num_remove))
         log.info(
             "student: %s scores %s -> removing layers %s", self.score, [round(x, 4) for x in scores], remove
@@ -79,27 +80,20 @@ class SmallerConfig:
     init_layers: list[int] | None = None
     seed: int = 0
 
-    def build(self, teacher: PreTrainedModel, tokenizer, calibration: Calibration | None = None):
-        return smaller_student(teacher, self.overrides or {}, self.init_layers, self.seed), tokenizer
+    def build(self, model: PreTrainedModel, tokenizer, calibration: Calibration | None = None):
+        return smaller_student(model, self.overrides or {}, self.init_layers, self.seed), tokenizer
 
 
 @dataclass
-class Pretrained:
-    model: dict[str, Any] = field(default_factory=dict)  # a model spec (conf/model/*.yaml keys)
-    remove: list[int] | None = None  # decoder layers to cut from it first
-
-    def build(self, teacher: PreTrainedModel, tokenizer, calibration: Calibration | None = None):
-        model, model_tok = load_model(
-            ModelSpec.from_config(self.model, key="student.model"), key="student.model"
-        )
-        if self.remove:
-            model = remove_layers(model, list(self.remove), inplace=True)
-        return model.requires_grad_(True).train(), model_tok
+class AsIs:
+    def build(self, model: PreTrainedModel, tokenizer, calibration: Calibration | None = None):
+        # a copy: without a `teacher` the input model is also the teacher, which stays frozen
+        return copy.deepcopy(model).requires_grad_(True).train(), tokenizer
 
 
-def build_student(teacher: PreTrainedModel, cfg, tokenizer=None, calibration: Calibration | None = None):
+def build_student(model: PreTrainedModel, cfg, tokenizer=None, calibration: Calibration | None = None):
     """``(student, tokenizer)`` from a ``student`` config (its ``_target_`` is one of the classes above)."""
     kind = build_target(
-        cfg, "student", "a student kind", "build", "student=drop_layers | smaller_config | pretrained"
+        cfg, "student", "a student kind", "build", "student=drop_layers | smaller_config | as_is"
     )
-    return kind.build(teacher, tokenizer, calibration)
+    return kind.build(model, tokenizer, calibration)
