@@ -44,6 +44,9 @@ def test_one_shot_layer_removal_heals_and_reloads(tmp_path, tiny_corpus):
     results = run(cfg)
     assert len(results["removed_teacher_layers"]) == 2 and len(results["kept_teacher_layers"]) == 2
     assert "train/loss_hidden" in results["steps"][0]["heal"]  # healed with ild (KL + hidden)
+    assert (
+        results["train_tokens"] == 2 * 2 * 32 and results["train_seconds"] > 0
+    )  # healing: steps x batch x block
     model = AutoModelForCausalLM.from_pretrained(results["student_dir"])
     assert model.config.num_hidden_layers == 2
     assert model.config.distillab_teacher_layers == results["kept_teacher_layers"]
@@ -79,6 +82,8 @@ def test_iterative_removal_resumes_after_the_last_finished_step(tmp_path, tiny_c
     assert (tmp_path / "steps" / "step_01" / "step.json").stat().st_mtime_ns == step1  # not redone
     assert again["steps"][0] == first["steps"][0]
     assert again["kept_teacher_layers"] == first["kept_teacher_layers"]
+    # the cost counts both healing phases, the resumed one too (2 steps x batch 2 x block 32 each)
+    assert first["train_tokens"] == again["train_tokens"] == 2 * (2 * 2 * 32)
 
 
 @pytest.mark.parametrize(
@@ -95,6 +100,7 @@ def test_iterative_removal_resumes_after_the_last_finished_step(tmp_path, tiny_c
 )
 def test_width_and_sparse_pruning_heal_and_export(tmp_path, tiny_corpus, extra):
     results = run(compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune"))
+    assert results["train_tokens"] == 2 * 2 * 32  # one healing phase: steps x batch x block
     model = AutoModelForCausalLM.from_pretrained(results["student_dir"])
     if "prune=width" in extra:
         assert model.config.num_attention_heads == 2 and model.config.intermediate_size == 64

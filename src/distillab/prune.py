@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         resolve_data_dir(paths.data_dir), healing if do_heal else None, evaluate, layer_scores_bar,
     )  # fmt: skip
     student, record = method.apply(job)
-    app.results |= record
+    app.results |= record | healing_cost(record)
     app.results["params"] = {"teacher": teacher.num_parameters(), "student": student.num_parameters()}
     app.export(student, tokenizer)
     if not record.get("final_metrics"):
@@ -82,6 +82,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"wall {(time.time() - app.start) / 60:.1f} min"
     )
     return app.finish(header, artifacts={"pruned model": app.results.get("student_dir")})
+
+
+def healing_cost(record: dict[str, Any]) -> dict[str, float]:
+    """``train_tokens`` and ``train_seconds`` summed over every healing phase of the cut (the steps
+    of iterative removal, resumed ones included); nothing for an unhealed cut."""
+    phases = [s["heal"] for s in record.get("steps") or [] if s.get("heal")]
+    phases += [record["heal"]] if record.get("heal") else []
+    if not phases:
+        return {}
+    return {
+        "train_tokens": int(sum(p.get("train_tokens", 0) for p in phases)),
+        "train_seconds": sum(p.get("train_seconds", 0.0) for p in phases),
+    }
 
 
 def _heal_batches(trainer_cfg) -> int:

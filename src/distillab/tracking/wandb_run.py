@@ -159,9 +159,11 @@ def finish(loggers: list[Logger]) -> str | None:
 
 
 def summary_metrics(results: dict[str, Any]) -> dict[str, float]:
-    """The summary keys every app logs, so one W&B workspace compares any runs without custom code:
-    ``eval/<task/metric>``, ``teacher/<task/metric>``, ``retention/<task/metric>``, ``retention/mean``,
-    ``size/params``, ``size/bytes`` (the exported model on disk), ``speed/decode_tokens_per_s``."""
+    """The summary keys every app logs, so one W&B workspace compares any runs without custom code
+    (``distillab-dashboard`` builds one from them): ``eval/<task/metric>``, ``teacher/<task/metric>``,
+    ``retention/<task/metric>``, ``retention/mean``, ``size/params``, ``size/bytes`` (the exported
+    model on disk), ``speed/decode_tokens_per_s``, and what training cost: ``cost/train_tokens`` (a
+    budget curve's x axis) and ``cost/train_seconds``."""
     flat = {f"eval/{k}": v for k, v in (results.get("student") or {}).items()}
     flat |= {f"teacher/{k}": v for k, v in (results.get("teacher") or {}).items()}
     retention = {k: v for k, v in (results.get("retention") or {}).items() if v is not None}
@@ -178,6 +180,10 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, float]:
         flat["size/bytes"] = size
     if results.get("tokens_per_s") is not None:
         flat["speed/decode_tokens_per_s"] = results["tokens_per_s"]
+    if results.get("train_tokens") is not None:
+        flat["cost/train_tokens"] = results["train_tokens"]
+    if results.get("train_seconds") is not None:
+        flat["cost/train_seconds"] = results["train_seconds"]
     return flat
 
 

@@ -20,7 +20,7 @@ from distillab.config import to_plain
 from distillab.errors import DistillabError
 from distillab.models.surgery import decoder_layers, teacher_layer_indices
 from distillab.objectives.objective import Objective, build_objective
-from distillab.training.fit import fit, training_parts
+from distillab.training.fit import fit, trained_tokens, training_parts
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def heal(
     callbacks: Sequence[L.Callback] = (),
     start_batch: int = 0,
 ) -> dict[str, float]:
-    """Train ``student`` in place for ``heal.trainer.max_steps``; returns the final logged metrics.
+    """Train ``student`` in place for ``heal.trainer.max_steps``; returns the final logged metrics
+    with what the healing cost: ``train_tokens`` and ``train_seconds``.
 
     ``start_batch``: where in the training stream to begin (a later phase of iterative removal
     continues where the previous phase stopped instead of re-reading the same batches).
@@ -73,10 +74,11 @@ def heal(
     module, datamodule = training_parts(heal_cfg, student, teacher, objective, tokenizer, paths, start_batch)
     logger = CSVLogger(str(work_dir), name="csv", version="")
     try:
-        trainer, _ = fit(
+        trainer, seconds = fit(
             module, datamodule, heal_cfg.trainer, work_dir, [logger], callbacks, checkpointing=False
         )
     finally:
         if trainable is not None:
             student.requires_grad_(True)
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    cost = {"train_tokens": trained_tokens(trainer, module, heal_cfg.data), "train_seconds": seconds}
+    return {k: float(v) for k, v in trainer.callback_metrics.items()} | cost
