@@ -14,6 +14,8 @@ from omegaconf import OmegaConf, open_dict
 
 from distillab.config import CONFIG_DIR
 from distillab.config_schema import check_schema
+from distillab.dashboard import build_parser as dashboard_parser
+from distillab.dashboard import task_metrics
 from distillab.docsgen import __main__ as docsgen
 from distillab.docsgen import config_reference, troubleshooting
 from distillab.docsgen.commands import all_commands, parse_line
@@ -125,6 +127,8 @@ def test_every_documented_command_composes(command, capsys):
         args = [re.sub(r"<[^>]*>", "placeholder", a) for a in command.args]
         if args != ["--help"]:
             report_parser().parse_args(args)
+    elif program == "distillab-dashboard":  # the arguments parse and the suite or tasks exist
+        task_metrics(dashboard_parser().parse_args(command.args))
     elif program == "distillab-models":
         names = models_parser().parse_args([a for a in command.args if a != "--help"]).names
         assert set(names) <= set(OFFLINE_MODELS), names

@@ -17,7 +17,7 @@ RANKS = [
     ("evaluation", "pruning", "quantization", "training"),
     ("tracking",),
     ("app_run", "entry", "stage_cache", "sweeps"),
-    ("distill", "evaluate", "generate", "prune", "quantize", "report"),
+    ("dashboard", "distill", "evaluate", "generate", "prune", "quantize", "report"),
     ("pipeline",),
     ("docsgen",),  # pages of the docs site generated from the configs and the tests' catalogue
 ]
