@@ -183,3 +183,31 @@ def test_a_bad_argument_is_one_line_and_exit_status_2(argv, message, monkeypatch
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith(message), err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_runs_wandb_name_tells_it_apart_within_its_group():
+    """Every arm of a study shares the group (experiment_name); its W&B name is the arm, or in a
+    sweep the job's overrides, so a dashboard's legend and run comparer tell the runs apart."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from distillab.config import CONFIG_DIR
+    from distillab.tracking.wandb_run import run_name
+
+    def named(overrides, mode=RunMode.RUN, override_dirname=""):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("distill", overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.mode, cfg.hydra.job.override_dirname = mode, override_dirname
+        HydraConfig.instance().set_config(cfg)
+        try:
+            return run_name(cfg.experiment_name)
+        finally:
+            HydraConfig.instance().cfg = None
+
+    assert named(["experiment=claims/kd_s0"]) == "claims/kd_s0"
+    assert named(["objective=kd", "seed=1"], RunMode.MULTIRUN, "objective=kd,seed=1") == "objective=kd,seed=1"
+    assert named(["objective=kd"]) == "demo"  # a single run: its experiment_name
+    assert run_name("demo") == "demo"  # composed in code, no Hydra job

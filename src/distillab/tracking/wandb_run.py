@@ -53,6 +53,24 @@ def keep_earlier_csv(lg: CSVLogger) -> Path | None:
     return kept
 
 
+def run_name(default: str) -> str:
+    """The W&B run's display name: a study arm's name (``experiment=<study>/<arm>``), else, in a
+    sweep, the job's own overrides (``objective=kd,seed=1``), else ``default`` (``experiment_name``):
+    the runs of one group are told apart in a dashboard's legend and run comparer."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():  # composed in code (tests, notebooks): the default
+        return default
+    hydra_cfg = HydraConfig.get()
+    arm = hydra_cfg.runtime.choices.get("experiment")
+    if arm:
+        return arm
+    if hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.job.override_dirname:
+        return hydra_cfg.job.override_dirname
+    return default
+
+
 def make_loggers(logger_cfg) -> list[Logger]:
     """Instantiate the configured loggers. A W&B run that cannot start online (no network, no API
     key, server down) falls back to offline with one warning: tracking never blocks or kills a run."""
@@ -61,15 +79,17 @@ def make_loggers(logger_cfg) -> list[Logger]:
     os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")  # seconds; wandb's default waits 90
     loggers = []
     for node in logger_cfg.values():
-        lg = instantiate(node)
+        spec = OmegaConf.to_container(node, resolve=True)
+        if OmegaConf.to_container(node, resolve=False).get("name") == "${experiment_name}":  # not set by hand
+            spec["name"] = run_name(spec["name"])
+        lg = instantiate(OmegaConf.create(spec))
         if isinstance(lg, WandbLogger):
             try:
                 _start(lg)
             except Exception as err:  # wandb raises many types (UsageError, CommError, timeouts)
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 log.warning("W&B could not start online (%s); logging offline instead", first[:200])
-                resolved = OmegaConf.to_container(node, resolve=True)
-                lg = instantiate(OmegaConf.create({**resolved, "mode": "offline"}))
+                lg = instantiate(OmegaConf.create({**spec, "mode": "offline"}))
                 _start(lg)
         if isinstance(lg, CSVLogger):
             keep_earlier_csv(lg)
