@@ -23,7 +23,14 @@ from pathlib import Path
 from distillab.errors import DistillabError
 from distillab.tracking.dashboard import Dashboard, save, write_specs
 
-DEFAULT_PROJECT = "distillab"  # conf/logger/wandb.yaml's project
+
+def logger_project() -> str:
+    """The W&B project the runs log to (``conf/logger/wandb.yaml``): where their views belong."""
+    from omegaconf import OmegaConf
+
+    from distillab.config import CONFIG_DIR
+
+    return str(OmegaConf.load(Path(CONFIG_DIR) / "logger" / "wandb.yaml").wandb.project)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--project",
-        default=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT),
-        help="W&B project (env WANDB_PROJECT)",
+        default=os.environ.get("WANDB_PROJECT") or logger_project(),
+        help="W&B project (env WANDB_PROJECT; default: the logger config's)",
     )
     parser.add_argument("--out", type=Path, help="where the specs go (default outputs/dashboards/<groups>)")
     parser.add_argument("--save", action="store_true", help="push the views to W&B (needs an API key)")
