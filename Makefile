@@ -27,7 +27,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help docs docs-serve install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-kd-profile bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics bench-allocator experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 clean
+.PHONY: help dashboard docs docs-serve install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-kd-profile bench-objectives bench-prune bench-trl bench-eval-precision bench-bf16-numerics bench-allocator experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -167,6 +167,14 @@ CLAIMS_ROOT ?= outputs/claims
 
 # No install-gguf-runtime here: q4_0 / q4_1 are written in Python and scored through transformers;
 # llama.cpp would only time decoding (make install-gguf-runtime first for llama.cpp tokens/s).
+# The W&B views of a study, built as code (distillab-dashboard): GROUP is the runs' experiment_name,
+# EVAL the suite whose tasks get panels. Writes the specs; ARGS="--entity <you> --save" pushes them
+# (after `wandb sync` of the study's runs), replacing the views an earlier save made.
+GROUP ?= claims
+EVAL ?= decision_cpu
+dashboard: install ## W&B workspace + report of a study as code (GROUP=claims EVAL=decision_cpu; ARGS="--entity E --save" pushes)
+	$(VENV)/bin/distillab-dashboard $(GROUP) --eval $(EVAL) $(ARGS)
+
 exp-007: models ## experiments/007: S1-S3 re-answered with paired intervals at 409.6k tokens per arm (resumable; ~18 h in float32 on 2 cores)
 	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh $(CLAIMS_ROOT) claims $(ARGS)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,18 @@ def test_a_bad_argument_is_one_line_and_exit_status_2(argv, message, monkeypatch
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith(message), err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_without_the_extra_one_line_names_it(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "wandb_workspaces", None)  # what an install without it sees
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["claims", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err == (
+        "error: distillab-dashboard needs the dashboard extra: pip install 'distillab[dashboard]' "
+        "(wandb-workspaces, W&B's library for views as code)"
+    )
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_runs_wandb_name_tells_it_apart_within_its_group():

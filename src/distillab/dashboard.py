@@ -117,10 +117,21 @@ def run(args: argparse.Namespace) -> None:
     )
 
 
+def check_extra() -> None:
+    try:
+        import wandb_workspaces  # noqa: F401
+    except ImportError:
+        raise DistillabError(
+            "distillab-dashboard needs the dashboard extra: pip install 'distillab[dashboard]' "
+            "(wandb-workspaces, W&B's library for views as code)"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """A user's mistake is one ``error:`` line and exit status 2."""
+    """A user's mistake, or the missing extra, is one ``error:`` line and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
+        check_extra()
         run(args)
     except DistillabError as err:
         print(f"error: {err}", file=sys.stderr)
