@@ -71,6 +71,7 @@ def tiny_overrides(run_dir: Path, data_dir: Path, *extra: str) -> list[str]:
         "eval=none",
         "eval_before_training=false",
         "threads=1",
+        "speed.compile=false",  # seconds of inductor per process; tests/test_compiling.py covers auto and true
         *extra,
     ]
 

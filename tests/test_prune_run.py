@@ -35,6 +35,7 @@ def prune_overrides(run_dir, data_dir, *extra: str) -> list[str]:
         "eval=none",
         "logger=csv",
         "threads=1",
+        "speed.compile=false",
         *extra,
     ]
 

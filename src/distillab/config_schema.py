@@ -63,6 +63,8 @@ class Rule:
         if self.kind is bool:
             return not isinstance(value, bool)
         if self.kind is str:
+            if isinstance(value, bool) and {"true", "false"} <= set(self.choices):
+                value = str(value).lower()  # YAML reads the choices true/false as booleans
             return not isinstance(value, str) or bool(self.choices and value not in self.choices)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return True
@@ -150,6 +152,7 @@ RULES: dict[str, Rule] = {
     "quantize.bits": Rule(int),
     "quantize.group_size": _positive_int(),
     "speed.new_tokens": _positive_int("tokens generated per timed decode"),
+    "speed.compile": Rule(str, choices=("auto", "true", "false"), meaning="torch.compile: compiling.py"),
     "scheduler.num_warmup_steps": Rule(int, low=0),
     "teacher_cache.temperature": Rule(float, low=0, low_open=True),
     "teacher_cache.batch_size": _positive_int(),

@@ -51,11 +51,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     del model  # the teacher, or freed here when the run names another one
     cache_cfg = check_cache_config(objective.cache_readers(), to_plain(cfg.get("teacher_cache") or {}))
     aligner = pair_tokenizers(cfg, objective, teacher, student, tokenizer, student_tok)
-    options = {
-        "aligner": aligner,
-        "on_policy": on_policy_config(cfg, objective),
-        "student_tokenizer": student_tok,
-    }
+    options = {"aligner": aligner, "on_policy": on_policy_config(cfg, objective), "student_tokenizer": student_tok}  # fmt: skip
     module, data = training_parts(cfg, student, teacher, objective, student_tok, cfg.paths, **options)
     shapes = log_shapes(teacher, student)
     app.open_loggers(objective_summary=module.objective_summary)
@@ -71,8 +67,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     gc.collect()
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
     trainer, seconds = fit(
-        module, data, cfg.trainer, app.run_dir, app.loggers, callbacks, cfg.get("ckpt_path")
-    )
+        module, data, cfg.trainer, app.run_dir, app.loggers, callbacks, cfg.get("ckpt_path"),
+        compile=cfg.speed.compile,
+    )  # fmt: skip
     app.results |= {"train_seconds": seconds, "world_size": trainer.world_size}
     app.results["train_tokens"] = trained_tokens(trainer, module, cfg.data)
     if module.on_policy is not None:

@@ -181,7 +181,10 @@ def current() -> Precision:
 
 def _check_frozen_forward(module: torch.nn.Module, args) -> None:
     """Called before every module's forward inside a run (a global hook): cheap for all but the
-    transformers models themselves."""
+    transformers models themselves. Inside a compiled forward (speed.compile=true) it is skipped:
+    the model's own call was checked eagerly, before its compiled forward began."""
+    if torch.compiler.is_compiling():
+        return
     run = _RUN.get()
     if run is None or not isinstance(module, _pretrained_model_class()):
         return

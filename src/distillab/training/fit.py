@@ -18,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 
+from distillab.compiling import check_mode, compiled_models, compiling
 from distillab.config import to_plain
 from distillab.data.corpus import read_documents
 from distillab.data.datamodule import CorpusDataModule
@@ -80,10 +81,11 @@ def fit(
     callbacks: Sequence[L.Callback] = (),
     ckpt_path: str | None = None,
     checkpointing: bool = True,
+    compile: Any = "false",
 ) -> tuple[L.Trainer, float]:
     """Train; returns the trainer and the seconds of training, summed over every resumed segment
     (Lightning's Timer keeps them in the checkpoint). With ``checkpointing``, ``last.ckpt`` holds the
-    final step (periodic saves may stop short of it)."""
+    final step (periodic saves may stop short of it). ``compile``: ``speed.compile`` (compiling.py)."""
     extra = {"plugins": [AtomicCheckpointIO()]} if checkpointing else {"enable_checkpointing": False}
     callbacks = list(callbacks)
     timer = next((c for c in callbacks if isinstance(c, Timer)), None)
@@ -101,7 +103,11 @@ def fit(
         check_checkpoint_matches(
             root_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path), module
         )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    models = {"student": module.student, "teacher": module.teacher}
+    if check_mode(compile) == "true" and "fsdp" in type(trainer.strategy).__name__.lower():
+        raise DistillabError("speed.compile: true is not supported with FSDP; use auto (kernels only)")
+    with compiling(compile), compiled_models(models, compile):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if checkpointing:
         _checkpoint_final_state(trainer)
     return trainer, timer.time_elapsed("train")

@@ -55,6 +55,7 @@ def heal(
     paths: Any,
     callbacks: Sequence[L.Callback] = (),
     start_batch: int = 0,
+    compile: Any = "false",
 ) -> dict[str, float]:
     """Train ``student`` in place for ``heal.trainer.max_steps``; returns the final logged metrics
     with what the healing cost: ``train_tokens`` and ``train_seconds``.
@@ -75,8 +76,9 @@ def heal(
     logger = CSVLogger(str(work_dir), name="csv", version="")
     try:
         trainer, seconds = fit(
-            module, datamodule, heal_cfg.trainer, work_dir, [logger], callbacks, checkpointing=False
-        )
+            module, datamodule, heal_cfg.trainer, work_dir, [logger], callbacks, checkpointing=False,
+            compile=compile,
+        )  # fmt: skip
     finally:
         if trainable is not None:
             student.requires_grad_(True)
