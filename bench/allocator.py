@@ -46,7 +46,7 @@ def workloads(args, precision: str) -> dict[str, list[str]]:
     return {
         f"KD+CE step ({precision}, 4 x 256)": [
             sys.executable, str(HERE / "kd_step.py"), *common, "--steps", "4", "--warmup", "2",
-            "--precision", precision, "--child", "distillab",
+            "--precision", precision, "--child", "eager",
         ],
         "multi_signal step (float32, 2 x 512)": [
             sys.executable, str(HERE / "objectives_memory.py"), *common, "--steps", "2", "--warmup", "1",

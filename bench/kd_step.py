@@ -115,10 +115,23 @@ def kd_ce_module(args):
     return DistillModule(student, objective, teacher, optimizer=optimizer), batches
 
 
-def distillab(args) -> list[float]:
-    """DistillModule + build_objective, trained by lightning.Trainer (the real path, loggers off)."""
+def distillab(args, compile: str = "false") -> list[float]:
+    """DistillModule + build_objective, trained by lightning.Trainer (the real path, loggers off),
+    with ``speed.compile`` = ``compile`` (compiling.py), as ``training.fit.fit`` applies it."""
+    from distillab.compiling import compiled_models, compiling
+
     module, batches = kd_ce_module(args)
-    return timed_fit(module, batches, gradient_clip_val=CLIP, precision=TRAINER_PRECISION[args.precision])
+    with compiling(compile), compiled_models({"student": module.student, "teacher": module.teacher}, compile):
+        return timed_fit(module, batches, gradient_clip_val=CLIP, precision=TRAINER_PRECISION[args.precision])
+
+
+# The variants one run compares: the bare loop, and distillab with each speed.compile mode.
+VARIANTS = {
+    "bare": bare,
+    "eager": lambda args: distillab(args, "false"),
+    "auto": lambda args: distillab(args, "auto"),
+    "compiled": lambda args: distillab(args, "true"),
+}
 
 
 TRAINER_PRECISION = {"float32": "32-true", "bf16": "bf16-mixed"}
@@ -165,7 +178,7 @@ def model_flops_per_token(args) -> float:
 
 
 def child(args) -> None:
-    times = {"bare": bare, "distillab": distillab}[args.child](args)
+    times = VARIANTS[args.child](args)
     steady = times[args.warmup :]
     tokens = args.batch * args.seq
     print(
@@ -173,6 +186,8 @@ def child(args) -> None:
             {
                 "tokens_per_s": tokens / statistics.median(steady),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                # what the first step cost beyond a steady one: compilation, for the compiled variants
+                "first_step_extra_s": times[0] - statistics.median(steady),
             }
         )
     )
@@ -194,7 +209,8 @@ def main() -> None:
         "--allocator", default="reuse", help="process.ALLOCATORS (bench/allocator.py compares them)"
     )
     parser.add_argument("--precision", choices=["float32", "bf16"], default="float32", help=argparse.SUPPRESS)
-    parser.add_argument("--child", choices=["bare", "distillab"], help=argparse.SUPPRESS)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
@@ -207,7 +223,9 @@ def main() -> None:
     if "bf16" not in precisions:
         print("bf16 not measured: not native on this CPU (pass --precisions float32 bf16 to force it)")
     flops = model_flops_per_token(args)
-    passthrough = [a for a in sys.argv[1:] if a not in ("--precisions", "float32", "bf16")]
+    passthrough = [
+        a for a in sys.argv[1:] if a not in ("--precisions", "float32", "bf16", "--variants", *VARIANTS)
+    ]
     model = "tiny:llama" if args.tiny else "SmolLM2-135M (30 -> 24 layers)"
     print(
         f"KD train step, {model}, batch {args.batch} x seq {args.seq}, {args.threads} threads, "
@@ -216,7 +234,7 @@ def main() -> None:
     )
     medians = {}
     for precision in precisions:
-        results = {"bare": [], "distillab": []}
+        results = {v: [] for v in args.variants}
         for _ in range(args.repeats):
             for variant in results:  # alternate so drift on the machine hits both alike
                 out = subprocess.run(
@@ -234,17 +252,30 @@ def main() -> None:
             share = m["tokens_per_s"] * flops / 1e9 / peak
             print(
                 f"  {v:9s}  {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB   "
-                f"model FLOPs {100 * share:5.1f}% of the {precision} peak"
+                f"model FLOPs {100 * share:5.1f}% of the {precision} peak   first step +{m['first_step_extra_s']:.1f} s"
             )
-        print(
-            f"  throughput ratio distillab / bare: {med['distillab']['tokens_per_s'] / med['bare']['tokens_per_s']:.3f} (goal >= 0.95)"
-        )
-        print(
-            f"  peak memory ratio distillab / bare: {med['distillab']['peak_rss_mb'] / med['bare']['peak_rss_mb']:.3f}"
-        )
+        speed = {v: m["tokens_per_s"] for v, m in med.items()}
+        for v in ("eager", "auto", "compiled"):
+            if v in speed and "bare" in speed:
+                goal = " (goal >= 1.0 for the compiled step)" if v != "eager" else ""
+                print(f"  throughput ratio {v} / bare: {speed[v] / speed['bare']:.3f}{goal}")
+        for v in ("auto", "compiled"):
+            if v in speed and "eager" in speed:
+                extra = med[v]["first_step_extra_s"] - med["eager"]["first_step_extra_s"]
+                gain = 1 / speed["eager"] - 1 / speed[v]  # seconds per token saved
+                steps = extra / (gain * args.batch * args.seq) if gain > 0 else float("inf")
+                print(
+                    f"  throughput ratio {v} / eager: {speed[v] / speed['eager']:.3f} (goal >= 1.6); "
+                    f"compilation {extra:.1f} s, earned back after {steps:.0f} steps"
+                )
+        if "eager" in med and "bare" in med:
+            print(
+                f"  peak memory ratio eager / bare: {med['eager']['peak_rss_mb'] / med['bare']['peak_rss_mb']:.3f}"
+            )
     if len(medians) == 2:
-        ratio = medians["bf16"]["distillab"]["tokens_per_s"] / medians["float32"]["distillab"]["tokens_per_s"]
-        print(f"  distillab bf16 / float32 tokens/s: {ratio:.2f}")
+        for v in medians["bf16"]:
+            ratio = medians["bf16"][v]["tokens_per_s"] / medians["float32"][v]["tokens_per_s"]
+            print(f"  {v} bf16 / float32 tokens/s: {ratio:.2f}")
 
 
 if __name__ == "__main__":
