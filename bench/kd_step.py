@@ -93,10 +93,10 @@ def bare(args) -> list[float]:
 
 def kd_ce_module(args):
     """DistillModule with this bench's objective (0.5·T²·KL + 0.5·CE) on its models; also the batches."""
-    import functools
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
-    import torch
-
+    from distillab.config import CONFIG_DIR
     from distillab.objectives.objective import build_objective
     from distillab.training.distill_module import DistillModule
 
@@ -111,7 +111,8 @@ def kd_ce_module(args):
             "ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 1 - ALPHA},
         }
     )
-    optimizer = functools.partial(torch.optim.AdamW, lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
+    # the optimizer as distillab-distill builds it (conf/optimizer/adamw.yaml: betas, fused), at this LR
+    optimizer = instantiate(OmegaConf.load(os.path.join(CONFIG_DIR, "optimizer", "adamw.yaml")), lr=LR)
     return DistillModule(student, objective, teacher, optimizer=optimizer), batches
 
 

@@ -285,7 +285,11 @@ CATALOGUE = [
         "prune.layers.removal.task: 'mmlu' has no local task YAML",
     ),
     ("prune", ["prune.layers.removal.limit=0"], "prune.layers.removal.limit: 0 is not valid"),
-    ("distill", ["speed.compile=maybe"], "speed.compile: 'maybe' is not valid; expected one of auto, true, false"),
+    (
+        "distill",
+        ["speed.compile=maybe"],
+        "speed.compile: 'maybe' is not valid; expected one of auto, true, false",
+    ),
     (
         "evaluate",
         ["model.name_or_path={cut_weights}"],

@@ -385,3 +385,19 @@ def test_resuming_from_another_students_checkpoint_is_one_line(finished_run, tin
     assert (
         len(lines) == 1 and f"ckpt_path: {ckpt} was written by another student (9 tensors missing" in lines[0]
     )
+
+
+def test_a_fused_optimizers_gradients_are_clipped_like_lightning_would():
+    """conf/optimizer/adamw.yaml is fused; Lightning refuses to clip for fused optimizers (fp16
+    scaler reasons), so DistillModule clips itself where no scaler exists."""
+    student, _ = build_tiny("llama")
+    objective = build_objective({"ce": {"_target_": "distillab.objectives.terms.HardLabelCE", "weight": 1.0}})
+    module = DistillModule(student, objective, None, optimizer=lambda p: torch.optim.AdamW(p, fused=True))
+    optimizer = module.configure_optimizers()
+    for p in student.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    module.configure_gradient_clipping(optimizer, 1.0, "norm")
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in student.parameters()]))
+    assert float(norm) == pytest.approx(1.0, rel=1e-4)
+    module.configure_gradient_clipping(optimizer, 0.5, "value")
+    assert max(float(p.grad.abs().max()) for p in student.parameters()) <= 0.5

@@ -209,6 +209,20 @@ class DistillModule(L.LightningModule):
             self.log("val/ce", nll)
             self.log("val/ppl", math.exp(min(nll, 50.0)))
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Lightning refuses to clip for a fused optimizer (``optimizer.fused``), because under fp16's
+        GradScaler such an optimizer unscales the gradients itself. Without a scaler (float32, bf16)
+        there is nothing to unscale: the gradients are clipped here, as Lightning would."""
+        fused = getattr(optimizer, "_step_supports_amp_scaling", False)
+        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
+        if not gradient_clip_val or not fused or precision.startswith("16"):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]  # student + any learned objective params
         optimizer = self.optimizer_factory(params)
