@@ -60,7 +60,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # Phase k of iterative removal starts where phase k-1 stopped in the data stream, so ILD
         # and one-shot healing read the same batches at the same total budget.
         start = phase * _heal_batches(cfg.heal.trainer) if phase else 0
-        return heal(model, teacher, cfg.heal, tokenizer, work_dir, paths, callbacks, start, cfg.speed.compile)
+        return heal(model, teacher, cfg.heal, tokenizer, work_dir, paths, callbacks, start, compile=cfg.speed.compile)  # fmt: skip
 
     do_heal = bool(cfg.heal.get("enabled"))
     job = PruneJob(
