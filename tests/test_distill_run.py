@@ -11,6 +11,7 @@ from conftest import compose_config, tiny_overrides
 from transformers import AutoModelForCausalLM
 
 from distillab.distill import run
+from distillab.errors import DistillabError
 from distillab.models.tiny import build_tiny
 from distillab.objectives.objective import build_objective
 from distillab.training.distill_module import DistillModule
@@ -401,3 +402,9 @@ def test_a_fused_optimizers_gradients_are_clipped_like_lightning_would():
     assert float(norm) == pytest.approx(1.0, rel=1e-4)
     module.configure_gradient_clipping(optimizer, 0.5, "value")
     assert max(float(p.grad.abs().max()) for p in student.parameters()) <= 0.5
+    from types import SimpleNamespace
+
+    module._trainer = SimpleNamespace(precision="16-mixed")  # fp16's scaler: fused + clipping refused
+    with pytest.raises(DistillabError, match="optimizer.fused: true cannot clip gradients under"):
+        module.configure_gradient_clipping(optimizer, 1.0, "norm")
+    module._trainer = None

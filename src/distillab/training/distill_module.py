@@ -215,7 +215,12 @@ class DistillModule(L.LightningModule):
         there is nothing to unscale: the gradients are clipped here, as Lightning would."""
         fused = getattr(optimizer, "_step_supports_amp_scaling", False)
         precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
-        if not gradient_clip_val or not fused or precision.startswith("16"):
+        if gradient_clip_val and fused and precision.startswith("16"):
+            raise DistillabError(
+                f"optimizer.fused: true cannot clip gradients under trainer.precision={precision} (its "
+                "GradScaler unscales inside the fused step); set optimizer.fused=false"
+            )
+        if not gradient_clip_val or not fused:
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if gradient_clip_algorithm == "value":
