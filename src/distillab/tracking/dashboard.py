@@ -78,16 +78,16 @@ def _sections(dash: Dashboard) -> list[tuple[str, list[Any]]]:
     import wandb_workspaces.reports.v2 as wr
 
     by_group = wr.Metric("Group") if len(dash.groups) > 1 else None
+
+    def mean_against(key: str, what: str):  # retention/mean over a run's cost, log x
+        title = f"retention/mean against {what}"
+        return wr.ScatterPlot(title=title, x=wr.SummaryMetric(key), y=wr.SummaryMetric(MEAN), log_x=True)
+
     sections = [
         (
             "Size and quality",
             [
-                wr.ScatterPlot(
-                    title="retention/mean against bytes on disk",
-                    x=wr.SummaryMetric(BYTES),
-                    y=wr.SummaryMetric(MEAN),
-                    log_x=True,
-                ),
+                mean_against(BYTES, "bytes on disk"),
                 wr.BarPlot(
                     title="retention/mean (its 95% interval: retention_low/mean, retention_high/mean)",
                     metrics=[wr.SummaryMetric(k) for k in (MEAN, *MEAN_INTERVAL)],
@@ -106,14 +106,7 @@ def _sections(dash: Dashboard) -> list[tuple[str, list[Any]]]:
         ),
         (
             "Budget curve",
-            [
-                wr.ScatterPlot(
-                    title="retention/mean against training tokens",
-                    x=wr.SummaryMetric(TOKENS),
-                    y=wr.SummaryMetric(MEAN),
-                    log_x=True,
-                )
-            ],
+            [mean_against(TOKENS, "training tokens")],
         ),
         ("Training", [wr.LinePlot(title=key, x="Step", y=[key]) for key in TRAINING_CURVES]),
         (
