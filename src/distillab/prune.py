@@ -21,8 +21,7 @@ from distillab.app_run import AppRun
 from distillab.config import to_plain
 from distillab.data.paths import resolve_data_dir
 from distillab.entry import app_boundary, hydra_app
-from distillab.models.loading import load_model
-from distillab.models.spec import ModelSpec
+from distillab.models.loading import load_from_config
 from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.pruning.methods import PruneJob, build_method
 from distillab.tracking import wandb_run
@@ -35,7 +34,7 @@ log = logging.getLogger("distillab")
 @app_boundary
 def run(cfg: DictConfig) -> dict[str, Any]:
     app = AppRun(cfg)
-    teacher, tokenizer = load_model(ModelSpec.from_config(to_plain(cfg.model), key="model"), key="model")
+    teacher, tokenizer = load_from_config(cfg, "model")
     teacher.requires_grad_(False)
     method = build_method(to_plain(cfg.prune), teacher.config)  # every prune.* mistake fails here
     if cfg.heal.get("enabled"):
