@@ -2,9 +2,9 @@
 
 - ``auto`` (default): the vocabulary-sized kernels compile — the soft-label KD divergence and its
   gradient over each chunk of positions (``objectives/chunked_kd.py``), fused into a few passes over
-  the chunk. The models stay eager: on a bf16-native 2-core Xeon, compiling the student's forward
-  and backward gained about 7% per step for a minute of compilation (docs/performance.md), which
-  a short run never earns back.
+  the chunk. The models stay eager: on a bf16-native 2-core Xeon, compiling the models' forward
+  and backward too gained about 8% per step for 22–92 s of compilation (bench/kd_step.py,
+  docs/performance.md), which a short run does not earn back.
 - ``true``: the kernels, and the student's and teacher's forward (and backward) while training.
 - ``false``: everything eager.
 
