@@ -2,8 +2,8 @@
 compiled or fused form, measured in one run (median of ``--repeats`` after one warm-up call):
 
 - the chunked KD kernel (``chunked_kd._forward_kl_value_and_grad``) on one 256 × 49,152 chunk;
-- cross-entropy over 1,024 × 49,152 bf16 logits, forward and backward: ``F.cross_entropy`` against
-  a chunked kernel with an analytic gradient, compiled (a prototype: not used by distillab yet);
+- cross-entropy over 1,024 × 49,152 bf16 logits, forward and backward: ``F.cross_entropy`` (eager)
+  against ``chunked_ce.chunked_cross_entropy`` with its kernel compiled (``speed.compile=auto``);
 - one AdamW update of a 113M-parameter student (SmolLM2-135M's 24-layer cut): foreach vs fused.
 
     python bench/kernels.py
@@ -63,23 +63,23 @@ def cross_entropy(repeats: int) -> None:
         logits.grad = None
         F.cross_entropy(logits.float(), targets).backward()
 
-    def rows(z, t):  # per-row value and d(value)/dz of CE, in float32
-        z = z.float()
-        lse = torch.logsumexp(z, -1, keepdim=True)
-        grad = (z - lse).exp().scatter_add_(-1, t[:, None], -torch.ones(t.shape[0], 1))
-        return lse.squeeze(-1) - z.gather(-1, t[:, None]).squeeze(-1), grad
+    from distillab.compiling import compiling
+    from distillab.objectives.chunked_ce import _cross_entropy_value_and_grad, chunked_cross_entropy
 
-    flat = logits.detach()
-    compiled, compile_s = timed_compile(rows, flat[:256], targets[:256])
+    mask = torch.ones(1, 1024, dtype=torch.bool)
+    start = time.perf_counter()
+    with compiling("auto"):
+        _cross_entropy_value_and_grad(logits.detach()[:256], targets[:256], True)
+    compile_s = time.perf_counter() - start
 
     def chunked() -> None:
-        grad = torch.empty(flat.shape)
-        for start in range(0, 1024, 256):
-            _, grad[start : start + 256] = compiled(flat[start : start + 256], targets[start : start + 256])
+        logits.grad = None
+        with compiling("auto"):
+            chunked_cross_entropy(logits[None], targets[None], mask).backward()
 
     e, c = median_seconds(eager, repeats), median_seconds(chunked, repeats)
     print(
-        f"cross-entropy, 1024 x {V}, forward + backward: F.cross_entropy {e * 1e3:.1f} ms, chunked compiled "
+        f"cross-entropy, 1024 x {V}, forward + backward: F.cross_entropy {e * 1e3:.1f} ms, chunked_ce compiled "
         f"{c * 1e3:.1f} ms, {e / c:.2f}x (compile {compile_s:.1f} s)"
     )
 

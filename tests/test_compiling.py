@@ -13,7 +13,9 @@ from distillab.compiling import compiled_models
 from distillab.compiling import compiling as compiling_mode
 from distillab.errors import DistillabError
 from distillab.models.tiny import build_tiny
+from distillab.objectives.chunked_ce import chunked_cross_entropy
 from distillab.objectives.chunked_kd import chunked_soft_label_kd
+from distillab.objectives.terms import hard_label_ce
 
 
 def _kd_and_grad(mode: str, logits, hidden, head, mask):
@@ -35,6 +37,31 @@ def test_the_compiled_kd_kernel_gives_the_eager_numbers():
     compiled = _kd_and_grad("auto", logits, hidden, head, mask)
     assert float(compiled[0]) == pytest.approx(float(eager[0]), rel=1e-5)
     torch.testing.assert_close(compiled[1], eager[1], rtol=1e-4, atol=1e-7)
+
+
+def test_the_compiled_cross_entropy_gives_f_cross_entropys_numbers():
+    """The chunked CE kernel (speed.compile=auto|true) against terms.hard_label_ce (eager)."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 40, 300, generator=g).bfloat16().requires_grad_(True)
+    targets = torch.randint(0, 300, (2, 40), generator=g)
+    targets[0, -1] = -100  # an ignored target (masked out below) must not index the vocabulary
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[0, -1] = False
+    mask[1, 33:] = False  # 72 rows: chunks of 16 and a last one of 8
+    results = []
+    for fn in (
+        lambda: hard_label_ce(logits, targets, mask),
+        lambda: chunked_cross_entropy(logits, targets, mask, chunk_tokens=16),
+    ):
+        logits.grad = None
+        with compiling_mode("auto"):
+            loss = fn()
+        loss.backward()
+        results.append((loss.item(), logits.grad.float().clone()))
+    (eager, eager_grad), (compiled, compiled_grad) = results
+    assert compiled == pytest.approx(eager, rel=1e-5)
+    torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-2, atol=1e-5)  # both rounded to bf16
+    assert float(compiled_grad[1, 33:].abs().sum()) == 0.0  # masked rows get no gradient
 
 
 def test_a_kernel_that_cannot_compile_says_so_once_and_runs_eager(monkeypatch, caplog):
@@ -96,7 +123,7 @@ def test_true_compiles_the_models_forward_for_the_block_only(monkeypatch, caplog
 def test_a_run_compiles_what_its_mode_says(tiny_corpus, tmp_path, monkeypatch):
     """The mode reaches the step inside Lightning's fit: auto compiles the KD kernel, not the models."""
     from distillab.distill import run
-    from distillab.objectives import chunked_kd
+    from distillab.objectives import chunked_ce, chunked_kd
 
     compiled: list = []
 
@@ -105,9 +132,10 @@ def test_a_run_compiles_what_its_mode_says(tiny_corpus, tmp_path, monkeypatch):
         return fn
 
     monkeypatch.setattr(compiling.torch, "compile", spy_compile)
-    monkeypatch.setattr(chunked_kd._forward_kl_value_and_grad, "compiled", None)  # not an earlier test's
+    for kernel in (chunked_kd._forward_kl_value_and_grad, chunked_ce._cross_entropy_value_and_grad):
+        monkeypatch.setattr(kernel, "compiled", None)  # not an earlier test's
     run(compose_config(tiny_overrides(tmp_path, tiny_corpus, "speed.compile=auto")))
-    assert compiled == ["_forward_kl_value_and_grad"]
+    assert sorted(compiled) == ["_cross_entropy_value_and_grad", "_forward_kl_value_and_grad"]
     assert compiling.current() == "false"  # the run's mode ended with it
 
 

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distillab import compiling
 from distillab.errors import DistillabError
+from distillab.objectives.chunked_ce import chunked_cross_entropy
 from distillab.objectives.chunked_kd import chunked_soft_label_kd
 from distillab.objectives.divergences import (
     forward_kl,
@@ -62,12 +64,22 @@ class Term(nn.Module):
 
 
 class HardLabelCE(Term):
-    """Cross-entropy on the data's next tokens, averaged over unmasked tokens."""
+    """Cross-entropy on the data's next tokens, averaged over unmasked tokens. Under
+    ``speed.compile=auto|true`` a compiled kernel over ``chunk_tokens`` positions at a time
+    (:mod:`chunked_ce`); eager, ``F.cross_entropy``."""
 
     reads = frozenset({STUDENT_LOGITS, TARGETS, MASK})
 
+    def __init__(self, chunk_tokens: int = 256):
+        super().__init__()
+        if int(chunk_tokens) < 1:
+            raise DistillabError(f"objective: chunk_tokens must be >= 1, got {chunk_tokens}")
+        self.chunk_tokens = int(chunk_tokens)
+
     def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return hard_label_ce(inputs.student_logits, inputs.targets, inputs.mask)
+        if compiling.current() == "false":
+            return hard_label_ce(inputs.student_logits, inputs.targets, inputs.mask)
+        return chunked_cross_entropy(inputs.student_logits, inputs.targets, inputs.mask, self.chunk_tokens)
 
 
 class SoftLabelKD(Term):
