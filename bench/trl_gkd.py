@@ -8,7 +8,11 @@ TRL's GKDConfig inherits SFTConfig's defaults, ``bf16=True`` and ``gradient_chec
 ``trl_gkd`` turns both off so the comparison is like for like, and the ``trl_gkd_defaults``
 variant (``--variants distillab trl_gkd trl_gkd_defaults``) measures TRL as it ships;
 ``distillab_bf16`` / ``trl_gkd_bf16`` are the like-for-like pair in bf16 (Lightning's bf16-mixed / TRL's
-``bf16=True``, no recompute) for CPUs and GPUs that run bf16 natively. Each variant
+``bf16=True``, no recompute) for CPUs and GPUs that run bf16 natively; ``distillab_bf16_auto`` and
+``distillab_bf16_compiled`` run distillab with ``speed.compile=auto`` / ``true`` (``distillab*`` is
+eager, ``speed.compile=false``). Both sides use a fused AdamW: distillab's conf/optimizer/adamw.yaml,
+TRL's default (``adamw_torch_fused``). On a bf16-native CPU the default variants are the bf16 ones
+and TRL as it ships; elsewhere the float32 pair. Each variant
 runs in its own fresh process (peak RSS is its own); variants alternate ``--repeats`` times and the
 medians are compared. TRL is needed only here:
 
@@ -31,14 +35,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kd_step import _setup, timed_fit  # noqa: E402  (same teacher/student/batch construction)
 
 LR, CLIP = 1e-4, 1.0
-VARIANTS = ("distillab", "trl_gkd", "trl_gkd_defaults", "distillab_bf16", "trl_gkd_bf16")
+DISTILLAB = ("distillab", "distillab_bf16", "distillab_bf16_auto", "distillab_bf16_compiled")
+TRL = ("trl_gkd", "trl_gkd_bf16", "trl_gkd_defaults")
+VARIANTS = DISTILLAB + TRL
+BF16_DEFAULT = (
+    "distillab_bf16",
+    "distillab_bf16_auto",
+    "distillab_bf16_compiled",
+    "trl_gkd_bf16",
+    "trl_gkd_defaults",
+)
 
 
-def distillab(args, bf16: bool = False) -> list[float]:
-    import functools
+def distillab(args, bf16: bool = False, compile: str = "false") -> list[float]:
+    import os
 
-    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
+    from distillab.compiling import compiled_models, compiling
+    from distillab.config import CONFIG_DIR
     from distillab.objectives.objective import build_objective
     from distillab.training.distill_module import DistillModule
 
@@ -53,9 +69,16 @@ def distillab(args, bf16: bool = False) -> list[float]:
             }
         }
     )
-    module = DistillModule(student, objective, teacher, optimizer=functools.partial(torch.optim.AdamW, lr=LR))
+    # the optimizer as distillab-distill builds it (fused), at TRL's betas so only the code differs
+    optimizer = instantiate(
+        OmegaConf.load(os.path.join(CONFIG_DIR, "optimizer", "adamw.yaml")), lr=LR, betas=(0.9, 0.999)
+    )
+    module = DistillModule(student, objective, teacher, optimizer=optimizer)
     # bf16: Lightning's bf16-mixed, what precision=auto picks on a bf16-native machine
-    return timed_fit(module, batches, gradient_clip_val=CLIP, precision="bf16-mixed" if bf16 else "32-true")
+    with compiling(compile), compiled_models({"student": student, "teacher": teacher}, compile):
+        return timed_fit(
+            module, batches, gradient_clip_val=CLIP, precision="bf16-mixed" if bf16 else "32-true"
+        )
 
 
 def trl_gkd(args, ships_defaults: bool = False, bf16: bool = False) -> list[float]:
@@ -122,6 +145,8 @@ def child(args) -> None:
         "trl_gkd": trl_gkd,
         "trl_gkd_defaults": lambda a: trl_gkd(a, ships_defaults=True),
         "distillab_bf16": lambda a: distillab(a, bf16=True),
+        "distillab_bf16_auto": lambda a: distillab(a, bf16=True, compile="auto"),
+        "distillab_bf16_compiled": lambda a: distillab(a, bf16=True, compile="true"),
         "trl_gkd_bf16": lambda a: trl_gkd(a, bf16=True),
     }
     times = variants[args.child](args)
@@ -145,7 +170,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--variants", nargs="+", default=list(VARIANTS[:2]), choices=VARIANTS, help="distillab must be one"
+        "--variants", nargs="+", choices=VARIANTS, help="one distillab_bf16 or distillab at least"
     )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -153,13 +178,15 @@ def main() -> None:
         return child(args)
     from machine import describe, header
 
-    print(header(describe(args.threads)))  # the machine next to every ratio below
+    info = describe(args.threads)
+    print(header(info))  # the machine next to every ratio below
+    args.variants = args.variants or list(BF16_DEFAULT if info["native_bf16"] else ("distillab", "trl_gkd"))
     try:
         import trl  # noqa: F401
     except ImportError:
         sys.exit("error: bench/trl_gkd.py needs TRL: .venv/bin/pip install trl")
-    if "distillab" not in args.variants:
-        sys.exit("error: --variants: include distillab (the ratios are against it)")
+    if not {"distillab", "distillab_bf16"} & set(args.variants):
+        sys.exit("error: --variants: include distillab or distillab_bf16 (the ratios are against them)")
     results: dict[str, list[dict]] = {v: [] for v in args.variants}
     for _ in range(args.repeats):
         for variant in results:  # alternate so drift on the machine hits both alike
@@ -179,16 +206,21 @@ def main() -> None:
         f"{args.repeats} runs each; TRL {trl.__version__} GKDTrainer"
     )
     for v, m in med.items():
-        print(f"  {v:16s}  {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB")
-    for peer in [v for v in med if not v.startswith("distillab")]:
+        print(f"  {v:24s}  {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB")
+    for peer in [v for v in med if v in TRL]:
         # TRL in bf16 (its own defaults are bf16 too) is compared with distillab in bf16 when measured
         bf16_peer = peer in ("trl_gkd_bf16", "trl_gkd_defaults")
-        ours = "distillab_bf16" if bf16_peer and "distillab_bf16" in med else "distillab"
-        speed = med[ours]["tokens_per_s"] / med[peer]["tokens_per_s"]
-        memory = med[ours]["peak_rss_mb"] / med[peer]["peak_rss_mb"]
-        print(
-            f"  {ours} / {peer}: throughput {speed:.3f} (goal >= 1.5), peak memory {memory:.3f} (goal <= 1.0)"
-        )
+        ours = [v for v in med if v in DISTILLAB and (v != "distillab") == bf16_peer] or ["distillab"]
+        for v in ours:
+            speed = med[v]["tokens_per_s"] / med[peer]["tokens_per_s"]
+            memory = med[v]["peak_rss_mb"] / med[peer]["peak_rss_mb"]
+            print(
+                f"  {v} / {peer}: throughput {speed:.3f} (goal >= 1.5), peak memory {memory:.3f} (goal <= 1.0)"
+            )
+    for v in ("distillab_bf16_auto", "distillab_bf16_compiled"):
+        if v in med and "distillab_bf16" in med:
+            speed = med[v]["tokens_per_s"] / med["distillab_bf16"]["tokens_per_s"]
+            print(f"  {v} / distillab_bf16 (eager): throughput {speed:.3f}")
 
 
 if __name__ == "__main__":

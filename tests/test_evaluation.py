@@ -337,3 +337,29 @@ def test_a_damaged_evaluation_cache_entry_is_evaluated_again(tmp_path):
     again, hit = cached_evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), tmp_path / "cache")
     assert not hit and again.metrics == first.metrics
     assert cached_evaluate_suite(model, tok, eval_cfg, tmp_path, str(SHARED_DATA), tmp_path / "cache")[1]
+
+
+def test_the_log_softmax_over_scored_positions_gives_lm_evals_scores_bit_for_bit():
+    """harness's HFLM takes the log-softmax only where a request is scored; lm-eval's takes it over
+    every position of the batch. Both score the same requests, in float32 and under bf16 autocast."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from distillab.evaluation.scored_logits import DeferredLogSoftmax, scored_logits_hflm
+
+    model, tok = build_tiny("llama")
+    pairs = [("The cat sat on the", " mat"), ("Two plus two is", " four, not five"), ("A", " b c d e f g")]
+    requests = [
+        Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)
+    ]
+    for dtype in (None, torch.bfloat16):
+        scores = []
+        for cls in (HFLM, scored_logits_hflm()):
+            lm = cls(pretrained=model.eval(), tokenizer=tok, batch_size=2, mixed_precision_dtype=dtype,
+                     softmax_dtype=torch.float32)  # fmt: skip
+            scores.append(lm.loglikelihood(requests, disable_tqdm=True))
+        assert scores[1] == scores[0], dtype  # (log-likelihood, is_greedy) per request, exactly
+        assert isinstance(lm._model_call(torch.ones(1, 3, dtype=torch.long)), DeferredLogSoftmax)
+    pending = torch.log_softmax(torch.randn(2, 3, 5).as_subclass(DeferredLogSoftmax), dim=-1)
+    with pytest.raises(NotImplementedError, match="only a log-softmax over the vocabulary"):
+        torch.log_softmax(pending, dim=0)

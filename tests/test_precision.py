@@ -251,3 +251,13 @@ def test_an_app_runs_inside_its_precision_and_restores_the_outer_one(tmp_path, t
     monkeypatch.setattr(DistillModule, "on_fit_start", spy)
     distill_run(compose_config(tiny_overrides(tmp_path, tiny_corpus, "precision=bf16")))
     assert seen == ["bf16"] and precision.current().name == "float32"
+
+
+def test_an_input_cast_is_reused_only_while_the_same_tensor_is_unchanged():
+    last = precision._LastCast()
+    x = torch.randn(3, 4)
+    first = last.of(x, torch.bfloat16)
+    assert last.of(x, torch.bfloat16) is first  # q, k, v read the same activations
+    x.add_(1.0)  # changed in place: cast again
+    assert torch.equal(last.of(x, torch.bfloat16), x.bfloat16())
+    assert last.of(x.clone(), torch.bfloat16) is not first and last.of(first, torch.bfloat16) is first

@@ -233,7 +233,7 @@ def linear_weights_cast_once(model: torch.nn.Module):
         yield
         return
     dtype = torch.get_autocast_dtype(device)
-    patched = []
+    patched, last = [], _LastCast()
     for module in model.modules():
         # plain weights only: a quantized tensor subclass (torchao) keeps its own kernels
         if (
@@ -242,7 +242,7 @@ def linear_weights_cast_once(model: torch.nn.Module):
             and module.weight.is_floating_point()
         ):
             bias = None if module.bias is None else module.bias.detach().to(dtype)
-            module.forward = functools.partial(cast_linear, module.weight.detach().to(dtype), bias)
+            module.forward = functools.partial(cast_linear, module.weight.detach().to(dtype), bias, last=last)
             patched.append(module)
     try:
         yield
@@ -251,9 +251,29 @@ def linear_weights_cast_once(model: torch.nn.Module):
             del module.forward  # the class's forward again
 
 
-def cast_linear(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """A Linear's forward with weights already cast (to ``weight``'s dtype): what autocast computes."""
-    return torch.nn.functional.linear(x.to(weight.dtype), weight, bias)
+class _LastCast:
+    """The last input cast by :func:`cast_linear`: q, k and v projections (gate and up) read the
+    same activations, which autocast casts again for each."""
+
+    def __init__(self) -> None:
+        self.source: torch.Tensor | None = None
+        self.version, self.cast = -1, None
+
+    def of(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if x.dtype == dtype:
+            return x
+        if x is not self.source or x._version != self.version or self.cast.dtype != dtype:
+            self.source, self.version, self.cast = x, x._version, x.to(dtype)
+        return self.cast
+
+
+def cast_linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor, last: _LastCast | None = None
+) -> torch.Tensor:
+    """A Linear's forward with weights already cast (to ``weight``'s dtype): what autocast computes.
+    With ``last``, an input cast for the previous call is reused."""
+    cast = x.to(weight.dtype) if last is None else last.of(x, weight.dtype)
+    return torch.nn.functional.linear(cast, weight, bias)
 
 
 def in_run_precision(fn: Callable[P, R]) -> Callable[P, R]:

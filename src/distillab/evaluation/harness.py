@@ -7,8 +7,11 @@ once per task (each task has its own limit and few-shot count). Results come bac
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import torch
 from distillab.errors import DistillabError
 from distillab.evaluation import items
 from distillab.evaluation.items import SuiteItems
+from distillab.evaluation.scored_logits import scored_logits_hflm
 from distillab.evaluation.tasks import render
 from distillab.precision import module_device_type
 
@@ -72,6 +76,30 @@ def batch_size_for_vocabulary(batch_size: int, vocab_size: int) -> int:
     return max(1, batch_size * REFERENCE_VOCABULARY // vocab_size)
 
 
+@functools.cache
+def _env_info() -> dict[str, Any]:
+    from lm_eval.loggers.utils import add_env_info
+
+    info: dict[str, Any] = {}
+    add_env_info(info)
+    return info
+
+
+@contextlib.contextmanager
+def env_info_collected_once() -> Iterator[None]:
+    """lm-eval describes the environment (``torch.utils.collect_env``: subprocesses, 0.5 s on a CPU)
+    in every ``simple_evaluate`` call, i.e. once per task of every evaluation; it cannot change
+    within a process, so inside here it is collected once and copied."""
+    import lm_eval.evaluator as evaluator
+
+    original = evaluator.add_env_info
+    evaluator.add_env_info = lambda results: results.update(copy.deepcopy(_env_info()))
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = original
+
+
 def run_tasks_with_items(
     model,
     tokenizer,
@@ -92,11 +120,12 @@ def run_tasks_with_items(
     if not tasks:
         return {}, {}
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     include = render(list(tasks), data_dir, work_dir / "lm_eval_tasks")
-    manager = TaskManager(include_path=str(include) if include else None)
+    # with local data every task is a rendered YAML in ``include`` (lm-eval's own ones by an absolute
+    # ``include:``), so lm-eval's ~14,000 task files need no indexing: 5-10 s per evaluation on a CPU
+    manager = TaskManager(include_path=str(include) if include else None, include_defaults=data_dir is None)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise DistillabError(f"eval.tasks: unknown lm-eval task {unknown[0]!r}")
@@ -105,7 +134,7 @@ def run_tasks_with_items(
     if (fitted := batch_size_for_vocabulary(batch_size, vocab)) != batch_size:
         log.info("lm-eval batch size %d -> %d for a %d-token vocabulary", batch_size, fitted, vocab)
         batch_size = fitted
-    lm = HFLM(
+    lm = scored_logits_hflm()(  # lm-eval's HFLM, its log-softmax only over the scored positions
         pretrained=model.eval(),
         tokenizer=tokenizer,
         batch_size=batch_size,
@@ -121,20 +150,21 @@ def run_tasks_with_items(
         settings = dict(settings or {})
         gen_kwargs = {"max_gen_toks": int(settings["max_gen_toks"])} if settings.get("max_gen_toks") else None
         log.info("lm-eval %s %s", name, settings)
-        out = simple_evaluate(
-            model=lm,
-            tasks=[name],
-            num_fewshot=settings.get("num_fewshot"),
-            limit=settings.get("limit"),
-            task_manager=manager,
-            gen_kwargs=gen_kwargs,
-            log_samples=log_items,
-            bootstrap_iters=1000,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
+        with env_info_collected_once():
+            out = simple_evaluate(
+                model=lm,
+                tasks=[name],
+                num_fewshot=settings.get("num_fewshot"),
+                limit=settings.get("limit"),
+                task_manager=manager,
+                gen_kwargs=gen_kwargs,
+                log_samples=log_items,
+                bootstrap_iters=1000,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
         metrics.update(flatten_task_results(name, out["results"][name]))
         if log_items:
             per_task[name] = items.from_samples((out.get("samples") or {}).get(name), name)
