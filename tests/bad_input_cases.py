@@ -291,6 +291,11 @@ CATALOGUE = [
         "speed.compile: 'maybe' is not valid; expected one of auto, true, false",
     ),
     (
+        "prune",
+        ["quantize_aware@heal.quantize_aware=gguf", "heal.quantize_aware.format=q4_k_m"],
+        "heal.quantize_aware.format: 'q4_k_m' is not valid; expected one of q8_0, q4_0, q4_1",
+    ),
+    (
         "evaluate",
         ["model.name_or_path={cut_weights}"],
         "model.name_or_path: {cut_weights}/model.safetensors is not a complete safetensors file",

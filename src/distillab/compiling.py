@@ -1,10 +1,11 @@
 """``speed.compile``: torch.compile (inductor, CPU and CUDA) where it wins, eager where it cannot.
 
 - ``auto`` (default): the vocabulary-sized kernels compile — the soft-label KD divergence and its
-  gradient over each chunk of positions (``objectives/chunked_kd.py``), fused into a few passes over
-  the chunk. The models stay eager: on a bf16-native 2-core Xeon, compiling the models' forward
-  and backward too gained about 8% per step for 22–92 s of compilation (bench/kd_step.py,
-  docs/performance.md), which a short run does not earn back.
+  gradient over each chunk of positions (``objectives/chunked_kd.py``) and cross-entropy
+  (``objectives/chunked_ce.py``), each fused into a few passes over the chunk. The models stay
+  eager: on a bf16-native 2-core Xeon, compiling the models' forward and backward too gained 3–8%
+  per step for 20–92 s of compilation (bench/kd_step.py, docs/performance.md), which a short run
+  does not earn back.
 - ``true``: the kernels, and the student's and teacher's forward (and backward) while training.
 - ``false``: everything eager.
 

@@ -153,6 +153,9 @@ RULES: dict[str, Rule] = {
     "quantize.group_size": _positive_int(),
     "speed.new_tokens": _positive_int("tokens generated per timed decode"),
     "speed.compile": Rule(str, choices=("auto", "true", "false"), meaning="torch.compile: compiling.py"),
+    "quantize_aware.format": Rule(
+        str, choices=("q8_0", "q4_0", "q4_1"), meaning="the GGUF type trained on: quantization/fake_quant.py"
+    ),
     "scheduler.num_warmup_steps": Rule(int, low=0),
     "teacher_cache.temperature": Rule(float, low=0, low_open=True),
     "teacher_cache.batch_size": _positive_int(),

@@ -24,6 +24,7 @@ from distillab.entry import app_boundary, hydra_app
 from distillab.models.loading import load_from_config
 from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.pruning.methods import PruneJob, build_method
+from distillab.quantization import fake_quant
 from distillab.tracking import wandb_run
 from distillab.tracking.plots import layer_scores_bar
 from distillab.training.heal import heal, healing_objective
@@ -39,14 +40,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     method = build_method(to_plain(cfg.prune), teacher.config)  # every prune.* mistake fails here
     if cfg.heal.get("enabled"):
         healing_objective(cfg.heal)  # and every heal.objective mistake
+    quantize_aware = fake_quant.from_config(to_plain(cfg.heal.get("quantize_aware")), "heal.quantize_aware")
     paths = cfg.paths
-    blocks = calibration_blocks(
-        tokenizer,
-        to_plain(cfg.calibration.data),
-        int(cfg.calibration.num_blocks),
-        paths.data_dir,
-        paths.cache_dir,
-    )
+    blocks = calibration_blocks(tokenizer, to_plain(cfg.calibration.data), int(cfg.calibration.num_blocks), paths.data_dir, paths.cache_dir)  # fmt: skip
     app.open_loggers()
     app.results["method"] = method.name
     app.evaluate(teacher, tokenizer, "teacher", cached=True)
@@ -55,11 +51,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         evaluation = app.evaluate(model, tokenizer, "student", work_dir=work_dir)
         return evaluation.metrics if evaluation else {}
 
-    def healing(model, work_dir: Path, phase: int = 0, callbacks=()) -> dict[str, float]:
+    def healing(model, work_dir: Path, phase: int = 0, callbacks=(), last: bool = True) -> dict[str, float]:
         # Phase k of iterative removal starts where phase k-1 stopped in the data stream, so ILD
-        # and one-shot healing read the same batches at the same total budget.
+        # and one-shot healing read the same batches at the same total budget. Only the last
+        # phase is quantization-aware: earlier ones heal a model that is cut again afterwards.
         start = phase * _heal_batches(cfg.heal.trainer) if phase else 0
-        return heal(model, teacher, cfg.heal, tokenizer, work_dir, paths, callbacks, start, compile=cfg.speed.compile)  # fmt: skip
+        aware = quantize_aware if last else None
+        return heal(model, teacher, cfg.heal, tokenizer, work_dir, paths, callbacks, start, compile=cfg.speed.compile, quantize_aware=aware)  # fmt: skip
 
     do_heal = bool(cfg.heal.get("enabled"))
     job = PruneJob(
@@ -68,6 +66,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )  # fmt: skip
     student, record = method.apply(job)
     app.results |= record | healing_cost(record)
+    app.results["quantize_aware"] = quantize_aware.format if quantize_aware and do_heal else None
     app.results["params"] = {"teacher": teacher.num_parameters(), "student": student.num_parameters()}
     app.export(student, tokenizer)
     if not record.get("final_metrics"):

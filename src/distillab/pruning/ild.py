@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 ScoreFn = Callable[[Any, int], list[float]]  # (model, step) -> per-layer (or per-block) importance
 StepFn = Callable[[Any, Path], dict[str, Any]]  # (model, step_dir) -> metrics (evaluate)
-HealFn = Callable[[Any, Path, int], dict[str, Any]]  # (model, step_dir, phases healed before) -> metrics
+# (model, step_dir, phases healed before, last=is this the last phase) -> metrics
+HealFn = Callable[..., dict[str, Any]]
 
 
 @dataclass
@@ -91,7 +92,7 @@ def remove_layers_iteratively(
         model = remove_layers(model, remove)
         record["kept_teacher_layers"] = teacher_layer_indices(model)
         if heal is not None:
-            record["heal"] = heal(model, step_dir, step - 1)
+            record["heal"] = heal(model, step_dir, step - 1, last=step == plan.num_steps)
         if evaluate is not None:
             record["metrics"] = evaluate(model, step_dir)
         save_model_atomic(model, step_dir / "model")

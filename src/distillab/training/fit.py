@@ -8,6 +8,7 @@ A ``block`` is a config node with ``data``, ``optimizer``, ``scheduler`` and ``t
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from distillab.data.datamodule import CorpusDataModule
 from distillab.data.paths import resolve_data_dir
 from distillab.errors import DistillabError
 from distillab.objectives.objective import Objective
+from distillab.quantization.fake_quant import QuantizeAware
 from distillab.training.checkpoint_io import AtomicCheckpointIO
 from distillab.training.distill_module import DistillModule
 
@@ -82,10 +84,12 @@ def fit(
     ckpt_path: str | None = None,
     checkpointing: bool = True,
     compile: Any = "false",
+    quantize_aware: QuantizeAware | None = None,
 ) -> tuple[L.Trainer, float]:
     """Train; returns the trainer and the seconds of training, summed over every resumed segment
     (Lightning's Timer keeps them in the checkpoint). With ``checkpointing``, ``last.ckpt`` holds the
-    final step (periodic saves may stop short of it). ``compile``: ``speed.compile`` (compiling.py)."""
+    final step (periodic saves may stop short of it). ``compile``: ``speed.compile`` (compiling.py);
+    ``quantize_aware``: the student trains on its fake-quantized weights (quantization/fake_quant.py)."""
     extra = {"plugins": [AtomicCheckpointIO()]} if checkpointing else {"enable_checkpointing": False}
     callbacks = list(callbacks)
     timer = next((c for c in callbacks if isinstance(c, Timer)), None)
@@ -99,15 +103,17 @@ def fit(
         default_root_dir=str(root_dir),
         **extra,
     )
-    if ckpt_path is not None:
-        check_checkpoint_matches(
-            root_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path), module
-        )
     models = {"student": module.student, "teacher": module.teacher}
     if check_mode(compile) == "true" and "fsdp" in type(trainer.strategy).__name__.lower():
         raise DistillabError("speed.compile: true is not supported with FSDP; use auto (kernels only)")
-    with compiling(compile), compiled_models(models, compile):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    fake_quant = quantize_aware.applied(module.student) if quantize_aware else contextlib.nullcontext()
+    with fake_quant:  # before the checkpoint check: a resumed checkpoint holds the parametrized names
+        if ckpt_path is not None:
+            check_checkpoint_matches(
+                root_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path), module
+            )
+        with compiling(compile), compiled_models(models, compile):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if checkpointing:
         _checkpoint_final_state(trainer)
     return trainer, timer.time_elapsed("train")

@@ -20,6 +20,7 @@ from distillab.config import to_plain
 from distillab.errors import DistillabError
 from distillab.models.surgery import decoder_layers, teacher_layer_indices
 from distillab.objectives.objective import Objective, build_objective
+from distillab.quantization.fake_quant import QuantizeAware
 from distillab.training.fit import fit, trained_tokens, training_parts
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,14 @@ def heal(
     callbacks: Sequence[L.Callback] = (),
     start_batch: int = 0,
     compile: Any = "false",
+    quantize_aware: QuantizeAware | None = None,
 ) -> dict[str, float]:
     """Train ``student`` in place for ``heal.trainer.max_steps``; returns the final logged metrics
     with what the healing cost: ``train_tokens`` and ``train_seconds``.
 
     ``start_batch``: where in the training stream to begin (a later phase of iterative removal
     continues where the previous phase stopped instead of re-reading the same batches).
+    ``quantize_aware``: train on the student's fake-quantized weights (quantization/fake_quant.py).
     """
     objective = healing_objective(heal_cfg)
     trainable = None
@@ -77,7 +80,7 @@ def heal(
     try:
         trainer, seconds = fit(
             module, datamodule, heal_cfg.trainer, work_dir, [logger], callbacks, checkpointing=False,
-            compile=compile,
+            compile=compile, quantize_aware=quantize_aware,
         )  # fmt: skip
     finally:
         if trainable is not None:

@@ -1,0 +1,153 @@
+"""Quantization-aware healing: the student trains on its weights as a GGUF file will hold them.
+
+Each 2-D weight the GGUF export quantizes (every ``nn.Linear`` and the embedding, which a tied model
+also uses as its head) is replaced in the forward pass by ``dequantize(quantize(W))`` in the chosen
+llama.cpp block format, and the gradient passes straight through to the float weights (the
+straight-through estimator). The formats are computed exactly as the ``gguf`` package (llama.cpp's
+Python writer, which the export uses) computes them, so the float weights the run ends with quantize
+to exactly the values the student was trained on (``tests/test_fake_quant.py`` checks bit for bit):
+
+- ``q8_0``: blocks of 32, ``d = max|x| / 127``, ``q = round(x / d)`` (half away from zero), ``d`` as fp16;
+- ``q4_0``: blocks of 32, ``d = x_max / −8`` (the signed value of largest magnitude),
+  ``q = min(15, trunc(x / d + 8.5))``, value ``(q − 8) · d``;
+- ``q4_1``: blocks of 32, ``d = (max − min) / 15``, ``q = min(15, trunc((x − min) / d + 0.5))``,
+  value ``q · d + min`` with ``d`` and ``min`` stored as fp16.
+
+A weight whose rows do not fill whole blocks is stored as f16 by the export, and is rounded to fp16
+here; vectors (norms, biases) stay float, as in the file. The parametrizations are removed when
+training ends, leaving the float weights, which ``distillab-quantize`` then writes in the format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from distillab.errors import DistillabError
+
+BLOCK = 32  # values per block in q8_0, q4_0 and q4_1
+
+
+def _fp16(x: torch.Tensor) -> torch.Tensor:
+    return x.half().float()
+
+
+def _inverse(d: torch.Tensor) -> torch.Tensor:
+    return torch.where(d == 0, torch.zeros_like(d), 1 / d)
+
+
+def _round_half_away(x: torch.Tensor) -> torch.Tensor:
+    """ggml's ``roundf``, as gguf's ``np_roundf`` computes it."""
+    a = x.abs()
+    floored = a.floor()
+    return x.sign() * (floored + (2 * (a - floored)).floor())
+
+
+def q8_0(blocks: torch.Tensor) -> torch.Tensor:
+    d = blocks.abs().amax(-1, keepdim=True) / 127
+    q = _round_half_away(blocks * _inverse(d)) + 0.0  # + 0: the file's int8 has no −0
+    return q * _fp16(d)
+
+
+def q4_0(blocks: torch.Tensor) -> torch.Tensor:
+    largest = blocks.gather(-1, blocks.abs().argmax(-1, keepdim=True))  # signed, first of ties
+    d = largest / -8
+    q = torch.trunc(blocks * _inverse(d) + 8.5).clamp(0, 15)
+    return _fp16(d) * (q - 8)
+
+
+def q4_1(blocks: torch.Tensor) -> torch.Tensor:
+    low, high = blocks.amin(-1, keepdim=True), blocks.amax(-1, keepdim=True)
+    d = (high - low) / 15
+    q = torch.trunc((blocks - low) * _inverse(d) + 0.5).clamp(0, 15)
+    return _fp16(d) * q + _fp16(low)
+
+
+FORMATS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1}
+
+
+def check_format(name: str) -> str:
+    if name not in FORMATS:
+        raise DistillabError(f"quantize_aware.format: {name!r} is not valid; valid: {' | '.join(FORMATS)}")
+    return name
+
+
+@torch.no_grad()
+def fake_quantize(weight: torch.Tensor, fmt: str) -> torch.Tensor:
+    """``weight`` as the GGUF export stores it in ``fmt`` and a loader reads it back (float32 math)."""
+    w = weight.detach().float()
+    if w.dim() < 2:
+        return w
+    if w.shape[-1] % BLOCK:
+        return _fp16(w)  # the export stores such a tensor as f16
+    return FORMATS[check_format(fmt)](w.reshape(-1, BLOCK)).reshape(w.shape)
+
+
+class StraightThrough(nn.Module):
+    """A parametrization: the forward sees the weight fake-quantized, the gradient reaches it as is."""
+
+    def __init__(self, fmt: str):
+        super().__init__()
+        self.fmt = check_format(fmt)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + (fake_quantize(weight, self.fmt).to(weight.dtype) - weight).detach()
+
+
+def quantized_weights(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules whose ``weight`` the GGUF export quantizes: 2-D weights of Linear and Embedding
+    layers (a tied head appears twice, as the embedding's module and the head's)."""
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Linear, nn.Embedding))
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+        and module.weight.dim() == 2
+    ]
+
+
+@dataclass(frozen=True)
+class QuantizeAware:
+    """``quantize_aware`` in a config: train on the weights as ``format`` will store them."""
+
+    format: str
+
+    def __post_init__(self) -> None:
+        check_format(self.format)
+
+    def describe(self) -> str:
+        return f"quantization-aware ({self.format}, straight-through)"
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Inside, ``model``'s quantized weights are fake-quantized in every forward; afterwards the
+        parametrizations are gone and the float (latent) weights stay, under their own names."""
+        modules = [m for _, m in quantized_weights(model)]
+        for module in modules:
+            parametrize.register_parametrization(module, "weight", StraightThrough(self.format))
+        try:
+            yield model
+        finally:
+            for module in modules:
+                if parametrize.is_parametrized(module, "weight"):
+                    parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+
+
+def from_config(node: Any, key: str = "quantize_aware") -> QuantizeAware | None:
+    """``quantize_aware`` of a distill config (``heal.quantize_aware`` in prune), built and checked;
+    None when not selected."""
+    if not node:
+        return None
+    from distillab.config import build_target
+
+    if node.get("format") not in FORMATS:
+        raise DistillabError(
+            f"{key}.format: {node.get('format')!r} is not valid; valid: {' | '.join(FORMATS)}"
+        )
+    return build_target(node, key, "a quantization-aware recipe", "applied")

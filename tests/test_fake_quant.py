@@ -1,0 +1,120 @@
+"""Quantization-aware healing: fake quantization equals the GGUF export's own quantizer bit for bit,
+its gradient passes straight through, and a run trains on it and ends with its float weights."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config, tiny_overrides
+
+from distillab.errors import DistillabError
+from distillab.models.tiny import build_tiny
+from distillab.quantization.fake_quant import FORMATS, QuantizeAware, fake_quantize, from_config
+
+GGUF_TYPES = {name: getattr(gguf.GGMLQuantizationType, name.upper()) for name in FORMATS}
+
+
+def _weights() -> torch.Tensor:
+    """Random rows, and the blocks a quantizer gets wrong first: zeros, a constant, ± ties of the
+    largest magnitude, a half-way value, tiny and large scales."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(24, 96, generator=g) * 0.05
+    w[0, :32] = 0.0
+    w[1, :32] = 0.37
+    w[2, :32] = torch.linspace(-1.0, 1.0, 32)  # -1 and +1: which one sets q4_0's scale
+    w[3, :32] = torch.tensor([0.5, -0.5] * 16)
+    w[4] *= 1e-6
+    w[5] *= 1e3
+    return w
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_fake_quantization_equals_the_gguf_quantizer_bit_for_bit(fmt):
+    w = _weights()
+    qtype = GGUF_TYPES[fmt]
+    reference = gguf.quants.dequantize(gguf.quants.quantize(w.numpy(), qtype), qtype)
+    ours = fake_quantize(w, fmt)
+    assert ours.dtype == torch.float32 and ours.shape == w.shape
+    assert np.array_equal(ours.numpy().view(np.uint32), reference.view(np.uint32))  # every bit
+    assert not torch.equal(ours, w)  # it did quantize
+    again = fake_quantize(ours, fmt)  # weights on the grid stay (nearly all) on it
+    assert (again == ours).float().mean() > 0.99
+
+
+def test_rows_that_do_not_fill_blocks_are_fp16_and_vectors_stay():
+    w = torch.randn(4, 40)  # 40 is not a multiple of 32: the export writes f16
+    assert torch.equal(fake_quantize(w, "q4_0"), w.half().float())
+    v = torch.randn(64)
+    assert torch.equal(fake_quantize(v, "q4_0"), v)
+
+
+def test_the_gradient_passes_straight_through():
+    model, _ = build_tiny("llama")
+    layer = model.model.layers[0].mlp.up_proj
+    x = torch.randn(3, layer.in_features)
+    aware = QuantizeAware("q4_1")
+    with aware.applied(model):
+        out = layer(x)
+        torch.testing.assert_close(out, x @ fake_quantize(layer.weight, "q4_1").T)  # forward: quantized
+        out.sum().backward()
+        grad = layer.parametrizations.weight.original.grad
+    torch.testing.assert_close(grad, torch.ones(3, layer.out_features).T @ x)  # d/dW of x·Wq as of x·W
+
+
+def test_applied_quantizes_every_exported_weight_and_restores_the_model():
+    model, _ = build_tiny("llama")
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = {id(p) for p in model.parameters()}
+    ids = torch.randint(0, model.config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(1))
+    reference = build_tiny("llama")[0]
+    reference.load_state_dict(before)
+    with torch.no_grad():
+        for p in reference.parameters():
+            if p.dim() == 2:
+                p.copy_(fake_quantize(p, "q8_0"))
+        with QuantizeAware("q8_0").applied(model):
+            torch.testing.assert_close(model(input_ids=ids).logits, reference(input_ids=ids).logits)
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert {id(p) for p in model.parameters()} == params  # the optimizer's parameters, untouched
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+
+
+def test_a_bad_format_is_one_line_naming_the_key():
+    with pytest.raises(
+        DistillabError, match=r"^heal.quantize_aware.format: 'q3_k' is not valid; valid: q8_0"
+    ):
+        from_config({"_target_": "x", "format": "q3_k"}, "heal.quantize_aware")
+    assert from_config(None) is None
+    from distillab.config_schema import rules_for
+
+    (rule,) = rules_for("heal.quantize_aware.format")  # the schema's list is this module's
+    assert tuple(rule.choices) == tuple(FORMATS)
+
+
+def test_a_quantization_aware_run_trains_on_the_grid_and_exports_its_float_weights(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    from distillab.distill import run
+    from distillab.quantization import fake_quant
+
+    calls = []
+    original = fake_quant.StraightThrough.forward
+    monkeypatch.setattr(
+        fake_quant.StraightThrough, "forward", lambda self, w: calls.append(1) or original(self, w)
+    )
+    cfg = compose_config(
+        tiny_overrides(tmp_path, tiny_corpus, "quantize_aware=gguf", "quantize_aware.format=q4_0")
+    )
+    results = run(cfg)
+    assert results["quantize_aware"] == "q4_0" and calls  # the training forwards went through it
+    from transformers import AutoModelForCausalLM
+
+    student = AutoModelForCausalLM.from_pretrained(results["student_dir"])
+    assert not any("parametrizations" in k for k in student.state_dict())  # plain names in the export
+    w = student.model.layers[0].mlp.up_proj.weight
+    assert not torch.equal(w, fake_quantize(w, "q4_0"))  # the latent float weights, not the grid
