@@ -39,7 +39,7 @@ def child(args) -> None:
     from distillab.config import CONFIG_DIR
     from distillab.objectives.objective import build_objective
     from distillab.training.distill_module import DistillModule
-    from distillab.training.fit import attach_prompt_pools
+    from distillab.training.fit import attach_documents
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         preset, *overrides = args.child.split(",")  # "preset,key=value,..." for ablations
@@ -47,7 +47,7 @@ def child(args) -> None:
     terms = OmegaConf.to_container(cfg.objective.terms, resolve=True)
     teacher, student, batches, tokenizer = _setup(args)
     objective = build_objective(terms)
-    attach_prompt_pools(objective, tokenizer, None)  # contrastive prompts from the data directory
+    attach_documents(objective, tokenizer, None)  # contrastive prompts from the data directory
     module = DistillModule(student, objective, teacher, optimizer=instantiate(cfg.optimizer, lr=1e-4))
     mode = cfg.speed.compile
     with compiling(mode), compiled_models({"student": student, "teacher": teacher}, mode):

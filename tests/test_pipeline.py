@@ -251,3 +251,18 @@ def test_the_quantize_first_experiment_composes(tmp_path):
     assert stages[3].cfg.model.gguf_file == "model-q4_1.gguf"
     assert stages[3].cfg.student._target_.endswith("AsIs") and stages[3].cfg.teacher is not None
     assert stages[0].cfg.get("teacher") is None  # the first stage's input is the reference itself
+
+
+def test_a_heal_stage_can_be_quantization_aware_before_quantize(tmp_path):
+    """Item of the quantization guide: the heal stage's overrides select quantize_aware, the quantize
+    stage writes the same format; stages without it stay float."""
+    overrides = [
+        'stages.heal.overrides=["student=as_is","objective=ild","quantize_aware=gguf","quantize_aware.format=q4_0"]',
+        'stages.quantize.overrides=["quantize.gguf_type=q4_0"]',
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="pipeline", overrides=overrides)
+        stages = {s.name: s for s in pipeline.plan_stages(cfg, tmp_path)}
+    assert stages["heal"].cfg.quantize_aware.format == "q4_0"
+    assert stages["distill"].cfg.get("quantize_aware") is None
+    assert stages["prune"].cfg.heal.get("quantize_aware") is None

@@ -87,7 +87,7 @@ class AppRun:
             self.results.setdefault("eval_seconds", {})[key] = time.time() - start
         return evaluation
 
-    def _against_teacher(self, key: str, skip_tasks: frozenset[str]) -> list:
+    def against_teacher(self, key: str, skip_tasks: frozenset[str] = frozenset()) -> list:
         """Retention rows of the model evaluated as ``key`` against the teacher, on the same items."""
         return retention_rows(
             self.results["teacher"],
@@ -110,10 +110,10 @@ class AppRun:
         written and printed; closes the W&B run; returns the results."""
         rows = []
         if "teacher" in self.results and "student" in self.results:
-            rows = self._against_teacher("student", skip_tasks)
+            rows = self.against_teacher("student", skip_tasks)
             self.results |= retention_results(rows)
             if self.results.get("student_before"):  # the un-trained cut: its own retention and intervals
-                before_rows = self._against_teacher("student_before", skip_tasks)
+                before_rows = self.against_teacher("student_before", skip_tasks)
                 self.results["before_training"] = retention_results(before_rows)
                 rows = with_before(rows, before_rows)
         if self.eval_cfg:

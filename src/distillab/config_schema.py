@@ -150,6 +150,9 @@ RULES: dict[str, Rule] = {
     "prune.layers.removal.num_fewshot": Rule(int, low=0),
     "prune.width.*": _positive_int("the new width; null: unchanged", nullable=True),
     "quantize.bits": Rule(int),
+    "quantize.score_in_llama_cpp": Rule(
+        str, choices=("auto", "true", "false"), meaning="also score the GGUF in llama.cpp"
+    ),
     "quantize.group_size": _positive_int(),
     "speed.new_tokens": _positive_int("tokens generated per timed decode"),
     "speed.compile": Rule(str, choices=("auto", "true", "false"), meaning="torch.compile: compiling.py"),

@@ -21,7 +21,11 @@ from omegaconf import DictConfig
 from distillab.app_run import AppRun
 from distillab.config import to_plain
 from distillab.entry import app_boundary, hydra_app
+from distillab.evaluation import runtimes
 from distillab.evaluation.footprint import bytes_on_disk
+from distillab.evaluation.llama_cpp_runtime import evaluate_gguf
+from distillab.evaluation.retention import primary_metrics, retention_results
+from distillab.evaluation.runtimes import runtime_differences
 from distillab.models.loading import load_model, load_teacher
 from distillab.models.spec import ModelSpec
 from distillab.quantization.backends import build_backend
@@ -72,11 +76,36 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "tokens_per_s": out.tokens_per_s,
     }
     app.evaluate(out.model, tokenizer, "student")
+    out.model = None  # freed before llama.cpp loads the file
     header = (
         f"## {cfg.experiment_name}: {backend.label} ({backend.name}), {input_bytes / 1e6:.1f} MB -> "
         f"{student_bytes / 1e6:.1f} MB on disk, decode {out.tokens_per_s:.1f} tokens/s ({out.runtime})"
     )
+    if app.eval_cfg and getattr(backend, "scores_in_llama_cpp", lambda: False)():
+        header += "\n\n" + score_in_llama_cpp(app, out.artifact, tokenizer, int(cfg.threads))
     return app.finish(header, artifacts={"quantized model": out.artifact})
+
+
+def score_in_llama_cpp(app: AppRun, artifact: Path, tokenizer, threads: int) -> str:
+    """The suite on ``artifact`` in llama.cpp, kept as ``student_llama_cpp`` next to the torch score
+    (``student``), with its retention and the per-metric difference; returns the report's table."""
+    evaluation, runtime = evaluate_gguf(
+        artifact, tokenizer, app.eval_cfg, app.run_dir / "llama_cpp", app.cfg.paths.data_dir, threads
+    )
+    key = "student_llama_cpp"
+    app.results[key], app.items[key] = evaluation.metrics, evaluation.items
+    primary = primary_metrics(app.eval_cfg)
+    differences = runtime_differences(
+        app.results["student"], app.items.get("student"), evaluation.metrics, evaluation.items, primary
+    )
+    rows = app.against_teacher(key)
+    app.results["runtimes"] = {
+        "teacher": "torch",
+        "student": "torch (de-quantized by transformers)",
+        key: runtime,
+    }
+    app.results["llama_cpp"] = {"runtime": runtime, "vs_torch": differences, **retention_results(rows)}
+    return runtimes.markdown(differences, runtime)
 
 
 main = hydra_app("quantize", run)

@@ -110,12 +110,14 @@ def run_tasks_with_items(
     max_length: int | None = None,
     seed: int = 1234,
     log_items: bool = True,
+    lm: Any = None,
 ) -> tuple[dict[str, float], SuiteItems]:
     """Evaluate ``model`` on ``tasks`` = ``{name: {limit, num_fewshot, max_gen_toks, primary}}``.
 
     With ``data_dir`` the tasks read local copies (see :mod:`distillab.evaluation.tasks`); with ``None`` lm-eval
     fetches its data from the hub as usual. Returns the flat metrics and, with ``log_items``, each
-    task's per-item results from lm-eval's sample logging (:func:`items.from_samples`).
+    task's per-item results from lm-eval's sample logging (:func:`items.from_samples`). ``lm``: an
+    lm-eval model to score with instead of ``model`` in lm-eval's HFLM (llama.cpp's: ``model`` is None).
     """
     if not tasks:
         return {}, {}
@@ -129,21 +131,9 @@ def run_tasks_with_items(
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise DistillabError(f"eval.tasks: unknown lm-eval task {unknown[0]!r}")
-    was_training = model.training
-    vocab = model.get_output_embeddings().weight.shape[0]
-    if (fitted := batch_size_for_vocabulary(batch_size, vocab)) != batch_size:
-        log.info("lm-eval batch size %d -> %d for a %d-token vocabulary", batch_size, fitted, vocab)
-        batch_size = fitted
-    lm = scored_logits_hflm()(  # lm-eval's HFLM, its log-softmax only over the scored positions
-        pretrained=model.eval(),
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        max_length=max_length,
-        mixed_precision_dtype=ambient_autocast_dtype(model),
-        # log-softmax over the vocabulary in float32 whatever the logits' dtype (bf16 under autocast),
-        # as everywhere else in distillab: bf16 log-probabilities keep ~3 significant digits
-        softmax_dtype=torch.float32,
-    )
+    was_training = model is not None and model.training
+    if lm is None:
+        lm = hf_lm(model, tokenizer, batch_size, max_length)
     metrics: dict[str, float] = {}
     per_task: SuiteItems = {}
     for name, settings in tasks.items():
@@ -168,5 +158,24 @@ def run_tasks_with_items(
         metrics.update(flatten_task_results(name, out["results"][name]))
         if log_items:
             per_task[name] = items.from_samples((out.get("samples") or {}).get(name), name)
-    model.train(was_training)
+    if model is not None:
+        model.train(was_training)
     return metrics, per_task
+
+
+def hf_lm(model, tokenizer, batch_size: int, max_length: int | None):
+    """lm-eval's HFLM over ``model`` (in eval mode), its batch fitted to the vocabulary."""
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if (fitted := batch_size_for_vocabulary(batch_size, vocab)) != batch_size:
+        log.info("lm-eval batch size %d -> %d for a %d-token vocabulary", batch_size, fitted, vocab)
+        batch_size = fitted
+    return scored_logits_hflm()(  # lm-eval's HFLM, its log-softmax only over the scored positions
+        pretrained=model.eval(),
+        tokenizer=tokenizer,
+        batch_size=batch_size,
+        max_length=max_length,
+        mixed_precision_dtype=ambient_autocast_dtype(model),
+        # log-softmax over the vocabulary in float32 whatever the logits' dtype (bf16 under autocast),
+        # as everywhere else in distillab: bf16 log-probabilities keep ~3 significant digits
+        softmax_dtype=torch.float32,
+    )

@@ -13,6 +13,19 @@ from distillab.precision import float32_math
 
 
 @torch.no_grad()
+def perplexity_blocks(
+    tokenizer, documents: list[str], block_size: int = 512, max_tokens: int | None = None
+) -> torch.Tensor:
+    """The ``(blocks, block_size)`` token ids :func:`block_nll` scores (every runtime scores these)."""
+    blocks = pack(
+        tokenize_documents(tokenizer, documents, desc="tokenizing ppl text"),
+        tokenizer.eos_token_id,
+        block_size,
+        bos_token_id(tokenizer),
+    )
+    return blocks[: max(1, int(max_tokens) // block_size)] if max_tokens else blocks
+
+
 def block_nll(
     model,
     tokenizer,
@@ -29,14 +42,7 @@ def block_nll(
     caller's precision (``evaluate_suite`` puts it under the run's autocast); the NLL itself is
     computed from float32 logits. The blocks are the items of :mod:`~distillab.evaluation.items`.
     """
-    blocks = pack(
-        tokenize_documents(tokenizer, documents, desc="tokenizing ppl text"),
-        tokenizer.eos_token_id,
-        block_size,
-        bos_token_id(tokenizer),
-    )
-    if max_tokens:
-        blocks = blocks[: max(1, int(max_tokens) // block_size)]
+    blocks = perplexity_blocks(tokenizer, documents, block_size, max_tokens)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

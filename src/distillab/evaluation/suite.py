@@ -64,7 +64,7 @@ def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> Evaluatio
         max_length=eval_cfg.get("max_length"),
     )
     for name, ppl_cfg in (eval_cfg.get("perplexity") or {}).items():
-        docs = read_documents(ppl_cfg["source"], resolve_data_dir(data_dir), f"eval.perplexity.{name}.source")
+        docs = read_perplexity_documents(name, ppl_cfg, data_dir)
         nll_sums, tokens = block_nll(
             model,
             tokenizer,
@@ -76,6 +76,11 @@ def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> Evaluatio
         metrics.update({f"{name}/{k}": v for k, v in perplexity_from_blocks(nll_sums, tokens).items()})
         per_item[name] = items.perplexity_items(nll_sums, tokens)
     return Evaluation(metrics, per_item)
+
+
+def read_perplexity_documents(name: str, ppl_cfg: Mapping[str, Any], data_dir) -> list[str]:
+    """The documents of the perplexity set ``name`` (``eval.perplexity.<name>``)."""
+    return read_documents(ppl_cfg["source"], resolve_data_dir(data_dir), f"eval.perplexity.{name}.source")
 
 
 def perplexity_text_digests(eval_cfg, data_dir) -> dict[str, str]:

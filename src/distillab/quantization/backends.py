@@ -46,7 +46,25 @@ class Quantized:
 class GGUF:
     gguf_type: str = "q8_0"
     pre_tokenizer: str = "smollm"  # llama.cpp's pre-tokenizer name written into the file
+    score_in_llama_cpp: Any = "auto"  # the suite scored in llama.cpp too: auto (if installed) | true | false
     name: ClassVar[str] = "gguf"
+
+    def scores_in_llama_cpp(self) -> bool:
+        """Whether the file is also scored in llama.cpp (``true`` without the runtime: one line)."""
+        mode = str(self.score_in_llama_cpp).lower()
+        if mode == "false":
+            return False
+        if mode == "true":
+            llama_cpp.require_llama_cpp("quantize.score_in_llama_cpp")
+            return True
+        if not llama_cpp.is_available():
+            log.warning(
+                "quantize.score_in_llama_cpp: llama.cpp is not installed, so the torch score stands alone "
+                "(%s)",
+                llama_cpp.INSTALL_HINT,
+            )
+            return False
+        return True
 
     @property
     def label(self) -> str:
@@ -56,6 +74,12 @@ class GGUF:
         return f"model-{self.gguf_type}.gguf"
 
     def check(self) -> None:
+        if str(self.score_in_llama_cpp).lower() not in ("auto", "true", "false"):
+            raise DistillabError(
+                f"quantize.score_in_llama_cpp: {self.score_in_llama_cpp!r} is not valid; valid: auto | true | false"
+            )
+        if str(self.score_in_llama_cpp).lower() == "true":
+            llama_cpp.require_llama_cpp("quantize.score_in_llama_cpp")
         if self.gguf_type in llama_cpp.LLAMA_CPP_TYPES:
             llama_cpp.require_llama_cpp()
         elif self.gguf_type not in PYTHON_TYPES:

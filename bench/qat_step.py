@@ -1,0 +1,96 @@
+"""Quantization-aware healing's cost: the KD step of ``bench/kd_step.py`` (SmolLM2-135M 30 -> 24
+layers, batch 4 x 256, 0.5·T²·KL + 0.5·CE, the config's fused AdamW, ``speed.compile=auto``) plain and
+with ``quantize_aware`` in each GGUF format, every variant in its own process, alternating; medians
+compared. Goal: a quantization-aware step <= 1.3x the plain one.
+
+    python bench/qat_step.py                        # bf16 where native, else float32
+    python bench/qat_step.py --formats q4_1 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from kd_step import CLIP, TRAINER_PRECISION, kd_ce_module, timed_fit  # noqa: E402
+
+
+def child(args) -> None:
+    from distillab.compiling import compiling
+    from distillab.quantization.fake_quant import QuantizeAware
+
+    module, batches = kd_ce_module(args)
+    aware = QuantizeAware(args.child).applied(module.student) if args.child != "plain" else None
+    with compiling("auto"), aware if aware is not None else contextlib.nullcontext():
+        times = timed_fit(
+            module, batches, gradient_clip_val=CLIP, precision=TRAINER_PRECISION[args.precision]
+        )
+    steady = times[args.warmup :]
+    print(
+        json.dumps(
+            {
+                "tokens_per_s": args.batch * args.seq / statistics.median(steady),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--formats", nargs="+", default=["q8_0", "q4_0", "q4_1"])
+    parser.add_argument("--precision", choices=["float32", "bf16"], help="default: bf16 where native")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    from machine import describe, header
+
+    info = describe(args.threads)
+    print(header(info))
+    args.precision = args.precision or ("bf16" if info["native_bf16"] else "float32")
+    passthrough = [
+        a for a in sys.argv[1:] if a not in ("--formats", *args.formats, "--precision", "float32", "bf16")
+    ]
+    results = {v: [] for v in ["plain", *args.formats]}
+    for _ in range(args.repeats):
+        for variant in results:  # alternate so drift on the machine hits all alike
+            out = subprocess.run(
+                [sys.executable, __file__, *passthrough, "--precision", args.precision, "--child", variant],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    med = {v: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for v, runs in results.items()}
+    model = "tiny:llama" if args.tiny else "SmolLM2-135M (30 -> 24 layers)"
+    print(
+        f"KD step, {model}, batch {args.batch} x seq {args.seq}, {args.precision}, speed.compile=auto, "
+        f"{args.steps} timed steps after {args.warmup} warm-up, median of {args.repeats} runs each"
+    )
+    plain = med["plain"]
+    for v, m in med.items():
+        ratio = plain["tokens_per_s"] / m["tokens_per_s"]
+        print(
+            f"  {v:6s} {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB   "
+            f"step time x plain {ratio:.3f}{' (goal <= 1.3)' if v != 'plain' else ''}   "
+            f"memory x plain {m['peak_rss_mb'] / plain['peak_rss_mb']:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
