@@ -9,8 +9,10 @@ import pytest
 import torch
 from conftest import compose_config, tiny_overrides
 
+from distillab.compiling import compiling
 from distillab.errors import DistillabError
 from distillab.models.tiny import build_tiny
+from distillab.quantization import fake_quant
 from distillab.quantization.fake_quant import FORMATS, QuantizeAware, fake_quantize, from_config
 
 GGUF_TYPES = {name: getattr(gguf.GGMLQuantizationType, name.upper()) for name in FORMATS}
@@ -30,12 +32,15 @@ def _weights() -> torch.Tensor:
     return w
 
 
+@pytest.mark.parametrize("mode", ["false", "auto"], ids=["eager", "compiled"])
 @pytest.mark.parametrize("fmt", list(FORMATS))
-def test_fake_quantization_equals_the_gguf_quantizer_bit_for_bit(fmt):
+def test_fake_quantization_equals_the_gguf_quantizer_bit_for_bit(fmt, mode):
     w = _weights()
     qtype = GGUF_TYPES[fmt]
     reference = gguf.quants.dequantize(gguf.quants.quantize(w.numpy(), qtype), qtype)
-    ours = fake_quantize(w, fmt)
+    with compiling(mode):
+        ours = fake_quantize(w, fmt)
+    assert fake_quant._checked.get(fmt, True)  # compiled: its first result equalled eager's
     assert ours.dtype == torch.float32 and ours.shape == w.shape
     assert np.array_equal(ours.numpy().view(np.uint32), reference.view(np.uint32))  # every bit
     assert not torch.equal(ours, w)  # it did quantize
@@ -61,6 +66,21 @@ def test_the_gradient_passes_straight_through():
         out.sum().backward()
         grad = layer.parametrizations.weight.original.grad
     torch.testing.assert_close(grad, torch.ones(3, layer.out_features).T @ x)  # d/dW of x·Wq as of x·W
+
+
+def test_the_quantized_copy_follows_every_optimizer_step():
+    """The copy is kept between forwards, and made again after the fused AdamW changes the weight."""
+    model, _ = build_tiny("llama")
+    layer = model.model.layers[0].mlp.up_proj
+    x = torch.randn(3, layer.in_features)
+    with QuantizeAware("q8_0").applied(model):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+        for _ in range(2):
+            layer(x).pow(2).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            latent = layer.parametrizations.weight.original
+            torch.testing.assert_close(layer.weight, fake_quantize(latent, "q8_0"), rtol=0, atol=0)
 
 
 def test_applied_quantizes_every_exported_weight_and_restores_the_model():
@@ -100,7 +120,6 @@ def test_a_quantization_aware_run_trains_on_the_grid_and_exports_its_float_weigh
     tiny_corpus, tmp_path, monkeypatch
 ):
     from distillab.distill import run
-    from distillab.quantization import fake_quant
 
     calls = []
     original = fake_quant.StraightThrough.forward

@@ -61,18 +61,22 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
-def kernel(fn: F) -> F:
+def kernel(fn: F | None = None, *, options: dict[str, Any] | None = None) -> F:
     """``fn`` compiled inside ``compiling("auto" | "true")``, eager otherwise. ``fn`` must not need
     autograd through it (the chunked losses compute their gradients themselves), so a failed
     compilation can simply run ``fn`` again, eagerly. The compiled function is made on first use
-    and kept (``wrapper.compiled``); ``wrapper.failed`` is set once it could not compile."""
+    and kept (``wrapper.compiled``); ``wrapper.failed`` is set once it could not compile.
+    ``options``: inductor's, e.g. ``{"emulate_precision_casts": True}`` where a kernel's rounding
+    through a narrower dtype is part of its result."""
+    if fn is None:
+        return functools.partial(kernel, options=options)  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if _mode.get() == "false" or wrapper.failed:
             return fn(*args, **kwargs)
         if wrapper.compiled is None:
-            wrapper.compiled = torch.compile(fn)
+            wrapper.compiled = torch.compile(fn, options=options) if options else torch.compile(fn)
         try:
             return wrapper.compiled(*args, **kwargs)
         except Exception as err:  # inductor raises many types (compiler missing, lowering errors)
