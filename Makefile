@@ -129,7 +129,7 @@ LATEST = $$(ls -td outputs/$(1)/multirun-* | head -1)
 exp-001: models ## experiments/001: heal the evenly cut student with each objective preset at one budget (~90 min)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=ce,kd,ild,distill_lens,multi_signal student.score=null experiment_name=objectives_study eval_before_training=false
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-distill -m objective=kd,kd_cached student.score=null teacher_cache.enabled=true data.max_train_blocks=96 experiment_name=objectives_study_cached eval_before_training=false
-	$(REPORT) $(call LATEST,distill/objectives_study) $(call LATEST,distill/objectives_study_cached) --metrics wikitext2/ppl $(call primaries,arc_challenge) --plot experiments/001-objectives-study/retention.png --wandb objectives_study
+	$(REPORT) $(call LATEST,distill/objectives_study) $(call LATEST,distill/objectives_study_cached) --metrics $(call primaries,--eval demo) --plot experiments/001-objectives-study/retention.png --wandb objectives_study
 
 exp-002: models ## experiments/002: which layers to remove (each score, healed or not, ILD), how many, other cuts (~4 h on 2 cores)
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/distillab-prune -m prune.score=block_influence,angular,lens_kl,ppl_drop,random heal.enabled=false eval=suite experiment_name=layer_scores_study

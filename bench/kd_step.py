@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from machine import step_bench_arguments  # noqa: E402  (bench/ is on sys.path: scripts run from it)
+
 SMOLLM2 = os.path.join(
     os.environ.get("DISTILLAB_CACHE_DIR", os.path.expanduser("~/.cache/distillab")),
     "models",
@@ -196,13 +198,7 @@ def child(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    step_bench_arguments(parser)
     parser.add_argument(
         "--precisions", nargs="+", choices=["float32", "bf16"], help="default: float32, and bf16 where native"
     )

@@ -86,3 +86,23 @@ if __name__ == "__main__":  # python bench/machine.py [threads] [--bf16-size N]
         print(
             f"bf16 {args.bf16_size}² matmul: {matmul_gflops('bf16', args.threads, args.bf16_size, 1):.2f} GFLOP/s"
         )
+
+
+def step_bench_arguments(
+    parser,
+    batch: int = 4,
+    seq: int = 256,
+    steps: int = 4,
+    warmup: int = 2,
+    repeats: int = 2,
+    threads: int = 2,
+) -> None:
+    """The arguments every training-step bench takes: the model (``--tiny``), the batch, how many
+    steps are timed after how many warm-up ones, how many runs per variant, the thread count."""
+    parser.add_argument("--tiny", action="store_true", help="tiny random Llama: seconds, for a smoke test")
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--seq", type=int, default=seq)
+    parser.add_argument("--steps", type=int, default=steps, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps first")
+    parser.add_argument("--repeats", type=int, default=repeats, help="runs per variant, alternating")
+    parser.add_argument("--threads", type=int, default=threads)

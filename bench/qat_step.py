@@ -20,6 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from kd_step import CLIP, TRAINER_PRECISION, kd_ce_module, timed_fit  # noqa: E402
+from machine import step_bench_arguments  # noqa: E402
 
 
 def child(args) -> None:
@@ -45,13 +46,7 @@ def child(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    step_bench_arguments(parser)
     parser.add_argument("--formats", nargs="+", default=["q8_0", "q4_0", "q4_1"])
     parser.add_argument("--precision", choices=["float32", "bf16"], help="default: bf16 where native")
     parser.add_argument("--child", help=argparse.SUPPRESS)

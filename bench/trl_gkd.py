@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kd_step import _setup, timed_fit  # noqa: E402  (same teacher/student/batch construction)
+from machine import step_bench_arguments  # noqa: E402
 
 LR, CLIP = 1e-4, 1.0
 DISTILLAB = ("distillab", "distillab_bf16", "distillab_bf16_auto", "distillab_bf16_compiled")
@@ -162,13 +163,7 @@ def child(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    step_bench_arguments(parser)
     parser.add_argument(
         "--variants", nargs="+", choices=VARIANTS, help="one distillab_bf16 or distillab at least"
     )
