@@ -87,7 +87,7 @@ def _env_info() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def env_info_collected_once() -> Iterator[None]:
-    """lm-eval describes the environment (``torch.utils.collect_env``: subprocesses, 0.5 s on a CPU)
+    """lm-eval describes the environment (``torch.utils.collect_env``, which starts subprocesses)
     in every ``simple_evaluate`` call, i.e. once per task of every evaluation; it cannot change
     within a process, so inside here it is collected once and copied."""
     import lm_eval.evaluator as evaluator
@@ -126,7 +126,7 @@ def run_tasks_with_items(
 
     include = render(list(tasks), data_dir, work_dir / "lm_eval_tasks")
     # with local data every task is a rendered YAML in ``include`` (lm-eval's own ones by an absolute
-    # ``include:``), so lm-eval's ~14,000 task files need no indexing: 5-10 s per evaluation on a CPU
+    # ``include:``), so lm-eval's ~14,000 task files need no indexing (the largest fixed cost of a profiled evaluation)
     manager = TaskManager(include_path=str(include) if include else None, include_defaults=data_dir is None)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:

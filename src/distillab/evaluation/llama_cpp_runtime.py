@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from distillab.evaluation import items
 from distillab.evaluation.harness import run_tasks_with_items
-from distillab.evaluation.perplexity import perplexity_blocks, perplexity_from_blocks
-from distillab.evaluation.suite import Evaluation, read_perplexity_documents
+from distillab.evaluation.perplexity import perplexity_blocks
+from distillab.evaluation.suite import Evaluation, add_perplexity, read_perplexity_documents
 from distillab.quantization.llama_cpp import require_llama_cpp
 
 log = logging.getLogger(__name__)
@@ -159,9 +158,7 @@ def evaluate_gguf(
             docs = read_perplexity_documents(name, spec, data_dir)
             blocks = perplexity_blocks(tokenizer, docs, spec.get("block_size", 512), spec.get("max_tokens"))
             nll_sums = [block_nll_in(scorer, block.tolist()) for block in blocks]
-            tokens = [blocks.shape[1] - 1] * len(nll_sums)
-            metrics.update({f"{name}/{k}": v for k, v in perplexity_from_blocks(nll_sums, tokens).items()})
-            per_item[name] = items.perplexity_items(nll_sums, tokens)
+            add_perplexity(metrics, per_item, name, nll_sums, [blocks.shape[1] - 1] * len(nll_sums))
     finally:
         scorer.close()
     return Evaluation(metrics, per_item), f"llama.cpp (llama-cpp-python {scorer.version})"

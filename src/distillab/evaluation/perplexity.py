@@ -12,7 +12,6 @@ from distillab.data.packing import bos_token_id, pack, tokenize_documents
 from distillab.precision import float32_math
 
 
-@torch.no_grad()
 def perplexity_blocks(
     tokenizer, documents: list[str], block_size: int = 512, max_tokens: int | None = None
 ) -> torch.Tensor:
@@ -26,6 +25,7 @@ def perplexity_blocks(
     return blocks[: max(1, int(max_tokens) // block_size)] if max_tokens else blocks
 
 
+@torch.no_grad()
 def block_nll(
     model,
     tokenizer,

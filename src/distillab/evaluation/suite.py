@@ -73,9 +73,16 @@ def _evaluate_suite(model, tokenizer, eval_cfg, work_dir, data_dir) -> Evaluatio
             max_tokens=ppl_cfg.get("max_tokens"),
             batch_size=eval_cfg.get("batch_size", 8),
         )
-        metrics.update({f"{name}/{k}": v for k, v in perplexity_from_blocks(nll_sums, tokens).items()})
-        per_item[name] = items.perplexity_items(nll_sums, tokens)
+        add_perplexity(metrics, per_item, name, nll_sums, tokens)
     return Evaluation(metrics, per_item)
+
+
+def add_perplexity(
+    metrics: dict, per_item: dict, name: str, nll_sums: list[float], tokens: list[int]
+) -> None:
+    """The perplexity set ``name``'s metrics and per-block items, from its blocks' NLL sums."""
+    metrics.update({f"{name}/{k}": v for k, v in perplexity_from_blocks(nll_sums, tokens).items()})
+    per_item[name] = items.perplexity_items(nll_sums, tokens)
 
 
 def read_perplexity_documents(name: str, ppl_cfg: Mapping[str, Any], data_dir) -> list[str]:

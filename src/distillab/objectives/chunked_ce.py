@@ -5,7 +5,7 @@ Per row with logits ``z`` and target ``y``: ``CE = logsumexp(z) − z_y`` and ``
 onehot(y)``. Under ``speed.compile=auto|true`` the kernel compiles into a few passes over each
 chunk and writes the gradient into the one buffer :func:`chunked_kd.row_loss` keeps, instead of
 autograd saving a float32 log-softmax of every position and differentiating it in backward
-(197 vs 278 ms per 1,024 × 49,152 forward and backward on a 2-core Xeon: ``bench/kernels.py``).
+(177.5 vs 271.8 ms per 1,024 × 49,152 forward and backward on a 2-core Xeon: ``bench/kernels.py``).
 Eager (``speed.compile=false``) keeps ``F.cross_entropy``. Values and gradients equal it within
 float32 rounding (``tests/test_compiling.py``).
 """

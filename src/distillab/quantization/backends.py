@@ -49,14 +49,14 @@ class GGUF:
     score_in_llama_cpp: Any = "auto"  # the suite scored in llama.cpp too: auto (if installed) | true | false
     name: ClassVar[str] = "gguf"
 
+    @property
+    def _llama_cpp_mode(self) -> str:
+        return str(self.score_in_llama_cpp).lower()  # YAML reads true/false as booleans
+
     def scores_in_llama_cpp(self) -> bool:
-        """Whether the file is also scored in llama.cpp (``true`` without the runtime: one line)."""
-        mode = str(self.score_in_llama_cpp).lower()
-        if mode == "false":
-            return False
-        if mode == "true":
-            llama_cpp.require_llama_cpp("quantize.score_in_llama_cpp")
-            return True
+        """Whether the file is also scored in llama.cpp (``true`` needs the runtime: see ``check``)."""
+        if self._llama_cpp_mode != "auto":
+            return self._llama_cpp_mode == "true"
         if not llama_cpp.is_available():
             log.warning(
                 "quantize.score_in_llama_cpp: llama.cpp is not installed, so the torch score stands alone "
@@ -74,11 +74,11 @@ class GGUF:
         return f"model-{self.gguf_type}.gguf"
 
     def check(self) -> None:
-        if str(self.score_in_llama_cpp).lower() not in ("auto", "true", "false"):
+        if self._llama_cpp_mode not in ("auto", "true", "false"):
             raise DistillabError(
                 f"quantize.score_in_llama_cpp: {self.score_in_llama_cpp!r} is not valid; valid: auto | true | false"
             )
-        if str(self.score_in_llama_cpp).lower() == "true":
+        if self._llama_cpp_mode == "true":
             llama_cpp.require_llama_cpp("quantize.score_in_llama_cpp")
         if self.gguf_type in llama_cpp.LLAMA_CPP_TYPES:
             llama_cpp.require_llama_cpp()

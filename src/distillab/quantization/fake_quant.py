@@ -86,9 +86,9 @@ def q4_1(blocks: torch.Tensor) -> torch.Tensor:
 FORMATS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1}
 
 
-def check_format(name: str) -> str:
+def check_format(name: str, key: str = "quantize_aware") -> str:
     if name not in FORMATS:
-        raise DistillabError(f"quantize_aware.format: {name!r} is not valid; valid: {' | '.join(FORMATS)}")
+        raise DistillabError(f"{key}.format: {name!r} is not valid; valid: {' | '.join(FORMATS)}")
     return name
 
 
@@ -159,12 +159,12 @@ class StraightThrough(nn.Module):
         return _PassGradient.apply(weight, self._quantized)
 
 
-def quantized_weights(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def quantized_weights(model: nn.Module) -> list[nn.Module]:
     """The modules whose ``weight`` the GGUF export quantizes: 2-D weights of Linear and Embedding
     layers (a tied head appears twice, as the embedding's module and the head's)."""
     return [
-        (name, module)
-        for name, module in model.named_modules()
+        module
+        for module in model.modules()
         if isinstance(module, (nn.Linear, nn.Embedding))
         and isinstance(getattr(module, "weight", None), torch.Tensor)
         and module.weight.dim() == 2
@@ -187,7 +187,7 @@ class QuantizeAware:
     def applied(self, model: nn.Module) -> Iterator[nn.Module]:
         """Inside, ``model``'s quantized weights are fake-quantized in every forward; afterwards the
         parametrizations are gone and the float (latent) weights stay, under their own names."""
-        modules = [m for _, m in quantized_weights(model)]
+        modules = quantized_weights(model)
         shared: dict[int, StraightThrough] = {}  # one per weight: a tied embedding and head share it
         for module in modules:
             fake = shared.setdefault(id(module.weight), StraightThrough(self.format))
@@ -209,8 +209,5 @@ def from_config(node: Any, key: str = "quantize_aware") -> QuantizeAware | None:
         return None
     from distillab.config import build_target
 
-    if node.get("format") not in FORMATS:
-        raise DistillabError(
-            f"{key}.format: {node.get('format')!r} is not valid; valid: {' | '.join(FORMATS)}"
-        )
+    check_format(node.get("format"), key)
     return build_target(node, key, "a quantization-aware recipe", "applied")
