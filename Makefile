@@ -113,7 +113,7 @@ bench-objectives: models ## peak memory and step time of every objective preset 
 bench-prune: models ## cost of scoring all layers vs a forward pass; tokens/s of layer-, width- and 2:4-pruned models
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/prune_costs.py $(ARGS)
 
-bench-qat: models ## quantization-aware healing's step time against the plain KD step (q8_0, q4_0, q4_1)
+bench-qat: models ## quantization-aware healing's step time against the plain KD step (q8_0, q4_0, q4_1; q4_k_m with llama.cpp)
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/qat_step.py $(ARGS)
 
 bench-trl: models ## distillab vs TRL's GKDTrainer: off-policy KD tokens/s and peak memory (installs trl into .venv)

@@ -1,10 +1,11 @@
 """Quantization-aware healing's cost: the KD step of ``bench/kd_step.py`` (SmolLM2-135M 30 -> 24
 layers, batch 4 x 256, 0.5·T²·KL + 0.5·CE, the config's fused AdamW, ``speed.compile=auto``) plain and
 with ``quantize_aware`` in each GGUF format, every variant in its own process, alternating; medians
-compared. Goal: a quantization-aware step <= 1.3x the plain one.
+compared. Goal: a quantization-aware step <= 1.3x the plain one. Q4_K_M (llama.cpp's types and
+quantizer through ctypes, quantization/k_quants.py) is among the defaults when llama.cpp is installed.
 
     python bench/qat_step.py                        # bf16 where native, else float32
-    python bench/qat_step.py --formats q4_1 --repeats 3
+    python bench/qat_step.py --formats q4_1 q4_k_m --repeats 3
 """
 
 from __future__ import annotations
@@ -44,10 +45,16 @@ def child(args) -> None:
     )
 
 
+def default_formats() -> list[str]:
+    from distillab.quantization import llama_cpp
+
+    return ["q8_0", "q4_0", "q4_1", *(["q4_k_m"] if llama_cpp.is_available() else [])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     step_bench_arguments(parser)
-    parser.add_argument("--formats", nargs="+", default=["q8_0", "q4_0", "q4_1"])
+    parser.add_argument("--formats", nargs="+", default=default_formats())
     parser.add_argument("--precision", choices=["float32", "bf16"], help="default: bf16 where native")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -81,7 +88,7 @@ def main() -> None:
     for v, m in med.items():
         ratio = plain["tokens_per_s"] / m["tokens_per_s"]
         print(
-            f"  {v:6s} {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB   "
+            f"  {v:7s} {m['tokens_per_s']:8.1f} tokens/s   peak RSS {m['peak_rss_mb']:8.1f} MB   "
             f"step time x plain {ratio:.3f}{' (goal <= 1.3)' if v != 'plain' else ''}   "
             f"memory x plain {m['peak_rss_mb'] / plain['peak_rss_mb']:.3f}"
         )

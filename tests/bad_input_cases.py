@@ -292,8 +292,8 @@ CATALOGUE = [
     ),
     (
         "prune",
-        ["quantize_aware@heal.quantize_aware=gguf", "heal.quantize_aware.format=q4_k_m"],
-        "heal.quantize_aware.format: 'q4_k_m' is not valid; expected one of q8_0, q4_0, q4_1",
+        ["quantize_aware@heal.quantize_aware=gguf", "heal.quantize_aware.format=q4_2"],
+        "heal.quantize_aware.format: 'q4_2' is not valid; expected one of q8_0, q4_0, q4_1, q2_k",
     ),
     (
         "evaluate",

@@ -3,6 +3,8 @@ its gradient passes straight through, and a run trains on it and ends with its f
 
 from __future__ import annotations
 
+import sys
+
 import gguf
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from distillab.errors import DistillabError
 from distillab.models.tiny import build_tiny
 from distillab.quantization import fake_quant
 from distillab.quantization.fake_quant import FORMATS, QuantizeAware, fake_quantize, from_config
+from distillab.quantization.llama_cpp import LLAMA_CPP_TYPES
 
 GGUF_TYPES = {name: getattr(gguf.GGMLQuantizationType, name.upper()) for name in FORMATS}
 
@@ -113,7 +116,13 @@ def test_a_bad_format_is_one_line_naming_the_key():
     from distillab.config_schema import rules_for
 
     (rule,) = rules_for("heal.quantize_aware.format")  # the schema's list is this module's
-    assert tuple(rule.choices) == tuple(FORMATS)
+    assert tuple(rule.choices) == (*FORMATS, *LLAMA_CPP_TYPES)
+
+
+def test_a_llama_cpp_mix_without_the_runtime_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` raises ImportError
+    with pytest.raises(DistillabError, match=r"^quantize_aware.format=q4_k_m: needs llama.cpp; make install"):
+        QuantizeAware("q4_k_m")
 
 
 def test_a_quantization_aware_run_trains_on_the_grid_and_exports_its_float_weights(

@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from distillab.errors import DistillabError
+from distillab.quantization.llama_cpp import LLAMA_CPP_TYPES
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,9 @@ RULES: dict[str, Rule] = {
     "speed.new_tokens": _positive_int("tokens generated per timed decode"),
     "speed.compile": Rule(str, choices=("auto", "true", "false"), meaning="torch.compile: compiling.py"),
     "quantize_aware.format": Rule(
-        str, choices=("q8_0", "q4_0", "q4_1"), meaning="the GGUF type trained on: quantization/fake_quant.py"
+        str,
+        choices=("q8_0", "q4_0", "q4_1", *LLAMA_CPP_TYPES),
+        meaning="the GGUF type trained on: quantization/fake_quant.py (llama.cpp mixes: k_quants.py)",
     ),
     "scheduler.num_warmup_steps": Rule(int, low=0),
     "teacher_cache.temperature": Rule(float, low=0, low_open=True),

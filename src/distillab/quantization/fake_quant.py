@@ -16,11 +16,18 @@ to exactly the values the student was trained on (``tests/test_fake_quant.py`` c
 A weight whose rows do not fill whole blocks is stored as f16 by the export, and is rounded to fp16
 here; vectors (norms, biases) stay float, as in the file. The parametrizations are removed when
 training ends, leaving the float weights, which ``distillab-quantize`` then writes in the format.
+
+llama.cpp's mixes (``q4_k_m`` and the other ``quantize.gguf_type`` values llama.cpp writes) choose a
+type per tensor; each weight gets the type llama.cpp gives it and llama.cpp's own quantizer
+(``k_quants.py``, needs the ``gguf-runtime`` extra), on the weight rounded to fp16 as the f16 export
+that llama.cpp re-quantizes holds it. Types with a kernel here (q8_0 …) use the kernel.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +41,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from distillab import compiling
 from distillab.compiling import kernel
 from distillab.errors import DistillabError
+from distillab.quantization import k_quants, llama_cpp
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +95,12 @@ FORMATS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"q8_0": q8_0, "q4_
 
 
 def check_format(name: str, key: str = "quantize_aware") -> str:
-    if name not in FORMATS:
-        raise DistillabError(f"{key}.format: {name!r} is not valid; valid: {' | '.join(FORMATS)}")
+    """``name`` if it is a format (a llama.cpp mix also needs the runtime); else one line naming the key."""
+    if name in llama_cpp.LLAMA_CPP_TYPES:
+        llama_cpp.require_llama_cpp(f"{key}.format={name}")
+    elif name not in FORMATS:
+        valid = " | ".join([*FORMATS, *llama_cpp.LLAMA_CPP_TYPES])
+        raise DistillabError(f"{key}.format: {name!r} is not valid; valid: {valid}")
     return name
 
 
@@ -143,9 +155,9 @@ class StraightThrough(nn.Module):
     update (the version counter moves). So the forwards between two optimizer steps, and a tied
     embedding and head, quantize it once."""
 
-    def __init__(self, fmt: str):
+    def __init__(self, quantize: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__()
-        self.fmt = check_format(fmt)
+        self.quantize = quantize
         self._key: tuple[int, int, int] | None = None
         self._quantized: torch.Tensor | None = None
 
@@ -155,7 +167,7 @@ class StraightThrough(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         key = (id(weight), weight.data_ptr(), weight._version)
         if key != self._key:
-            self._quantized, self._key = fake_quantize(weight, self.fmt).to(weight.dtype), key
+            self._quantized, self._key = self.quantize(weight).to(weight.dtype), key
         return _PassGradient.apply(weight, self._quantized)
 
 
@@ -188,9 +200,10 @@ class QuantizeAware:
         """Inside, ``model``'s quantized weights are fake-quantized in every forward; afterwards the
         parametrizations are gone and the float (latent) weights stay, under their own names."""
         modules = quantized_weights(model)
+        quantizers = self._quantizers(model)
         shared: dict[int, StraightThrough] = {}  # one per weight: a tied embedding and head share it
         for module in modules:
-            fake = shared.setdefault(id(module.weight), StraightThrough(self.format))
+            fake = shared.setdefault(id(module.weight), StraightThrough(quantizers[id(module.weight)]))
             parametrize.register_parametrization(module, "weight", fake)
         stepped = register_optimizer_step_post_hook(lambda *a: [f.forget() for f in shared.values()])
         try:
@@ -200,6 +213,33 @@ class QuantizeAware:
             for module in modules:
                 if parametrize.is_parametrized(module, "weight"):
                     parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+
+    def _quantizers(self, model: nn.Module) -> dict[int, Callable[[torch.Tensor], torch.Tensor]]:
+        """The quantizer of each exported weight (by ``id``): the format's, or in a llama.cpp mix the
+        type llama.cpp gives that tensor."""
+        weights = {id(m.weight): m.weight for m in quantized_weights(model)}
+        if self.format in FORMATS:
+            return dict.fromkeys(weights, functools.partial(fake_quantize, fmt=self.format))
+        types = k_quants.tensor_types(model, self.format, torch.get_num_threads())
+        named = {id(p): name for name, p in model.named_parameters()}  # a tied weight: its first name
+        missing = [named.get(key, "?") for key in weights if named.get(key) not in types]
+        if missing:
+            raise DistillabError(
+                f"quantize_aware.format={self.format}: llama.cpp wrote no tensor for {missing[:3]}"
+            )
+        chosen = {key: types[named[key]] for key in weights}
+        counts = collections.Counter(t.name for t in chosen.values())
+        log.info("quantize_aware: %s as llama.cpp assigns it: %s", self.format, ", ".join(f"{n} {t}" for t, n in counts.most_common()))  # fmt: skip
+        return {key: _mix_quantizer(qtype) for key, qtype in chosen.items()}
+
+
+def _mix_quantizer(qtype: k_quants.QType) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A tensor of a llama.cpp mix: the f16 export's values, then its type (this module's kernel
+    where there is one: the same values as llama.cpp's, tested against its file)."""
+    name = qtype.name.lower()
+    if name in FORMATS:
+        return lambda weight: fake_quantize(weight.detach().float().half().float(), name)
+    return functools.partial(k_quants.fake_quantize, qtype=qtype, threads=torch.get_num_threads())
 
 
 def from_config(node: Any, key: str = "quantize_aware") -> QuantizeAware | None:

@@ -82,7 +82,7 @@ def interleave_rotary_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
 
 def export_gguf(
     model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | None,
     path: str | Path,
     file_type: str = "f16",
     pre_tokenizer: str = "default",
@@ -103,10 +103,13 @@ def export_gguf(
 
 
 def _write_gguf(tmp: Path, model, tokenizer, arch, qtype, ftype, pre_tokenizer, name: str) -> None:
+    """``tokenizer=None`` writes a file without a vocabulary: llama.cpp's quantizer reads it (it needs
+    only the hyper-parameters and tensors), its runtime does not (``k_quants.tensor_types``)."""
     writer = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[arch])
     _add_hyperparameters(writer, model, ftype, name)
-    _add_tokenizer(writer, tokenizer, model, pre_tokenizer)
-    for gguf_name, array in _gguf_tensors(model, arch):
+    if tokenizer is not None:
+        _add_tokenizer(writer, tokenizer, model, pre_tokenizer)
+    for _, gguf_name, array in gguf_tensors(model, arch):
         tensor_type = _tensor_type(gguf_name, array, qtype)
         if tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
             writer.add_tensor(
@@ -131,7 +134,8 @@ def _tensor_type(name: str, array: np.ndarray, qtype: gguf.GGMLQuantizationType)
     return qtype
 
 
-def _gguf_tensors(model: PreTrainedModel, arch: gguf.MODEL_ARCH):
+def gguf_tensors(model: PreTrainedModel, arch: gguf.MODEL_ARCH):
+    """``(hf_name, gguf_name, float32 array)`` of every tensor the file holds, in llama.cpp's layout."""
     config = model.config
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     tied = bool(getattr(config, "tie_word_embeddings", False))
@@ -148,7 +152,7 @@ def _gguf_tensors(model: PreTrainedModel, arch: gguf.MODEL_ARCH):
             array = interleave_rotary_rows(array, config.num_attention_heads)
         elif arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith("k_proj.weight"):
             array = interleave_rotary_rows(array, config.num_key_value_heads)
-        yield gguf_name, array
+        yield hf_name, gguf_name, array
 
 
 def _add_hyperparameters(writer: gguf.GGUFWriter, model: PreTrainedModel, ftype, name: str) -> None:

@@ -1,0 +1,92 @@
+"""llama.cpp's mixes (Q4_K_M) in quantization-aware training: the types and values the student trains
+on are those of the file llama.cpp writes from it. Needs the gguf-runtime extra (skips without it)."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from distillab.models.tiny import build_tiny
+from distillab.quantization.fake_quant import QuantizeAware
+from distillab.quantization.gguf_export import export_gguf, gguf_tensors, interleave_rotary_rows
+
+pytest.importorskip("llama_cpp", reason="needs the gguf-runtime extra")
+
+from distillab.quantization import k_quants, llama_cpp  # noqa: E402  (after the skip: ctypes to llama.cpp)
+
+
+def _model():
+    """64-wide rows (not whole 256-value K blocks: llama.cpp falls back to Q5_0 / Q8_0) and 256-wide
+    ffn_down rows (Q4_K, and Q6_K in the layers Q4_K_M gives more bits): every kind of tensor a mix has."""
+    return build_tiny("llama", hidden_size=64, intermediate_size=256, num_hidden_layers=4)
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_file(tmp_path_factory):
+    """The model, the file llama.cpp's own quantizer writes from its f16 export, and that file's tensors."""
+    model, tokenizer = _model()
+    folder = tmp_path_factory.mktemp("q4_k_m")
+    f16 = export_gguf(model, tokenizer, folder / "m-f16.gguf", "f16")
+    path = llama_cpp.quantize_gguf(f16, folder / "m-q4_k_m.gguf", "q4_k_m", threads=1)
+    return model, {t.name: t for t in gguf.GGUFReader(path).tensors}
+
+
+def test_each_tensor_gets_the_type_llama_cpp_gives_it(llama_cpp_file):
+    model, tensors = llama_cpp_file
+    types = k_quants.tensor_types(model, "q4_k_m", threads=1)
+    names = {hf: name for hf, name, _ in gguf_tensors(model, gguf.MODEL_ARCH.LLAMA)}
+    assert types == {hf: gguf.GGMLQuantizationType(tensors[name].tensor_type) for hf, name in names.items()}
+    kinds = {t.name for t in types.values()}
+    assert {"Q4_K", "Q6_K", "Q5_0", "Q8_0"} <= kinds, kinds
+
+
+def test_the_student_trains_on_llama_cpps_own_values_bit_for_bit(llama_cpp_file):
+    """Inside ``applied``, every quantized weight equals the de-quantized tensor of llama.cpp's own
+    file (``gguf``'s de-quantizer, which transformers loads): distance 0, in every bit."""
+    model, tensors = llama_cpp_file
+    names = {hf: name for hf, name, _ in gguf_tensors(model, gguf.MODEL_ARCH.LLAMA)}
+    heads = {"q_proj": model.config.num_attention_heads, "k_proj": model.config.num_key_value_heads}
+    compared = 0
+    with QuantizeAware("q4_k_m").applied(model), torch.no_grad():
+        for hf_name, name in names.items():
+            tensor = tensors[name]
+            if tensor.tensor_type in (0, 1):  # F32 vectors
+                continue
+            module = model.get_submodule(hf_name.removesuffix(".weight"))
+            ours = module.weight.float().numpy()
+            for proj, count in heads.items():
+                if proj in hf_name:
+                    ours = interleave_rotary_rows(ours, count)  # the file's row order
+            qtype = gguf.GGMLQuantizationType(tensor.tensor_type)
+            theirs = gguf.quants.dequantize(tensor.data, qtype).reshape(ours.shape)
+            assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32)), (hf_name, qtype.name)
+            compared += 1
+    assert compared == len([t for t in tensors.values() if t.tensor_type not in (0, 1)])
+
+
+def test_ggmls_dequantizer_equals_the_gguf_packages_in_chunks_on_threads():
+    """The rows are split across threads at arbitrary row boundaries; every type of a mix."""
+    weight = (torch.randn(7, 512, generator=torch.Generator().manual_seed(0)) * 0.05).half().float().numpy()
+    for qtype in (k_quants.QType.Q4_K, k_quants.QType.Q6_K, k_quants.QType.Q5_0, k_quants.QType.Q8_0):
+        ours = k_quants.quantize_dequantize(weight, qtype, threads=3)
+        if qtype in (k_quants.QType.Q5_0, k_quants.QType.Q8_0):  # the gguf package quantizes these too
+            reference = gguf.quants.dequantize(gguf.quants.quantize(weight, qtype), qtype)
+            assert np.array_equal(ours, reference), qtype.name
+        assert np.array_equal(ours, k_quants.quantize_dequantize(weight, qtype, threads=1)), qtype.name
+        assert 0 < np.abs(ours - weight).max() < 0.05, qtype.name
+
+
+def test_a_distill_run_trains_on_the_mix_llama_cpp_assigns(tiny_corpus, tmp_path, caplog):
+    from conftest import compose_config, tiny_overrides
+
+    from distillab.distill import run
+
+    cfg = compose_config(
+        tiny_overrides(tmp_path, tiny_corpus, "quantize_aware=gguf", "quantize_aware.format=q4_k_m")
+    )
+    with caplog.at_level("INFO", logger="distillab.quantization.fake_quant"):
+        results = run(cfg)
+    assert results["quantize_aware"] == "q4_k_m"
+    assert "quantize_aware: q4_k_m as llama.cpp assigns it: " in caplog.text  # the types came from llama.cpp
