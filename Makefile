@@ -27,7 +27,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help dashboard docs docs-serve install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-kd-profile bench-objectives bench-prune bench-qat bench-trl bench-eval-precision bench-bf16-numerics bench-allocator experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 exp-008 clean
+.PHONY: help dashboard docs docs-serve install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-kd-profile bench-objectives bench-prune bench-qat bench-tuning bench-trl bench-eval-precision bench-bf16-numerics bench-allocator experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 exp-008 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -115,6 +115,9 @@ bench-prune: models ## cost of scoring all layers vs a forward pass; tokens/s of
 
 bench-qat: models ## quantization-aware healing's step time against the plain KD step (q8_0, q4_0, q4_1; q4_k_m with llama.cpp)
 	OMP_NUM_THREADS=$(THREADS) $(PY) bench/qat_step.py $(ARGS)
+
+bench-tuning: models ## LoRA and last-layers healing's step time and memory against full healing
+	OMP_NUM_THREADS=$(THREADS) $(PY) bench/tuning_step.py $(ARGS)
 
 bench-trl: models ## distillab vs TRL's GKDTrainer: off-policy KD tokens/s and peak memory (installs trl into .venv)
 	$(PY) -m pip install -q --disable-pip-version-check trl "torch==2.13.0"

@@ -106,3 +106,24 @@ def step_bench_arguments(
     parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps first")
     parser.add_argument("--repeats", type=int, default=repeats, help="runs per variant, alternating")
     parser.add_argument("--threads", type=int, default=threads)
+
+
+def alternating_medians(script: str, child_args: list[str], variants: list[str], repeats: int) -> dict:
+    """Run ``script --child <variant>`` (one process per run, so peak RSS is the variant's own) for
+    every variant, ``repeats`` rounds alternating so drift on the machine hits all alike; each child
+    prints one JSON object of numbers last. Returns the per-variant medians of those numbers."""
+    import json
+    import statistics
+    import subprocess
+    import sys
+
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for _ in range(repeats):
+        for variant in variants:
+            out = subprocess.run(
+                [sys.executable, script, *child_args, "--child", variant], capture_output=True, text=True
+            )
+            if out.returncode != 0:
+                raise SystemExit(f"{script} --child {variant} failed:\n{out.stderr[-3000:]}")
+            runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in runs.items()}

@@ -16,12 +16,11 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from kd_step import CLIP, TRAINER_PRECISION, kd_ce_module, timed_fit  # noqa: E402
-from machine import step_bench_arguments  # noqa: E402
+from machine import alternating_medians, step_bench_arguments  # noqa: E402
 
 
 def child(args) -> None:
@@ -68,17 +67,8 @@ def main() -> None:
     passthrough = [
         a for a in sys.argv[1:] if a not in ("--formats", *args.formats, "--precision", "float32", "bf16")
     ]
-    results = {v: [] for v in ["plain", *args.formats]}
-    for _ in range(args.repeats):
-        for variant in results:  # alternate so drift on the machine hits all alike
-            out = subprocess.run(
-                [sys.executable, __file__, *passthrough, "--precision", args.precision, "--child", variant],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            results[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    med = {v: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for v, runs in results.items()}
+    child_args = [*passthrough, "--precision", args.precision]
+    med = alternating_medians(__file__, child_args, ["plain", *args.formats], args.repeats)
     model = "tiny:llama" if args.tiny else "SmolLM2-135M (30 -> 24 layers)"
     print(
         f"KD step, {model}, batch {args.batch} x seq {args.seq}, {args.precision}, speed.compile=auto, "

@@ -290,6 +290,12 @@ CATALOGUE = [
         ["speed.compile=maybe"],
         "speed.compile: 'maybe' is not valid; expected one of auto, true, false",
     ),
+    ("distill", ["tuning=lora", "tuning.rank=0"], "tuning.rank: 0 is not valid; expected an integer >= 1"),
+    (
+        "distill",
+        ["tuning=lora", "quantize_aware=gguf"],
+        "tuning: lora together with quantize_aware is not supported",
+    ),
     (
         "prune",
         ["quantize_aware@heal.quantize_aware=gguf", "heal.quantize_aware.format=q4_2"],

@@ -230,6 +230,8 @@ def test_every_named_layer_score_finds_the_silenced_layer():
         assert len(scores) == 4, name
         if name in ("ppl_drop", "benchmark_drop"):
             assert scores[2] == pytest.approx(0.0, abs=1e-9), name
+        elif name == "last":  # depth, not activations: the last layers go first
+            assert least_important(scores, 2) == [2, 3], name
         elif name != "random":
             assert least_important(scores, 1) == [2], name
     assert score_layers("random", model, inputs) == score_layers("random", model, ScoreInputs(seed=3))
@@ -247,7 +249,7 @@ def test_one_score_table_says_where_each_score_is_valid():
     """Layer scores cut layers (the activation scores also cut students before distillation), weight
     scores cut widths and weights; every check reads the same table, so each error lists exactly
     the names its key accepts."""
-    assert valid_scores("student") == ["block_influence", "angular", "lens_kl"]
+    assert valid_scores("student") == ["block_influence", "angular", "lens_kl", "last"]
     assert set(valid_scores("layers")) == {n for n, s in SCORES.items() if s.kind == "layer"}
     assert (
         valid_scores("width") == valid_scores("unstructured") == ["magnitude", "gradient", "taylor", "wanda"]

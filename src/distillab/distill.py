@@ -30,6 +30,7 @@ from distillab.objectives.cross_tokenizer import head_reproduces_logits
 from distillab.objectives.objective import build_objective
 from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.quantization import fake_quant
+from distillab.training import tuning
 from distillab.training.fit import check_resume, fit, generation_totals, trained_tokens, training_parts
 from distillab.training.on_policy import OnPolicy
 from distillab.training.sharding import is_sharded, unsharded_copy
@@ -45,6 +46,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # Everything that can be wrong with the config fails here, before any minute is spent.
     objective = build_objective(to_plain(cfg.objective.terms))
     quantize_aware = fake_quant.from_config(to_plain(cfg.get("quantize_aware")))
+    tuning_kind = tuning.from_config(to_plain(cfg.get("tuning")), quantize_aware)
     model, model_tok = load_from_config(cfg, "model")
     student, student_tok = build_student(
         model, to_plain(cfg.student), model_tok, calibration_for(cfg, model_tok)
@@ -70,10 +72,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     callbacks = list(instantiate(cfg.callbacks).values()) if cfg.get("callbacks") else []
     trainer, seconds = fit(
         module, data, cfg.trainer, app.run_dir, app.loggers, callbacks, cfg.get("ckpt_path"),
-        compile=cfg.speed.compile, quantize_aware=quantize_aware,
+        compile=cfg.speed.compile, quantize_aware=quantize_aware, tuning=tuning_kind,
     )  # fmt: skip
     app.results |= {"train_seconds": seconds, "world_size": trainer.world_size}
-    app.results["quantize_aware"] = quantize_aware.format if quantize_aware else None
+    app.results |= {"quantize_aware": quantize_aware.format if quantize_aware else None, "tuning": tuning_kind.describe() if tuning_kind else None}  # fmt: skip
     app.results["train_tokens"] = trained_tokens(trainer, module, cfg.data)
     if module.on_policy is not None:
         app.results["on_policy"] = generation_totals(trainer, module)

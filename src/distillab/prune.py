@@ -27,6 +27,7 @@ from distillab.pruning.methods import PruneJob, build_method
 from distillab.quantization import fake_quant
 from distillab.tracking import wandb_run
 from distillab.tracking.plots import layer_scores_bar
+from distillab.training import tuning
 from distillab.training.heal import heal, healing_objective
 
 log = logging.getLogger("distillab")
@@ -41,6 +42,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.heal.get("enabled"):
         healing_objective(cfg.heal)  # and every heal.objective mistake
     quantize_aware = fake_quant.from_config(to_plain(cfg.heal.get("quantize_aware")), "heal.quantize_aware")
+    tuning_kind = tuning.from_config(to_plain(cfg.heal.get("tuning")), quantize_aware, "heal.tuning")
     paths = cfg.paths
     blocks = calibration_blocks(tokenizer, to_plain(cfg.calibration.data), int(cfg.calibration.num_blocks), paths.data_dir, paths.cache_dir)  # fmt: skip
     app.open_loggers()
@@ -57,7 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # phase is quantization-aware: earlier ones heal a model that is cut again afterwards.
         start = phase * _heal_batches(cfg.heal.trainer) if phase else 0
         aware = quantize_aware if last else None
-        return heal(model, teacher, cfg.heal, tokenizer, work_dir, paths, callbacks, start, compile=cfg.speed.compile, quantize_aware=aware)  # fmt: skip
+        return heal(model, teacher, cfg.heal, tokenizer, work_dir, paths, callbacks, start, compile=cfg.speed.compile, quantize_aware=aware, tuning=tuning_kind)  # fmt: skip
 
     do_heal = bool(cfg.heal.get("enabled"))
     job = PruneJob(
@@ -67,6 +69,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     student, record = method.apply(job)
     app.results |= record | healing_cost(record)
     app.results["quantize_aware"] = quantize_aware.format if quantize_aware and do_heal else None
+    app.results["tuning"] = tuning_kind.describe() if tuning_kind and do_heal else None
     app.results["params"] = {"teacher": teacher.num_parameters(), "student": student.num_parameters()}
     app.export(student, tokenizer)
     if not record.get("final_metrics"):

@@ -244,3 +244,10 @@ def benchmark_drop(model: nn.Module, x: ScoreInputs) -> list[float]:
 
 def random_order(model: nn.Module, x: ScoreInputs) -> list[float]:
     return random_scores(len(decoder_layers(model)), x.seed)
+
+
+def depth_order(model: nn.Module, x: ScoreInputs) -> list[float]:
+    """``last``: the deeper a layer, the lower its score, so a cut of N removes the last N layers
+    (those before the final norm): the baseline of Reassessing Layer Pruning (arXiv 2411.15558)."""
+    num_layers = len(decoder_layers(model))
+    return [float(num_layers - i) for i in range(num_layers)]

@@ -46,6 +46,7 @@ SCORES: dict[str, Score] = {
     "ppl_drop": Score(ls.ppl_drop, "layer", frozenset({"layers"})),  # one layer out at a time: prune only
     "benchmark_drop": Score(ls.benchmark_drop, "layer", frozenset({"layers"})),
     "random": Score(ls.random_order, "layer", frozenset({"layers"}), needs_calibration=False),
+    "last": Score(ls.depth_order, "layer", LAYER_CUTS, needs_calibration=False),  # cut the last N layers
     "magnitude": Score(ws.magnitude, "weight", WEIGHT_CUTS, needs_calibration=False),
     "gradient": Score(ws.gradient, "weight", WEIGHT_CUTS),
     "taylor": Score(ws.taylor, "weight", WEIGHT_CUTS),

@@ -9,6 +9,7 @@ A ``block`` is a config node with ``data``, ``optimizer``, ``scheduler`` and ``t
 from __future__ import annotations
 
 import contextlib
+import logging
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,9 @@ from distillab.objectives.objective import Objective
 from distillab.quantization.fake_quant import QuantizeAware
 from distillab.training.checkpoint_io import AtomicCheckpointIO
 from distillab.training.distill_module import DistillModule
+from distillab.training.tuning import trainable_parameters
+
+log = logging.getLogger(__name__)
 
 
 def attach_documents(objective: Objective, tokenizer, data_dir: str | None, limit: int = 256) -> None:
@@ -85,11 +89,13 @@ def fit(
     checkpointing: bool = True,
     compile: Any = "false",
     quantize_aware: QuantizeAware | None = None,
+    tuning: Any = None,
 ) -> tuple[L.Trainer, float]:
     """Train; returns the trainer and the seconds of training, summed over every resumed segment
     (Lightning's Timer keeps them in the checkpoint). With ``checkpointing``, ``last.ckpt`` holds the
     final step (periodic saves may stop short of it). ``compile``: ``speed.compile`` (compiling.py);
-    ``quantize_aware``: the student trains on its fake-quantized weights (quantization/fake_quant.py)."""
+    ``quantize_aware``: the student trains on its fake-quantized weights (quantization/fake_quant.py);
+    ``tuning``: which of its parameters train (training/tuning.py; None: all)."""
     extra = {"plugins": [AtomicCheckpointIO()]} if checkpointing else {"enable_checkpointing": False}
     callbacks = list(callbacks)
     timer = next((c for c in callbacks if isinstance(c, Timer)), None)
@@ -106,8 +112,10 @@ def fit(
     models = {"student": module.student, "teacher": module.teacher}
     if check_mode(compile) == "true" and "fsdp" in type(trainer.strategy).__name__.lower():
         raise DistillabError("speed.compile: true is not supported with FSDP; use auto (kernels only)")
+    tuned = tuning.applied(module.student) if tuning else contextlib.nullcontext()
     fake_quant = quantize_aware.applied(module.student) if quantize_aware else contextlib.nullcontext()
-    with fake_quant:  # before the checkpoint check: a resumed checkpoint holds the parametrized names
+    with tuned, fake_quant:  # before the checkpoint check: a resumed checkpoint holds the parametrized names
+        log_trainable(module.student, tuning)
         if ckpt_path is not None:
             check_checkpoint_matches(
                 root_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path), module
@@ -117,6 +125,18 @@ def fit(
     if checkpointing:
         _checkpoint_final_state(trainer)
     return trainer, timer.time_elapsed("train")
+
+
+def log_trainable(student, tuning) -> None:
+    trainable, total = trainable_parameters(student)
+    what = tuning.describe() if tuning else "all parameters"
+    log.info(
+        "training %s: %s of %s parameters (%.2f%%)",
+        what,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+    )
 
 
 def _checkpoint_final_state(trainer: L.Trainer) -> None:

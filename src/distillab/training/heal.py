@@ -58,13 +58,15 @@ def heal(
     start_batch: int = 0,
     compile: Any = "false",
     quantize_aware: QuantizeAware | None = None,
+    tuning: Any = None,
 ) -> dict[str, float]:
     """Train ``student`` in place for ``heal.trainer.max_steps``; returns the final logged metrics
     with what the healing cost: ``train_tokens`` and ``train_seconds``.
 
     ``start_batch``: where in the training stream to begin (a later phase of iterative removal
     continues where the previous phase stopped instead of re-reading the same batches).
-    ``quantize_aware``: train on the student's fake-quantized weights (quantization/fake_quant.py).
+    ``quantize_aware``: train on the student's fake-quantized weights (quantization/fake_quant.py);
+    ``tuning``: which of its parameters train (training/tuning.py; None: all).
     """
     objective = healing_objective(heal_cfg)
     trainable = None
@@ -80,7 +82,7 @@ def heal(
     try:
         trainer, seconds = fit(
             module, datamodule, heal_cfg.trainer, work_dir, [logger], callbacks, checkpointing=False,
-            compile=compile, quantize_aware=quantize_aware,
+            compile=compile, quantize_aware=quantize_aware, tuning=tuning,
         )  # fmt: skip
     finally:
         if trainable is not None:

@@ -62,11 +62,12 @@ class DropLayers:
                 f"student.num_remove: {self.num_remove} with student.score={self.score}; valid: "
                 f"1..{num_layers - 1} (how many layers the score removes)"
             )
-        if calibration is None:
+        if calibration is None and score.needs_calibration:
             raise DistillabError(
                 "student.score: this entry point gives no calibration data; use distillab-distill"
             )
-        scores = score.compute(model, ScoreInputs(calibration(int(self.calibration_blocks))))
+        blocks = calibration(int(self.calibration_blocks)) if score.needs_calibration else ()
+        scores = score.compute(model, ScoreInputs(blocks))
         remove = least_important(scores, int(self.num_remove))
         log.info(
             "student: %s scores %s -> removing layers %s", self.score, [round(x, 4) for x in scores], remove
