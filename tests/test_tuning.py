@@ -71,7 +71,9 @@ def test_bad_tuning_settings_are_one_line_naming_the_key():
     with pytest.raises(DistillabError, match=r"^tuning.target_modules: \['qkv'\] are not linear layers"):
         with LoRA(target_modules=["qkv"]).applied(model):
             pass
-    with pytest.raises(DistillabError, match=r"^heal.tuning: lora together with quantize_aware is not supported"):
+    with pytest.raises(
+        DistillabError, match=r"^heal.tuning: lora together with quantize_aware is not supported"
+    ):
         from_config(
             {"_target_": "distillab.training.tuning.LoRA"}, quantize_aware=object(), key="heal.tuning"
         )
