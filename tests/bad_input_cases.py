@@ -290,6 +290,11 @@ CATALOGUE = [
         ["speed.compile=maybe"],
         "speed.compile: 'maybe' is not valid; expected one of auto, true, false",
     ),
+    (
+        "prune",
+        ["prune.layers.replace=linear", "prune.layers.num_remove=2"],
+        "prune.layers.replace: linear replaces one contiguous block; set prune.score=angular",
+    ),
     ("distill", ["tuning=lora", "tuning.rank=0"], "tuning.rank: 0 is not valid; expected an integer >= 1"),
     (
         "distill",

@@ -162,6 +162,11 @@ RULES: dict[str, Rule] = {
         choices=("q8_0", "q4_0", "q4_1", *LLAMA_CPP_TYPES),
         meaning="the GGUF type trained on: quantization/fake_quant.py (llama.cpp mixes: k_quants.py)",
     ),
+    "prune.layers.replace": Rule(
+        str, choices=("linear", "streamline"), nullable=True, meaning="what stands in for the removed block"
+    ),
+    "prune.layers.streamline.steps": _positive_int("Adam steps fitting the replacement layer"),
+    "prune.layers.streamline.lr": Rule(float, low=0, low_open=True, meaning="learning rate"),
     "tuning.rank": _positive_int("LoRA rank: training/tuning.py"),
     "tuning.alpha": Rule(float, low=0, low_open=True, meaning="LoRA scale alpha / rank"),
     "tuning.dropout": Rule(float, low=0, high=1, high_open=True, meaning="dropout on the adapters' input"),

@@ -31,12 +31,18 @@ StepFn = Callable[[Any, Path], dict[str, Any]]  # (model, step_dir) -> metrics (
 HealFn = Callable[..., dict[str, Any]]
 
 
+Cut = Callable[[Any, list[int]], Any]  # (model, chosen layers) -> the cut model (a copy)
+
+
 @dataclass
 class RemovalPlan:
     num_remove: int
     per_step: int
     protect: tuple[int, ...] = ()  # teacher layer indices never removed
-    contiguous: bool = False  # scores are per block start (angular distance with n = per_step)
+    contiguous: bool = False  # scores are per block start (angular distance with n = per_step + extra)
+    cut: Cut = remove_layers  # or a block replacement (models/block_replacement.py)
+    extra: int = 0  # layers chosen beyond those removed (streamline: the block's replacement layer)
+    keep_first: bool = False  # the model's first layer is never chosen (ReplaceMe folds into the one before)
 
     @property
     def num_steps(self) -> int:
@@ -77,8 +83,13 @@ def remove_layers_iteratively(
             continue
         origin = teacher_layer_indices(model)
         scores = score(model, step)
-        protect = [i for i, t in enumerate(origin) if t in set(plan.protect)]
-        remove = least_important(scores, k, protect, contiguous_block=plan.contiguous)
+        protect = [i for i, t in enumerate(origin) if t in set(plan.protect)] + (
+            [0] if plan.keep_first else []
+        )
+        chosen = least_important(scores, k + plan.extra, protect, contiguous_block=plan.contiguous)
+        model = plan.cut(model, chosen)
+        kept = teacher_layer_indices(model)
+        remove = [i for i, t in enumerate(origin) if t not in set(kept)]
         record: dict[str, Any] = {
             "step": step,
             "score": score_name,
@@ -88,9 +99,8 @@ def remove_layers_iteratively(
         }
         if plot_scores is not None:
             title = f"{score_name}, step {step}: remove teacher layers {record['removed_teacher_layers']}"
-            plot_scores(scores, remove, title, step_dir / "scores.png")
-        model = remove_layers(model, remove)
-        record["kept_teacher_layers"] = teacher_layer_indices(model)
+            plot_scores(scores, chosen, title, step_dir / "scores.png")
+        record["kept_teacher_layers"] = kept
         if heal is not None:
             record["heal"] = heal(model, step_dir, step - 1, last=step == plan.num_steps)
         if evaluate is not None:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from distillab.errors import DistillabError
 from distillab.evaluation import tasks
 from distillab.evaluation.harness import run_tasks
 from distillab.files import write_json_atomic
+from distillab.models.block_replacement import replace_me, streamline
 from distillab.models.surgery import teacher_layer_indices
 from distillab.precision import in_run_precision
 from distillab.pruning import layer_scores as ls
@@ -58,6 +60,9 @@ class PruneJob:
     plot_scores: Callable | None = None  # (scores, removed, title, path): a bar chart per step
 
 
+REPLACEMENTS = (None, "linear", "streamline")  # prune.layers.replace
+
+
 @dataclass
 class LayerRemoval:
     score: str = "block_influence"  # block_influence angular lens_kl ppl_drop benchmark_drop random
@@ -72,6 +77,16 @@ class LayerRemoval:
                 f"prune.layers.schedule: unknown {lp['schedule']!r}; valid: one_shot, iterative"
             )
         check_plan(model_config.num_hidden_layers, int(lp["num_remove"]), self.per_step)
+        replace = lp.get("replace")
+        if replace not in REPLACEMENTS:
+            raise DistillabError(
+                f"prune.layers.replace: {replace!r} is not valid; valid: linear | streamline | null"
+            )
+        if replace and not (self.score == "angular" and lp.get("contiguous")):
+            raise DistillabError(
+                f"prune.layers.replace: {replace} replaces one contiguous block; set prune.score=angular "
+                "prune.layers.contiguous=true (the block closest to identity, as ReplaceMe and LLM-Streamline choose it)"
+            )
         if lp.get("contiguous") and self.score != "angular":  # was ignored without a word
             raise DistillabError(
                 f"prune.layers.contiguous: true needs prune.score=angular (the block score), got {self.score!r}; "
@@ -99,6 +114,7 @@ class LayerRemoval:
         lp = self.layers
         contiguous = self.score == "angular" and bool(lp.get("contiguous"))
         plan = RemovalPlan(int(lp["num_remove"]), self.per_step, tuple(lp.get("protect") or ()), contiguous)
+        plan = self.with_replacement(plan, job.calibration)
         each_step = lp["schedule"] == "iterative" and bool(lp.get("eval_each_step"))
 
         def evaluate_step(model, step_dir):
@@ -128,6 +144,21 @@ class LayerRemoval:
             "final_metrics": history[-1].get("metrics") if history else None,
         }
 
+    def with_replacement(self, plan: RemovalPlan, calibration: list) -> RemovalPlan:
+        """``prune.layers.replace``: what stands in for the removed block (models/block_replacement.py)."""
+        replace = self.layers.get("replace")
+        if replace == "linear":  # ReplaceMe: a least-squares map folded into the layer before the block
+            return dataclasses.replace(
+                plan, cut=lambda m, block: replace_me(m, calibration, block), keep_first=True
+            )
+        if replace == "streamline":  # the block's first layer, trained to map its input to its output
+            fit = self.layers.get("streamline") or {}
+            steps, lr = int(fit.get("steps", 200)), float(fit.get("lr", 1e-4))
+            return dataclasses.replace(
+                plan, cut=lambda m, block: streamline(m, calibration, block, steps, lr), extra=1
+            )
+        return plan
+
     def score_fn(self, job: PruneJob, contiguous: bool) -> Callable[[Any, int], list[float]]:
         """``(model, step) -> per-layer (or per-block) importance`` for this method's score."""
         lp, removal = self.layers, self.layers.get("removal") or {}  # removal: read by the drop scores only
@@ -149,7 +180,9 @@ class LayerRemoval:
             inputs = ls.ScoreInputs(
                 calibration=job.calibration,
                 seed=int(job.seed) * 1000 + step,
-                angular_block=self.per_step if contiguous else 1,
+                angular_block=self.per_step + (self.layers.get("replace") == "streamline")
+                if contiguous
+                else 1,
                 lens_stride=int(lp["lens_stride"]),
                 ppl_batches=int(removal.get("num_batches", ls.ScoreInputs.ppl_batches)),
                 benchmark=benchmark,
