@@ -84,10 +84,12 @@ def test_streamline_trains_only_the_replacement_toward_the_blocks_output(caplog)
     assert student.config.num_hidden_layers == 3 and student.config.distillab_teacher_layers == [0, 1, 3]
     original, cut = decoder_layers(model), decoder_layers(student)
     assert all(
-        torch.equal(a, b) for a, b in zip(original[0].state_dict().values(), cut[0].state_dict().values())
+        torch.equal(a, b)
+        for a, b in zip(original[0].state_dict().values(), cut[0].state_dict().values(), strict=True)
     )
     assert not all(
-        torch.equal(a, b) for a, b in zip(original[1].state_dict().values(), cut[1].state_dict().values())
+        torch.equal(a, b)
+        for a, b in zip(original[1].state_dict().values(), cut[1].state_dict().values(), strict=True)
     )
     first, last = (float(x) for x in caplog.text.split("(MSE ")[1].split(" in ")[0].split(" -> "))
     assert last < first
