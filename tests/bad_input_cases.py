@@ -303,8 +303,8 @@ CATALOGUE = [
     ),
     (
         "prune",
-        ["quantize_aware@heal.quantize_aware=gguf", "heal.quantize_aware.format=q4_2"],
-        "heal.quantize_aware.format: 'q4_2' is not valid; expected one of q8_0, q4_0, q4_1, q2_k",
+        ["quantize_aware@heal.quantize_aware=gguf", "heal.quantize_aware.format=q4_2", "prune.layers.num_remove=2"],
+        "heal.quantize_aware.format: 'q4_2' is not valid; valid: q8_0 | q4_0 | q4_1 | q2_k",
     ),
     (
         "evaluate",

@@ -12,10 +12,15 @@ from conftest import compose_config
 from test_prune_run import prune_overrides
 from torch import nn
 
-from distillab.models.block_replacement import fold_into_down_proj, linear_replacement, replace_me, streamline
 from distillab.models.surgery import decoder_layers, remove_layers
 from distillab.models.tiny import build_tiny
 from distillab.prune import run
+from distillab.pruning.block_replacement import (
+    fold_into_down_proj,
+    linear_replacement,
+    replace_me,
+    streamline,
+)
 
 
 def _batches(n=3, seq=16, seed=0):
@@ -79,7 +84,7 @@ def test_an_identity_block_is_replaced_by_the_identity():
 
 def test_streamline_trains_only_the_replacement_toward_the_blocks_output(caplog):
     model, _ = build_tiny("llama", num_hidden_layers=4)
-    with caplog.at_level("INFO", logger="distillab.models.block_replacement"):
+    with caplog.at_level("INFO", logger="distillab.pruning.block_replacement"):
         student = streamline(model, _batches(), [1, 2], steps=30, lr=1e-3)
     assert student.config.num_hidden_layers == 3 and student.config.distillab_teacher_layers == [0, 1, 3]
     original, cut = decoder_layers(model), decoder_layers(student)

@@ -14,7 +14,7 @@ RANKS = [
     ("models",),
     ("data",),
     ("objectives",),
-    ("evaluation", "pruning", "quantization", "training"),
+    ("cost", "evaluation", "pruning", "quantization", "training"),
     ("tracking",),
     ("app_run", "entry", "stage_cache", "sweeps"),
     ("dashboard", "distill", "evaluate", "generate", "prune", "quantize", "report"),

@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from distillab import cost, machine
 from distillab.config import to_plain
 from distillab.entry import start_run
 from distillab.evaluation.footprint import bytes_on_disk
@@ -47,6 +48,7 @@ class AppRun:
         }
         self.items: dict[str, Any] = {}  # per-item results of each evaluated model, saved under items/
         self.loggers: list = []
+        self.eval_wall = 0.0  # seconds of evaluation that ran (not cache hits): the ledger's evaluate phase
 
     def open_loggers(self, **extra: Any) -> None:
         """The configured loggers (W&B offline unless told), given the config plus ``extra``."""
@@ -83,6 +85,8 @@ class AppRun:
             else:
                 evaluation, hit = evaluate_suite(model, tokenizer, self.eval_cfg, folder, data_dir), False
         self.results[key], self.items[key] = evaluation.metrics, evaluation.items
+        if not hit:  # every suite that ran: the cost ledger's evaluate phase
+            self.eval_wall += time.time() - start
         if timed and not hit:  # what a suite costs on this machine
             self.results.setdefault("eval_seconds", {})[key] = time.time() - start
         return evaluation
@@ -116,13 +120,18 @@ class AppRun:
                 before_rows = self.against_teacher("student_before", skip_tasks)
                 self.results["before_training"] = retention_results(before_rows)
                 rows = with_before(rows, before_rows)
+        self.results["wall_seconds"] = time.time() - self.start
+        self.results["cost"] = cost.ledger(
+            self.results,
+            self.eval_wall,
+            machine.one_line(machine.describe_machine(current_precision().device_type)),
+        )
         if self.eval_cfg:
             flat = wandb_run.summary_metrics(self.results)
             flat |= {f"before/{k}": v for k, v in (self.results.get("student_before") or {}).items()}
             before = wandb_run.summary_metrics(self.results.get("before_training") or {})
             flat |= {f"before/{k}": v for k, v in before.items()}  # before/retention/mean and intervals
             wandb_run.log_evaluation(self.loggers, flat, rows, step=step)
-        self.results["wall_seconds"] = time.time() - self.start
         text = write_results(self.run_dir, self.results, rows, header, self.items)
         if rows:
             print("\n" + text)

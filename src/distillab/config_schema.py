@@ -23,7 +23,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from distillab.errors import DistillabError
-from distillab.quantization.llama_cpp import LLAMA_CPP_TYPES
 
 
 @dataclass(frozen=True)
@@ -157,10 +156,9 @@ RULES: dict[str, Rule] = {
     "quantize.group_size": _positive_int(),
     "speed.new_tokens": _positive_int("tokens generated per timed decode"),
     "speed.compile": Rule(str, choices=("auto", "true", "false"), meaning="torch.compile: compiling.py"),
-    "quantize_aware.format": Rule(
+    "quantize_aware.format": Rule(  # its values: fake_quant.check_format (llama.cpp's list lives above this layer)
         str,
-        choices=("q8_0", "q4_0", "q4_1", *LLAMA_CPP_TYPES),
-        meaning="the GGUF type trained on: quantization/fake_quant.py (llama.cpp mixes: k_quants.py)",
+        meaning="q8_0 | q4_0 | q4_1 | a llama.cpp type such as q4_k_m: quantization/fake_quant.py",
     ),
     "prune.layers.replace": Rule(
         str, choices=("linear", "streamline"), nullable=True, meaning="what stands in for the removed block"

@@ -31,7 +31,7 @@ from distillab.objectives.objective import build_objective
 from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.quantization import fake_quant
 from distillab.training import tuning
-from distillab.training.fit import check_resume, fit, generation_totals, trained_tokens, training_parts
+from distillab.training.fit import check_resume, fit, generation_totals, training_cost, training_parts
 from distillab.training.on_policy import OnPolicy
 from distillab.training.sharding import is_sharded, unsharded_copy
 from distillab.training.students import build_student
@@ -76,7 +76,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )  # fmt: skip
     app.results |= {"train_seconds": seconds, "world_size": trainer.world_size}
     app.results |= {"quantize_aware": quantize_aware.format if quantize_aware else None, "tuning": tuning_kind.describe() if tuning_kind else None}  # fmt: skip
-    app.results["train_tokens"] = trained_tokens(trainer, module, cfg.data)
+    app.results |= training_cost(trainer, module, cfg.data)
     if module.on_policy is not None:
         app.results["on_policy"] = generation_totals(trainer, module)
     if is_sharded(student):  # FSDP: gather the full student (every rank joins), rank 0 goes on with it

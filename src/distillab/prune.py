@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from distillab.app_run import AppRun
 from distillab.config import to_plain
+from distillab.cost import add_flops
 from distillab.data.paths import resolve_data_dir
 from distillab.entry import app_boundary, hydra_app
 from distillab.models.loading import load_from_config
@@ -95,6 +96,7 @@ def healing_cost(record: dict[str, Any]) -> dict[str, float]:
     return {
         "train_tokens": int(sum(p.get("train_tokens", 0) for p in phases)),
         "train_seconds": sum(p.get("train_seconds", 0.0) for p in phases),
+        "train_flops": add_flops([p.get("train_flops") for p in phases]),
     }
 
 

@@ -40,7 +40,7 @@ class RemovalPlan:
     per_step: int
     protect: tuple[int, ...] = ()  # teacher layer indices never removed
     contiguous: bool = False  # scores are per block start (angular distance with n = per_step + extra)
-    cut: Cut = remove_layers  # or a block replacement (models/block_replacement.py)
+    cut: Cut = remove_layers  # or a block replacement (pruning/block_replacement.py)
     extra: int = 0  # layers chosen beyond those removed (streamline: the block's replacement layer)
     keep_first: bool = False  # the model's first layer is never chosen (ReplaceMe folds into the one before)
 

@@ -27,10 +27,10 @@ from distillab.errors import DistillabError
 from distillab.evaluation import tasks
 from distillab.evaluation.harness import run_tasks
 from distillab.files import write_json_atomic
-from distillab.models.block_replacement import replace_me, streamline
 from distillab.models.surgery import teacher_layer_indices
 from distillab.precision import in_run_precision
 from distillab.pruning import layer_scores as ls
+from distillab.pruning.block_replacement import replace_me, streamline
 from distillab.pruning.ild import RemovalPlan, check_plan, remove_layers_iteratively
 from distillab.pruning.scores import check_score, score_layers, weight_scores
 from distillab.pruning.unstructured import (
@@ -145,7 +145,7 @@ class LayerRemoval:
         }
 
     def with_replacement(self, plan: RemovalPlan, calibration: list) -> RemovalPlan:
-        """``prune.layers.replace``: what stands in for the removed block (models/block_replacement.py)."""
+        """``prune.layers.replace``: what stands in for the removed block (pruning/block_replacement.py)."""
         replace = self.layers.get("replace")
         if replace == "linear":  # ReplaceMe: a least-squares map folded into the layer before the block
             return dataclasses.replace(

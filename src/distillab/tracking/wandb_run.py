@@ -183,7 +183,9 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, float]:
     (``distillab-dashboard`` builds one from them): ``eval/<task/metric>``, ``teacher/<task/metric>``,
     ``retention/<task/metric>``, ``retention/mean``, ``size/params``, ``size/bytes`` (the exported
     model on disk), ``speed/decode_tokens_per_s``, and what training cost: ``cost/train_tokens`` (a
-    budget curve's x axis) and ``cost/train_seconds``."""
+    budget curve's x axis), ``cost/train_seconds``, and the cost ledger (cost.py):
+    ``cost/flops_{student_forward,student_backward,teacher_forward,total}`` and
+    ``cost/wall_{train,evaluate,other,total}_seconds``."""
     flat = {f"eval/{k}": v for k, v in (results.get("student") or {}).items()}
     flat |= {f"teacher/{k}": v for k, v in (results.get("teacher") or {}).items()}
     retention = {k: v for k, v in (results.get("retention") or {}).items() if v is not None}
@@ -204,6 +206,9 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, float]:
         flat["cost/train_tokens"] = results["train_tokens"]
     if results.get("train_seconds") is not None:
         flat["cost/train_seconds"] = results["train_seconds"]
+    ledger = results.get("cost") or {}
+    flat |= {f"cost/flops_{k}": v for k, v in (ledger.get("flops") or {}).items()}
+    flat |= {f"cost/wall_{k}_seconds": v for k, v in (ledger.get("wall_seconds") or {}).items()}
     return flat
 
 

@@ -52,6 +52,7 @@ class DistillModule(L.LightningModule):
         self.aligner = aligner
         self._head_checked: bool | None = None  # see head_reproduces_logits
         self.on_policy = on_policy if on_policy is not None and on_policy.enabled else None
+        self.flops_per_token: dict[str, float] | None = None  # set by training.fit (cost.py)
         # tokens trained on by this rank (checkpointed): an on-policy batch trains on its sampled
         # tokens only, not on a whole block, so steps x block size would overstate the budget
         self.trained_tokens = 0

@@ -20,6 +20,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 
+from distillab import cost
 from distillab.compiling import check_mode, compiled_models, compiling
 from distillab.config import to_plain
 from distillab.data.corpus import read_documents
@@ -114,14 +115,18 @@ def fit(
         raise DistillabError("speed.compile: true is not supported with FSDP; use auto (kernels only)")
     tuned = tuning.applied(module.student) if tuning else contextlib.nullcontext()
     fake_quant = quantize_aware.applied(module.student) if quantize_aware else contextlib.nullcontext()
-    with tuned, fake_quant:  # before the checkpoint check: a resumed checkpoint holds the parametrized names
+    with tuned:
         log_trainable(module.student, tuning)
-        if ckpt_path is not None:
-            check_checkpoint_matches(
-                root_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path), module
-            )
-        with compiling(compile), compiled_models(models, compile):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        seq_len = int(datamodule.block_size)
+        module.flops_per_token = cost.training_flops_per_token(module.student, module.teacher, seq_len)
+        # fake quantization after counting (counting reads weights, which would quantize them), and
+        # before the checkpoint check: a resumed checkpoint holds the parametrized names
+        with fake_quant:
+            if ckpt_path is not None:
+                last = root_dir / "checkpoints" / "last.ckpt"
+                check_checkpoint_matches(last if ckpt_path == "last" else Path(ckpt_path), module)
+            with compiling(compile), compiled_models(models, compile):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if checkpointing:
         _checkpoint_final_state(trainer)
     return trainer, timer.time_elapsed("train")
@@ -164,6 +169,12 @@ def trained_tokens(trainer: L.Trainer, module: DistillModule, data_cfg) -> int:
     if trainer.world_size > 1:
         count = trainer.strategy.reduce(count.to(module.device), reduce_op="sum")
     return int(count)
+
+
+def training_cost(trainer: L.Trainer, module: DistillModule, data_cfg) -> dict[str, Any]:
+    """``train_tokens`` and ``train_flops`` (cost.py: student forward and backward, teacher forward)."""
+    tokens = trained_tokens(trainer, module, data_cfg)
+    return {"train_tokens": tokens, "train_flops": cost.training_flops(module.flops_per_token, tokens)}
 
 
 def check_resume(ckpt: str | None, run_dir: Path) -> None:

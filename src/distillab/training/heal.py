@@ -21,7 +21,7 @@ from distillab.errors import DistillabError
 from distillab.models.surgery import decoder_layers, teacher_layer_indices
 from distillab.objectives.objective import Objective, build_objective
 from distillab.quantization.fake_quant import QuantizeAware
-from distillab.training.fit import fit, trained_tokens, training_parts
+from distillab.training.fit import fit, training_cost, training_parts
 
 log = logging.getLogger(__name__)
 
@@ -87,5 +87,5 @@ def heal(
     finally:
         if trainable is not None:
             student.requires_grad_(True)
-    cost = {"train_tokens": trained_tokens(trainer, module, heal_cfg.data), "train_seconds": seconds}
+    cost = training_cost(trainer, module, heal_cfg.data) | {"train_seconds": seconds}
     return {k: float(v) for k, v in trainer.callback_metrics.items()} | cost
