@@ -303,7 +303,11 @@ CATALOGUE = [
     ),
     (
         "prune",
-        ["quantize_aware@heal.quantize_aware=gguf", "heal.quantize_aware.format=q4_2", "prune.layers.num_remove=2"],
+        [
+            "quantize_aware@heal.quantize_aware=gguf",
+            "heal.quantize_aware.format=q4_2",
+            "prune.layers.num_remove=2",
+        ],
         "heal.quantize_aware.format: 'q4_2' is not valid; valid: q8_0 | q4_0 | q4_1 | q2_k",
     ),
     (

@@ -86,7 +86,7 @@ def test_report_collects_runs_and_pipelines_and_writes_plots(tmp_path):
     assert (out / "pareto.png").stat().st_size > 0 and (out / "per_task.png").stat().st_size > 0
 
 
-def _sweep_job(root, name, ppl, overrides, tokens=None):
+def _sweep_job(root, name, ppl, overrides, tokens=None, flops=None):
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("\n".join(f"- {o}" for o in overrides) + "\n")
@@ -102,10 +102,41 @@ def _sweep_job(root, name, ppl, overrides, tokens=None):
                 "retention_mean": {"value": retention, "low": retention - 0.05, "high": retention + 0.05},
                 "params": {"teacher": 100, "student": 80},
                 "train_tokens": tokens,
+                "cost": {"flops": {"total": flops}, "wall_seconds": {"train": 1.0, "other": 1.0}}
+                if flops
+                else None,
             }
         )
     )
     return run
+
+
+def test_the_cost_front_keeps_the_recipes_no_cheaper_one_beats(tmp_path):
+    from distillab.tracking.compare import collect, cost_of, pareto_front
+
+    for name, ppl, flops in (
+        ("cheap", 60.0, 1e12),
+        ("dear_and_worse", 70.0, 5e12),
+        ("dear_and_best", 40.0, 9e12),
+    ):
+        _sweep_job(tmp_path / "recipes", name, ppl, [f"+recipe={name}"], tokens=1000, flops=flops)
+    entries = collect([tmp_path / "recipes"])
+    front = pareto_front(entries, size=lambda e: cost_of(e, "flops"))
+    assert [e.label.split("=")[-1] for e in front] == ["cheap", "dear_and_best"]
+    assert cost_of(entries[0], "seconds") == 2.0
+    out = tmp_path / "cost.png"
+    main(
+        [
+            str(tmp_path / "recipes"),
+            "--out",
+            str(tmp_path / "r"),
+            "--plot-cost",
+            str(out),
+            "--cost-axis",
+            "flops",
+        ]
+    )
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_sweep_is_one_row_per_job_labelled_by_its_overrides_with_intervals(tmp_path, capsys):

@@ -5,13 +5,15 @@ plot and per-task bars; or, with ``--a``/``--b``, whether run B is better than r
         arc_easy/acc_norm --out reports/compression [--wandb compression_report]
     distillab-report outputs/distill/objectives_study/multirun-<time> --plot study.png
     distillab-report outputs/distill/budget_curve/steps_* --plot-tokens curve.png
+    distillab-report outputs/prune/heal_recipes/* --plot-cost cost.png [--cost-axis seconds]
     distillab-report --a outputs/distill/ce/<run> --b outputs/distill/kd/<run> [--metrics ...]
     distillab-report --a <seed runs of arm A ...> --b <seed runs of arm B ...>
 
 Writes ``report.md`` (table + "which model for this size budget?"), ``pareto.png`` (retention/mean
 vs bytes on disk) and ``per_task.png`` into ``--out``; ``--plot``, ``--plot-params`` and
 ``--plot-tokens`` also save the per-task bars, retention/mean vs parameters and retention vs
-training tokens where given; ``--wandb`` logs them as one run. Jobs of a sweep that failed are
+training tokens where given; ``--plot-cost`` retention/mean vs each run's cost (``--cost-axis``:
+counted training FLOPs or wall hours without evaluation, from the cost ledger) with its Pareto front; ``--wandb`` logs them as one run. Jobs of a sweep that failed are
 listed first. ``--metrics`` (the columns) defaults to the runs' primary metrics; "retention/mean"
 is always the mean each run recorded over its primary metrics. With ``--a``/``--b`` it prints
 B − A per metric with a 95% paired-bootstrap interval and p-value (tracking/run_diff.py) and writes
@@ -28,7 +30,7 @@ from pathlib import Path
 from distillab.errors import DistillabError
 from distillab.files import write_text_atomic
 from distillab.tracking import run_diff
-from distillab.tracking.compare import Entry, collect, default_metrics, markdown_report, pareto_front
+from distillab.tracking.compare import Entry, collect, cost_of, default_metrics, markdown_report, pareto_front
 from distillab.tracking.plots import (
     pareto_plot,
     per_task_bars,
@@ -70,6 +72,15 @@ def extra_plots(entries: list[Entry], metrics: list[str], args, per_task: Path) 
             if e.params is not None and e.mean is not None
         ]
         images.append(retention_vs_params(points, args.plot_params))
+    if args.plot_cost:
+        scale = {"flops": 1e15, "seconds": 3600.0}[args.cost_axis]
+        cost = {e.label: cost_of(e, args.cost_axis) for e in entries}
+        points = [(e.label, cost[e.label] / scale, 100 * e.mean, e.mean_interval) for e in entries if cost[e.label] and e.mean is not None]  # fmt: skip
+        front = [e.label for e in pareto_front(entries, size=lambda e: cost[e.label] or None)]
+        unit = {"flops": "training PFLOPs (counted)", "seconds": "CPU/GPU hours without evaluation"}[
+            args.cost_axis
+        ]
+        images.append(pareto_plot(points, front, args.plot_cost, f"{unit}, log scale"))
     if args.plot_tokens:
         recipes = list(dict.fromkeys(e.recipe or "" for e in entries if e.tokens is not None))
         series = {
@@ -126,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, help="also save the per-task retention bars (PNG) here")
     parser.add_argument("--plot-params", type=Path, help="also save retention/mean vs parameters (PNG) here")
     parser.add_argument("--plot-tokens", type=Path, help="also save retention vs training tokens (PNG) here")
+    parser.add_argument(
+        "--plot-cost",
+        type=Path,
+        help="also save retention/mean vs what each run cost, its Pareto front (PNG) here",
+    )
+    parser.add_argument(
+        "--cost-axis",
+        choices=["flops", "seconds"],
+        default="flops",
+        help="--plot-cost's x: counted training FLOPs, or wall seconds without evaluation (cost ledger)",
+    )
     parser.add_argument(
         "--wandb", metavar="GROUP", help="log the report and plots as a W&B run in this group"
     )

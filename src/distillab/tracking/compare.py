@@ -7,6 +7,7 @@ pipeline (``pipeline.json``). Pure functions here; :mod:`distillab.report` is th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,17 @@ class Entry:
     recipe: str | None = None  # how it trained (device, precision, batch): curves never join two
     # the run directory (per-item results for paired tests); None for a pipeline stage
     run: Path | None = None
+    cost: dict | None = None  # the run's cost ledger (cost.py): FLOPs, wall seconds by phase, device
+
+
+def cost_of(entry: Entry, axis: str) -> float | None:
+    """What making the model cost on ``axis``: ``flops`` (counted training FLOPs) or ``seconds``
+    (wall seconds of everything but evaluation: training, scoring, cutting, fitting, export)."""
+    ledger = entry.cost or {}
+    if axis == "flops":
+        return (ledger.get("flops") or {}).get("total")
+    wall = ledger.get("wall_seconds") or {}
+    return None if not wall else wall.get("train", 0.0) + wall.get("other", 0.0)
 
 
 def _recorded_mean(record: dict) -> tuple[float | None, list[float | None] | None]:
@@ -105,6 +117,7 @@ def collect(paths: list[Path]) -> list[Entry]:
                     results.get("train_tokens"),
                     _recipe(run, results),
                     run,
+                    results.get("cost"),
                 )
             )
             if results.get("before_training"):  # the same student before training: a budget curve's 0
@@ -177,13 +190,18 @@ def _label(label: str, run: Path, results: dict, sweep: bool) -> str:
 SAME_SIZE = 0.005
 
 
-def pareto_front(entries: list[Entry], same_size: float = SAME_SIZE) -> list[Entry]:
+def pareto_front(
+    entries: list[Entry],
+    same_size: float = SAME_SIZE,
+    size: Callable[[Entry], float | None] = lambda e: e.bytes,
+) -> list[Entry]:
     """Entries no other entry beats on both size (smaller) and retention/mean (higher), smallest first.
+    ``size``: bytes on disk, or another cost (``cost_of``: the front of recipes by compute).
 
     A model within ``same_size`` (relative) of a better one is dominated by it.
     """
-    scored = [e for e in entries if e.bytes is not None and e.mean is not None]
-    scored.sort(key=lambda e: (e.bytes, -e.mean))
+    scored = [e for e in entries if size(e) is not None and e.mean is not None]
+    scored.sort(key=lambda e: (size(e), -e.mean))
     front, best = [], float("-inf")
     for entry in scored:
         quality = entry.mean
@@ -193,7 +211,7 @@ def pareto_front(entries: list[Entry], same_size: float = SAME_SIZE) -> list[Ent
     return [
         e
         for i, e in enumerate(front)
-        if i + 1 == len(front) or front[i + 1].bytes > e.bytes * (1 + same_size)
+        if i + 1 == len(front) or size(front[i + 1]) > size(e) * (1 + same_size)
     ]
 
 

@@ -28,10 +28,14 @@ def layer_scores_bar(scores: Sequence[float], removed: Sequence[int], title: str
 
 
 def pareto_plot(
-    points: Sequence[tuple[str, float, float, Sequence[float | None] | None]], front: Sequence[str], out: Path
+    points: Sequence[tuple[str, float, float, Sequence[float | None] | None]],
+    front: Sequence[str],
+    out: Path,
+    xlabel: str = "bytes on disk (MB, log scale)",
 ) -> Path:
-    """Mean retention (%) vs bytes on disk (MB, log scale); the Pareto front joined by a line. Each
-    point ``(label, MB, retention %, [low, high] as fractions or None)`` carries its 95% interval.
+    """Mean retention (%) vs bytes on disk (MB, log scale), or another cost (``xlabel``); the Pareto
+    front joined by a line. Each point ``(label, x, retention %, [low, high] as fractions or None)``
+    carries its 95% interval.
 
     Points carry numbers and the key beside the axes names them: with a dozen models, several at the
     same size, full labels on the points overlap into something unreadable.
@@ -57,7 +61,7 @@ def pareto_plot(
         ax.legend(fontsize=8)
     ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, fontsize=7, va="top", family="monospace")
     ax.set_xscale("log")
-    ax.set_xlabel("bytes on disk (MB, log scale)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("retention/mean vs teacher (%), 95% paired interval")
     ax.grid(alpha=0.3)
     out.parent.mkdir(parents=True, exist_ok=True)
