@@ -27,7 +27,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help dashboard docs docs-serve install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-kd-profile bench-objectives bench-prune bench-qat bench-tuning bench-trl bench-eval-precision bench-bf16-numerics bench-allocator experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 exp-008 clean
+.PHONY: help dashboard docs docs-serve install install-gguf-runtime models models-gemma demo prune quantize pipeline test test-slow lint format bench bench-kd-profile bench-objectives bench-prune bench-qat bench-tuning bench-trl bench-eval-precision bench-bf16-numerics bench-allocator experiments exp-001 exp-002 exp-003 exp-004 exp-004-gpu exp-006 exp-007 exp-008 exp-009 clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-21s %s\n", $$1, $$2}'
@@ -186,6 +186,11 @@ dashboard: install ## W&B workspace + report of a study as code (GROUP=claims EV
 QAD_ROOT ?= outputs/qad
 exp-008: models install-gguf-runtime ## experiments/008: the pipeline with and without quantization-aware healing vs quantization alone, scored in llama.cpp (resumable)
 	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh $(QAD_ROOT) qad $(ARGS)
+
+# exp-009: healing recipes on the 30 -> 24 cut at 409.6k tokens each, with the cost ledger.
+HEAL_ROOT ?= outputs/heal_recipes
+exp-009: models ## experiments/009: LoRA, last-N, ReplaceMe and Streamline healing against full KD, with their cost (resumable)
+	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh $(HEAL_ROOT) heal_recipes $(ARGS)
 
 exp-007: models ## experiments/007: S1-S3 re-answered with paired intervals at 409.6k tokens per arm (resumable; ~18 h in float32 on 2 cores)
 	OMP_NUM_THREADS=$(THREADS) VENV=$(VENV) experiments/run_arms.sh $(CLAIMS_ROOT) claims $(ARGS)

@@ -308,7 +308,7 @@ CATALOGUE = [
             "heal.quantize_aware.format=q4_2",
             "prune.layers.num_remove=2",
         ],
-        "heal.quantize_aware.format: 'q4_2' is not valid; valid: q8_0 | q4_0 | q4_1 | q2_k",
+        "heal.quantize_aware.format: 'q4_2' is not valid; valid: q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | q2_k",
     ),
     (
         "evaluate",

@@ -11,7 +11,8 @@ to exactly the values the student was trained on (``tests/test_fake_quant.py`` c
 - ``q4_0``: blocks of 32, ``d = x_max / −8`` (the signed value of largest magnitude),
   ``q = min(15, trunc(x / d + 8.5))``, value ``(q − 8) · d``;
 - ``q4_1``: blocks of 32, ``d = (max − min) / 15``, ``q = min(15, trunc((x − min) / d + 0.5))``,
-  value ``q · d + min`` with ``d`` and ``min`` stored as fp16.
+  value ``q · d + min`` with ``d`` and ``min`` stored as fp16;
+- ``q5_0``, ``q5_1``: ``q4_0`` and ``q4_1`` with 32 levels (``x_max / −16``, ``+ 16.5``; ``/ 31``).
 
 A weight whose rows do not fill whole blocks is stored as f16 by the export, and is rounded to fp16
 here; vectors (norms, biases) stay float, as in the file. The parametrizations are removed when
@@ -75,23 +76,45 @@ def q8_0(blocks: torch.Tensor) -> torch.Tensor:
     return q * _fp16(d)
 
 
+def _signed_largest_scale(blocks: torch.Tensor, half: int) -> torch.Tensor:
+    """q4_0 (half 8) and q5_0 (half 16): ``d = x_max / −half``, ``q = trunc(x / d + half + 0.5)``."""
+    largest = blocks.gather(-1, blocks.abs().argmax(-1, keepdim=True))  # signed, first of ties
+    d = largest / -half
+    q = torch.trunc(blocks * _inverse(d) + (half + 0.5)).clamp(0, 2 * half - 1)
+    return _fp16(d) * (q - half)
+
+
+def _min_max_scale(blocks: torch.Tensor, top: int) -> torch.Tensor:
+    """q4_1 (top 15) and q5_1 (top 31): ``d = (max − min) / top``, value ``q · d + min``."""
+    low, high = blocks.amin(-1, keepdim=True), blocks.amax(-1, keepdim=True)
+    d = (high - low) / top
+    q = torch.trunc((blocks - low) * _inverse(d) + 0.5).clamp(0, top)
+    return _fp16(d) * q + _fp16(low)
+
+
 @_exact
 def q4_0(blocks: torch.Tensor) -> torch.Tensor:
-    largest = blocks.gather(-1, blocks.abs().argmax(-1, keepdim=True))  # signed, first of ties
-    d = largest / -8
-    q = torch.trunc(blocks * _inverse(d) + 8.5).clamp(0, 15)
-    return _fp16(d) * (q - 8)
+    return _signed_largest_scale(blocks, 8)
 
 
 @_exact
 def q4_1(blocks: torch.Tensor) -> torch.Tensor:
-    low, high = blocks.amin(-1, keepdim=True), blocks.amax(-1, keepdim=True)
-    d = (high - low) / 15
-    q = torch.trunc((blocks - low) * _inverse(d) + 0.5).clamp(0, 15)
-    return _fp16(d) * q + _fp16(low)
+    return _min_max_scale(blocks, 15)
 
 
-FORMATS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1}
+@_exact
+def q5_0(blocks: torch.Tensor) -> torch.Tensor:
+    return _signed_largest_scale(blocks, 16)
+
+
+@_exact
+def q5_1(blocks: torch.Tensor) -> torch.Tensor:
+    return _min_max_scale(blocks, 31)
+
+
+FORMATS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1, "q5_0": q5_0, "q5_1": q5_1,
+}  # fmt: skip
 
 
 def check_format(name: str, key: str = "quantize_aware") -> str:
