@@ -112,7 +112,9 @@ def test_a_bad_format_is_one_line_naming_the_key():
     ):
         from_config({"_target_": "x", "format": "q3_k"}, "heal.quantize_aware")
     assert from_config(None) is None
-    with pytest.raises(DistillabError, match=r"valid: q8_0 \| q4_0 \| q4_1 \| q5_0 \| q5_1 \| q2_k \| q3_k_s"):
+    with pytest.raises(
+        DistillabError, match=r"valid: q8_0 \| q4_0 \| q4_1 \| q5_0 \| q5_1 \| q2_k \| q3_k_s"
+    ):
         from_config({"_target_": "x", "format": "q4_2"})  # llama.cpp's mixes are formats too
 
 
