@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from distillab import pipeline
+from distillab.quantization import llama_cpp
 from distillab.config import CONFIG_DIR
 
 TRAIN = [
@@ -64,7 +65,15 @@ def run_pipeline(overrides):
 def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch, caplog):
     results = run_pipeline(pipeline_overrides(tmp_path, tiny_corpus))
     rows = results["rows"]
-    assert [r["stage"] for r in rows] == ["teacher", "distill", "prune", "heal", "quantize"]
+    scored_in_llama_cpp = ["quantize (llama.cpp)"] if llama_cpp.is_available() else []  # auto: if installed
+    assert [r["stage"] for r in rows] == [
+        "teacher",
+        "distill",
+        "prune",
+        "heal",
+        "quantize",
+        *scored_in_llama_cpp,
+    ]
     params = [r["params"] for r in rows]
     assert params[0] > params[1] > params[2] == params[3] == params[4]  # 4 -> 3 -> 2 layers
     sizes = [r["bytes"] for r in rows[1:]]
@@ -185,6 +194,7 @@ def test_quantize_last_false_lets_a_stage_train_on_the_dequantized_gguf(tmp_path
         "+" + stage("requant", "quantize", "quantize.gguf_type=q4_0", "quantize.pre_tokenizer=default"),
     ]
     rows = run_pipeline(overrides)["rows"]
+    rows = [r for r in rows if not r["stage"].endswith("(llama.cpp)")]  # with the runtime: q, requant twice
     assert [r["stage"] for r in rows] == ["teacher", "q", "tune", "requant"]
     tune = json.loads(next(tmp_path.glob("02-tune-*/results.json")).read_text())
     assert tune["params"]["student"] == rows[0]["params"]
@@ -266,3 +276,26 @@ def test_a_heal_stage_can_be_quantization_aware_before_quantize(tmp_path):
     assert stages["heal"].cfg.quantize_aware.format == "q4_0"
     assert stages["distill"].cfg.get("quantize_aware") is None
     assert stages["prune"].cfg.heal.get("quantize_aware") is None
+
+
+def test_a_quantize_stage_scored_in_llama_cpp_gets_its_own_row(tmp_path):
+    """The same file scored in llama.cpp (quantize.score_in_llama_cpp) is a row of its own, with that
+    runtime's metrics and per-item results, so the size x quality table and its intervals show both."""
+    from distillab.pipeline import with_llama_cpp_score
+
+    stage = tmp_path / "04-quantize-abc"
+    (stage / "items" / "student").mkdir(parents=True)
+    record = {"name": "quantize", "items_dir": str(stage / "items" / "student"), "metrics": {"t/acc": 0.5}}
+    (stage / "results.json").write_text(json.dumps({"student": {"t/acc": 0.5}}))
+    assert with_llama_cpp_score(record) == [record]  # scored in torch only
+    (stage / "results.json").write_text(
+        json.dumps({"student": {"t/acc": 0.5}, "student_llama_cpp": {"t/acc": 0.48}})
+    )
+    torch_row, llama_row = with_llama_cpp_score(record)
+    assert torch_row is record
+    assert llama_row["name"] == "quantize (llama.cpp)" and llama_row["runtime"] == "llama.cpp"
+    assert llama_row["metrics"] == {"t/acc": 0.48}
+    assert llama_row["items_dir"] == str(stage / "items" / "student_llama_cpp")
+    assert with_llama_cpp_score({"name": "teacher", "items_dir": None}) == [
+        {"name": "teacher", "items_dir": None}
+    ]

@@ -30,7 +30,7 @@ from distillab.evaluation.footprint import bytes_on_disk, decode_tokens_per_seco
 from distillab.evaluation.items import write_suite
 from distillab.evaluation.retention import primary_metrics
 from distillab.evaluation.suite import cached_evaluate_suite
-from distillab.files import write_text_atomic
+from distillab.files import read_json, write_text_atomic
 from distillab.models.loading import load_from_config, load_model
 from distillab.models.spec import ModelSpec
 from distillab.precision import current as current_precision
@@ -262,6 +262,27 @@ def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
+def with_llama_cpp_score(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stage's record, and for a quantize stage that also scored its file in llama.cpp
+    (``quantize.score_in_llama_cpp``) a second row with that score, ``<stage> (llama.cpp)``: the same
+    file, its metrics and per-item results from the runtime users run it in."""
+    items = record.get("items_dir")
+    results_file = Path(items).parent.parent / "results.json" if items else None
+    if results_file is None or not results_file.is_file():
+        return [record]
+    results = read_json(results_file, "re-run the pipeline (finished stages are reused)")
+    if not results.get("student_llama_cpp"):
+        return [record]
+    llama = {
+        **record,
+        "name": f"{record['name']} (llama.cpp)",
+        "runtime": "llama.cpp",
+        "metrics": results["student_llama_cpp"],
+        "items_dir": str(results_file.parent / "items" / "student_llama_cpp"),
+    }
+    return [record, llama]
+
+
 def warn_on_version_drift(name: str, stage_dir: Path, record: dict[str, Any]) -> None:
     drift = version_drift(record)
     if drift:
@@ -324,7 +345,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = start_run(cfg)
     stages = plan_stages(cfg, run_dir)
     teacher = teacher_record(cfg, run_dir)
-    records = [run_stage(stage, cfg) for stage in stages]
+    records = [row for stage in stages for row in with_llama_cpp_score(run_stage(stage, cfg))]
     primary = primary_metrics(cfg.eval)
     teacher_items = stage_items(teacher)  # read once: every row is scored against it
     rows = [stage_row(r, teacher, primary, teacher_items) for r in [teacher, *records]]

@@ -80,7 +80,8 @@ def collect(paths: list[Path]) -> list[Entry]:
             rows = read_json(path / "pipeline.json", "re-run the pipeline (finished stages are reused)")
             teacher = next((r["metrics"] for r in rows if r["stage"] == "teacher"), {})
             for row in rows:
-                output = json.dumps(row.get("output"), sort_keys=True)
+                # one model once; the same file scored in llama.cpp is another row (its own runtime)
+                output = json.dumps([row.get("output"), row.get("runtime")], sort_keys=True)
                 if row.get("output") is not None and output in seen_stage_outputs:
                     continue
                 seen_stage_outputs.add(output)
