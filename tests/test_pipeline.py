@@ -10,8 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from distillab import pipeline
-from distillab.quantization import llama_cpp
 from distillab.config import CONFIG_DIR
+from distillab.quantization import llama_cpp
 
 TRAIN = [
     "data.source.files=corpus/tiny.jsonl",
