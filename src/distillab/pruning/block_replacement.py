@@ -84,10 +84,13 @@ def replace_me(model: PreTrainedModel, batches: Sequence[torch.Tensor], block: l
     model.eval()
     mlp_out, target = _replacement_pairs(model, batches, block)
     transform = linear_replacement(mlp_out, target)
-    residual = (mlp_out @ transform - target).pow(2).mean() / target.pow(2).mean()
+    energy = target.pow(2).mean()
+    residual = (mlp_out @ transform - target).pow(2).mean() / energy
+    plain = (mlp_out - target).pow(2).mean() / energy  # the plain cut: T = I
     log.info(
         "ReplaceMe: layers %s replaced by a %dx%d map folded into layer %d's down_proj (relative squared "
-        "error %.4f on %d calibration tokens)", block, *transform.shape, block[0] - 1, residual, len(target),
+        "error %.4f on %d calibration tokens; the plain cut's %.4f)", block, *transform.shape, block[0] - 1,
+        residual, len(target), plain,
     )  # fmt: skip
     student = remove_layers(model, block)
     fold_into_down_proj(decoder_layers(student)[block[0] - 1].mlp.down_proj, transform)
@@ -99,7 +102,7 @@ def streamline(
     batches: Sequence[torch.Tensor],
     block: list[int],
     steps: int = 100,
-    lr: float = 1e-4,
+    lr: float = 1e-3,
 ) -> PreTrainedModel:
     """A copy of ``model`` in which ``block[0]`` is trained (MSE, Adam, ``steps`` passes over the
     batches in turn) to map the block's input to its output, and ``block[1:]`` are removed."""

@@ -153,7 +153,7 @@ class LayerRemoval:
             )
         if replace == "streamline":  # the block's first layer, trained to map its input to its output
             fit = self.layers.get("streamline") or {}
-            steps, lr = int(fit.get("steps", 200)), float(fit.get("lr", 1e-4))
+            steps, lr = int(fit.get("steps", 200)), float(fit.get("lr", 1e-3))
             return dataclasses.replace(
                 plan, cut=lambda m, block: streamline(m, calibration, block, steps, lr), extra=1
             )
