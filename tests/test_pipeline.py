@@ -293,7 +293,7 @@ def test_a_quantize_stage_scored_in_llama_cpp_gets_its_own_row(tmp_path):
     )
     torch_row, llama_row = with_llama_cpp_score(record)
     assert torch_row is record
-    assert llama_row["name"] == "quantize (llama.cpp)" and llama_row["runtime"] == "llama.cpp"
+    assert llama_row["name"] == "quantize (llama.cpp)" and llama_row["scored_in"] == "llama.cpp"
     assert llama_row["metrics"] == {"t/acc": 0.48}
     assert llama_row["items_dir"] == str(stage / "items" / "student_llama_cpp")
     assert with_llama_cpp_score({"name": "teacher", "items_dir": None}) == [

@@ -533,3 +533,24 @@ def test_items_read_back_exactly_and_a_cut_file_is_never_misread():
         else:
             rows = len(text[:cut].splitlines()) - 1
             assert items.from_csv(text[:cut]) == {k: v[:rows] for k, v in suite.items()}
+
+
+def test_a_gguf_scored_in_llama_cpp_is_a_second_entry_and_scored_in_keeps_one_runtime(tmp_path, capsys):
+    run = _sweep_job(tmp_path / "qad", "q4_1", 40.0, ["quantize.gguf_type=q4_1"])
+    results = json.loads((run / "results.json").read_text())
+    results["student_llama_cpp"] = {"wikitext2/ppl": 45.0}
+    results["llama_cpp"] = {
+        "retention": {"wikitext2/ppl": 0.8},
+        "retention_interval": {"wikitext2/ppl": [0.75, 0.85]},
+        "retention_mean": {"value": 0.8, "low": 0.75, "high": 0.85},
+    }
+    (run / "results.json").write_text(json.dumps(results))
+    from distillab.tracking.compare import collect
+
+    torch_entry, llama_entry = collect([tmp_path / "qad"])
+    assert (torch_entry.scored_in, llama_entry.scored_in) == ("torch", "llama.cpp")
+    assert llama_entry.label == f"{torch_entry.label} (llama.cpp)" and llama_entry.mean == 0.8
+    assert llama_entry.metrics == {"wikitext2/ppl": 45.0} and llama_entry.bytes == torch_entry.bytes
+    main([str(tmp_path / "qad"), "--out", str(tmp_path / "r"), "--scored-in", "llama.cpp"])
+    table = (tmp_path / "r" / "report.md").read_text()
+    assert table.count("gguf_type=q4_1") == table.count("gguf_type=q4_1 (llama.cpp)") > 0  # the torch entry is gone

@@ -276,7 +276,7 @@ def with_llama_cpp_score(record: dict[str, Any]) -> list[dict[str, Any]]:
     llama = {
         **record,
         "name": f"{record['name']} (llama.cpp)",
-        "runtime": "llama.cpp",
+        "scored_in": "llama.cpp",  # (its "runtime" is what measured the decode speed, as in every row)
         "metrics": results["student_llama_cpp"],
         "items_dir": str(results_file.parent / "items" / "student_llama_cpp"),
     }

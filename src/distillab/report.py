@@ -6,6 +6,7 @@ plot and per-task bars; or, with ``--a``/``--b``, whether run B is better than r
     distillab-report outputs/distill/objectives_study/multirun-<time> --plot study.png
     distillab-report outputs/distill/budget_curve/steps_* --plot-tokens curve.png
     distillab-report outputs/prune/heal_recipes/* --plot-cost cost.png [--cost-axis seconds]
+    distillab-report outputs/qad/* --scored-in llama.cpp   # the GGUF files as llama.cpp scores them
     distillab-report --a outputs/distill/ce/<run> --b outputs/distill/kd/<run> [--metrics ...]
     distillab-report --a <seed runs of arm A ...> --b <seed runs of arm B ...>
 
@@ -13,7 +14,9 @@ Writes ``report.md`` (table + "which model for this size budget?"), ``pareto.png
 vs bytes on disk) and ``per_task.png`` into ``--out``; ``--plot``, ``--plot-params`` and
 ``--plot-tokens`` also save the per-task bars, retention/mean vs parameters and retention vs
 training tokens where given; ``--plot-cost`` retention/mean vs each run's cost (``--cost-axis``:
-counted training FLOPs or wall hours without evaluation, from the cost ledger) with its Pareto front; ``--wandb`` logs them as one run. Jobs of a sweep that failed are
+counted training FLOPs or wall hours without evaluation, from the cost ledger) with its Pareto front;
+a GGUF also scored in llama.cpp is a second entry ``<label> (llama.cpp)``, and ``--scored-in`` keeps
+one runtime's entries; ``--wandb`` logs them as one run. Jobs of a sweep that failed are
 listed first. ``--metrics`` (the columns) defaults to the runs' primary metrics; "retention/mean"
 is always the mean each run recorded over its primary metrics. With ``--a``/``--b`` it prints
 B − A per metric with a 95% paired-bootstrap interval and p-value (tracking/run_diff.py) and writes
@@ -143,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also save retention/mean vs what each run cost, its Pareto front (PNG) here",
     )
     parser.add_argument(
+        "--scored-in",
+        choices=["all", "torch", "llama.cpp"],
+        default="all",
+        help="keep only models scored in this runtime (a GGUF scored in llama.cpp too is two entries)",
+    )
+    parser.add_argument(
         "--cost-axis",
         choices=["flops", "seconds"],
         default="flops",
@@ -180,8 +189,12 @@ def report(args: argparse.Namespace) -> None:
     if failures:
         print(failure_table(failures) + "\n")
     entries = collect(args.paths)
+    if args.scored_in != "all":
+        entries = [e for e in entries if e.scored_in == args.scored_in]
     if not entries:
-        fail(f"no results.json or pipeline.json under {', '.join(map(str, args.paths))}")
+        fail(
+            f"no results.json or pipeline.json under {', '.join(map(str, args.paths))} (--scored-in {args.scored_in})"
+        )
     metrics = args.metrics or default_metrics(entries)
     text, images = write_report(entries, metrics, args.out)
     images += extra_plots(entries, metrics, args, images[1])

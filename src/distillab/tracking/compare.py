@@ -6,6 +6,7 @@ pipeline (``pipeline.json``). Pure functions here; :mod:`distillab.report` is th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class Entry:
     # the run directory (per-item results for paired tests); None for a pipeline stage
     run: Path | None = None
     cost: dict | None = None  # the run's cost ledger (cost.py): FLOPs, wall seconds by phase, device
+    scored_in: str = "torch"  # the runtime its metrics come from: torch | llama.cpp (the GGUF file itself)
 
 
 def cost_of(entry: Entry, axis: str) -> float | None:
@@ -81,7 +83,7 @@ def collect(paths: list[Path]) -> list[Entry]:
             teacher = next((r["metrics"] for r in rows if r["stage"] == "teacher"), {})
             for row in rows:
                 # one model once; the same file scored in llama.cpp is another row (its own runtime)
-                output = json.dumps([row.get("output"), row.get("runtime")], sort_keys=True)
+                output = json.dumps([row.get("output"), row.get("scored_in")], sort_keys=True)
                 if row.get("output") is not None and output in seen_stage_outputs:
                     continue
                 seen_stage_outputs.add(output)
@@ -96,6 +98,7 @@ def collect(paths: list[Path]) -> list[Entry]:
                         row.get("primary") or [],
                         row.get("retention_interval") or {},
                         *_recorded_mean(row),
+                        scored_in=row.get("scored_in", "torch"),
                     )
                 )
             continue
@@ -123,7 +126,24 @@ def collect(paths: list[Path]) -> list[Entry]:
             )
             if results.get("before_training"):  # the same student before training: a budget curve's 0
                 entries.append(_before_training(entries[-1], results))
+            if results.get("student_llama_cpp") and results.get("llama_cpp"):  # the file, in llama.cpp
+                entries.append(_in_llama_cpp(entries[-1], results))
     return entries
+
+
+def _in_llama_cpp(torch_entry: Entry, results: dict) -> Entry:
+    """The same GGUF file scored in llama.cpp (``quantize.score_in_llama_cpp``), as its own entry."""
+    scored = results["llama_cpp"]
+    return dataclasses.replace(
+        torch_entry,
+        label=f"{torch_entry.label} (llama.cpp)",
+        metrics=results["student_llama_cpp"],
+        retention=scored.get("retention") or {},
+        interval=scored.get("retention_interval") or {},
+        mean=_recorded_mean(scored)[0],
+        mean_interval=_recorded_mean(scored)[1],
+        scored_in="llama.cpp",
+    )
 
 
 def _before_training(trained: Entry, results: dict) -> Entry:

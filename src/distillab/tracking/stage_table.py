@@ -42,6 +42,7 @@ def stage_row(
         "bytes": record["bytes"],
         "tokens_per_s": record["tokens_per_s"],
         "runtime": record["runtime"],
+        "scored_in": record.get("scored_in", "torch"),  # torch (de-quantized for a GGUF) | llama.cpp
         "metrics": {r.key: r.student for r in rows},
         "retention": summary["retention"],
         "retention_interval": summary["retention_interval"],
