@@ -313,6 +313,15 @@ def test_lens_pairs_default_to_evenly_spaced_interior():
     assert objective(_inputs(student, teacher, ids))[1]["lens"].item() > 0
 
 
+def test_lens_last_k_pairs_the_last_layers_before_the_final_one():
+    teacher, _ = build_tiny("llama", num_hidden_layers=8)
+    student = remove_layers(teacher, [2, 5])  # 6 layers
+    lens = {"_target_": "distillab.objectives.lens.DistillLensTerm", "num_pairs": 2, "layer_map": "last_k"}
+    objective = build_objective({"lens": lens})
+    objective.setup(student, teacher)
+    assert objective.terms["lens"].layer_map == [(3, 5), (4, 6)]  # the final pair (5, 7) is the logits'
+
+
 def test_contrastive_term_samples_every_n_steps_and_trains_both_halves():
     from distillab.objectives.contrastive import ContrastiveDistillation
 

@@ -48,6 +48,8 @@ def evenly_spaced_interior(pairs: LayerMap, k: int) -> LayerMap:
     interior = pairs[:-1]
     if not 1 <= k <= len(interior):
         raise DistillabError(f"layer_map.num_pairs: must be in 1..{len(interior)}, got {k}")
+    if k == len(interior):  # all of them (the spacing below would round two picks onto one pair)
+        return interior
     return [interior[round((j + 1) * len(interior) / (k + 1)) - 1] for j in range(k)]
 
 

@@ -126,7 +126,9 @@ class DistillLensTerm(Term):
         self._models: list[nn.Module] = []  # plain list: the models must not become our submodules
 
     def setup(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        full = layer_map_for(self.map_kind, student, teacher, self.map_pairs)
+        # last_k: the last num_pairs layers before the final one (the final pair is the logits' own KD);
+        # without k it built one pair, whose interior is empty: last_k failed every time
+        full = layer_map_for(self.map_kind, student, teacher, self.map_pairs, k=self.num_pairs + 1)
         self.layer_map = full if self.map_kind == "explicit" else evenly_spaced_interior(full, self.num_pairs)
         self._models = [student, teacher]
 
