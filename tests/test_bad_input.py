@@ -25,6 +25,10 @@ CASES = [
     ),
     (["data.source.files=corpus/empty.jsonl"], "data.source: no non-empty documents"),
     (["model=tiny_llama", "model.dtype=float8"], "model.dtype: 'float8' is not one of"),
+    (
+        ["trainer.max_stesp=4"],
+        "trainer.max_stesp: not a key of this config; to add it: +trainer.max_stesp=...",
+    ),
 ]
 
 
@@ -63,6 +67,28 @@ def test_cli_reports_one_line_and_exits_nonzero(case, tmp_path, tiny_corpus):
     assert len(error_lines) == 1 and message in error_lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert (tmp_path / "results.json").read_text() == "earlier results"  # earlier results untouched
+
+
+def test_a_key_the_config_lacks_or_an_unreadable_override_is_one_line(capsys):
+    from distillab.entry import check_overrides
+
+    check_overrides("distill", ["eval=none", "+extra=1", "hydra.run.dir=/tmp/x", "~eval"])  # all fine
+    check_overrides("distill", ["-m", "objective=kd,ce"])  # sweeps: Hydra's
+    for argv, message in (
+        (
+            ["objective.terms.kd.tempreature=2"],
+            "error: objective.terms.kd.tempreature: not a key of this config",
+        ),
+        (
+            ["student.remove=[1"],
+            "error: student.remove: cannot read 'student.remove=[1' (no viable alternative",
+        ),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            check_overrides("distill", argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(message) and "\n" not in err
 
 
 def test_an_unknown_group_option_is_one_line_naming_the_group_and_its_options(capsys):

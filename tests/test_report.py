@@ -553,4 +553,6 @@ def test_a_gguf_scored_in_llama_cpp_is_a_second_entry_and_scored_in_keeps_one_ru
     assert llama_entry.metrics == {"wikitext2/ppl": 45.0} and llama_entry.bytes == torch_entry.bytes
     main([str(tmp_path / "qad"), "--out", str(tmp_path / "r"), "--scored-in", "llama.cpp"])
     table = (tmp_path / "r" / "report.md").read_text()
-    assert table.count("gguf_type=q4_1") == table.count("gguf_type=q4_1 (llama.cpp)") > 0  # the torch entry is gone
+    assert (
+        table.count("gguf_type=q4_1") == table.count("gguf_type=q4_1 (llama.cpp)") > 0
+    )  # the torch entry is gone

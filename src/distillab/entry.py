@@ -99,6 +99,49 @@ def check_group_choices(overrides: list[str], config_dir: str = CONFIG_DIR) -> N
                 sys.exit(2)
 
 
+def check_overrides(config_name: str, argv: list[str], config_dir: str = CONFIG_DIR) -> None:
+    """``foo.bar=1`` (a key the config lacks) or an override Hydra cannot parse: one line naming the
+    key, exit 2, instead of Hydra's multi-line report and exit 1. The config is composed once here,
+    as the app will compose it; sweeps (``-m``, ``a,b``) and Hydra's own flags are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, OverrideParseException
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    if len(overrides) != len(argv) or any("," in a.partition("=")[2] for a in overrides):
+        return  # flags (-m, --cfg, ...) and sweeps: Hydra's to handle
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as err:
+            reason = str(err).splitlines()[0].split(" See https://")[0]
+            print(
+                f"error: {override.partition('=')[0]}: cannot read {override!r} ({reason})", file=sys.stderr
+            )
+            sys.exit(2)
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            compose(config_name, overrides=overrides)
+    except HydraException as err:
+        print(f"error: {one_line_override_error(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def one_line_override_error(err: Exception) -> str:
+    """Hydra's report of a bad override, as one line starting with the key."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = lines[0] if lines else type(err).__name__
+    if first.startswith("Could not override '"):
+        key = first.split("'")[1]
+        cause = str(err.__cause__ or "").splitlines()[0] if err.__cause__ else ""
+        hint = (
+            f"; to add it: +{key}=..." if "not in struct" in cause or "is not in struct" in str(err) else ""
+        )
+        return f"{key}: not a key of this config{hint}" if hint else f"{key}: {cause or first}"
+    return " ".join(lines)[:300]
+
+
 def hydra_app(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[[], Any]:
     """The console script of an app: Hydra composes ``conf/<config_name>.yaml`` and the command
     line, ``run`` runs, and a Hydra sweeper (Optuna) gets the config's ``sweep_metric``."""
@@ -110,6 +153,7 @@ def hydra_app(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[[]
 
     def main() -> Any:
         check_group_choices(sys.argv[1:])
+        check_overrides(config_name, sys.argv[1:])
         return hydra_main()
 
     main.__wrapped__ = hydra_main.__wrapped__  # the app on a composed config (tests; Hydra's passthrough)
