@@ -39,6 +39,7 @@ def sweep(tmp_path, tiny_corpus, *extra: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         env=env,
+        cwd=tmp_path,  # Lightning's DDP rank 1 re-runs the command with its own Hydra run dir: keep it here
         timeout=600,
     )
 
@@ -106,6 +107,7 @@ def test_fsdp2_shards_student_and_teacher_and_exports_the_gathered_student(tmp_p
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path,  # rank 1 re-runs the command with a Hydra run dir of its own: under outputs/ here
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
