@@ -127,3 +127,23 @@ def alternating_medians(script: str, child_args: list[str], variants: list[str],
                 raise SystemExit(f"{script} --child {variant} failed:\n{out.stderr[-3000:]}")
             runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
     return {v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in runs.items()}
+
+
+def parent_or_child(parser, child) -> tuple[object, dict, list[str]] | None:
+    """The part every process-per-variant bench shares: adds ``--precision`` (default: bf16 where
+    native) and the hidden ``--child``; in a child runs ``child(args)`` and returns None; in the
+    parent prints the machine and returns ``(args, machine info, the children's arguments)``."""
+    import argparse
+    import sys
+
+    parser.add_argument("--precision", choices=["float32", "bf16"], help="default: bf16 where native")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return None
+    info = describe(args.threads)
+    print(header(info))  # the machine next to every ratio printed after it
+    args.precision = args.precision or ("bf16" if info["native_bf16"] else "float32")
+    passed = [a for a in sys.argv[1:] if a not in ("--precision", "float32", "bf16")]
+    return args, info, [*passed, "--precision", args.precision]

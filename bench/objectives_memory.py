@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kd_step import _setup, timed_fit  # noqa: E402  (same teacher/student/batch construction as the KD bench)
+from machine import parent_or_child  # noqa: E402
 
 PRESETS = ["ce", "kd", "ild", "distill_lens", "multi_signal"]
 
@@ -74,22 +75,14 @@ def main() -> None:
     parser.add_argument(
         "--allocator", default="reuse", help="process.ALLOCATORS (bench/allocator.py compares them)"
     )
-    parser.add_argument("--precision", choices=["float32", "bf16"], help="default: bf16 where native")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        return child(args)
-    from machine import describe, header
-
-    info = describe(args.threads)
-    print(header(info))  # the machine next to every ratio below
-    if args.precision is None:  # as precision=auto picks; the children get it explicitly
-        args.precision = "bf16" if info["native_bf16"] else "float32"
-        sys.argv += ["--precision", args.precision]
+    started = parent_or_child(parser, child)  # the children get the precision explicitly
+    if started is None:
+        return
+    args, _, child_args = started
     results = {}
     for preset in args.presets:
         out = subprocess.run(
-            [sys.executable, __file__, *sys.argv[1:], "--child", preset], capture_output=True, text=True
+            [sys.executable, __file__, *child_args, "--child", preset], capture_output=True, text=True
         )
         if out.returncode != 0:
             print(f"{preset}: failed\n{out.stderr[-2000:]}", file=sys.stderr)

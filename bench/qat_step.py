@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from kd_step import CLIP, TRAINER_PRECISION, kd_ce_module, timed_fit  # noqa: E402
-from machine import alternating_medians, step_bench_arguments  # noqa: E402
+from machine import alternating_medians, parent_or_child, step_bench_arguments  # noqa: E402
 
 
 def child(args) -> None:
@@ -54,21 +54,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     step_bench_arguments(parser)
     parser.add_argument("--formats", nargs="+", default=default_formats())
-    parser.add_argument("--precision", choices=["float32", "bf16"], help="default: bf16 where native")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        return child(args)
-    from machine import describe, header
-
-    info = describe(args.threads)
-    print(header(info))
-    args.precision = args.precision or ("bf16" if info["native_bf16"] else "float32")
-    passthrough = [
-        a for a in sys.argv[1:] if a not in ("--formats", *args.formats, "--precision", "float32", "bf16")
-    ]
-    child_args = [*passthrough, "--precision", args.precision]
-    med = alternating_medians(__file__, child_args, ["plain", *args.formats], args.repeats)
+    started = parent_or_child(parser, child)
+    if started is None:
+        return
+    args, _, child_args = started
+    passed = [a for a in child_args if a not in ("--formats", *args.formats)]  # each child: one variant
+    med = alternating_medians(__file__, passed, ["plain", *args.formats], args.repeats)
     model = "tiny:llama" if args.tiny else "SmolLM2-135M (30 -> 24 layers)"
     print(
         f"KD step, {model}, batch {args.batch} x seq {args.seq}, {args.precision}, speed.compile=auto, "

@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from kd_step import CLIP, TRAINER_PRECISION, kd_ce_module, timed_fit  # noqa: E402
-from machine import alternating_medians, step_bench_arguments  # noqa: E402
+from machine import alternating_medians, parent_or_child, step_bench_arguments  # noqa: E402
 
 VARIANTS = ("full", "lora", "last_layers")
 
@@ -59,20 +59,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     step_bench_arguments(parser)
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank (alpha = 2 x rank)")
-    parser.add_argument("--precision", choices=["float32", "bf16"], help="default: bf16 where native")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        return child(args)
-    from machine import describe, header
-
-    info = describe(args.threads)
-    print(header(info))
-    args.precision = args.precision or ("bf16" if info["native_bf16"] else "float32")
-    child_args = [a for a in sys.argv[1:] if a not in ("--precision", "float32", "bf16")]
-    med = alternating_medians(
-        __file__, [*child_args, "--precision", args.precision], list(VARIANTS), args.repeats
-    )
+    started = parent_or_child(parser, child)
+    if started is None:
+        return
+    args, _, child_args = started
+    med = alternating_medians(__file__, child_args, list(VARIANTS), args.repeats)
     model = "tiny:llama" if args.tiny else "SmolLM2-135M (30 -> 24 layers)"
     print(
         f"KD step, {model}, batch {args.batch} x seq {args.seq}, {args.precision}, speed.compile=auto, "
