@@ -80,3 +80,23 @@ def _run_models(results):
 
     teacher, _ = build_tiny("llama")
     return AutoModelForCausalLM.from_pretrained(results["student_dir"]), teacher
+
+
+def test_a_pipeline_row_costs_every_stage_up_to_it():
+    from distillab.pipeline import with_cumulative_cost
+
+    def ledger(flops, train):
+        return {
+            "train_tokens": 10,
+            "flops": {"total": flops},
+            "wall_seconds": {"train": train, "other": 1.0},
+            "device": "cpu",
+        }
+
+    rows = with_cumulative_cost(
+        [{"cost": ledger(5.0, 2.0)}, {"cost": ledger(0.0, 0.0)}, {"cost": ledger(7.0, 3.0)}]
+    )
+    assert [r["cost"]["flops"]["total"] for r in rows] == [5.0, 5.0, 12.0]
+    assert [r["cost"]["wall_seconds"]["other"] for r in rows] == [1.0, 2.0, 3.0]
+    assert rows[2]["cost"]["train_tokens"] == 30
+    assert with_cumulative_cost([{"cost": None}, {"cost": ledger(1.0, 1.0)}])[1]["cost"] is None  # unknown

@@ -79,6 +79,22 @@ def add_flops(phases: list[dict[str, float] | None]) -> dict[str, float] | None:
     return {k: sum(p.get(k, 0.0) for p in present) for k in present[0]}
 
 
+def combined(ledgers: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The ledger of several runs one after another (a pipeline's stages up to a row): tokens, FLOPs
+    and wall seconds summed part by part; None when any run has no ledger (its cost is unknown)."""
+    if not ledgers or any(not x for x in ledgers):
+        return None
+    seconds = [x.get("wall_seconds") or {} for x in ledgers]
+    return {
+        "train_tokens": sum(x.get("train_tokens") or 0 for x in ledgers),
+        "flops": add_flops([x.get("flops") or {"total": 0.0} for x in ledgers]),
+        "wall_seconds": {
+            k: sum(s.get(k, 0.0) for s in seconds) for k in ("train", "evaluate", "other", "total")
+        },
+        "device": ledgers[-1].get("device"),
+    }
+
+
 def ledger(results: dict[str, Any], evaluate: float, device: str) -> dict[str, Any]:
     """The ``cost`` block of ``results.json`` from what the run recorded; ``evaluate``: the seconds
     its evaluations took (cache hits cost nothing)."""

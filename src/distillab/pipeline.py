@@ -23,6 +23,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from distillab import cost
 from distillab.config import resolve_run_precision, to_plain
 from distillab.entry import app_boundary, hydra_app, start_run
 from distillab.errors import DistillabError
@@ -256,10 +257,19 @@ def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
         "metrics": results.get("student", {}),
         "items_dir": str(Path(results["run_dir"]) / "items" / "student") if results.get("run_dir") else None,
         "wall_seconds": time.time() - start,
+        "cost": results.get("cost"),  # the stage's own ledger (cost.py); rows get the sum up to them
         "versions": library_versions(),
     }
     mark_finished(stage.dir, record)
     return record
+
+
+def with_cumulative_cost(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each stage's record with ``cost``: what its model cost, i.e. the ledgers of every stage up to
+    and including it (the stage's own ledger stays in its results.json)."""
+    return [
+        {**r, "cost": cost.combined([x.get("cost") for x in records[: i + 1]])} for i, r in enumerate(records)
+    ]
 
 
 def with_llama_cpp_score(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -345,7 +355,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = start_run(cfg)
     stages = plan_stages(cfg, run_dir)
     teacher = teacher_record(cfg, run_dir)
-    records = [row for stage in stages for row in with_llama_cpp_score(run_stage(stage, cfg))]
+    finished = [run_stage(stage, cfg) for stage in stages]
+    records = [row for record in with_cumulative_cost(finished) for row in with_llama_cpp_score(record)]
     primary = primary_metrics(cfg.eval)
     teacher_items = stage_items(teacher)  # read once: every row is scored against it
     rows = [stage_row(r, teacher, primary, teacher_items) for r in [teacher, *records]]

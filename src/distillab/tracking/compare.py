@@ -98,6 +98,7 @@ def collect(paths: list[Path]) -> list[Entry]:
                         row.get("primary") or [],
                         row.get("retention_interval") or {},
                         *_recorded_mean(row),
+                        cost=row.get("cost"),
                         scored_in=row.get("scored_in", "torch"),
                     )
                 )

@@ -50,6 +50,7 @@ def stage_row(
         "mean_retention": None if mean is None else mean["value"],
         "mean_retention_interval": None if mean is None else [mean["low"], mean["high"]],
         "output": record["output"],
+        "cost": record.get("cost"),  # what the row's model cost: the stages up to it (pipeline.py)
     }
 
 
