@@ -118,3 +118,9 @@ def test_the_prune_app_replaces_the_closest_block(tmp_path, tiny_corpus, replace
         assert removed == [removed[0], removed[0] + 1] and removed[0] >= 1  # contiguous, after layer 0
     step = json.loads((tmp_path / "steps" / "step_01" / "step.json").read_text())
     assert step["removed_teacher_layers"] == removed
+    ledger = results["cost"]  # no healing: no training FLOPs; the fit's time is in `other`
+    assert (
+        ledger["flops"] is None
+        and ledger["wall_seconds"]["train"] == 0
+        and ledger["wall_seconds"]["other"] > 0
+    )

@@ -48,6 +48,7 @@ def test_one_shot_layer_removal_heals_and_reloads(tmp_path, tiny_corpus):
     assert (
         results["train_tokens"] == 2 * 2 * 32 and results["train_seconds"] > 0
     )  # healing: steps x batch x block
+    assert results["cost"]["flops"]["total"] == results["train_flops"]["total"] > 0  # the heal's FLOPs
     model = AutoModelForCausalLM.from_pretrained(results["student_dir"])
     assert model.config.num_hidden_layers == 2
     assert model.config.distillab_teacher_layers == results["kept_teacher_layers"]
