@@ -328,6 +328,24 @@ def test_compare_cli_picks_another_model_of_a_run(tmp_path, capsys):
     )
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| arc/acc"))
     assert "| 100 | 0.1 | 0.5 | +0.4 [" in line and line.endswith("| B better |")
+    # the same GGUF scored in llama.cpp against its torch score: RUN:student_llama_cpp
+    items.write_suite(
+        run / "items" / "student_llama_cpp", {"arc": {"id": ids, "acc": [1.0] * 50 + [0.0] * 50}}
+    )
+    main(
+        [
+            "--a",
+            str(run),
+            "--b",
+            f"{run}:student_llama_cpp",
+            "--metrics",
+            "arc/acc",
+            "--out",
+            str(tmp_path / "o2"),
+        ]
+    )
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| arc/acc"))
+    assert "| 100 | 0.5 | 0.5 | +0 [" in line
 
 
 def test_compare_cli_one_line_errors_for_bad_arms(tmp_path):

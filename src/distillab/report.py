@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=Path,
         metavar="RUN",
-        help="run A (several: seeds of one arm; RUN:teacher, RUN:student_before)",
+        help="run A (several: seeds of one arm; RUN:teacher, RUN:student_before, RUN:student_llama_cpp)",
     )
     parser.add_argument("--b", nargs="+", type=Path, metavar="RUN", help="run B (several: seeds of one arm)")
     parser.add_argument("--out", type=Path, default=Path("outputs/reports/latest"))

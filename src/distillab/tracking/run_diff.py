@@ -40,7 +40,7 @@ class MetricDiff:
         return "B better" if b_higher != self.lower_is_better else "A better"
 
 
-MODELS = ("student", "teacher", "student_before")
+MODELS = ("student", "teacher", "student_before", "student_llama_cpp")  # the last: a GGUF scored in llama.cpp
 
 
 def split_model(arg: Path) -> tuple[Path, str]:
