@@ -140,6 +140,28 @@ VARIANTS = {
 TRAINER_PRECISION = {"float32": "32-true", "bf16": "bf16-mixed"}
 
 
+def step_figures(args, applied=None, inside=None) -> dict:
+    """The KD step of ``kd_ce_module`` under ``speed.compile=auto`` and, if given, the context
+    ``applied(student)`` (fake quantization, a tuning kind): median tokens/s of the steps after the
+    warm-up and the process's peak RSS, plus ``inside(student)``'s figures taken in that context."""
+    import contextlib
+
+    from distillab.compiling import compiling
+
+    module, batches = kd_ce_module(args)
+    extra = {}
+    with compiling("auto"), applied(module.student) if applied else contextlib.nullcontext():
+        extra = inside(module.student) if inside else {}
+        times = timed_fit(
+            module, batches, gradient_clip_val=CLIP, precision=TRAINER_PRECISION[args.precision]
+        )
+    return {
+        "tokens_per_s": args.batch * args.seq / statistics.median(times[args.warmup :]),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **extra,
+    }
+
+
 def timed_fit(
     module, batches, gradient_clip_val: float | None = None, precision: str = "32-true"
 ) -> list[float]:

@@ -11,37 +11,20 @@ quantizer through ctypes, quantization/k_quants.py) is among the defaults when l
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import resource
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from kd_step import CLIP, TRAINER_PRECISION, kd_ce_module, timed_fit  # noqa: E402
+from kd_step import step_figures  # noqa: E402
 from machine import alternating_medians, parent_or_child, step_bench_arguments  # noqa: E402
 
 
 def child(args) -> None:
-    from distillab.compiling import compiling
     from distillab.quantization.fake_quant import QuantizeAware
 
-    module, batches = kd_ce_module(args)
-    aware = QuantizeAware(args.child).applied(module.student) if args.child != "plain" else None
-    with compiling("auto"), aware if aware is not None else contextlib.nullcontext():
-        times = timed_fit(
-            module, batches, gradient_clip_val=CLIP, precision=TRAINER_PRECISION[args.precision]
-        )
-    steady = times[args.warmup :]
-    print(
-        json.dumps(
-            {
-                "tokens_per_s": args.batch * args.seq / statistics.median(steady),
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }
-        )
-    )
+    applied = QuantizeAware(args.child).applied if args.child != "plain" else None
+    print(json.dumps(step_figures(args, applied)))
 
 
 def default_formats() -> list[str]:

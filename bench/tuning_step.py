@@ -11,15 +11,12 @@ variant in its own process, alternating; medians compared, with the trainable pa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import resource
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from kd_step import CLIP, TRAINER_PRECISION, kd_ce_module, timed_fit  # noqa: E402
+from kd_step import step_figures  # noqa: E402
 from machine import alternating_medians, parent_or_child, step_bench_arguments  # noqa: E402
 
 VARIANTS = ("full", "lora", "last_layers")
@@ -33,26 +30,11 @@ def tuning_kind(variant: str, rank: int, tiny: bool):
 
 
 def child(args) -> None:
-    from distillab.compiling import compiling
     from distillab.training.tuning import trainable_parameters
 
-    module, batches = kd_ce_module(args)
     kind = tuning_kind(args.child, args.rank, args.tiny)
-    with compiling("auto"), kind.applied(module.student) if kind else contextlib.nullcontext():
-        trainable, _ = trainable_parameters(module.student)
-        times = timed_fit(
-            module, batches, gradient_clip_val=CLIP, precision=TRAINER_PRECISION[args.precision]
-        )
-    steady = times[args.warmup :]
-    print(
-        json.dumps(
-            {
-                "tokens_per_s": args.batch * args.seq / statistics.median(steady),
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "trainable_m": trainable / 1e6,
-            }
-        )
-    )
+    count = lambda student: {"trainable_m": trainable_parameters(student)[0] / 1e6}  # noqa: E731
+    print(json.dumps(step_figures(args, kind.applied if kind else None, count)))
 
 
 def main() -> None:

@@ -274,7 +274,8 @@ def test_layer_removal_scores_with_its_settings(tmp_path):
     layers = {"num_remove": 2, "schedule": "one_shot", "per_step": 1, "lens_stride": 4}  # no removal block
 
     def scores(score, contiguous=False, step=0):
-        return LayerRemoval(score, dict(layers)).score_fn(job, contiguous)(model, step)
+        method = LayerRemoval(score, dict(layers))
+        return method.score_fn(job, method.per_step if contiguous else 1)(model, step)
 
     angular = activation_layer_scores(model, batches, ["angular"], angular_block=2)["angular"]
     assert len(angular) == 3 and scores("angular", contiguous=True) == angular
@@ -300,5 +301,5 @@ def test_benchmark_drop_reads_the_metrics_direction_from_the_task_registry(
     layers = {"num_remove": 1, "schedule": "one_shot", "per_step": 1, "lens_stride": 4, "removal": removal}
     method = methods.LayerRemoval("benchmark_drop", layers)
     method.check(model.config)
-    method.score_fn(methods.PruneJob(model, tok, _batches(), tmp_path), False)(model, 0)
+    method.score_fn(methods.PruneJob(model, tok, _batches(), tmp_path))(model, 0)
     assert seen["x"].benchmark(model) == sign * 0.75

@@ -80,7 +80,7 @@ def extra_plots(entries: list[Entry], metrics: list[str], args, per_task: Path) 
         cost = {e.label: cost_of(e, args.cost_axis) for e in entries}
         points = [(e.label, cost[e.label] / scale, 100 * e.mean, e.mean_interval) for e in entries if cost[e.label] and e.mean is not None]  # fmt: skip
         front = [e.label for e in pareto_front(entries, size=lambda e: cost[e.label] or None)]
-        unit = {"flops": "training PFLOPs (counted)", "seconds": "CPU/GPU hours without evaluation"}[
+        unit = {"flops": "training PFLOPs (counted)", "seconds": "wall hours without evaluation"}[
             args.cost_axis
         ]
         images.append(pareto_plot(points, front, args.plot_cost, f"{unit}, log scale"))

@@ -125,7 +125,7 @@ class LayerRemoval:
         student, history = remove_layers_iteratively(
             job.model,
             plan,
-            self.score_fn(job, contiguous),
+            self.score_fn(job, plan.per_step + plan.extra if plan.contiguous else 1),
             job.heal,
             evaluate_step,
             job.run_dir / "steps",
@@ -159,8 +159,9 @@ class LayerRemoval:
             )
         return plan
 
-    def score_fn(self, job: PruneJob, contiguous: bool) -> Callable[[Any, int], list[float]]:
-        """``(model, step) -> per-layer (or per-block) importance`` for this method's score."""
+    def score_fn(self, job: PruneJob, angular_block: int = 1) -> Callable[[Any, int], list[float]]:
+        """``(model, step) -> per-layer (or per-block) importance`` for this method's score;
+        ``angular_block``: the block length a contiguous cut scores (1: single layers)."""
         lp, removal = self.layers, self.layers.get("removal") or {}  # removal: read by the drop scores only
 
         @in_run_precision  # each candidate scored in the run's precision, like every other layer score
@@ -180,9 +181,7 @@ class LayerRemoval:
             inputs = ls.ScoreInputs(
                 calibration=job.calibration,
                 seed=int(job.seed) * 1000 + step,
-                angular_block=self.per_step + (self.layers.get("replace") == "streamline")
-                if contiguous
-                else 1,
+                angular_block=angular_block,
                 lens_stride=int(lp["lens_stride"]),
                 ppl_batches=int(removal.get("num_batches", ls.ScoreInputs.ppl_batches)),
                 benchmark=benchmark,

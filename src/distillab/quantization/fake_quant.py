@@ -240,7 +240,7 @@ class QuantizeAware:
     def _quantizers(self, model: nn.Module) -> dict[int, Callable[[torch.Tensor], torch.Tensor]]:
         """The quantizer of each exported weight (by ``id``): the format's, or in a llama.cpp mix the
         type llama.cpp gives that tensor."""
-        weights = {id(m.weight): m.weight for m in quantized_weights(model)}
+        weights = [id(m.weight) for m in quantized_weights(model)]
         if self.format in FORMATS:
             return dict.fromkeys(weights, functools.partial(fake_quantize, fmt=self.format))
         types = k_quants.tensor_types(model, self.format, torch.get_num_threads())

@@ -134,20 +134,27 @@ def _tensor_type(name: str, array: np.ndarray, qtype: gguf.GGMLQuantizationType)
     return qtype
 
 
-def gguf_tensors(model: PreTrainedModel, arch: gguf.MODEL_ARCH):
-    """``(hf_name, gguf_name, float32 array)`` of every tensor the file holds, in llama.cpp's layout."""
+def gguf_names(model: PreTrainedModel, arch: gguf.MODEL_ARCH) -> dict[str, str]:
+    """``{hf_name: gguf_name}`` of every tensor the file holds (a tied head is not one of them)."""
     config = model.config
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     tied = bool(getattr(config, "tie_word_embeddings", False))
-    for hf_name, tensor in model.state_dict().items():
-        if tied and hf_name == "lm_head.weight":
+    found = {}
+    for hf_name in model.state_dict():
+        if (tied and hf_name == "lm_head.weight") or "rotary_emb" in hf_name:
             continue  # llama.cpp reuses token_embd.weight when output.weight is absent
-        if "rotary_emb" in hf_name:
-            continue
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise DistillabError(f"quantize: no GGUF name for tensor {hf_name!r} ({config.model_type})")
-        array = tensor.detach().to(torch.float32).cpu().numpy()
+        found[hf_name] = gguf_name
+    return found
+
+
+def gguf_tensors(model: PreTrainedModel, arch: gguf.MODEL_ARCH):
+    """``(hf_name, gguf_name, float32 array)`` of every tensor the file holds, in llama.cpp's layout."""
+    config, state = model.config, model.state_dict()
+    for hf_name, gguf_name in gguf_names(model, arch).items():
+        array = state[hf_name].detach().to(torch.float32).cpu().numpy()
         if arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith("q_proj.weight"):
             array = interleave_rotary_rows(array, config.num_attention_heads)
         elif arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith("k_proj.weight"):

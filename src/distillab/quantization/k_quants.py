@@ -27,7 +27,7 @@ import torch
 from transformers import PreTrainedModel
 
 from distillab.quantization import llama_cpp
-from distillab.quantization.gguf_export import check_architecture, export_gguf, gguf_tensors
+from distillab.quantization.gguf_export import check_architecture, export_gguf, gguf_names
 
 QType = gguf.GGMLQuantizationType
 
@@ -88,9 +88,8 @@ def tensor_types(model: PreTrainedModel, file_type: str, threads: int = 2) -> di
 
     The types depend on names, shapes and the layer count only (no importance matrix), so a file with
     the model's tensors and no vocabulary is quantized once in a temporary folder and read back."""
-    check_architecture(model)
     hf_names = {
-        gguf_name: hf_name for hf_name, gguf_name, _ in gguf_tensors(model, check_architecture(model))
+        gguf_name: hf_name for hf_name, gguf_name in gguf_names(model, check_architecture(model)).items()
     }
     with tempfile.TemporaryDirectory(prefix="distillab-types-") as folder:
         f16 = export_gguf(model, None, Path(folder) / "shapes-f16.gguf", "f16")
@@ -102,9 +101,9 @@ def tensor_types(model: PreTrainedModel, file_type: str, threads: int = 2) -> di
 def fake_quantize(weight: torch.Tensor, qtype: QType, threads: int = 2) -> torch.Tensor:
     """``weight`` as a file of this mix holds it and a loader reads it back: rounded to fp16 as the
     export writes it, then ``qtype`` (F16/F32: no further rounding)."""
-    w = weight.detach().float().half().float()
     if qtype == QType.F32:
         return weight.detach().float()
+    w = weight.detach().float().half().float()
     if qtype == QType.F16:
         return w
     return torch.from_numpy(quantize_dequantize(w.cpu().numpy(), qtype, threads)).to(weight.device)
