@@ -135,7 +135,9 @@ def test_a_quantization_aware_run_trains_on_the_grid_and_exports_its_float_weigh
         fake_quant.StraightThrough, "forward", lambda self, w: calls.append(1) or original(self, w)
     )
     cfg = compose_config(
-        tiny_overrides(tmp_path, tiny_corpus, "quantize_aware=gguf", "quantize_aware.format=q4_0")
+        tiny_overrides(
+            tmp_path, tiny_corpus, "quantize_aware=gguf", "quantize_aware.format=q4_0", *TINY_PERPLEXITY
+        )
     )
     results = run(cfg)
     assert results["quantize_aware"] == "q4_0" and calls  # the training forwards went through it
@@ -145,3 +147,61 @@ def test_a_quantization_aware_run_trains_on_the_grid_and_exports_its_float_weigh
     assert not any("parametrizations" in k for k in student.state_dict())  # plain names in the export
     w = student.model.layers[0].mlp.up_proj.weight
     assert not torch.equal(w, fake_quantize(w, "q4_0"))  # the latent float weights, not the grid
+    _assert_scored_on_the_grid(results, student, cfg, "q4_0", tmp_path)
+
+
+TINY_PERPLEXITY = (
+    "+eval.perplexity.tiny.source.files=corpus/tiny.jsonl",
+    "+eval.perplexity.tiny.block_size=16",
+)
+
+
+def _assert_scored_on_the_grid(results, student, cfg, fmt, tmp_path):
+    """The run's student score is its exported float weights' score on the ``fmt`` grid (what the
+    GGUF file will hold), not the float weights' own."""
+    from transformers import AutoTokenizer
+
+    from distillab.evaluation.suite import evaluate_suite
+    from distillab.precision import resolve_precision
+
+    tokenizer = AutoTokenizer.from_pretrained(results["student_dir"])
+    in_run = resolve_precision(cfg.precision)  # the precision the run scored in
+
+    def score(model) -> float:
+        folder, data = tmp_path / "again", cfg.paths.data_dir
+        return evaluate_suite(model, tokenizer, cfg.eval, folder, data, in_run).metrics["tiny/nll"]
+
+    with fake_quant.as_stored(student, QuantizeAware(fmt)):
+        on_grid = score(student)
+    run_score, latent = results["student"]["tiny/nll"], score(student)
+    assert run_score == pytest.approx(on_grid, rel=1e-6) and run_score != pytest.approx(latent, rel=1e-4)
+
+
+def test_a_prune_run_healed_on_the_grid_is_scored_on_it(tiny_corpus, tmp_path):
+    from test_prune_run import prune_overrides
+    from transformers import AutoModelForCausalLM
+
+    from distillab.prune import run
+
+    extra = ["prune.layers.num_remove=2", "heal.enabled=true", "quantize_aware@heal.quantize_aware=gguf", "heal.quantize_aware.format=q4_1", *TINY_PERPLEXITY]  # fmt: skip
+    cfg = compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune")
+    results = run(cfg)
+    student = AutoModelForCausalLM.from_pretrained(results["student_dir"])
+    _assert_scored_on_the_grid(results, student, cfg, "q4_1", tmp_path)
+
+
+def test_evaluation_casts_a_parametrized_weight_once_with_the_same_values():
+    """Scoring on the grid keeps evaluation's cast-once of linear weights (precision.py): the grid
+    is computed and cast once, and the logits equal autocast's own."""
+    from distillab.precision import linear_weights_cast_once
+
+    model, _ = build_tiny("llama")
+    ids = torch.randint(0, model.config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(2))
+    layer = model.model.layers[0].mlp.up_proj
+    with torch.no_grad(), fake_quant.as_stored(model, QuantizeAware("q4_1")):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reference = model(input_ids=ids).logits
+            with linear_weights_cast_once(model):
+                assert "forward" in vars(layer)  # patched: its own cast copy of the grid
+                patched = model(input_ids=ids).logits
+    assert torch.equal(patched, reference)

@@ -74,8 +74,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         module, data, cfg.trainer, app.run_dir, app.loggers, callbacks, cfg.get("ckpt_path"),
         compile=cfg.speed.compile, quantize_aware=quantize_aware, tuning=tuning_kind,
     )  # fmt: skip
-    app.results |= {"train_seconds": seconds, "world_size": trainer.world_size}
-    app.results |= {"quantize_aware": quantize_aware.format if quantize_aware else None, "tuning": tuning_kind.describe() if tuning_kind else None}  # fmt: skip
+    app.results |= {"train_seconds": seconds, "world_size": trainer.world_size, "quantize_aware": quantize_aware.format if quantize_aware else None, "tuning": tuning_kind.describe() if tuning_kind else None}  # fmt: skip
     app.results |= training_cost(trainer, module, cfg.data)
     if module.on_policy is not None:
         app.results["on_policy"] = generation_totals(trainer, module)
@@ -86,7 +85,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     app.results["train_metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
     app.export(student, student_tok)
     app.results["params"] = {"teacher": shapes[0], "student": student.num_parameters()}
-    app.evaluate(student, student_tok, "student", timed=True)
+    with fake_quant.as_stored(student, quantize_aware):  # scored as its file will hold it
+        app.evaluate(student, student_tok, "student", timed=True)
     header = describe(cfg, shapes, student, app.results["params"]["student"], trainer.global_step, app.start)
     skip = per_token_tasks(cfg.get("eval"), aligner)
     return app.finish(header, trainer.global_step, skip, {"exported student": app.results.get("student_dir")})

@@ -49,19 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     app.open_loggers()
     app.results["method"] = method.name
     app.evaluate(teacher, tokenizer, "teacher", cached=True)
-
-    def evaluate(model, work_dir: Path) -> dict[str, float]:  # the last one evaluated is the student
-        evaluation = app.evaluate(model, tokenizer, "student", work_dir=work_dir)
-        return evaluation.metrics if evaluation else {}
-
-    def healing(model, work_dir: Path, phase: int = 0, callbacks=(), last: bool = True) -> dict[str, float]:
-        # Phase k of iterative removal starts where phase k-1 stopped in the data stream, so ILD
-        # and one-shot healing read the same batches at the same total budget. Only the last
-        # phase is quantization-aware: earlier ones heal a model that is cut again afterwards.
-        start = phase * _heal_batches(cfg.heal.trainer) if phase else 0
-        aware = quantize_aware if last else None
-        return heal(model, teacher, cfg.heal, tokenizer, work_dir, paths, callbacks, start, compile=cfg.speed.compile, quantize_aware=aware, tuning=tuning_kind)  # fmt: skip
-
+    healing, evaluate = heal_and_evaluate(app, cfg, teacher, tokenizer, quantize_aware, tuning_kind)
     do_heal = bool(cfg.heal.get("enabled"))
     job = PruneJob(
         teacher, tokenizer, batches(blocks, int(cfg.calibration.batch_size)), app.run_dir, int(cfg.seed),
@@ -84,6 +72,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"wall {(time.time() - app.start) / 60:.1f} min"
     )
     return app.finish(header, artifacts={"pruned model": app.results.get("student_dir")})
+
+
+def heal_and_evaluate(app: AppRun, cfg: DictConfig, teacher, tokenizer, quantize_aware, tuning_kind):
+    """The removal loop's two callbacks: heal a cut model, and evaluate one (the last one evaluated
+    is the student). A model the last phase healed quantization-aware is scored on its grid."""
+    healed_on_grid: set[int] = set()
+
+    def healing(model, work_dir: Path, phase: int = 0, callbacks=(), last: bool = True) -> dict[str, float]:
+        # Phase k of iterative removal starts where phase k-1 stopped in the data stream, so ILD
+        # and one-shot healing read the same batches at the same total budget. Only the last
+        # phase is quantization-aware: earlier ones heal a model that is cut again afterwards.
+        start = phase * _heal_batches(cfg.heal.trainer) if phase else 0
+        aware = quantize_aware if last else None
+        if aware:
+            healed_on_grid.add(id(model))
+        return heal(model, teacher, cfg.heal, tokenizer, work_dir, cfg.paths, callbacks, start, compile=cfg.speed.compile, quantize_aware=aware, tuning=tuning_kind)  # fmt: skip
+
+    def evaluate(model, work_dir: Path) -> dict[str, float]:
+        with fake_quant.as_stored(model, quantize_aware if id(model) in healed_on_grid else None):
+            evaluation = app.evaluate(model, tokenizer, "student", work_dir=work_dir)
+        return evaluation.metrics if evaluation else {}
+
+    return healing, evaluate
 
 
 def healing_cost(record: dict[str, Any]) -> dict[str, float]:
