@@ -187,6 +187,16 @@ CATALOGUE = [
     ),
     (
         "distill",
+        [
+            "trainer=fsdp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.strategy.tensor_parallel_size=2",
+        ],
+        "trainer.strategy.tensor_parallel_size: 2 is not valid; expected an integer >= 1 and <= 1 (trainer=fsdp shards",
+    ),
+    (
+        "distill",
         ["trainer.max_steps=0"],
         "trainer.max_steps: 0 is not valid; expected an integer >= 1 (training steps",
     ),

@@ -82,6 +82,8 @@ def _positive_int(meaning: str = "", nullable: bool = False) -> Rule:
 
 
 _STEPS = "training steps (0 would train nothing and report the untouched student as trained)"
+_NO_TENSOR_PARALLEL = "trainer=fsdp shards data-parallel only; no tensor-parallel plan is applied"
+
 RULES: dict[str, Rule] = {
     # the process
     "seed": Rule(int),
@@ -95,6 +97,9 @@ RULES: dict[str, Rule] = {
     "trainer.gradient_clip_val": Rule(float, low=0, nullable=True),
     "trainer.limit_val_batches": Rule(float, low=0, nullable=True),
     "trainer.log_every_n_steps": _positive_int(),
+    # trainer=fsdp shards over data-parallel ranks only: a tensor-parallel size would be ignored
+    "trainer.strategy.tensor_parallel_size": Rule(int, low=1, high=1, meaning=_NO_TENSOR_PARALLEL),
+    "heal.trainer.strategy.tensor_parallel_size": Rule(int, low=1, high=1, meaning=_NO_TENSOR_PARALLEL),
     "optimizer.lr": Rule(float, low=0, low_open=True, meaning="learning rate"),
     "optimizer.weight_decay": Rule(float, low=0),
     "heal.optimizer.lr": Rule(float, low=0, low_open=True, meaning="learning rate"),
