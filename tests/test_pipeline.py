@@ -149,6 +149,10 @@ def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch, cap
             "stages.prune.overrides: 'model.dtype=bfloat16' sets",
         ),
         (
+            [stage("heal", "distill", "speed.new_tokens=8")],
+            "stages.heal.overrides: 'speed.new_tokens=8' sets speed, which the pipeline sets for every stage",
+        ),
+        (
             ["stages.distill=null", "stages.prune=null", "stages.heal=null", "stages.quantize=null"],
             "every stage is null",
         ),
@@ -276,6 +280,17 @@ def test_a_heal_stage_can_be_quantization_aware_before_quantize(tmp_path):
     assert stages["heal"].cfg.quantize_aware.format == "q4_0"
     assert stages["distill"].cfg.get("quantize_aware") is None
     assert stages["prune"].cfg.heal.get("quantize_aware") is None
+
+
+def test_a_stage_sets_its_own_speed_compile(tmp_path):
+    """How a stage trains is the stage's (the decode probe, the rest of ``speed``, is the table's)."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="pipeline", overrides=['stages.heal.overrides=["student=as_is","speed.compile=true"]']
+        )
+        stages = {s.name: s for s in pipeline.plan_stages(cfg, tmp_path)}
+    assert stages["heal"].cfg.speed.compile is True
+    assert stages["distill"].cfg.speed.compile == "auto" and stages["prune"].cfg.speed.compile == "auto"
 
 
 def test_a_quantize_stage_scored_in_llama_cpp_gets_its_own_row(tmp_path):

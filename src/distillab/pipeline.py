@@ -61,6 +61,8 @@ def app_run(app: str) -> Callable[[DictConfig], dict[str, Any]]:
 
 # Set once for the whole pipeline so every row of the table is measured the same way.
 PIPELINE_WIDE = ("eval", "logger", "paths", "threads", "precision", "experiment_name", "task_name", "speed")
+# Keys under those that are each stage's own: how a stage trains, not how the table measures.
+PER_STAGE = ("speed.compile",)
 # Wired by the pipeline: each stage's input model and its reference.
 WIRED = ("model", "teacher")
 
@@ -81,13 +83,14 @@ def compose_stage(name: str, spec: DictConfig, cfg: DictConfig) -> DictConfig:
         raise DistillabError(f"stages.{name}.app: unknown {app!r}; valid: {', '.join(STAGE_APPS)}")
     overrides = list(spec.get("overrides") or [])
     for override in overrides:
-        key = str(override).lstrip("+~").split("=", 1)[0].split(".", 1)[0]
+        path = str(override).lstrip("+~").split("=", 1)[0]
+        key = path.split(".", 1)[0]
         if key.split("@")[0] in WIRED or key.endswith("@teacher"):
             raise DistillabError(
                 f"stages.{name}.overrides: {override!r} sets the stage's {key}, which the pipeline wires "
                 "(each stage reads the previous one's output); set model or model@teacher at the top level"
             )
-        if key in PIPELINE_WIDE:
+        if key in PIPELINE_WIDE and path not in PER_STAGE:
             raise DistillabError(
                 f"stages.{name}.overrides: {override!r} sets {key}, which the pipeline sets for every stage "
                 f"(one table compares the stages); set it at the top level: distillab-pipeline {key}=..."
