@@ -569,6 +569,7 @@ def test_a_gguf_scored_in_llama_cpp_is_a_second_entry_and_scored_in_keeps_one_ru
     assert (torch_entry.scored_in, llama_entry.scored_in) == ("torch", "llama.cpp")
     assert llama_entry.label == f"{torch_entry.label} (llama.cpp)" and llama_entry.mean == 0.8
     assert llama_entry.metrics == {"wikitext2/ppl": 45.0} and llama_entry.bytes == torch_entry.bytes
+    assert str(llama_entry.run) == f"{torch_entry.run}:student_llama_cpp"  # its paired tests read its items
     main([str(tmp_path / "qad"), "--out", str(tmp_path / "r"), "--scored-in", "llama.cpp"])
     table = (tmp_path / "r" / "report.md").read_text()
     assert (

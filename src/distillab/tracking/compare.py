@@ -144,6 +144,8 @@ def _in_llama_cpp(torch_entry: Entry, results: dict) -> Entry:
         mean=_recorded_mean(scored)[0],
         mean_interval=_recorded_mean(scored)[1],
         scored_in="llama.cpp",
+        # paired tests read the file's llama.cpp per-item results, not the torch ones beside them
+        run=Path(f"{torch_entry.run}:student_llama_cpp") if torch_entry.run else None,
     )
 
 
