@@ -81,13 +81,28 @@ def test_llama_cpp_scores_what_lm_eval_scores_in_torch_on_an_f32_file(tmp_path):
         scorer.close()
 
 
-def test_the_quantize_app_scores_the_file_in_llama_cpp_next_to_torch(tmp_path, tiny_corpus):
+def test_the_quantize_app_scores_the_file_in_llama_cpp_next_to_torch(tmp_path, tiny_corpus, monkeypatch):
     pytest.importorskip("llama_cpp", reason="needs the gguf-runtime extra")
+    import time
+
+    from distillab import quantize
+
+    seconds, real = [], quantize.evaluate_gguf
+
+    def timed(*args, **kwargs):  # made a second slower: the ledger must file it under evaluate
+        start = time.time()
+        time.sleep(1.0)
+        out = real(*args, **kwargs)
+        seconds.append(time.time() - start)
+        return out
+
+    monkeypatch.setattr(quantize, "evaluate_gguf", timed)
     overrides = quantize_overrides(
         tmp_path, tiny_corpus, "quantize.pre_tokenizer=gpt-2", "quantize.score_in_llama_cpp=true"
     )
     results = run(compose_config(overrides, "quantize"))
     saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["cost"]["wall_seconds"]["evaluate"] >= seconds[0]  # llama.cpp's scoring is evaluation
     assert saved["runtimes"]["student_llama_cpp"].startswith("llama.cpp")
     entry = saved["llama_cpp"]["vs_torch"]["tiny/ppl"]
     assert entry["torch"] == results["student"]["tiny/ppl"]
