@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -88,6 +89,17 @@ def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch, cap
         assert low <= r["retention"]["tiny/ppl"] <= high and r["primary"] == ["tiny/ppl"]
     saved = json.loads((tmp_path / "pipeline.json").read_text())
     assert [r["stage"] for r in saved] == [r["stage"] for r in rows]
+    # each row names where its per-item results are, so a report pairs stages on the same items
+    assert rows[0]["run"] is None
+    for r in rows[1:]:
+        folder, _, model = r["run"].rpartition(":")
+        assert (Path(folder) / "results.json").is_file() and model.startswith("student")
+    from distillab.tracking import run_diff
+    from distillab.tracking.compare import collect
+
+    entries = {e.label.rpartition("/")[2]: e for e in collect([tmp_path])}
+    paired = run_diff.compare_retention_mean([entries["heal"].run], [entries["quantize"].run])
+    assert not isinstance(paired, str), paired
     assert "| quantize |" in (tmp_path / "pipeline.md").read_text()
     # the heal stage trained the pruned model against the original teacher, not against its input
     heal_dir = next(tmp_path.glob("03-heal-*"))

@@ -39,7 +39,8 @@ class Entry:
     mean_interval: list[float | None] | None = None
     tokens: int | None = None  # train_tokens of a training run (a budget curve's x axis)
     recipe: str | None = None  # how it trained (device, precision, batch): curves never join two
-    # the run directory (per-item results for paired tests); None for a pipeline stage
+    # where its per-item results are, for paired tests: the run directory, or ``RUN:model`` (a
+    # pipeline stage's folder, a GGUF scored in llama.cpp); None when unknown
     run: Path | None = None
     cost: dict | None = None  # the run's cost ledger (cost.py): FLOPs, wall seconds by phase, device
     scored_in: str = "torch"  # the runtime its metrics come from: torch | llama.cpp (the GGUF file itself)
@@ -100,6 +101,7 @@ def collect(paths: list[Path]) -> list[Entry]:
                         *_recorded_mean(row),
                         cost=row.get("cost"),
                         scored_in=row.get("scored_in", "torch"),
+                        run=Path(row["run"]) if row.get("run") else None,  # for paired tests
                     )
                 )
             continue

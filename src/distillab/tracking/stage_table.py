@@ -20,6 +20,13 @@ def stage_items(record: dict[str, Any]):
     return read_suite(Path(folder)) if folder else None
 
 
+def stage_run(record: dict[str, Any]) -> str | None:
+    """``<stage folder>:<model>`` (``distillab-report --a/--b``'s ``RUN:model``): where the row's
+    per-item results are, so a report pairs it with other runs on the same items."""
+    folder = record.get("items_dir")
+    return f"{Path(folder).parent.parent}:{Path(folder).name}" if folder else None
+
+
 def stage_row(
     record: dict[str, Any], teacher: dict[str, Any], primary: dict[str, str], teacher_items=None
 ) -> dict[str, Any]:
@@ -50,6 +57,7 @@ def stage_row(
         "mean_retention": None if mean is None else mean["value"],
         "mean_retention_interval": None if mean is None else [mean["low"], mean["high"]],
         "output": record["output"],
+        "run": None if is_teacher else stage_run(record),
         "cost": record.get("cost"),  # what the row's model cost: the stages up to it (pipeline.py)
     }
 
