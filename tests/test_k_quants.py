@@ -78,6 +78,97 @@ def test_ggmls_dequantizer_equals_the_gguf_packages_in_chunks_on_threads():
         assert 0 < np.abs(ours - weight).max() < 0.05, qtype.name
 
 
+def _weight(seed: int, width: int = 768) -> np.ndarray:
+    """Rows with an all-zero sub-block, an outlier and a nearly-zero sub-block beside normal ones."""
+    w = torch.randn(9, width, generator=torch.Generator().manual_seed(seed)) * 0.05
+    w[0, :32], w[1, 5], w[3, :16] = 0, 1.0, w[3, :16] * 1e-6
+    return w.half().float().numpy()
+
+
+@pytest.mark.parametrize("qtype", sorted(k_quants.GRID_TYPES))
+def test_a_grid_rounds_the_searched_weight_to_llama_cpps_values(qtype):
+    """Re-rounding onto the scales llama.cpp chose gives the values its quantizer wrote: the scales
+    are read from the right bytes and the rounding is llama.cpp's (bit for bit, a zero's sign aside)."""
+    for seed in range(3):
+        weight = _weight(seed)
+        values, grid = k_quants.quantize_with_grid(weight, qtype, threads=2)
+        ours = grid.round(torch.from_numpy(weight)).numpy()
+        assert np.array_equal(ours, values), qtype.name
+        nonzero = values != 0
+        assert np.array_equal(ours.view(np.uint32)[nonzero], values.view(np.uint32)[nonzero])
+        assert grid.scale.shape == (9, 768 // (16 if qtype == k_quants.QType.Q6_K else 32))
+
+
+@pytest.mark.parametrize("qtype", sorted(k_quants.GRID_TYPES))
+def test_a_moved_weight_lands_on_the_old_grid(qtype):
+    """After the weight moves, each value is still scale·q − min with q in the type's range."""
+    weight = _weight(0)
+    _, grid = k_quants.quantize_with_grid(weight, qtype, threads=1)
+    moved = (
+        torch.from_numpy(weight)
+        + torch.randn(weight.shape, generator=torch.Generator().manual_seed(5)) * 1e-3
+    )
+    out = grid.round(moved).reshape(9, grid.scale.shape[1], -1)
+    scale, low = grid.scale[..., None], grid.min[..., None]
+    q = (out + low) / torch.where(scale == 0, 1, scale)
+    live = (scale != 0).expand_as(q)
+    torch.testing.assert_close(q[live], q[live].round(), rtol=0, atol=1e-3)
+    assert q[live].min() >= grid.low and q[live].max() <= grid.high
+    assert (out - moved.reshape(out.shape)).abs().mean() < 0.01  # and near the weight
+
+
+def test_refresh_every_searches_on_every_nth_step_and_re_rounds_between(monkeypatch):
+    """``refresh_every=3`` over 7 optimizer steps: llama.cpp's search on steps 0, 3 and 6 for each
+    K-quant weight, the other steps on that search's grid; scoring (``as_stored``) searches afresh."""
+    from distillab.quantization import fake_quant
+
+    model, _ = _model()
+    qtype = k_quants.tensor_types(model, "q4_k_m", threads=1)["model.layers.0.mlp.down_proj.weight"]
+    assert qtype in k_quants.GRID_TYPES
+    searches = []
+    original = k_quants.quantize_with_grid
+    monkeypatch.setattr(
+        k_quants, "quantize_with_grid", lambda *a, **k: searches.append(1) or original(*a, **k)
+    )
+    down = model.model.layers[0].mlp.down_proj
+
+    def latent() -> np.ndarray:  # the f16 export's values of the float weight
+        return down.parametrizations.weight.original.detach().half().float().numpy()
+
+    ids = torch.randint(0, model.config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(1))
+    aware = QuantizeAware("q4_k_m", refresh_every=3)
+    with aware.applied(model):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for step in range(7):
+            model(input_ids=ids).logits.float().pow(2).mean().backward()
+            with torch.no_grad():
+                trained_on = down.weight.float().numpy()  # the copy this step's forward used
+                fresh, grid = original(latent(), qtype, 1)
+            if step % 3 == 0:
+                assert np.array_equal(trained_on, fresh), step  # searched this step
+                searched_grid = grid
+                if step == 0:
+                    k_weights = len(searches)  # one search per K-quant weight
+            else:
+                assert np.array_equal(trained_on, searched_grid.round(torch.from_numpy(latent())).numpy())
+                assert not np.array_equal(trained_on, fresh), step  # the weight moved: an older grid
+            optimizer.step()
+            optimizer.zero_grad()
+    assert k_weights >= 1 and len(searches) == 3 * k_weights, (len(searches), k_weights)
+    with fake_quant.as_stored(model, aware), torch.no_grad():
+        fresh, _ = original(latent(), qtype, 1)
+        assert np.array_equal(down.weight.float().numpy(), fresh)
+
+
+def test_refresh_every_below_one_is_one_line_naming_the_key():
+    from distillab.errors import DistillabError
+
+    with pytest.raises(
+        DistillabError, match=r"^quantize_aware.refresh_every: 0 is not valid; valid: an integer >= 1$"
+    ):
+        QuantizeAware("q4_k_m", refresh_every=0)
+
+
 def test_a_distill_run_trains_on_the_mix_llama_cpp_assigns(tiny_corpus, tmp_path, caplog):
     from conftest import compose_config, tiny_overrides
 

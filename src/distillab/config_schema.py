@@ -165,6 +165,10 @@ RULES: dict[str, Rule] = {
         str,
         meaning="q8_0 | q4_0 | q4_1 | a llama.cpp type such as q4_k_m: quantization/fake_quant.py",
     ),
+    "quantize_aware.refresh_every": _positive_int(
+        "optimizer steps between llama.cpp's scale searches in a K-quant mix; between them, the weights "
+        "are re-rounded onto the scales last chosen (1: a search every step)"
+    ),
     "prune.layers.replace": Rule(
         str, choices=("linear", "streamline"), nullable=True, meaning="what stands in for the removed block"
     ),

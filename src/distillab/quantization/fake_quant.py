@@ -23,7 +23,12 @@ on the grid (``as_stored``), the values its file will hold.
 llama.cpp's mixes (``q4_k_m`` and the other ``quantize.gguf_type`` values llama.cpp writes) choose a
 type per tensor; each weight gets the type llama.cpp gives it and llama.cpp's own quantizer
 (``k_quants.py``, needs the ``gguf-runtime`` extra), on the weight rounded to fp16 as the f16 export
-that llama.cpp re-quantizes holds it. Types with a kernel here (q8_0 …) use the kernel.
+that llama.cpp re-quantizes holds it. Types with a kernel here (q8_0 …) use the kernel. That search
+costs about 0.9 s of a 3.1 s step on 2 CPU cores (docs/performance.md#qat_step), so ``refresh_every``
+N > 1 runs it every N-th optimizer step only; in between, each K-quant weight is re-rounded onto the
+scales (and mins) of its last search, as llama.cpp's quantizer rounds once its scales are chosen
+(``k_quants.Grid``): the grid the student trains on is up to N − 1 steps old, the values still on it.
+Scoring (``as_stored``) and the file always run a fresh search.
 """
 
 from __future__ import annotations
@@ -213,12 +218,18 @@ class QuantizeAware:
     """``quantize_aware`` in a config: train on the weights as ``format`` will store them."""
 
     format: str
+    refresh_every: int = 1  # optimizer steps between llama.cpp's scale searches (a K-quant mix)
 
     def __post_init__(self) -> None:
         check_format(self.format)
+        if not isinstance(self.refresh_every, int) or self.refresh_every < 1:
+            raise DistillabError(
+                f"quantize_aware.refresh_every: {self.refresh_every!r} is not valid; valid: an integer >= 1"
+            )
 
     def describe(self) -> str:
-        return f"quantization-aware ({self.format}, straight-through)"
+        refresh = f", scales searched every {self.refresh_every} steps" if self.refresh_every > 1 else ""
+        return f"quantization-aware ({self.format}, straight-through{refresh})"
 
     @contextlib.contextmanager
     def applied(self, model: nn.Module) -> Iterator[nn.Module]:
@@ -255,7 +266,13 @@ class QuantizeAware:
         chosen = {key: types[named[key]] for key in weights}
         counts = collections.Counter(t.name for t in chosen.values())
         log.info("quantize_aware: %s as llama.cpp assigns it: %s", self.format, ", ".join(f"{n} {t}" for t, n in counts.most_common()))  # fmt: skip
-        return {key: _mix_quantizer(qtype) for key, qtype in chosen.items()}
+        stale = sorted({t.name for t in chosen.values() if t in k_quants.GRID_TYPES})
+        if self.refresh_every > 1:
+            log.info(
+                "quantize_aware: llama.cpp's scale search every %d optimizer steps for %s; other types every step",
+                self.refresh_every, ", ".join(stale) or "no tensor",
+            )  # fmt: skip
+        return {key: _mix_quantizer(qtype, self.refresh_every) for key, qtype in chosen.items()}
 
 
 def as_stored(model: nn.Module, quantize_aware: QuantizeAware | None) -> contextlib.AbstractContextManager:
@@ -266,13 +283,37 @@ def as_stored(model: nn.Module, quantize_aware: QuantizeAware | None) -> context
     return quantize_aware.applied(model) if quantize_aware else contextlib.nullcontext(model)
 
 
-def _mix_quantizer(qtype: k_quants.QType) -> Callable[[torch.Tensor], torch.Tensor]:
+def _mix_quantizer(qtype: k_quants.QType, refresh_every: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
     """A tensor of a llama.cpp mix: the f16 export's values, then its type (this module's kernel
     where there is one: the same values as llama.cpp's, tested against its file)."""
     name = qtype.name.lower()
     if name in FORMATS:
         return lambda weight: fake_quantize(weight.detach().float().half().float(), name)
+    if refresh_every > 1 and qtype in k_quants.GRID_TYPES:
+        return _RefreshedGrid(qtype, refresh_every)
     return functools.partial(k_quants.fake_quantize, qtype=qtype, threads=torch.get_num_threads())
+
+
+class _RefreshedGrid:
+    """One weight's K-quant values: llama.cpp's search on the first call and every ``every``-th after
+    it (``StraightThrough`` calls once per new version of the weight: once per optimizer step), and
+    in between the weight re-rounded onto the scales that search chose."""
+
+    def __init__(self, qtype: k_quants.QType, every: int):
+        self.qtype, self.every = qtype, every
+        self.calls, self.grid = 0, None
+
+    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        w = weight.detach().float().half().float()  # the f16 export's values
+        if self.calls % self.every == 0 or self.grid is None:
+            values, self.grid = k_quants.quantize_with_grid(
+                w.cpu().numpy(), self.qtype, torch.get_num_threads()
+            )
+            out = torch.from_numpy(values)
+        else:
+            out = self.grid.round(w.cpu())
+        self.calls += 1
+        return out.to(weight.device)
 
 
 def from_config(node: Any, key: str = "quantize_aware") -> QuantizeAware | None:
