@@ -190,9 +190,9 @@ def test_a_prune_run_healed_on_the_grid_is_scored_on_it(tiny_corpus, tmp_path):
     _assert_scored_on_the_grid(results, student, cfg, "q4_1", tmp_path)
 
 
-def test_evaluation_casts_a_parametrized_weight_once_with_the_same_values():
-    """Scoring on the grid keeps evaluation's cast-once of linear weights (precision.py): the grid
-    is computed and cast once, and the logits equal autocast's own."""
+def test_evaluation_casts_the_grid_weights_once_with_the_same_values():
+    """Scoring on the grid keeps evaluation's cast-once of linear weights (precision.py): ``as_stored``
+    leaves plain Linear layers holding the grid, cast once, and the logits equal autocast's own."""
     from distillab.precision import linear_weights_cast_once
 
     model, _ = build_tiny("llama")
@@ -203,5 +203,39 @@ def test_evaluation_casts_a_parametrized_weight_once_with_the_same_values():
             reference = model(input_ids=ids).logits
             with linear_weights_cast_once(model):
                 assert "forward" in vars(layer)  # patched: its own cast copy of the grid
+                assert torch.equal(layer.weight, fake_quantize(layer.weight, "q4_1"))  # on the grid
                 patched = model(input_ids=ids).logits
     assert torch.equal(patched, reference)
+
+
+def test_a_tied_model_is_scored_on_the_grid_through_lm_eval(tmp_path):
+    """SmolLM2 ties its embedding and head, and lm-eval re-ties them by name: scoring on the grid
+    must leave one plain, tied parameter (a parametrized one broke ``tie_weights``), holding the
+    grid's values inside and the float values again after."""
+    from conftest import SHARED_DATA
+
+    from distillab.evaluation.suite import evaluate_suite
+
+    if not (SHARED_DATA / "arc_challenge").is_dir():
+        pytest.skip("../shared/data not present")
+    model, tokenizer = build_tiny("llama")
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    eval_cfg = {"batch_size": 4, "tasks": {"arc_challenge": {"limit": 3, "num_fewshot": 0}}}
+    by_hand = build_tiny("llama")[0]
+    by_hand.config.tie_word_embeddings = True
+    by_hand.tie_weights()
+    by_hand.load_state_dict(before)
+    with torch.no_grad():
+        for p in by_hand.parameters():
+            if p.dim() == 2:
+                p.copy_(fake_quantize(p, "q4_1"))
+    with fake_quant.as_stored(model, QuantizeAware("q4_1")):
+        on_grid = evaluate_suite(model, tokenizer, eval_cfg, tmp_path / "a", str(SHARED_DATA)).metrics
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+    expected = evaluate_suite(by_hand, tokenizer, eval_cfg, tmp_path / "b", str(SHARED_DATA)).metrics
+    assert on_grid == expected  # every metric, the choice log-likelihoods' too
+    after = model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)  # the float weights are back
+    assert model.lm_head.weight is model.model.embed_tokens.weight

@@ -326,3 +326,28 @@ def test_a_quantize_stage_scored_in_llama_cpp_gets_its_own_row(tmp_path):
     assert with_llama_cpp_score({"name": "teacher", "items_dir": None}) == [
         {"name": "teacher", "items_dir": None}
     ]
+
+
+def test_a_distill_stage_that_stopped_after_training_resumes_from_its_checkpoint(
+    tmp_path, tiny_corpus, monkeypatch, caplog
+):
+    """A stage killed (or crashed) after its training saved ``last.ckpt`` does not train again: the
+    re-run resumes from the checkpoint and scores the same weights."""
+    import lightning as L
+
+    from distillab.stage_cache import STAGE_FILE
+
+    overrides = pipeline_overrides(tmp_path, tiny_corpus, "q8_0", "stages.prune=null", "stages.heal=null", "stages.quantize=null")  # fmt: skip
+    first = run_pipeline(overrides)
+    (stage_dir,) = tmp_path.glob("01-distill-*")
+    (stage_dir / STAGE_FILE).unlink()  # as if it stopped before writing its record
+    fits = []
+    original = L.Trainer.fit
+    monkeypatch.setattr(
+        L.Trainer, "fit", lambda self, *a, **k: fits.append(k.get("ckpt_path")) or original(self, *a, **k)
+    )
+    with caplog.at_level("INFO", logger="distillab"):
+        second = run_pipeline(overrides)
+    assert fits == ["last"] and "stage distill: resuming its training from" in caplog.text
+    assert first["rows"][-1]["metrics"]  # scored: the comparison below is not of empty tables
+    assert [r.get("metrics") for r in second["rows"]] == [r.get("metrics") for r in first["rows"]]

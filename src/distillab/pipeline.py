@@ -234,6 +234,17 @@ def save_stage_config(stage: Stage) -> None:
     write_text_atomic(stage.dir / "stage_config.yaml", text)
 
 
+def resume_training(stage: Stage) -> None:
+    """A distill stage that stopped before finishing (a kill, a crash after training) resumes from
+    its ``last.ckpt``, as ``distillab-distill ckpt_path=last`` would: the folder is the stage's
+    fingerprint, so the checkpoint is of this very stage (``fit`` also checks it fits the model)."""
+    checkpoint = stage.dir / "checkpoints" / "last.ckpt"
+    if stage.app == "distill" and checkpoint.is_file() and stage.cfg.get("ckpt_path") is None:
+        log.info("stage %s: resuming its training from %s", stage.name, checkpoint)
+        with open_dict(stage.cfg):
+            stage.cfg.ckpt_path = "last"
+
+
 def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
     """Run (or reuse) one stage; returns its record (fingerprint, output, results, speed)."""
     record = finished_record(stage.dir)
@@ -243,6 +254,7 @@ def run_stage(stage: Stage, cfg: DictConfig) -> dict[str, Any]:
         return record
     log.info("stage %s: running %s -> %s", stage.name, stage.app, stage.dir)
     start = time.time()
+    resume_training(stage)
     save_stage_config(stage)
     results = app_run(stage.app)(stage.cfg)
     output = stage_output(stage.app, results)

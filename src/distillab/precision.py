@@ -38,7 +38,6 @@ from dataclasses import asdict, dataclass
 from typing import ParamSpec, TypeVar
 
 import torch
-from torch.nn.utils.parametrize import is_parametrized
 
 from distillab.errors import DistillabError
 
@@ -238,7 +237,7 @@ def linear_weights_cast_once(model: torch.nn.Module):
     for module in model.modules():
         # plain weights only: a quantized tensor subclass (torchao) keeps its own kernels
         if (
-            _plain_linear(module)
+            type(module) is torch.nn.Linear
             and type(module.weight.data) is torch.Tensor
             and module.weight.is_floating_point()
         ):
@@ -250,15 +249,6 @@ def linear_weights_cast_once(model: torch.nn.Module):
     finally:
         for module in patched:
             del module.forward  # the class's forward again
-
-
-def _plain_linear(module: torch.nn.Module) -> bool:
-    """An ``nn.Linear`` itself, or one whose weight a parametrization computes (a quantization-aware
-    student scored on its grid: the computed weight is cast once like any other)."""
-    kind = type(module)
-    if kind is torch.nn.Linear:
-        return True
-    return is_parametrized(module, "weight") and kind.__bases__ == (torch.nn.Linear,)
 
 
 class _LastCast:

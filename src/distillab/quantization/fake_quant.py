@@ -275,12 +275,33 @@ class QuantizeAware:
         return {key: _mix_quantizer(qtype, self.refresh_every) for key, qtype in chosen.items()}
 
 
-def as_stored(model: nn.Module, quantize_aware: QuantizeAware | None) -> contextlib.AbstractContextManager:
-    """Inside, ``model`` computes with its weights as ``quantize_aware``'s format stores them: where a
+@contextlib.contextmanager
+def as_stored(model: nn.Module, quantize_aware: QuantizeAware | None) -> Iterator[nn.Module]:
+    """Inside, ``model`` holds its weights as ``quantize_aware``'s format stores them: where a
     quantization-aware run scores its student. Its latent float weights are no model anyone runs
     (on SmolLM2's pipeline cut healed on the q4_1 grid they keep 45.8% of the teacher, the grid 70.0%).
-    A plain run (``quantize_aware`` None): the model as it is."""
-    return quantize_aware.applied(model) if quantize_aware else contextlib.nullcontext(model)
+    A plain run (``quantize_aware`` None): the model as it is.
+
+    The values are written into the weights themselves (and put back on exit), not parametrized as in
+    training: an evaluator sees a plain model, so a tied embedding and head are still one parameter
+    (lm-eval re-ties them by name, which a parametrized weight would break)."""
+    if not quantize_aware:
+        yield model
+        return
+    quantizers = quantize_aware._quantizers(model)
+    saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # a tied weight once
+    with torch.no_grad():
+        for module in quantized_weights(model):
+            weight = module.weight
+            if id(weight) not in saved:
+                saved[id(weight)] = (weight, weight.detach().clone())
+                weight.copy_(quantizers[id(weight)](weight).to(weight.dtype))
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for weight, original in saved.values():
+                weight.copy_(original)
 
 
 def _mix_quantizer(qtype: k_quants.QType, refresh_every: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
