@@ -408,3 +408,16 @@ def test_a_fused_optimizers_gradients_are_clipped_like_lightning_would():
     with pytest.raises(DistillabError, match="optimizer.fused: true cannot clip gradients under"):
         module.configure_gradient_clipping(optimizer, 1.0, "norm")
     module._trainer = None
+
+
+@pytest.mark.parametrize("kind", ["quantize_aware=gguf", "tuning=lora"])
+def test_a_finished_quantization_aware_or_lora_run_resumes(tmp_path, tiny_corpus, kind):
+    """The final ``last.ckpt`` holds the student as training saw it (parametrized weights, adapters),
+    like the checkpoints saved during the run: resuming a finished run finds the same tensors."""
+    extra = (kind, "logger=csv", "export=false")
+    run(compose_config(tiny_overrides(tmp_path, tiny_corpus, *extra)))
+    results = run(
+        compose_config(tiny_overrides(tmp_path, tiny_corpus, *extra, "trainer.max_steps=3", "ckpt_path=last"))
+    )
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert ckpt["global_step"] == 3 and results["train_tokens"] == 3 * 2 * 32

@@ -127,8 +127,8 @@ def fit(
                 check_checkpoint_matches(last if ckpt_path == "last" else Path(ckpt_path), module)
             with compiling(compile), compiled_models(models, compile):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    if checkpointing:
-        _checkpoint_final_state(trainer)
+            if checkpointing:  # inside: the names a resume finds (parametrized, adapters) as mid-run
+                _checkpoint_final_state(trainer)
     return trainer, timer.time_elapsed("train")
 
 
