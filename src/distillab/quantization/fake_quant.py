@@ -5,7 +5,8 @@ also uses as its head) is replaced in the forward pass by ``dequantize(quantize(
 llama.cpp block format, and the gradient passes straight through to the float weights (the
 straight-through estimator). The formats are computed exactly as the ``gguf`` package (llama.cpp's
 Python writer, which the export uses) computes them, so the float weights the run ends with quantize
-to exactly the values the student was trained on (``tests/test_fake_quant.py`` checks bit for bit):
+to exactly the values the student was trained on (``tests/test_fake_quant.py`` checks bit for bit;
+a K-quant mix with ``refresh_every`` > 1, below, trains on a grid up to N − 1 steps older):
 
 - ``q8_0``: blocks of 32, ``d = max|x| / 127``, ``q = round(x / d)`` (half away from zero), ``d`` as fp16;
 - ``q4_0``: blocks of 32, ``d = x_max / −8`` (the signed value of largest magnitude),
@@ -28,7 +29,8 @@ costs about 0.9 s of a 3.1 s step on 2 CPU cores (docs/performance.md#qat_step),
 N > 1 runs it every N-th optimizer step only; in between, each K-quant weight is re-rounded onto the
 scales (and mins) of its last search, as llama.cpp's quantizer rounds once its scales are chosen
 (``k_quants.Grid``): the grid the student trains on is up to N − 1 steps old, the values still on it.
-Scoring (``as_stored``) and the file always run a fresh search.
+Scoring (``as_stored``) and the file always run a fresh search. The count restarts with the process:
+a run resumed from a checkpoint searches at its first step, then every N steps from there.
 """
 
 from __future__ import annotations
@@ -226,6 +228,11 @@ class QuantizeAware:
             raise DistillabError(
                 f"quantize_aware.refresh_every: {self.refresh_every!r} is not valid; valid: an integer >= 1"
             )
+        if self.refresh_every > 1 and self.format in FORMATS:  # would silently change nothing
+            raise DistillabError(
+                f"quantize_aware.refresh_every: {self.refresh_every} applies to llama.cpp's K-quant mixes "
+                f"(q4_k_m …); {self.format} is quantized exactly every step: set 1 or a mix as format"
+            )
 
     def describe(self) -> str:
         refresh = f", scales searched every {self.refresh_every} steps" if self.refresh_every > 1 else ""
@@ -290,13 +297,13 @@ def as_stored(model: nn.Module, quantize_aware: QuantizeAware | None) -> Iterato
         return
     quantizers = quantize_aware._quantizers(model)
     saved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # a tied weight once
-    with torch.no_grad():
-        for module in quantized_weights(model):
-            weight = module.weight
-            if id(weight) not in saved:
-                saved[id(weight)] = (weight, weight.detach().clone())
-                weight.copy_(quantizers[id(weight)](weight).to(weight.dtype))
     try:
+        with torch.no_grad():  # inside the try: a quantizer failing half-way still restores
+            for module in quantized_weights(model):
+                weight = module.weight
+                if id(weight) not in saved:
+                    saved[id(weight)] = (weight, weight.detach().clone())
+                    weight.copy_(quantizers[id(weight)](weight).to(weight.dtype))
         yield model
     finally:
         with torch.no_grad():
