@@ -74,6 +74,15 @@ def test_every_distill_run_writes_its_ledger(tiny_corpus, tmp_path):
     assert summary_metrics(results)["cost/flops_total"] == saved["flops"]["total"]
 
 
+def test_a_resumed_runs_total_counts_its_earlier_training():
+    """Resumed, the Timer's training seconds span every process, the wall time only this one: the
+    total must not fall below training + evaluation (it did: 331 s total for 1,898 s of training)."""
+    resumed = cost.ledger({"wall_seconds": 330.8, "train_seconds": 1897.9}, 291.0, "cpu")["wall_seconds"]
+    assert resumed == {"train": 1897.9, "evaluate": 291.0, "other": 0.0, "total": pytest.approx(2188.9)}
+    fresh = cost.ledger({"wall_seconds": 100.0, "train_seconds": 60.0}, 30.0, "cpu")["wall_seconds"]
+    assert fresh["total"] == 100.0 and fresh["other"] == pytest.approx(10.0)
+
+
 def _run_models(results):
     """The run's student (2 of the tiny teacher's 4 layers) and its teacher, rebuilt for the count."""
     from transformers import AutoModelForCausalLM

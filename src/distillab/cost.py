@@ -97,9 +97,12 @@ def combined(ledgers: list[dict[str, Any] | None]) -> dict[str, Any] | None:
 
 def ledger(results: dict[str, Any], evaluate: float, device: str) -> dict[str, Any]:
     """The ``cost`` block of ``results.json`` from what the run recorded; ``evaluate``: the seconds
-    its evaluations took (cache hits cost nothing)."""
-    total = float(results.get("wall_seconds") or 0.0)
+    its evaluations took (cache hits cost nothing). A resumed run's training seconds include the
+    earlier processes' (Lightning's Timer is in the checkpoint) while its wall time is this process's:
+    the total then counts at least the training and evaluation (the earlier processes' other seconds
+    are not recorded)."""
     train = float(results.get("train_seconds") or 0.0)
+    total = max(float(results.get("wall_seconds") or 0.0), train + evaluate)
     return {
         "train_tokens": results.get("train_tokens") or 0,
         "flops": results.get("train_flops"),
