@@ -321,6 +321,16 @@ CATALOGUE = [
         "heal.quantize_aware.format: 'q4_2' is not valid; valid: q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | q2_k",
     ),
     (
+        "distill",
+        ["quantize_aware=gguf", "quantize_aware.refresh_every=4"],
+        "quantize_aware.refresh_every: 4 applies to llama.cpp's K-quant mixes",
+    ),
+    (
+        "distill",
+        ["quantize_aware=gguf", "quantize_aware.refresh_every=0"],
+        "quantize_aware.refresh_every: 0 is not valid; expected an integer >= 1",
+    ),
+    (
         "evaluate",
         ["model.name_or_path={cut_weights}"],
         "model.name_or_path: {cut_weights}/model.safetensors is not a complete safetensors file",
