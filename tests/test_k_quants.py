@@ -160,6 +160,38 @@ def test_refresh_every_searches_on_every_nth_step_and_re_rounds_between(monkeypa
         assert np.array_equal(down.weight.float().numpy(), fresh)
 
 
+def test_a_resumed_run_keeps_the_search_schedule(monkeypatch):
+    """The schedule follows the optimizer's own step count, which a resume restores: resumed at step
+    7 with N = 3, the run searches at its first step (no grid yet), then at step 9, not at 10."""
+    model, _ = _model()
+    searched_at = []
+    original = k_quants.quantize_with_grid
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, model.config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(1))
+
+    def train(steps: int) -> None:
+        for _ in range(steps):
+            model(input_ids=ids).logits.float().pow(2).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    aware = QuantizeAware("q4_k_m", refresh_every=3)
+    with aware.applied(model):
+        train(7)
+    state = optimizer.state_dict()  # what a checkpoint holds
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer.load_state_dict(state)
+    step = [7]
+    monkeypatch.setattr(
+        k_quants, "quantize_with_grid", lambda *a, **k: searched_at.append(step[0]) or original(*a, **k)
+    )
+    with aware.applied(model):
+        for _ in range(4):  # the forwards of steps 7, 8, 9, 10
+            train(1)
+            step[0] += 1
+    assert sorted(set(searched_at)) == [7, 9], searched_at
+
+
 def test_refresh_every_below_one_is_one_line_naming_the_key():
     from distillab.errors import DistillabError
 

@@ -29,8 +29,9 @@ costs about 0.9 s of a 3.1 s step on 2 CPU cores (docs/performance.md#qat_step),
 N > 1 runs it every N-th optimizer step only; in between, each K-quant weight is re-rounded onto the
 scales (and mins) of its last search, as llama.cpp's quantizer rounds once its scales are chosen
 (``k_quants.Grid``): the grid the student trains on is up to N − 1 steps old, the values still on it.
-Scoring (``as_stored``) and the file always run a fresh search. The count restarts with the process:
-a run resumed from a checkpoint searches at its first step, then every N steps from there.
+Scoring (``as_stored``) and the file always run a fresh search. The steps are the optimizer's own
+count (restored with it): a run resumed at step k searches at its first step, then on steps that are
+multiples of N, as the uninterrupted run did.
 """
 
 from __future__ import annotations
@@ -243,12 +244,19 @@ class QuantizeAware:
         """Inside, ``model``'s quantized weights are fake-quantized in every forward; afterwards the
         parametrizations are gone and the float (latent) weights stay, under their own names."""
         modules = quantized_weights(model)
-        quantizers = self._quantizers(model)
+        steps = OptimizerSteps()
+        quantizers = self._quantizers(model, steps)
         shared: dict[int, StraightThrough] = {}  # one per weight: a tied embedding and head share it
         for module in modules:
             fake = shared.setdefault(id(module.weight), StraightThrough(quantizers[id(module.weight)]))
             parametrize.register_parametrization(module, "weight", fake)
-        stepped = register_optimizer_step_post_hook(lambda *a: [f.forget() for f in shared.values()])
+
+        def after_step(optimizer: torch.optim.Optimizer, *args: Any) -> None:
+            steps.update(optimizer)
+            for fake in shared.values():
+                fake.forget()
+
+        stepped = register_optimizer_step_post_hook(after_step)
         try:
             yield model
         finally:
@@ -257,9 +265,11 @@ class QuantizeAware:
                 if parametrize.is_parametrized(module, "weight"):
                     parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
 
-    def _quantizers(self, model: nn.Module) -> dict[int, Callable[[torch.Tensor], torch.Tensor]]:
+    def _quantizers(
+        self, model: nn.Module, steps: OptimizerSteps | None = None
+    ) -> dict[int, Callable[[torch.Tensor], torch.Tensor]]:
         """The quantizer of each exported weight (by ``id``): the format's, or in a llama.cpp mix the
-        type llama.cpp gives that tensor."""
+        type llama.cpp gives that tensor (``steps``: when ``refresh_every`` searches; none: always)."""
         weights = [id(m.weight) for m in quantized_weights(model)]
         if self.format in FORMATS:
             return dict.fromkeys(weights, functools.partial(fake_quantize, fmt=self.format))
@@ -279,7 +289,25 @@ class QuantizeAware:
                 "quantize_aware: llama.cpp's scale search every %d optimizer steps for %s; other types every step",
                 self.refresh_every, ", ".join(stale) or "no tensor",
             )  # fmt: skip
-        return {key: _mix_quantizer(qtype, self.refresh_every) for key, qtype in chosen.items()}
+        steps = steps or OptimizerSteps()
+        return {key: _mix_quantizer(qtype, self.refresh_every, steps) for key, qtype in chosen.items()}
+
+
+class OptimizerSteps:
+    """Optimizer steps taken: the optimizer's own count where it keeps one (Adam's ``step``, restored
+    with its state when a run resumes, so a resumed run keeps the schedule), else counted here."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, optimizer: torch.optim.Optimizer) -> None:
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                step = optimizer.state.get(param, {}).get("step")
+                if step is not None:
+                    self.value = int(step)
+                    return
+        self.value += 1
 
 
 @contextlib.contextmanager
@@ -311,36 +339,38 @@ def as_stored(model: nn.Module, quantize_aware: QuantizeAware | None) -> Iterato
                 weight.copy_(original)
 
 
-def _mix_quantizer(qtype: k_quants.QType, refresh_every: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
+def _mix_quantizer(
+    qtype: k_quants.QType, refresh_every: int, steps: OptimizerSteps
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """A tensor of a llama.cpp mix: the f16 export's values, then its type (this module's kernel
     where there is one: the same values as llama.cpp's, tested against its file)."""
     name = qtype.name.lower()
     if name in FORMATS:
         return lambda weight: fake_quantize(weight.detach().float().half().float(), name)
     if refresh_every > 1 and qtype in k_quants.GRID_TYPES:
-        return _RefreshedGrid(qtype, refresh_every)
+        return _RefreshedGrid(qtype, refresh_every, steps)
     return functools.partial(k_quants.fake_quantize, qtype=qtype, threads=torch.get_num_threads())
 
 
 class _RefreshedGrid:
-    """One weight's K-quant values: llama.cpp's search on the first call and every ``every``-th after
-    it (``StraightThrough`` calls once per new version of the weight: once per optimizer step), and
-    in between the weight re-rounded onto the scales that search chose."""
+    """One weight's K-quant values: llama.cpp's search on the first call and whenever the optimizer
+    step is a multiple of ``every`` (``StraightThrough`` calls once per new version of the weight:
+    once per optimizer step), and in between the weight re-rounded onto the scales that search chose.
+    Resumed at step k, the run searches at its first step (it has no grid yet), then on the schedule."""
 
-    def __init__(self, qtype: k_quants.QType, every: int):
-        self.qtype, self.every = qtype, every
-        self.calls, self.grid = 0, None
+    def __init__(self, qtype: k_quants.QType, every: int, steps: OptimizerSteps):
+        self.qtype, self.every, self.steps = qtype, every, steps
+        self.grid = None
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         w = weight.detach().float().half().float()  # the f16 export's values
-        if self.calls % self.every == 0 or self.grid is None:
+        if self.grid is None or self.steps.value % self.every == 0:
             values, self.grid = k_quants.quantize_with_grid(
                 w.cpu().numpy(), self.qtype, torch.get_num_threads()
             )
             out = torch.from_numpy(values)
         else:
             out = self.grid.round(w.cpu())
-        self.calls += 1
         return out.to(weight.device)
 
 
