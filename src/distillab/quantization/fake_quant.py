@@ -283,8 +283,8 @@ class QuantizeAware:
         chosen = {key: types[named[key]] for key in weights}
         counts = collections.Counter(t.name for t in chosen.values())
         log.info("quantize_aware: %s as llama.cpp assigns it: %s", self.format, ", ".join(f"{n} {t}" for t, n in counts.most_common()))  # fmt: skip
-        stale = sorted({t.name for t in chosen.values() if t in k_quants.GRID_TYPES})
         if self.refresh_every > 1:
+            stale = sorted({t.name for t in chosen.values() if t in k_quants.GRID_TYPES})
             log.info(
                 "quantize_aware: llama.cpp's scale search every %d optimizer steps for %s; other types every step",
                 self.refresh_every, ", ".join(stale) or "no tensor",

@@ -159,9 +159,7 @@ class Grid:
         # a zero scale llama.cpp keeps an earlier q, which only sets the sign of the zero it stores:
         # −32 is what it stores for an all-zero Q6_K block
         q = torch.where(scale == 0, float(self.low), q)
-        if self.low < 0:  # Q6_K stores q + 32: the file's value is scale·(q+32−32)
-            return (scale * q).reshape(weight.shape)
-        return (scale * q - low).reshape(weight.shape)
+        return (scale * q - low).reshape(weight.shape)  # Q6_K: min 0 (stored q + 32, value scale·q)
 
 
 def quantize_with_grid(weight: np.ndarray, qtype: QType, threads: int = 2) -> tuple[np.ndarray, Grid]:
