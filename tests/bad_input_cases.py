@@ -330,6 +330,7 @@ CATALOGUE = [
         ["quantize_aware=gguf", "quantize_aware.refresh_every=0"],
         "quantize_aware.refresh_every: 0 is not valid; expected an integer >= 1",
     ),
+    ("prune", ["heal.checkpoint_every=0"], "heal.checkpoint_every: 0 is not valid; expected an integer >= 1"),
     (
         "evaluate",
         ["model.name_or_path={cut_weights}"],

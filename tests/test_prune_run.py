@@ -88,6 +88,55 @@ def test_iterative_removal_resumes_after_the_last_finished_step(tmp_path, tiny_c
     assert first["train_tokens"] == again["train_tokens"] == 2 * (2 * 2 * 32)
 
 
+def test_an_interrupted_heal_resumes_from_its_checkpoint_with_identical_weights(
+    tmp_path, tiny_corpus, monkeypatch
+):
+    """``heal.checkpoint_every``: a heal killed mid-way resumes from its last checkpoint (on the same
+    cut only) and ends with the weights of an uninterrupted heal."""
+    from test_resume import CrashAtStep
+
+    import distillab.prune as prune_app
+
+    heal = prune_app.heal
+    crash: list = []  # callbacks added to the next heal
+
+    def heal_with(*args, **kwargs):
+        args = (*args[:6], (*args[6], *crash), *args[7:])  # heal(..., paths, callbacks, start, ...)
+        return heal(*args, **kwargs)
+
+    monkeypatch.setattr(prune_app, "heal", heal_with)
+    extra = [
+        "prune.layers.num_remove=2",
+        "heal.trainer.max_steps=6",
+        "heal.trainer.val_check_interval=6",
+        "heal.trainer.deterministic=true",
+        "heal.checkpoint_every=1",
+    ]
+    reference = run(compose_config(prune_overrides(tmp_path / "whole", tiny_corpus, *extra), "prune"))
+    run_dir, step = tmp_path / "killed", tmp_path / "killed" / "steps" / "step_01"
+    crash.append(CrashAtStep(4))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(compose_config(prune_overrides(run_dir, tiny_corpus, *extra), "prune"))
+    crash.clear()
+    last = step / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["global_step"] == 4
+    checkpoint["callbacks"]["Timer"]["time_elapsed"]["train"] = 1000.0  # proof it resumed, not retrained
+    torch.save(checkpoint, last)
+    kept = json.loads((step / "cut.json").read_text())
+    (step / "cut.json").write_text(json.dumps({"kept_teacher_layers": [0, 1]}))  # another cut
+    with pytest.raises(DistillabError, match="healing checkpoint was trained on"):
+        run(compose_config(prune_overrides(run_dir, tiny_corpus, *extra), "prune"))
+    (step / "cut.json").write_text(json.dumps(kept))
+    resumed = run(compose_config(prune_overrides(run_dir, tiny_corpus, *extra), "prune"))
+    assert resumed["train_tokens"] == reference["train_tokens"] == 6 * 2 * 32
+    assert resumed["train_seconds"] > 1000.0  # the seconds before the kill are counted
+    assert not (step / "checkpoints").exists()  # a finished step keeps its model, not its resume state
+    whole = AutoModelForCausalLM.from_pretrained(reference["student_dir"]).state_dict()
+    again = AutoModelForCausalLM.from_pretrained(resumed["student_dir"]).state_dict()
+    assert all(torch.equal(again[k], v) for k, v in whole.items())
+
+
 @pytest.mark.parametrize(
     "extra",
     [

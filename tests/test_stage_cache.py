@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from distillab.stage_cache import (
+    fingerprint,
     finished_record,
     library_versions,
     locate,
@@ -69,3 +70,11 @@ def test_a_reused_stage_computed_with_other_library_versions_is_reported():
         f"gguf absent -> {now['gguf']}",
         f"transformers 4.0.0 -> {now['transformers']}",
     ]
+
+
+def test_how_often_a_heal_checkpoints_does_not_change_what_a_stage_computes():
+    stage = {"heal": {"trainer": {"max_steps": 400}, "only_layers_next_to_gaps": False}, "seed": 0}
+    same = fingerprint(stage, "up")
+    assert fingerprint({**stage, "heal": {**stage["heal"], "checkpoint_every": 150}}, "up") == same
+    assert fingerprint({**stage, "heal": {**stage["heal"], "checkpoint_every": None}}, "up") == same
+    assert fingerprint({**stage, "heal": {**stage["heal"], "trainer": {"max_steps": 401}}}, "up") != same

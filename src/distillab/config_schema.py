@@ -195,6 +195,9 @@ RULES: dict[str, Rule] = {
     "generation.seed": Rule(int),
     "max_prompts": _positive_int("prompts answered (null: all)", nullable=True),
     "callbacks.checkpoint.every_n_train_steps": _positive_int(),
+    "heal.checkpoint_every": _positive_int(
+        "healing steps between resumable checkpoints; null: none", nullable=True
+    ),
     # switches: any other value (maybe, yes) would be read as true and run something not asked for
     **{
         key: Rule(bool)

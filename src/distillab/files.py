@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from distillab.errors import DistillabError
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -104,3 +108,20 @@ def files_digest(files: Iterable[Path], digest_size: int = 8) -> str:
             while chunk := handle.read(1 << 24):
                 content.update(chunk)
     return content.hexdigest()
+
+
+def keep_earlier_csv(log_dir: Path) -> Path | None:
+    """Lightning's CSV writer deletes an existing ``metrics.csv`` in its folder, so a resumed run
+    (``ckpt_path=last``, a resumed heal) or a rerun into the same folder would lose the steps logged
+    before. Rename it to the first free ``metrics.<n>.csv`` instead: every segment's log stays, in order."""
+    current = Path(log_dir) / "metrics.csv"
+    if not current.is_file():
+        return None
+    n = 1
+    while (kept := current.with_name(f"metrics.{n}.csv")).exists():
+        n += 1
+    current.rename(kept)
+    # What Lightning then warns ("previous log files ... will be deleted") is no longer true.
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    log.info("earlier %s kept as %s", current, kept.name)
+    return kept

@@ -19,8 +19,15 @@ STAGE_FILE = "stage.json"
 PLACEMENT_KEYS = ("paths", "logger", "threads", "experiment_name", "task_name", "allocator")
 
 
+# How often a stage saves state to resume from: a resumed heal ends with the same weights.
+RESUME_KEYS = {"heal": ("checkpoint_every",)}
+
+
 def fingerprint(stage_cfg: dict[str, Any], upstream: str) -> str:
     what = {k: v for k, v in stage_cfg.items() if k not in PLACEMENT_KEYS}
+    for block, keys in RESUME_KEYS.items():
+        if isinstance(what.get(block), dict):
+            what[block] = {k: v for k, v in what[block].items() if k not in keys}
     what["data_dir"] = str(stage_cfg.get("paths", {}).get("data_dir"))  # the data itself does matter
     return json_digest({"config": what, "upstream": upstream}, 12, sort_keys=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,20 @@ def check_plan(num_layers: int, num_remove: int, per_step: int) -> None:
         raise DistillabError(f"prune.layers.per_step: {per_step} outside 1..{num_remove}")
 
 
+def check_same_cut(step_dir: Path, kept: list[int]) -> None:
+    """A healing checkpoint (``heal.checkpoint_every``) resumes only on the cut it was trained on:
+    ``cut.json`` records the kept teacher layers before healing starts."""
+    path = step_dir / "cut.json"
+    if (step_dir / "checkpoints").is_dir() and path.is_file():
+        before = read_json(path, f"delete {step_dir} to redo that removal step")["kept_teacher_layers"]
+        if before != kept:
+            raise DistillabError(
+                f"{step_dir}: this cut keeps teacher layers {kept}, its healing checkpoint was trained "
+                f"on {before}; delete {step_dir / 'checkpoints'} to heal this cut afresh"
+            )
+    write_json_atomic(path, {"kept_teacher_layers": kept})
+
+
 def remove_layers_iteratively(
     model,
     plan: RemovalPlan,
@@ -102,11 +117,13 @@ def remove_layers_iteratively(
             plot_scores(scores, chosen, title, step_dir / "scores.png")
         record["kept_teacher_layers"] = kept
         if heal is not None:
+            check_same_cut(step_dir, kept)
             record["heal"] = heal(model, step_dir, step - 1, last=step == plan.num_steps)
         if evaluate is not None:
             record["metrics"] = evaluate(model, step_dir)
         save_model_atomic(model, step_dir / "model")
         write_json_atomic(step_dir / "step.json", record)  # last: marks the step complete
+        shutil.rmtree(step_dir / "checkpoints", ignore_errors=True)  # resume state of a finished heal
         log.info("step %d: removed teacher layers %s", step, record["removed_teacher_layers"])
         history.append(record)
         removed_so_far += k

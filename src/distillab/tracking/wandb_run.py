@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from omegaconf import OmegaConf
 
 from distillab import machine
 from distillab.evaluation.retention import RetentionRow
+from distillab.files import keep_earlier_csv
 from distillab.precision import current as current_precision
 from distillab.redaction import redact
 
@@ -34,23 +34,6 @@ def _start(lg: WandbLogger) -> None:
         lg.experiment  # noqa: B018
     finally:
         sys.argv = argv
-
-
-def keep_earlier_csv(lg: CSVLogger) -> Path | None:
-    """Lightning's CSV writer deletes an existing ``metrics.csv`` in its folder, so a resumed run
-    (``ckpt_path=last``) or a rerun into the same folder would lose the steps logged before. Rename
-    it to the first free ``metrics.<n>.csv`` instead: every segment's log stays, in order."""
-    current = Path(lg.log_dir) / "metrics.csv"
-    if not current.is_file():
-        return None
-    n = 1
-    while (kept := current.with_name(f"metrics.{n}.csv")).exists():
-        n += 1
-    current.rename(kept)
-    # What Lightning then warns ("previous log files ... will be deleted") is no longer true.
-    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
-    log.info("earlier %s kept as %s", current, kept.name)
-    return kept
 
 
 def run_name(default: str) -> str:
@@ -92,7 +75,7 @@ def make_loggers(logger_cfg) -> list[Logger]:
                 lg = instantiate(OmegaConf.create({**spec, "mode": "offline"}))
                 _start(lg)
         if isinstance(lg, CSVLogger):
-            keep_earlier_csv(lg)
+            keep_earlier_csv(Path(lg.log_dir))
         loggers.append(lg)
     return loggers
 

@@ -14,10 +14,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from distillab.config import to_plain
 from distillab.errors import DistillabError
+from distillab.files import keep_earlier_csv
 from distillab.models.surgery import decoder_layers, teacher_layer_indices
 from distillab.objectives.objective import Objective, build_objective
 from distillab.quantization.fake_quant import QuantizeAware
@@ -47,6 +49,14 @@ def healing_objective(heal_cfg) -> Objective:
     return objective
 
 
+def periodic_checkpoint(work_dir: Path, every: int) -> ModelCheckpoint:
+    """``last.ckpt`` in ``work_dir/checkpoints`` every ``every`` optimizer steps: an interrupted
+    healing phase resumes there (``heal.checkpoint_every``)."""
+    return ModelCheckpoint(
+        dirpath=str(work_dir / "checkpoints"), save_last=True, save_top_k=0, every_n_train_steps=int(every)
+    )
+
+
 def heal(
     student: torch.nn.Module,
     teacher: torch.nn.Module,
@@ -67,6 +77,8 @@ def heal(
     continues where the previous phase stopped instead of re-reading the same batches).
     ``quantize_aware``: train on the student's fake-quantized weights (quantization/fake_quant.py);
     ``tuning``: which of its parameters train (training/tuning.py; None: all).
+    With ``heal.checkpoint_every``, ``work_dir/checkpoints/last.ckpt`` is saved every that many
+    steps and a call that finds one resumes from it (weights, optimizer, data position, seconds).
     """
     objective = healing_objective(heal_cfg)
     trainable = None
@@ -79,10 +91,17 @@ def heal(
         log.info("healing only the layers next to gaps: %s", trainable)
     module, datamodule = training_parts(heal_cfg, student, teacher, objective, tokenizer, paths, start_batch)
     logger = CSVLogger(str(work_dir), name="csv", version="")
+    keep_earlier_csv(Path(logger.log_dir))  # a resumed heal keeps the log of the steps before
+    every = heal_cfg.get("checkpoint_every")
+    callbacks = [*callbacks, *([periodic_checkpoint(work_dir, every)] if every else [])]
+    last = work_dir / "checkpoints" / "last.ckpt"
+    resume = str(last) if every and last.is_file() else None
+    if resume:
+        log.info("resuming the healing from %s", last)
     try:
         trainer, seconds = fit(
-            module, datamodule, heal_cfg.trainer, work_dir, [logger], callbacks, checkpointing=False,
-            compile=compile, quantize_aware=quantize_aware, tuning=tuning,
+            module, datamodule, heal_cfg.trainer, work_dir, [logger], callbacks, ckpt_path=resume,
+            checkpointing=bool(every), compile=compile, quantize_aware=quantize_aware, tuning=tuning,
         )  # fmt: skip
     finally:
         if trainable is not None:
