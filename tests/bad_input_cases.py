@@ -332,6 +332,11 @@ CATALOGUE = [
     ),
     ("prune", ["heal.checkpoint_every=0"], "heal.checkpoint_every: 0 is not valid; expected an integer >= 1"),
     (
+        "prune",
+        ["prune=width", "prune.width.intermediate_size=64", "heal.enabled=true", "heal.checkpoint_every=50"],
+        "heal.checkpoint_every: resumable healing is for layer cuts (prune=layers), not prune=width",
+    ),
+    (
         "evaluate",
         ["model.name_or_path={cut_weights}"],
         "model.name_or_path: {cut_weights}/model.safetensors is not a complete safetensors file",

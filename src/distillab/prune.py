@@ -22,6 +22,7 @@ from distillab.config import to_plain
 from distillab.cost import add_flops
 from distillab.data.paths import resolve_data_dir
 from distillab.entry import app_boundary, hydra_app
+from distillab.errors import DistillabError
 from distillab.models.loading import load_from_config
 from distillab.pruning.calibration import batches, calibration_blocks
 from distillab.pruning.methods import PruneJob, build_method
@@ -42,6 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     method = build_method(to_plain(cfg.prune), teacher.config)  # every prune.* mistake fails here
     if cfg.heal.get("enabled"):
         healing_objective(cfg.heal)  # and every heal.objective mistake
+        check_resumable(cfg.heal, method.name)
     quantize_aware = fake_quant.from_config(to_plain(cfg.heal.get("quantize_aware")), "heal.quantize_aware")
     tuning_kind = tuning.from_config(to_plain(cfg.heal.get("tuning")), quantize_aware, "heal.tuning")
     paths = cfg.paths
@@ -95,6 +97,16 @@ def heal_and_evaluate(app: AppRun, cfg: DictConfig, teacher, tokenizer, quantize
         return evaluation.metrics if evaluation else {}
 
     return healing, evaluate
+
+
+def check_resumable(heal_cfg, method: str) -> None:
+    """A resumed heal must be on the same cut: a layer cut records the layers it kept (``cut.json``,
+    pruning/ild.py); a width or 2:4 cut would need its chosen heads and weights, so it heals in one go."""
+    if heal_cfg.get("checkpoint_every") and method != "layers":
+        raise DistillabError(
+            f"heal.checkpoint_every: resumable healing is for layer cuts (prune=layers), not prune={method}; "
+            "set heal.checkpoint_every=null"
+        )
 
 
 def healing_cost(record: dict[str, Any]) -> dict[str, float]:
