@@ -236,6 +236,17 @@ CATALOGUE = [
     ("quantize", ["threads=-2"], "threads: -2 is not valid"),
     ("prune", ["heal.enabled=true", "heal.trainer.max_steps=0"], "heal.trainer.max_steps: 0 is not valid"),
     (
+        "distill",
+        ["trainer.max_time=1h"],
+        "trainer.max_time: '1h' is not valid; expected a string DD:HH:MM:SS, not zero, e.g. 00:01:00:00",
+    ),
+    ("distill", ["trainer.max_time=00:00:00:00"], "trainer.max_time: '00:00:00:00' is not valid"),
+    (
+        "prune",
+        ["heal.enabled=true", "heal.trainer.max_time=3600"],
+        "heal.trainer.max_time: 3600 is not valid",
+    ),
+    (
         "prune",
         ["calibration.num_blocks=0"],
         "calibration.num_blocks: 0 is not valid; expected an integer >= 1",

@@ -57,6 +57,20 @@ def test_one_shot_layer_removal_heals_and_reloads(tmp_path, tiny_corpus):
     assert len(saved[0]["scores"]) == 4
 
 
+def test_a_wall_clock_budget_stops_the_heal_before_max_steps(tmp_path, tiny_corpus):
+    """heal.trainer.max_time ends the heal at the budget; the ledger counts the steps it trained, not
+    max_steps (100,000 steps of the tiny model would take minutes; the budget is one second)."""
+    extra = [
+        "prune.layers.num_remove=2",
+        "heal.trainer.max_steps=100000",
+        "heal.trainer.val_check_interval=100000",
+        "heal.trainer.max_time=00:00:00:01",
+    ]
+    results = run(compose_config(prune_overrides(tmp_path, tiny_corpus, *extra), "prune"))
+    steps = results["train_tokens"] // (2 * 32)  # batch 2 x block 32
+    assert 0 < steps < 100_000 and results["train_seconds"] >= 1.0
+
+
 def test_iterative_removal_resumes_after_the_last_finished_step(tmp_path, tiny_corpus, monkeypatch):
     import distillab.prune as prune_app
 

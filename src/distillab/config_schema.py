@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +35,15 @@ class Rule:
     high_open: bool = False
     nullable: bool = False
     choices: tuple[str, ...] = ()
+    pattern: str = ""  # a str must match this regular expression whole; `form` says it to the user
+    form: str = ""
     meaning: str = ""  # what the key is, for the message
 
     def expected(self) -> str:
         if self.choices:
             text = "one of " + ", ".join(self.choices)
+        elif self.pattern:
+            text = f"a string {self.form}"
         else:
             text = {
                 int: "an integer",
@@ -65,7 +70,11 @@ class Rule:
         if self.kind is str:
             if isinstance(value, bool) and {"true", "false"} <= set(self.choices):
                 value = str(value).lower()  # YAML reads the choices true/false as booleans
-            return not isinstance(value, str) or bool(self.choices and value not in self.choices)
+            if not isinstance(value, str):
+                return True
+            if self.pattern and not re.fullmatch(self.pattern, value):
+                return True
+            return bool(self.choices and value not in self.choices)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return True
         if self.kind is int and not isinstance(value, int):
@@ -82,6 +91,14 @@ def _positive_int(meaning: str = "", nullable: bool = False) -> Rule:
 
 
 _STEPS = "training steps (0 would train nothing and report the untouched student as trained)"
+# Lightning's own string form of a wall-clock budget (it also takes a dict or a timedelta from code)
+_MAX_TIME = Rule(
+    str,
+    nullable=True,
+    pattern=r"(?!00:00:00:00)\d{2}:\d{2}:\d{2}:\d{2}",  # zero would train nothing (Lightning stops before step 1)
+    form="DD:HH:MM:SS, not zero, e.g. 00:01:00:00 for one hour",
+    meaning="wall-clock training budget; training stops at max_steps or here, whichever comes first",
+)
 _NO_TENSOR_PARALLEL = "trainer=fsdp shards data-parallel only; no tensor-parallel plan is applied"
 
 RULES: dict[str, Rule] = {
@@ -93,6 +110,8 @@ RULES: dict[str, Rule] = {
     # training
     "trainer.max_steps": _positive_int(_STEPS),
     "heal.trainer.max_steps": _positive_int(_STEPS),
+    "trainer.max_time": _MAX_TIME,
+    "heal.trainer.max_time": _MAX_TIME,
     "*.accumulate_grad_batches": _positive_int(),
     "trainer.gradient_clip_val": Rule(float, low=0, nullable=True),
     "trainer.limit_val_batches": Rule(float, low=0, nullable=True),

@@ -101,10 +101,13 @@ def fit(
     callbacks = list(callbacks)
     timer = next((c for c in callbacks if isinstance(c, Timer)), None)
     if timer is None:  # one Timer only: Lightning refuses two stateful callbacks of one kind
-        timer = Timer()  # no duration: it only counts
+        # it counts, and stops training at `max_time`: given to the Trainer beside this Timer, Lightning
+        # would ignore max_time (it adds its own Timer only when the callbacks hold none)
+        timer = Timer(duration=trainer_cfg.get("max_time"))
         callbacks.append(timer)
     trainer: L.Trainer = instantiate(
         trainer_cfg,
+        max_time=None,  # the Timer above holds it
         logger=list(loggers) or False,
         callbacks=callbacks,
         default_root_dir=str(root_dir),
