@@ -139,6 +139,26 @@ def test_the_cost_front_keeps_the_recipes_no_cheaper_one_beats(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_wall_hours_front_is_refused_over_runs_timed_on_different_machines(tmp_path, capsys):
+    for name, device in (
+        ("xeon", "Intel Xeon, 2 logical CPUs (AMX)"),
+        ("epyc", "AMD EPYC, 2 logical CPUs (AVX2)"),
+    ):
+        run = _sweep_job(tmp_path / "recipes", name, 50.0, [f"+recipe={name}"], tokens=1000, flops=1e12)
+        results = json.loads((run / "results.json").read_text())
+        results["cost"]["device"] = device
+        (run / "results.json").write_text(json.dumps(results))
+    argv = [str(tmp_path / "recipes"), "--out", str(tmp_path / "r"), "--plot-cost", str(tmp_path / "c.png")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--cost-axis", "seconds"])
+    assert exit_info.value.code == 2 and not (tmp_path / "r").exists()  # refused before writing
+    err = capsys.readouterr().err
+    assert "error: --cost-axis seconds: the runs were timed on 2 machines (" in err
+    assert "Intel Xeon, 2 logical CPUs (AMX): 1 run" in err and "AMD EPYC, 2 logical CPUs (AVX2): 1 run" in err
+    main([*argv, "--cost-axis", "flops"])  # counted FLOPs are the same on any machine
+    assert (tmp_path / "c.png").is_file()
+
+
 def test_a_sweep_is_one_row_per_job_labelled_by_its_overrides_with_intervals(tmp_path, capsys):
     _sweep_job(tmp_path / "sweep", "0", 72.0, ["objective=ce", "experiment_name=s"])
     _sweep_job(tmp_path / "sweep", "1", 48.0, ["objective=kd", "experiment_name=s", "ckpt_path=last"])

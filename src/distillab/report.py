@@ -33,7 +33,15 @@ from pathlib import Path
 from distillab.errors import DistillabError
 from distillab.files import write_text_atomic
 from distillab.tracking import run_diff
-from distillab.tracking.compare import Entry, collect, cost_of, default_metrics, markdown_report, pareto_front
+from distillab.tracking.compare import (
+    Entry,
+    check_one_machine,
+    collect,
+    cost_of,
+    default_metrics,
+    markdown_report,
+    pareto_front,
+)
 from distillab.tracking.plots import (
     pareto_plot,
     per_task_bars,
@@ -195,6 +203,8 @@ def report(args: argparse.Namespace) -> None:
         fail(
             f"no results.json or pipeline.json under {', '.join(map(str, args.paths))} (--scored-in {args.scored_in})"
         )
+    if args.plot_cost and args.cost_axis == "seconds":
+        check_one_machine(entries)  # before anything is written
     metrics = args.metrics or default_metrics(entries)
     text, images = write_report(entries, metrics, args.out)
     images += extra_plots(entries, metrics, args, images[1])

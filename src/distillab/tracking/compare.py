@@ -56,6 +56,22 @@ def cost_of(entry: Entry, axis: str) -> float | None:
     return None if not wall else wall.get("train", 0.0) + wall.get("other", 0.0)
 
 
+def check_one_machine(entries: list[Entry]) -> None:
+    """Wall seconds compare only on one machine (2-core CPUs here differ 3x in matmul speed): a
+    seconds axis over runs timed on different devices is refused, naming them."""
+    devices: dict[str, int] = {}
+    for e in entries:
+        if e.cost and e.cost.get("wall_seconds"):
+            device = e.cost.get("device") or "unknown device"
+            devices[device] = devices.get(device, 0) + 1
+    if len(devices) > 1:
+        seen = "; ".join(f"{d}: {n} run{'s' * (n > 1)}" for d, n in devices.items())
+        raise DistillabError(
+            f"--cost-axis seconds: the runs were timed on {len(devices)} machines ({seen}); wall hours of "
+            "different machines do not share an axis: plot each machine's runs separately, or use --cost-axis flops"
+        )
+
+
 def _recorded_mean(record: dict) -> tuple[float | None, list[float | None] | None]:
     mean = record.get("retention_mean")
     if isinstance(mean, dict):  # results.json
