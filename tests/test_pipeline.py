@@ -170,16 +170,36 @@ def test_pipeline_table_and_cached_rerun(tmp_path, tiny_corpus, monkeypatch, cap
         ),
     ],
 )
-def test_bad_stage_configs_fail_before_any_work(tmp_path, tiny_corpus, extra, message):
+def test_bad_stage_configs_fail_before_any_work(tmp_path, tiny_corpus, extra, message, capsys):
+    """In process (the Hydra task function the CLI runs; a new interpreter costs ~10 s per case on
+    2 cores): the real CLI is checked once, below."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="pipeline", overrides=[*pipeline_overrides(tmp_path, tiny_corpus), *extra])
+        with pytest.raises(SystemExit) as exit_info:
+            pipeline.main.__wrapped__(cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err, err[-2000:]
+    assert not list(tmp_path.glob("0*"))  # no stage (not even the teacher's row) started
+
+
+def test_the_pipeline_cli_prints_one_line_and_exits_2(tmp_path, tiny_corpus):
     proc = subprocess.run(
-        [sys.executable, "-m", "distillab.pipeline", *pipeline_overrides(tmp_path, tiny_corpus), *extra],
+        [
+            sys.executable,
+            "-m",
+            "distillab.pipeline",
+            *pipeline_overrides(tmp_path, tiny_corpus),
+            "stages.prune.app=sparsify",
+        ],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
-    assert not list(tmp_path.glob("0*"))  # no stage (not even the teacher's row) started
+    assert len(lines) == 1 and "stages.prune.app: unknown 'sparsify'" in lines[0], proc.stderr[-2000:]
+    assert not list(tmp_path.glob("0*"))
 
 
 def test_fingerprints_do_not_depend_on_where_things_live(tmp_path, tiny_corpus):
