@@ -154,7 +154,9 @@ def test_a_wall_hours_front_is_refused_over_runs_timed_on_different_machines(tmp
     assert exit_info.value.code == 2 and not (tmp_path / "r").exists()  # refused before writing
     err = capsys.readouterr().err
     assert "error: --cost-axis seconds: the runs were timed on 2 machines (" in err
-    assert "Intel Xeon, 2 logical CPUs (AMX): 1 run" in err and "AMD EPYC, 2 logical CPUs (AVX2): 1 run" in err
+    assert (
+        "Intel Xeon, 2 logical CPUs (AMX): 1 run" in err and "AMD EPYC, 2 logical CPUs (AVX2): 1 run" in err
+    )
     main([*argv, "--cost-axis", "flops"])  # counted FLOPs are the same on any machine
     assert (tmp_path / "c.png").is_file()
 

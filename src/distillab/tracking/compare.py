@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +60,9 @@ def cost_of(entry: Entry, axis: str) -> float | None:
 def check_one_machine(entries: list[Entry]) -> None:
     """Wall seconds compare only on one machine (2-core CPUs here differ 3x in matmul speed): a
     seconds axis over runs timed on different devices is refused, naming them."""
-    devices: dict[str, int] = {}
-    for e in entries:
-        if e.cost and e.cost.get("wall_seconds"):
-            device = e.cost.get("device") or "unknown device"
-            devices[device] = devices.get(device, 0) + 1
+    devices = Counter(
+        e.cost.get("device") or "unknown device" for e in entries if e.cost and e.cost.get("wall_seconds")
+    )
     if len(devices) > 1:
         seen = "; ".join(f"{d}: {n} run{'s' * (n > 1)}" for d, n in devices.items())
         raise DistillabError(
