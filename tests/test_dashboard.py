@@ -11,10 +11,12 @@ import json
 import os
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import REPO, compose_config, tiny_overrides
+from google.protobuf.message import DecodeError
 from wandb_stub import ENTITY, StubServer
 
 from distillab import dashboard as cli
@@ -86,6 +88,8 @@ def wandb_records(path: Path):
     from wandb.proto import wandb_internal_pb2
 
     data, block = path.read_bytes(), 32768
+    if len(data) < 7:  # not even the header written yet
+        return
     assert data[:4] == b":W&B"
     pos, payload = 7, b""
     while pos + 7 <= len(data):
@@ -99,6 +103,21 @@ def wandb_records(path: Path):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(payload)
             yield record
+
+
+def finished_records(path: Path, timeout: float = 120.0) -> list:
+    """The records once the run's ``exit`` record is on disk. ``wandb.finish()`` can return before
+    W&B's service has flushed the file (it buffers a whole 32 KiB block; CI on a loaded 2-core
+    machine once read only the header), so wait for the last record instead of trusting the return."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = list(wandb_records(path))
+        except DecodeError:  # a record cut at the end of a write still in progress
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +136,7 @@ def logged_run(tmp_path_factory, tiny_corpus):
     )
     (offline,) = (run_dir / "wandb").glob("offline-run-*/*.wandb")
     history, summary = set(), set()
-    for record in wandb_records(offline):
+    for record in finished_records(offline):
         kind = record.WhichOneof("record_type")
         items = (
             record.history.item if kind == "history" else record.summary.update if kind == "summary" else []
