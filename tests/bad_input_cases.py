@@ -402,8 +402,12 @@ CATALOGUE = [
         "on_policy.prompt_tokens: 32 leaves no room",
     ),
     # quantization
-    ("quantize", ["quantize.gguf_type=q3_bogus"], "quantize.gguf_type: unknown 'q3_bogus'"),
-    ("quantize", ["quantize=torchao", "quantize.bits=3"], "quantize.bits: 3 is not supported"),
+    ("quantize", ["quantize.gguf_type=q3_bogus"], "quantize.gguf_type: unknown 'q3_bogus'; valid: f32"),
+    (
+        "quantize",
+        ["quantize=torchao", "quantize.bits=3"],
+        "quantize.bits: 3 is not supported by the torchao backend; valid: 8, 4",
+    ),
     (
         "quantize",
         ["quantize=torchao", "quantize.bits=4", "quantize.group_size=48"],
