@@ -9,7 +9,7 @@ import distillab
 
 # Lowest first. Modules of one rank may import each other; a module imports only its rank and below.
 RANKS = [
-    ("compiling", "errors", "files", "machine", "markdown", "precision"),
+    ("compiling", "errors", "files", "machine", "markdown", "precision", "versions"),
     ("config", "config_schema", "process", "redaction"),
     ("models",),
     ("data",),

@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from safetensors.torch import load_file
 
 from distillab.data.resumable import EpochSeededSampler
 from distillab.distill import run
+from distillab.versions import library_versions
 
 STEPS = 60
 EXACT = [
@@ -66,14 +68,22 @@ def test_a_loader_started_at_batch_b_reads_what_an_uninterrupted_loader_reads_af
 
 
 class CrashAtStep:
-    """A Lightning callback that kills the run (an exception) before training step ``step``."""
+    """A Lightning callback that kills the run (an exception) before training step ``step``, and
+    notes which training steps its CSV log holds on disk at that moment (``on_disk``): a kill -9,
+    which runs no handler, would leave exactly those."""
+
+    on_disk: list[int] = []
 
     def __new__(cls, step: int):
         import lightning as L
+        from lightning.pytorch.loggers import CSVLogger
 
         class _Crash(L.Callback):
             def on_train_batch_start(self, trainer, *args):
                 if trainer.global_step == step:
+                    (csv_logger,) = (lg for lg in trainer.loggers if isinstance(lg, CSVLogger))
+                    path = Path(csv_logger.log_dir) / "metrics.csv"
+                    CrashAtStep.on_disk = logged_steps(path) if path.is_file() else []
                     raise RuntimeError(f"simulated crash before step {step}")
 
         return _Crash()
@@ -82,7 +92,9 @@ class CrashAtStep:
 @pytest.mark.parametrize(
     "crash_step", [10, 13]
 )  # on an epoch boundary (10 batches per epoch), and inside one
-def test_resume_after_a_crash_at_a_given_step_gives_identical_weights(tmp_path, tiny_corpus, crash_step):
+def test_resume_after_a_crash_at_a_given_step_gives_identical_weights(
+    tmp_path, tiny_corpus, crash_step, caplog
+):
     reference_dir = tmp_path / "uninterrupted"
     run(compose_config(tiny_overrides(reference_dir, tiny_corpus, *EXACT)))
     run_dir = tmp_path / "crashed"
@@ -92,14 +104,21 @@ def test_resume_after_a_crash_at_a_given_step_gives_identical_weights(tmp_path, 
     last = run_dir / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=False)
     assert checkpoint["global_step"] == crash_step
+    # every logged training step is on disk as it happens (the Trainer saves the CSV after each row)
+    assert CrashAtStep.on_disk and max(CrashAtStep.on_disk) == crash_step - 1, CrashAtStep.on_disk
     # train_seconds must count the segment before the crash too, not only the resumed one: say the
     # first segment took 1,000 s (the weights do not depend on it) and look for it after the resume.
     assert checkpoint["callbacks"]["Timer"]["time_elapsed"]["train"] > 0
     checkpoint["callbacks"]["Timer"]["time_elapsed"]["train"] = 1000.0
+    # the checkpoint says which libraries wrote it; say it was an older torch: the resume warns
+    assert checkpoint["distillab_versions"] == library_versions()
+    checkpoint["distillab_versions"]["torch"] = "1.0"
     torch.save(checkpoint, last)
     start = time.monotonic()
-    run(compose_config(tiny_overrides(run_dir, tiny_corpus, *EXACT, "ckpt_path=last")))
+    with caplog.at_level("WARNING", logger="distillab"):
+        run(compose_config(tiny_overrides(run_dir, tiny_corpus, *EXACT, "ckpt_path=last")))
     resumed_wall = time.monotonic() - start
+    assert f"other library versions (torch 1.0 -> {library_versions()['torch']})" in caplog.text
     train_seconds = json.loads((run_dir / "results.json").read_text())["train_seconds"]
     assert 1000.0 < train_seconds < 1000.0 + resumed_wall
     reference, again = weights(reference_dir), weights(run_dir)

@@ -7,12 +7,11 @@ import shutil
 from distillab.stage_cache import (
     fingerprint,
     finished_record,
-    library_versions,
     locate,
     mark_finished,
     model_identity,
-    version_drift,
 )
+from distillab.versions import library_versions, version_drift
 
 
 def folder(path, weights: bytes):

@@ -40,13 +40,12 @@ from distillab.redaction import redact
 from distillab.stage_cache import (
     fingerprint,
     finished_record,
-    library_versions,
     locate,
     mark_finished,
     model_identity,
-    version_drift,
 )
 from distillab.tracking.stage_table import log_stage_table, stage_items, stage_row, write_stage_table
+from distillab.versions import library_versions, version_drift
 
 log = logging.getLogger("distillab")
 

@@ -7,7 +7,6 @@ finished when its ``stage.json`` exists (written last, atomically); a re-run reu
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -48,44 +47,6 @@ def model_identity(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         files = sorted(f for f in path.iterdir() if f.suffix in WEIGHT_SUFFIXES or f.name == "config.json")
     return {**spec, "name_or_path": f"{path.name}@{files_digest(files)}"}
-
-
-# Libraries whose upgrade can change what a stage computes. They are recorded, not fingerprinted: a
-# patch release would otherwise throw away hours of cached stages; a reused stage computed with other
-# versions is reported instead, and deleting its folder recomputes it.
-TRACKED_LIBRARIES = (
-    "distillab",
-    "torch",
-    "transformers",
-    "lightning",
-    "lm_eval",
-    "gguf",
-    "torchao",
-    "llama_cpp_python",
-)
-
-
-def library_versions() -> dict[str, str]:
-    """Installed versions of :data:`TRACKED_LIBRARIES` (missing ones left out)."""
-    versions = {}
-    for name in TRACKED_LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def version_drift(record: dict[str, Any], current: dict[str, str] | None = None) -> list[str]:
-    """``"name old -> new"`` for each library whose version differs from the one that computed
-    ``record`` (a record from before versions were recorded has no drift to report)."""
-    then = record.get("versions") or {}
-    now = library_versions() if current is None else current
-    return [
-        f"{name} {then.get(name, 'absent')} -> {now.get(name, 'absent')}"
-        for name in sorted(set(then) | set(now))
-        if then and then.get(name) != now.get(name)
-    ]
 
 
 def finished_record(stage_dir: Path) -> dict[str, Any] | None:

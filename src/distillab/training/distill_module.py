@@ -26,6 +26,7 @@ from distillab.objectives.terms import hard_label_ce
 from distillab.training.on_policy import OnPolicy
 from distillab.training.sharding import is_sharded, shard_model
 from distillab.training.signal_providers import compute_signals
+from distillab.versions import library_versions, version_drift
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +188,18 @@ class DistillModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["distillab_trained_tokens"] = self.trained_tokens
         checkpoint["distillab_generation"] = dict(self.generation)
+        checkpoint["distillab_versions"] = library_versions()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.trained_tokens = int(checkpoint.get("distillab_trained_tokens", 0))
         self.generation |= checkpoint.get("distillab_generation", {})
+        drift = version_drift({"versions": checkpoint.get("distillab_versions")})
+        if drift:  # the resume still runs: an exact resume is promised for the same versions only
+            log.warning(
+                "resuming a checkpoint written with other library versions (%s): the run will not be "
+                "bit-identical to an uninterrupted one",
+                ", ".join(drift),
+            )
 
     def on_fit_end(self) -> None:
         self.objective.teardown(self.student, self.teacher)  # e.g. restore the attention kernel
