@@ -128,6 +128,17 @@ def test_resume_after_a_crash_at_a_given_step_gives_identical_weights(
     assert before and max(before) < crash_step <= min(after)
 
 
+def test_resuming_a_finished_run_trains_nothing_and_keeps_its_training_metrics(tmp_path, tiny_corpus):
+    overrides = tiny_overrides(tmp_path, tiny_corpus, *EXACT, f"trainer.max_steps={STEPS // 6}")
+    first = run(compose_config(overrides))
+    trained = weights(tmp_path)
+    assert first["train_metrics"]["train/loss"] > 0
+    again = run(compose_config([*overrides, "ckpt_path=last"]))
+    assert again["train_metrics"] == first["train_metrics"]  # not {}: nothing was logged this time
+    assert again["train_tokens"] == first["train_tokens"]
+    assert all(torch.equal(weights(tmp_path)[k], v) for k, v in trained.items())
+
+
 def logged_steps(path) -> list[int]:
     with open(path) as f:
         return [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]

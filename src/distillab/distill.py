@@ -8,6 +8,7 @@ and sweeps call it directly).
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         student = unsharded_copy(student)
     if not trainer.is_global_zero:  # DDP: rank 0 alone evaluates, exports and writes results
         return {"run_dir": str(app.run_dir), "rank": trainer.global_rank}
-    app.results["train_metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    app.results["train_metrics"] = last_train_metrics(trainer, app.run_dir)
     app.export(student, student_tok)
     app.results["params"] = {"teacher": shapes[0], "student": student.num_parameters()}
     with fake_quant.as_stored(student, quantize_aware):  # scored as its file will hold it
@@ -90,6 +91,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     header = describe(cfg, shapes, student, app.results["params"]["student"], trainer.global_step, app.start)
     skip = per_token_tasks(cfg.get("eval"), aligner)
     return app.finish(header, trainer.global_step, skip, {"exported student": app.results.get("student_dir")})
+
+
+def last_train_metrics(trainer, run_dir: Path) -> dict[str, float]:
+    """The training and validation metrics logged last. Resuming a run that had already finished
+    trains no step and logs nothing; its metrics are then those the finished run recorded (its
+    ``results.json``, which only ``finish`` rewrites, so still the earlier one here)."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if metrics or not (run_dir / "results.json").is_file():
+        return metrics
+    try:
+        earlier = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return earlier.get("train_metrics") or {} if isinstance(earlier, dict) else {}
 
 
 def describe(
