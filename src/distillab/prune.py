@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def heal_and_evaluate(app: AppRun, cfg: DictConfig, teacher, tokenizer, quantize_aware, tuning_kind):
     """The removal loop's two callbacks: heal a cut model, and evaluate one (the last one evaluated
     is the student). A model the last phase healed quantization-aware is scored on its grid."""
-    healed_on_grid: set[int] = set()
+    healed_on_grid: weakref.WeakSet = weakref.WeakSet()  # (an id() could be reused by a later model)
 
     def healing(model, work_dir: Path, phase: int = 0, callbacks=(), last: bool = True) -> dict[str, float]:
         # Phase k of iterative removal starts where phase k-1 stopped in the data stream, so ILD
@@ -88,11 +89,11 @@ def heal_and_evaluate(app: AppRun, cfg: DictConfig, teacher, tokenizer, quantize
         start = phase * _heal_batches(cfg.heal.trainer) if phase else 0
         aware = quantize_aware if last else None
         if aware:
-            healed_on_grid.add(id(model))
+            healed_on_grid.add(model)
         return heal(model, teacher, cfg.heal, tokenizer, work_dir, cfg.paths, callbacks, start, compile=cfg.speed.compile, quantize_aware=aware, tuning=tuning_kind)  # fmt: skip
 
     def evaluate(model, work_dir: Path) -> dict[str, float]:
-        with fake_quant.as_stored(model, quantize_aware if id(model) in healed_on_grid else None):
+        with fake_quant.as_stored(model, quantize_aware if model in healed_on_grid else None):
             evaluation = app.evaluate(model, tokenizer, "student", work_dir=work_dir)
         return evaluation.metrics if evaluation else {}
 
