@@ -91,6 +91,16 @@ class AppRun:
             self.results.setdefault("eval_seconds", {})[key] = time.time() - start
         return evaluation
 
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Evaluation outside :meth:`evaluate` (a GGUF file scored in llama.cpp): its seconds go to
+        the cost ledger's evaluate phase, not to the cost of making the model."""
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.eval_wall += time.time() - start
+
     def against_teacher(self, key: str, skip_tasks: frozenset[str] = frozenset()) -> list:
         """Retention rows of the model evaluated as ``key`` against the teacher, on the same items."""
         return retention_rows(

@@ -13,7 +13,6 @@ same lm-eval suite as every other model.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +89,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def score_in_llama_cpp(app: AppRun, artifact: Path, tokenizer, threads: int) -> str:
     """The suite on ``artifact`` in llama.cpp, kept as ``student_llama_cpp`` next to the torch score
     (``student``), with its retention and the per-metric difference; returns the report's table."""
-    start = time.time()
-    evaluation, runtime = evaluate_gguf(
-        artifact, tokenizer, app.eval_cfg, app.run_dir / "llama_cpp", app.cfg.paths.data_dir, threads
-    )
-    app.eval_wall += time.time() - start  # the ledger's evaluate phase, not the cost of making the file
+    with app.evaluating():
+        evaluation, runtime = evaluate_gguf(
+            artifact, tokenizer, app.eval_cfg, app.run_dir / "llama_cpp", app.cfg.paths.data_dir, threads
+        )
     key = "student_llama_cpp"
     app.results[key], app.items[key] = evaluation.metrics, evaluation.items
     primary = primary_metrics(app.eval_cfg)
