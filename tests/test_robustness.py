@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 from conftest import compose_config, tiny_overrides
+from wandb_files import finished_records
 
 from distillab.distill import run
 from distillab.redaction import redact
@@ -85,6 +86,16 @@ def test_a_secret_in_the_config_reaches_no_file_of_the_run(tmp_path, tiny_corpus
         env={**__import__("os").environ, "WANDB_MODE": "offline"},
     )
     assert out.returncode == 0, out.stderr[-2000:]
+    # the W&B log holds the run's config (with the redacted keys) once W&B has written all of it
+    (log_file,) = (tmp_path / "wandb").glob("offline-run-*/*.wandb")
+    records = finished_records(log_file)
+    config = {
+        i.key: i.value_json
+        for r in records
+        if r.WhichOneof("record_type") == "config"
+        for i in r.config.update
+    }
+    assert "<redacted>" in config["hub_token"] and records[-1].WhichOneof("record_type") == "exit"
     leaked = [str(p) for p in tmp_path.rglob("*") if p.is_file() and b"SECRET" in p.read_bytes()]
     assert leaked == []
     assert "hub_token=<redacted>" in (tmp_path / ".hydra" / "overrides.yaml").read_text()
