@@ -1,9 +1,12 @@
-"""Which library versions computed something, and what changed since: a reused pipeline stage and a
-resumed training checkpoint both say so instead of silently mixing versions."""
+"""Which library versions and which code computed something, and what changed since: a reused
+pipeline stage and a resumed training checkpoint say so instead of silently mixing versions, and
+every ``results.json`` records both."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
+from pathlib import Path
 from typing import Any
 
 # Libraries whose upgrade can change what a stage or a training step computes. They are recorded,
@@ -42,3 +45,36 @@ def version_drift(record: dict[str, Any], current: dict[str, str] | None = None)
         for name in sorted(set(then) | set(now))
         if then and then.get(name) != now.get(name)
     ]
+
+
+def code_revision() -> dict[str, Any] | None:
+    """The git commit of the distillab checkout this process runs from, and whether its ``src/`` or
+    ``conf/`` hold uncommitted changes; ``None`` for an installed copy (no checkout) or without git.
+    Written into every ``results.json``, so a figure names the code that produced it."""
+    package = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(package), *args], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    root = git("rev-parse", "--show-toplevel")
+    # a copy installed into a virtualenv that happens to sit inside some checkout is not that checkout
+    if root is None or package != Path(root).resolve() / "src" / "distillab":
+        return None
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--", f"{root}/src", f"{root}/conf")
+    if commit is None or changes is None:
+        return None
+    return {"commit": commit, "dirty": bool(changes)}
+
+
+def code_line(code: dict[str, Any] | None) -> str:
+    """``1b607eb`` / ``1b607eb + uncommitted changes`` / ``not a git checkout``: for tables and W&B."""
+    if not code:
+        return "not a git checkout"
+    return code["commit"][:7] + (" + uncommitted changes" if code.get("dirty") else "")

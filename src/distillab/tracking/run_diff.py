@@ -23,6 +23,7 @@ from distillab.evaluation import paired
 from distillab.evaluation.retention import lower_is_better
 from distillab.files import read_json
 from distillab.markdown import table
+from distillab.versions import code_line, version_drift
 
 
 @dataclass(frozen=True)
@@ -212,17 +213,15 @@ def markdown(
     def computed_on(runs) -> str:
         return "; ".join(sorted({_computed_on(split_model(r)[0]) for r in runs} - {""}))
 
-    # once when both sides share it, else per side (which run was bf16 is part of the answer)
-    sides = {"A": computed_on(a_runs), "B": computed_on(b_runs)}
-    if sides["A"] == sides["B"]:
-        where = [f"computed on: {sides['A']}"] if sides["A"] else []
-    else:
-        where = [f"{side} computed on: {w}" for side, w in sides.items() if w]
+    def code_of(runs) -> str:
+        return "; ".join(sorted({_code(split_model(r)[0]) for r in runs} - {""}))
 
     lines = [
         f"A: {names(a_runs)}",
         f"B: {names(b_runs)}",
-        *where,
+        *_per_side("computed on", computed_on(a_runs), computed_on(b_runs)),
+        *_per_side("code", code_of(a_runs), code_of(b_runs)),
+        *_version_notes([split_model(r)[0] for r in [*a_runs, *b_runs]]),
         "",
     ]
     head = [
@@ -256,6 +255,33 @@ def markdown(
         lines += ["", f"{MEAN_KEY}: not compared: {mean}."]
     lines += ["", "One line per metric: " + "; ".join(f"{d.key}: {_one_line(d)}" for d in diffs)]
     return "\n".join(lines) + "\n"
+
+
+def _per_side(label: str, a: str, b: str) -> list[str]:
+    """Once when both sides share it, else per side (which run was bf16, or ran older code, is part
+    of the answer); nothing for runs written before it was kept."""
+    if a == b:
+        return [f"{label}: {a}"] if a else []
+    return [f"{side} {label}: {text}" for side, text in (("A", a), ("B", b)) if text]
+
+
+def _code(run: Path) -> str:
+    """The commit the run's code was at ('' for runs written before it was kept)."""
+    results = results_of(run)
+    return code_line(results["code"]) if "code" in results else ""
+
+
+def _version_notes(runs: list[Path]) -> list[str]:
+    """A line per run whose library versions differ from the first run's: a difference between
+    such runs may come from the libraries, not the recipe."""
+    recorded = [(run, results_of(run).get("versions")) for run in runs]
+    recorded = [(run, v) for run, v in recorded if v]
+    notes = []
+    for run, versions in recorded[1:]:
+        drift = version_drift({"versions": recorded[0][1]}, versions)
+        if drift:
+            notes.append(f"library versions differ: {run} against {recorded[0][0]}: {', '.join(drift)}")
+    return notes
 
 
 def _computed_on(run: Path) -> str:

@@ -17,6 +17,7 @@ from distillab.evaluation.retention import RetentionRow
 from distillab.files import keep_earlier_csv
 from distillab.precision import current as current_precision
 from distillab.redaction import redact
+from distillab.versions import code_line, code_revision
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,8 @@ def make_loggers(logger_cfg) -> list[Logger]:
 
 
 def log_config(loggers: list[Logger], config: dict[str, Any]) -> None:
-    """The run's config, secrets redacted, with the precision it resolved to (not just ``auto``) and
-    the machine (CSV's hparams.yaml has no system panel like W&B's)."""
+    """The run's config, secrets redacted, with the precision it resolved to (not just ``auto``), the
+    machine (CSV's hparams.yaml has no system panel like W&B's) and the code's commit."""
     used = current_precision()
     config = {
         **redact(config),
@@ -90,6 +91,7 @@ def log_config(loggers: list[Logger], config: dict[str, Any]) -> None:
         "precision_train": used.train,
         "precision_reason": used.reason,
         "machine": machine.one_line(machine.describe_machine(used.device_type)),
+        "code": code_line(code_revision()),
     }
     for lg in loggers:
         lg.log_hyperparams(config)
