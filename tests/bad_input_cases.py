@@ -246,6 +246,22 @@ CATALOGUE = [
         ["heal.enabled=true", "heal.trainer.max_time=3600"],
         "heal.trainer.max_time: 3600 is not valid",
     ),
+    # Trainer arguments distillab passes itself (they would be overridden without a word)
+    (
+        "distill",
+        ["+trainer.logger=false"],
+        "trainer.logger: set by distillab, not from the config; the loggers come from the logger group",
+    ),
+    (
+        "distill",
+        ["+trainer.default_root_dir=/tmp/elsewhere"],
+        "trainer.default_root_dir: set by distillab, not from the config; the run folder is paths.run_dir",
+    ),
+    (
+        "prune",
+        ["heal.enabled=true", "+heal.trainer.callbacks=[]"],
+        "heal.trainer.callbacks: set by distillab, not from the config",
+    ),
     (
         "prune",
         ["calibration.num_blocks=0"],

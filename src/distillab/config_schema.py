@@ -262,13 +262,30 @@ def rules_for(key: str) -> Iterator[Rule]:
     )
 
 
+# Lightning Trainer arguments that training/fit.py passes itself: set in a trainer block they would
+# be overridden without a word, so they are refused with the key that does the job instead.
+SET_BY_DISTILLAB = {
+    "logger": "the loggers come from the logger group: logger=wandb or logger=csv",
+    "callbacks": "add a callback as +callbacks.<name>={_target_: ...}",
+    "default_root_dir": "the run folder is paths.run_dir (hydra.run.dir=... on the command line)",
+    "enable_checkpointing": "checkpoints are callbacks.checkpoint (distill) and heal.checkpoint_every (prune)",
+    "plugins": "distillab writes checkpoints through its own atomic plugin; precision is precision=...",
+}
+
+
 def check_schema(cfg: DictConfig) -> None:
-    """Raise :class:`DistillabError` for the first value that breaks a rule (hydra's own block aside)."""
+    """Raise :class:`DistillabError` for the first value that breaks a rule (hydra's own block aside),
+    or a trainer argument distillab sets itself (:data:`SET_BY_DISTILLAB`)."""
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # an interpolation that cannot resolve here is reported where it is read
         plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)
+    for block in ("trainer", "heal.trainer"):
+        trainer = OmegaConf.select(cfg, block, default=None)
+        for key, instead in SET_BY_DISTILLAB.items():
+            if isinstance(trainer, DictConfig) and key in trainer:
+                raise DistillabError(f"{block}.{key}: set by distillab, not from the config; {instead}")
     for key, value in _leaves(plain):
         for rule in rules_for(key):
             if rule.violation(value):
