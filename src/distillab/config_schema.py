@@ -283,9 +283,12 @@ def check_schema(cfg: DictConfig) -> None:
     plain.pop("hydra", None)
     for block in ("trainer", "heal.trainer"):
         trainer = OmegaConf.select(cfg, block, default=None)
-        for key, instead in SET_BY_DISTILLAB.items():
-            if isinstance(trainer, DictConfig) and key in trainer:
-                raise DistillabError(f"{block}.{key}: set by distillab, not from the config; {instead}")
+        set_here = [k for k in SET_BY_DISTILLAB if k in (trainer or {})]
+        if set_here:
+            key = set_here[0]
+            raise DistillabError(
+                f"{block}.{key}: set by distillab, not from the config; {SET_BY_DISTILLAB[key]}"
+            )
     for key, value in _leaves(plain):
         for rule in rules_for(key):
             if rule.violation(value):

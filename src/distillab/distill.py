@@ -98,13 +98,13 @@ def last_train_metrics(trainer, run_dir: Path) -> dict[str, float]:
     trains no step and logs nothing; its metrics are then those the finished run recorded (its
     ``results.json``, which only ``finish`` rewrites, so still the earlier one here)."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if metrics or not (run_dir / "results.json").is_file():
+    if metrics:
         return metrics
-    try:
+    try:  # none there, or unreadable: nothing to keep
         earlier = json.loads((run_dir / "results.json").read_text())
     except (OSError, ValueError):
         return {}
-    return earlier.get("train_metrics") or {} if isinstance(earlier, dict) else {}
+    return (earlier.get("train_metrics") or {}) if isinstance(earlier, dict) else {}
 
 
 def describe(

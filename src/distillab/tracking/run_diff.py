@@ -210,18 +210,17 @@ def markdown(
     def names(runs):
         return ", ".join(str(r) for r in runs) + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
 
-    def computed_on(runs) -> str:
-        return "; ".join(sorted({_computed_on(split_model(r)[0]) for r in runs} - {""}))
+    records = {run: results_of(run) for run in (split_model(r)[0] for r in [*a_runs, *b_runs])}
 
-    def code_of(runs) -> str:
-        return "; ".join(sorted({_code(split_model(r)[0]) for r in runs} - {""}))
+    def said(describe, runs) -> str:
+        return "; ".join(sorted({describe(records[split_model(r)[0]]) for r in runs} - {""}))
 
     lines = [
         f"A: {names(a_runs)}",
         f"B: {names(b_runs)}",
-        *_per_side("computed on", computed_on(a_runs), computed_on(b_runs)),
-        *_per_side("code", code_of(a_runs), code_of(b_runs)),
-        *_version_notes([split_model(r)[0] for r in [*a_runs, *b_runs]]),
+        *_per_side("computed on", said(_computed_on, a_runs), said(_computed_on, b_runs)),
+        *_per_side("code", said(_code, a_runs), said(_code, b_runs)),
+        *_version_notes(records),
         "",
     ]
     head = [
@@ -265,17 +264,15 @@ def _per_side(label: str, a: str, b: str) -> list[str]:
     return [f"{side} {label}: {text}" for side, text in (("A", a), ("B", b)) if text]
 
 
-def _code(run: Path) -> str:
+def _code(results: dict) -> str:
     """The commit the run's code was at ('' for runs written before it was kept)."""
-    results = results_of(run)
     return code_line(results["code"]) if "code" in results else ""
 
 
-def _version_notes(runs: list[Path]) -> list[str]:
+def _version_notes(records: dict[Path, dict]) -> list[str]:
     """A line per run whose library versions differ from the first run's: a difference between
     such runs may come from the libraries, not the recipe."""
-    recorded = [(run, results_of(run).get("versions")) for run in runs]
-    recorded = [(run, v) for run, v in recorded if v]
+    recorded = [(run, r["versions"]) for run, r in records.items() if r.get("versions")]
     notes = []
     for run, versions in recorded[1:]:
         drift = version_drift({"versions": recorded[0][1]}, versions)
@@ -284,9 +281,8 @@ def _version_notes(runs: list[Path]) -> list[str]:
     return notes
 
 
-def _computed_on(run: Path) -> str:
+def _computed_on(results: dict) -> str:
     """``float32 on <machine>`` from the run's results.json ('' for runs written before either was kept)."""
-    results = results_of(run)
     name = (results.get("precision") or {}).get("name", "")
     where = machine.one_line(results.get("machine"))
     return f"{name} on {where}" if name and where else name
